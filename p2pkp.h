@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * p2pkp.h - user API of the P2PKP socket family (in-kernel one-to-many
+ * file transfer over UDP).  Shared by the module, the tools and any user
+ * program.  See README.md and docs/protocol.md.
+ *
+ * Sender:   fd = socket(AF_P2PKP, SOCK_DGRAM, 0);
+ *           connect(fd, peer, len);             one call per receiver
+ *           write(fd, "/abs/path", len);        one call per file
+ * Receiver: fd = socket(AF_P2PKP, SOCK_DGRAM, 0);
+ *           bind(fd, ip:port, len);
+ *           read(fd, "/abs/dest", len);         one call per file
+ */
+#ifndef _UAPI_LINUX_P2PKP_H
+#define _UAPI_LINUX_P2PKP_H
+
+#include <linux/types.h>
+#include <linux/socket.h>
+
+/*
+ * Address family.  12 is free since DECnet's removal (6.1 has NPROTO 46).
+ * The module parameter "family" may move it (0 < family < NPROTO); the
+ * number in use is in /sys/module/p2pkp/parameters/family.
+ */
+#define P2PKP_FAMILY_DEFAULT	12
+#ifndef AF_P2PKP
+#define AF_P2PKP		P2PKP_FAMILY_DEFAULT
+#endif
+#ifndef PF_P2PKP
+#define PF_P2PKP		AF_P2PKP
+#endif
+
+/* Port the tools use when none is given. */
+#define P2PKP_PORT_DEFAULT	7117
+
+/* At most this many connect()ed peers per socket. */
+#define P2PKP_MAX_PEERS		64
+
+/* Longest path accepted by write()/read(), without the NUL. */
+#define P2PKP_PATH_MAX		4095
+
+/* File bytes carried by one DATA datagram (fits a 1500-byte MTU, v4 and v6). */
+#define P2PKP_CHUNK_SIZE	1400
+
+/* Level for setsockopt()/getsockopt(). */
+#define SOL_P2PKP		300
+
+/*
+ * P2PKP_PEER_TIMEOUT (u32 milliseconds, get/set, default 15000,
+ *	range 100..3600000): sender: a peer silent for this long is failed
+ *	with ETIMEDOUT while the others go on; receiver: a transfer whose
+ *	sender is silent for this long is abandoned and its temporary file
+ *	removed (read() keeps waiting for the next file).
+ * P2PKP_PEER_RESULTS (struct p2pkp_peer_result[], get, sender): one entry
+ *	per peer in connect() order, about the last write().  optlen is set to
+ *	the bytes filled in; a short buffer gets the first entries.
+ * P2PKP_LAST_TRANSFER (struct p2pkp_transfer_info, get): the last
+ *	completed or failed transfer on this socket (sender or receiver).
+ */
+#define P2PKP_PEER_TIMEOUT	1
+#define P2PKP_PEER_RESULTS	2
+#define P2PKP_LAST_TRANSFER	3
+
+/* p2pkp_peer_result.state */
+enum p2pkp_peer_state {
+	P2PKP_PEER_IDLE = 0,	/* no write() yet */
+	P2PKP_PEER_DONE = 1,	/* delivered, digest verified by the peer */
+	P2PKP_PEER_FAILED = 2,	/* see status */
+};
+
+struct p2pkp_peer_result {
+	struct __kernel_sockaddr_storage addr;	/* the connect()ed address */
+	__u32 state;				/* enum p2pkp_peer_state */
+	__s32 status;				/* 0 or a negative errno */
+	__u64 bytes_acked;			/* file bytes the peer confirmed */
+	__u64 datagrams_sent;			/* incl. retransmissions */
+	__u64 datagrams_retransmitted;
+};
+
+#define P2PKP_DIGEST_SIZE	32	/* SHA-256 */
+
+struct p2pkp_transfer_info {
+	struct __kernel_sockaddr_storage peer;	/* receiver: the sender */
+	__u64 id;				/* transfer id from the wire */
+	__u64 size;				/* file size in bytes */
+	__u64 duration_ns;			/* START to verified end */
+	__u8 digest[P2PKP_DIGEST_SIZE];		/* SHA-256 of the file */
+	__s32 status;				/* 0 or a negative errno */
+	__u32 reserved;
+};
+
+#endif /* _UAPI_LINUX_P2PKP_H */
