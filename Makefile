@@ -1,0 +1,92 @@
+# P2PKP: module, tools, VM harness.  `make help` lists the targets.
+#
+# Everything that needs the pinned kernel or the Python environment depends on
+# `deps`, which is idempotent and quick once done.
+
+ABI      := $(shell kernel/pin.sh abi)
+KDIR     ?= /lib/modules/$(ABI)/build
+VENV     ?= .venv
+PY       := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONPATH := $(CURDIR)/tools
+PYTEST   := $(PY) -m pytest
+PYTEST_ARGS ?=
+VMS      ?= 2
+KERNEL   ?= stock
+
+.PHONY: all module tools deps venv vm-test vm-test-long vm-shell demo check unit w1 \
+	checkpatch lint clean help
+
+all: module tools
+
+help:
+	@echo "make            build p2pkp.ko (against the pinned kernel) and tools/"
+	@echo "make deps       install the pinned kernel, host tools and .venv (idempotent)"
+	@echo "make vm-test    deps + build + the whole suite (unit tests, then VMs)"
+	@echo "make vm-test-long  the long campaigns (marker 'long')"
+	@echo "make vm-shell VMS=n  interactive shells on n networked guests, module loaded"
+	@echo "make demo       boot 3 guests, send one file from vm1 to vm2 and vm3"
+	@echo "make check      checkpatch --strict, W=1 build, ruff, mypy, unit tests"
+	@echo "make clean      remove build output"
+	@echo "Variables: KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'  P2PKP_ACCEL=kvm|tcg"
+
+module: p2pkp.c p2pkp.h Kbuild
+	@kernel/check-build.sh $(KDIR)
+	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+
+tools:
+	$(MAKE) -C tools
+
+$(VENV)/.stamp: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.stamp
+
+deps: venv
+	$(PY) -m p2pkpvm.deps install
+
+vm-test: deps
+	$(MAKE) all
+	$(PYTEST) tools/tests vmtests -m "not long" $(PYTEST_ARGS)
+
+vm-test-long: deps
+	$(MAKE) all
+	$(PYTEST) vmtests -m long $(PYTEST_ARGS)
+
+vm-shell: deps
+	$(MAKE) all
+	$(PY) -m p2pkpvm shell --vms $(VMS)
+
+demo: deps
+	$(MAKE) all
+	$(PY) -m p2pkpvm demo
+
+unit: venv
+	$(PYTEST) tools/tests $(PYTEST_ARGS)
+
+checkpatch: deps
+	$$($(PY) -m p2pkpvm.deps checkpatch) --no-tree --strict -f p2pkp.c
+	$$($(PY) -m p2pkpvm.deps checkpatch) --no-tree --strict -f p2pkp.h
+
+lint: venv
+	$(VENV)/bin/ruff check tools vmtests
+	$(VENV)/bin/ruff format --check tools vmtests
+	$(VENV)/bin/mypy
+
+# W=1 from scratch so that every warning is seen; any warning fails.
+w1: deps
+	@kernel/check-build.sh $(KDIR)
+	$(MAKE) -C $(KDIR) M=$(CURDIR) clean >/dev/null
+	$(MAKE) -C $(KDIR) M=$(CURDIR) W=1 modules 2>&1 | tee .w1.log
+	@! grep -E 'warning:|error:' .w1.log || { echo "W=1 build has warnings"; exit 1; }
+	@rm -f .w1.log
+
+check: checkpatch w1 lint unit
+	$(MAKE) -C tools
+
+clean:
+	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR) clean
+	-$(MAKE) -C tools clean
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
