@@ -38,7 +38,11 @@ TOOL_PACKAGES: tuple[str, ...] = (
     "xz-utils",
 )
 
-CHECKPATCH_FILES = ("scripts/checkpatch.pl", "scripts/spelling.txt", "scripts/const_structs.checkpatch")
+CHECKPATCH_FILES = (
+    "scripts/checkpatch.pl",
+    "scripts/spelling.txt",
+    "scripts/const_structs.checkpatch",
+)
 
 
 class DepsError(Exception):
@@ -119,9 +123,7 @@ def repin_message(pin: KernelPin, unavailable: Sequence[str]) -> str:
     for abi in available_abis()[:6]:
         image = f"linux-image-{abi}"
         lines.append(f"  {image}: {', '.join(available_versions(image)) or '?'}")
-    lines.append(
-        f"  {pin.source_pkg}: {', '.join(available_versions(pin.source_pkg)) or 'none'}"
-    )
+    lines.append(f"  {pin.source_pkg}: {', '.join(available_versions(pin.source_pkg)) or 'none'}")
     lines.append(
         f"to re-pin: edit {default_pin_path()} (abi, version, package names: all three "
         "packages must exist at that version), then `make deps && make clean && make`."
@@ -200,7 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     except subprocess.CalledProcessError as exc:
-        print(f"deps: `{' '.join(map(str, exc.cmd))}` failed with {exc.returncode}", file=sys.stderr)
+        print(
+            f"deps: `{' '.join(map(str, exc.cmd))}` failed with {exc.returncode}", file=sys.stderr
+        )
         return 2
     return 0
 
