@@ -1,0 +1,632 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * p2pkp-op - run a script of system calls on AF_P2PKP sockets and print one
+ * line per call with its result, for tests and the syscall fuzzer.
+ *
+ *   p2pkp-op socket connect:10.0.0.2:7117 write:/etc/shadow close
+ *   socket = 3
+ *   connect 10.0.0.2:7117 = 0
+ *   write /etc/shadow = -1 EACCES
+ *   close = 0
+ *
+ * Every operation acts on the current socket: the one the last "socket"
+ * made (or chosen with "use:N").  A failing call does not stop the script.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "p2pkp-util.h"
+
+#define PROG "p2pkp-op"
+#define MAX_SOCKS 256
+
+static int socks[MAX_SOCKS];
+static int nsocks;
+static int cur = -1;		/* the current fd */
+static volatile sig_atomic_t alarms;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: " PROG " OP...\n"
+		"Run system calls on AF_P2PKP sockets; one output line per call:\n"
+		"'NAME ARGS = RET' or 'NAME ARGS = -1 ENAME'.  The script goes on after a\n"
+		"failed call; exit 0 unless an OP is malformed (exit 2).\n"
+		"Operations (on the current socket = the last created or chosen):\n"
+		"  socket[:TYPE[:PROTO[:FAMILY]]]  TYPE dgram|stream|seqpacket|raw|N\n"
+		"                         (default dgram), PROTO number (0), FAMILY\n"
+		"                         number (default: the module's family)\n"
+		"  use:N                  make the Nth socket (from 1) current\n"
+		"  bind:ADDR[:PORT]       ADDR IPv4 or [IPv6]; port default %d\n"
+		"  connect:ADDR[:PORT]    add a peer\n"
+		"  connect:unspec         connect(AF_UNSPEC): clear the peers\n"
+		"  write:PATH             write(fd, PATH, strlen(PATH))\n"
+		"  send:PATH              send(fd, PATH, strlen(PATH), 0)\n"
+		"  write-len:PATH:N       write N bytes: PATH then NUL padding, or PATH\n"
+		"                         cut to N bytes (no NUL) if N <= strlen(PATH)\n"
+		"  write-long:N           write N bytes '/xxxx...' (no NUL)\n"
+		"  write-raw:HEX          write the bytes given in hex (may be empty)\n"
+		"  read:PATH              read(fd, PATH, strlen(PATH) + 1)\n"
+		"  read-len:PATH:N        like write-len, with read()\n"
+		"  recvmsg:PATH           recvmsg() with the path as buffer; prints\n"
+		"                         msg_name (the sender)\n"
+		"  setsockopt:peer_timeout:MS\n"
+		"  setsockopt-raw:LEVEL:NAME:HEX\n"
+		"  getsockopt:peer_results|last_transfer|peer_timeout\n"
+		"  getsockopt-raw:LEVEL:NAME:LEN  prints optlen and the bytes in hex\n"
+		"  shutdown:rd|wr|rdwr, listen, accept, getsockname, getpeername\n"
+		"  close                  close the current socket\n"
+		"  sleep:MS               nanosleep (not interrupted silently)\n"
+		"  alarm:MS               SIGALRM after MS ms; the handler is installed\n"
+		"                         without SA_RESTART, so a blocked call fails\n"
+		"                         with EINTR; 0 cancels\n"
+		"  echo:TEXT              print TEXT (a marker for tests)\n",
+		P2PKP_PORT_DEFAULT);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+	alarms++;
+}
+
+static void result(const char *what, long long ret, int err)
+{
+	if (ret < 0)
+		printf("%s = -1 %s\n", what, p2pkp_errname(err));
+	else
+		printf("%s = %lld\n", what, ret);
+	fflush(stdout);
+}
+
+static void bad(const char *op, const char *why)
+{
+	fprintf(stderr, PROG ": bad operation '%s': %s (see --help)\n", op, why);
+	exit(2);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decode hex into a new buffer; *n gets its length. */
+static unsigned char *unhex(const char *op, const char *hex, size_t *n)
+{
+	size_t len = strlen(hex), i;
+	unsigned char *buf;
+
+	if (len % 2)
+		bad(op, "odd number of hex digits");
+	buf = malloc(len / 2 + 1);
+	if (!buf)
+		bad(op, "out of memory");
+	for (i = 0; i < len / 2; i++) {
+		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			bad(op, "not hex");
+		buf[i] = (unsigned char)(hi << 4 | lo);
+	}
+	*n = len / 2;
+	return buf;
+}
+
+static void print_hex(const unsigned char *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		printf("%02x", p[i]);
+}
+
+/* Split "PATH:N" at the last colon; returns N and cuts arg. */
+static long long split_len(const char *op, char *arg)
+{
+	char *c = strrchr(arg, ':');
+	long long n;
+
+	if (!c)
+		bad(op, "expected PATH:N");
+	*c = '\0';
+	n = p2pkp_parse_uint(c + 1, 1 << 24);
+	if (n < 0)
+		bad(op, "bad length (0..16777216)");
+	return n;
+}
+
+/* A buffer of n bytes: s, then NUL padding (s cut to n if longer). */
+static char *len_buf(const char *s, size_t n)
+{
+	char *buf = calloc(1, n + 1);
+	size_t sl = strlen(s);
+
+	if (!buf)
+		return NULL;
+	memcpy(buf, s, sl < n ? sl : n);
+	return buf;
+}
+
+static const char *state_name(__u32 state)
+{
+	switch (state) {
+	case P2PKP_PEER_IDLE:
+		return "IDLE";
+	case P2PKP_PEER_DONE:
+		return "DONE";
+	case P2PKP_PEER_FAILED:
+		return "FAILED";
+	default:
+		return "UNKNOWN";
+	}
+}
+
+static const char *status_name(__s32 status)
+{
+	return status ? p2pkp_errname(-status) : "OK";
+}
+
+static void do_getsockopt(const char *op, const char *what)
+{
+	char abuf[80];
+	int ret, e;
+
+	if (!strcmp(what, "peer_results")) {
+		struct p2pkp_peer_result res[P2PKP_MAX_PEERS + 1];
+		socklen_t len = sizeof(res);
+		size_t i;
+
+		ret = getsockopt(cur, SOL_P2PKP, P2PKP_PEER_RESULTS, res, &len);
+		e = errno;
+		if (ret < 0) {
+			result("getsockopt peer_results", -1, e);
+			return;
+		}
+		printf("getsockopt peer_results = 0 n=%zu\n", len / sizeof(res[0]));
+		for (i = 0; i < len / sizeof(res[0]); i++)
+			printf("  peer[%zu] addr=%s state=%s status=%s bytes_acked=%llu datagrams_sent=%llu datagrams_retransmitted=%llu\n",
+			       i, p2pkp_format_addr(&res[i].addr, abuf, sizeof(abuf)),
+			       state_name(res[i].state), status_name(res[i].status),
+			       (unsigned long long)res[i].bytes_acked,
+			       (unsigned long long)res[i].datagrams_sent,
+			       (unsigned long long)res[i].datagrams_retransmitted);
+	} else if (!strcmp(what, "last_transfer")) {
+		struct p2pkp_transfer_info info;
+		socklen_t len = sizeof(info);
+
+		memset(&info, 0, sizeof(info));
+		ret = getsockopt(cur, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len);
+		e = errno;
+		if (ret < 0) {
+			result("getsockopt last_transfer", -1, e);
+			return;
+		}
+		printf("getsockopt last_transfer = 0 peer=%s id=%016llx size=%llu duration_ns=%llu status=%s digest=",
+		       p2pkp_format_addr(&info.peer, abuf, sizeof(abuf)),
+		       (unsigned long long)info.id, (unsigned long long)info.size,
+		       (unsigned long long)info.duration_ns, status_name(info.status));
+		print_hex(info.digest, sizeof(info.digest));
+		printf("\n");
+	} else if (!strcmp(what, "peer_timeout")) {
+		__u32 ms = 0;
+		socklen_t len = sizeof(ms);
+
+		ret = getsockopt(cur, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, &len);
+		e = errno;
+		if (ret < 0) {
+			result("getsockopt peer_timeout", -1, e);
+			return;
+		}
+		printf("getsockopt peer_timeout = 0 value=%u\n", ms);
+	} else {
+		bad(op, "expected peer_results, last_transfer or peer_timeout");
+	}
+	fflush(stdout);
+}
+
+static int sock_type(const char *op, const char *s)
+{
+	long long v;
+
+	if (!strcmp(s, "dgram"))
+		return SOCK_DGRAM;
+	if (!strcmp(s, "stream"))
+		return SOCK_STREAM;
+	if (!strcmp(s, "seqpacket"))
+		return SOCK_SEQPACKET;
+	if (!strcmp(s, "raw"))
+		return SOCK_RAW;
+	v = p2pkp_parse_uint(s, INT_MAX);
+	if (v < 0)
+		bad(op, "bad socket type");
+	return (int)v;
+}
+
+static void run(char *op)
+{
+	char *arg = strchr(op, ':');
+	char what[PATH_MAX + 64];
+	char abuf[80], err[160];
+	long long ret;
+	int e;
+
+	if (arg)
+		*arg++ = '\0';
+
+	if (!strcmp(op, "socket")) {
+		int type = SOCK_DGRAM, proto = 0, family = p2pkp_family();
+		char *f[3] = { NULL, NULL, NULL };
+		int i;
+
+		for (i = 0; i < 3 && arg; i++) {
+			f[i] = arg;
+			arg = strchr(arg, ':');
+			if (arg)
+				*arg++ = '\0';
+		}
+		if (f[0])
+			type = sock_type(op, f[0]);
+		if (f[1]) {
+			ret = p2pkp_parse_uint(f[1], INT_MAX);
+			if (ret < 0)
+				bad(op, "bad protocol");
+			proto = (int)ret;
+		}
+		if (f[2]) {
+			ret = p2pkp_parse_uint(f[2], INT_MAX);
+			if (ret < 0)
+				bad(op, "bad family");
+			family = (int)ret;
+		}
+		ret = socket(family, type, proto);
+		e = errno;
+		if (ret >= 0) {
+			if (nsocks == MAX_SOCKS)
+				bad(op, "too many sockets for p2pkp-op");
+			socks[nsocks++] = (int)ret;
+			cur = (int)ret;
+		}
+		result("socket", ret, e);
+		return;
+	}
+	if (!strcmp(op, "use")) {
+		ret = arg ? p2pkp_parse_uint(arg, nsocks) : -1;
+		if (ret < 1)
+			bad(op, "no such socket number");
+		cur = socks[ret - 1];
+		printf("use %lld = %d\n", ret, cur);
+		fflush(stdout);
+		return;
+	}
+	if (!strcmp(op, "bind") || !strcmp(op, "connect")) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+
+		if (!arg)
+			bad(op, "needs an address");
+		if (!strcmp(op, "connect") && !strcmp(arg, "unspec")) {
+			memset(&ss, 0, sizeof(ss));
+			ss.ss_family = AF_UNSPEC;
+			len = sizeof(struct sockaddr);
+		} else if (p2pkp_parse_addr(arg, P2PKP_PORT_DEFAULT, &ss, &len,
+					    err, sizeof(err))) {
+			bad(op, err);
+		}
+		if (op[0] == 'b')
+			ret = bind(cur, (struct sockaddr *)&ss, len);
+		else
+			ret = connect(cur, (struct sockaddr *)&ss, len);
+		e = errno;
+		snprintf(what, sizeof(what), "%s %s", op, arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "write") || !strcmp(op, "send")) {
+		if (!arg)
+			bad(op, "needs a path");
+		if (op[0] == 'w')
+			ret = write(cur, arg, strlen(arg));
+		else
+			ret = send(cur, arg, strlen(arg), 0);
+		e = errno;
+		snprintf(what, sizeof(what), "%s %s", op, arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "write-len") || !strcmp(op, "read-len")) {
+		long long n;
+		char *buf;
+
+		if (!arg)
+			bad(op, "expected PATH:N");
+		n = split_len(op, arg);
+		buf = len_buf(arg, (size_t)n);
+		if (!buf)
+			bad(op, "out of memory");
+		if (op[0] == 'w')
+			ret = write(cur, buf, (size_t)n);
+		else
+			ret = read(cur, buf, (size_t)n);
+		e = errno;
+		free(buf);
+		snprintf(what, sizeof(what), "%s %s %lld", op, arg, n);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "write-long")) {
+		long long n = arg ? p2pkp_parse_uint(arg, 1 << 24) : -1;
+		char *buf;
+
+		if (n < 1)
+			bad(op, "expected a length 1..16777216");
+		buf = malloc((size_t)n);
+		if (!buf)
+			bad(op, "out of memory");
+		memset(buf, 'x', (size_t)n);
+		buf[0] = '/';
+		ret = write(cur, buf, (size_t)n);
+		e = errno;
+		free(buf);
+		snprintf(what, sizeof(what), "write-long %lld", n);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "write-raw")) {
+		unsigned char *buf;
+		size_t n;
+
+		buf = unhex(op, arg ? arg : "", &n);
+		ret = write(cur, buf, n);
+		e = errno;
+		free(buf);
+		snprintf(what, sizeof(what), "write-raw %zu bytes", n);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "read")) {
+		if (!arg)
+			bad(op, "needs a path");
+		ret = read(cur, arg, strlen(arg) + 1);
+		e = errno;
+		snprintf(what, sizeof(what), "read %s", arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "recvmsg")) {
+		struct sockaddr_storage from;
+		struct iovec iov;
+		struct msghdr msg;
+
+		if (!arg)
+			bad(op, "needs a path");
+		memset(&from, 0, sizeof(from));
+		memset(&msg, 0, sizeof(msg));
+		iov.iov_base = arg;
+		iov.iov_len = strlen(arg) + 1;
+		msg.msg_name = &from;
+		msg.msg_namelen = sizeof(from);
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		ret = recvmsg(cur, &msg, 0);
+		e = errno;
+		if (ret >= 0)
+			snprintf(what, sizeof(what), "recvmsg %s from=%s namelen=%u",
+				 arg, p2pkp_format_addr(&from, abuf, sizeof(abuf)),
+				 msg.msg_namelen);
+		else
+			snprintf(what, sizeof(what), "recvmsg %s", arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "setsockopt")) {
+		char *val = arg ? strchr(arg, ':') : NULL;
+		__u32 ms;
+
+		if (!val)
+			bad(op, "expected setsockopt:peer_timeout:MS");
+		*val++ = '\0';
+		if (strcmp(arg, "peer_timeout"))
+			bad(op, "only peer_timeout can be set");
+		ret = p2pkp_parse_uint(val, UINT32_MAX);
+		if (ret < 0)
+			bad(op, "bad milliseconds");
+		ms = (__u32)ret;
+		ret = setsockopt(cur, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms));
+		e = errno;
+		snprintf(what, sizeof(what), "setsockopt peer_timeout %u", ms);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "setsockopt-raw") || !strcmp(op, "getsockopt-raw")) {
+		char *f[3] = { NULL, NULL, NULL };
+		long long level, name;
+		int i;
+
+		for (i = 0; i < 3 && arg; i++) {
+			f[i] = arg;
+			arg = strchr(arg, ':');
+			if (arg && i < 2)
+				*arg++ = '\0';
+		}
+		if (!f[2])
+			bad(op, "expected LEVEL:NAME:...");
+		level = p2pkp_parse_uint(f[0], INT_MAX);
+		name = p2pkp_parse_uint(f[1], INT_MAX);
+		if (level < 0 || name < 0)
+			bad(op, "bad level or name");
+		if (op[0] == 's') {
+			unsigned char *buf;
+			size_t n;
+
+			buf = unhex(op, f[2], &n);
+			ret = setsockopt(cur, (int)level, (int)name, buf, (socklen_t)n);
+			e = errno;
+			free(buf);
+			snprintf(what, sizeof(what), "setsockopt-raw %lld:%lld %zu bytes",
+				 level, name, n);
+			result(what, ret, e);
+		} else {
+			long long n = p2pkp_parse_uint(f[2], 1 << 20);
+			unsigned char *buf;
+			socklen_t len;
+
+			if (n < 0)
+				bad(op, "bad length");
+			buf = calloc(1, (size_t)n + 1);
+			if (!buf)
+				bad(op, "out of memory");
+			len = (socklen_t)n;
+			ret = getsockopt(cur, (int)level, (int)name, buf, &len);
+			e = errno;
+			snprintf(what, sizeof(what), "getsockopt-raw %lld:%lld %lld",
+				 level, name, n);
+			if (ret < 0) {
+				result(what, ret, e);
+			} else {
+				printf("%s = %lld optlen=%u data=", what, ret, len);
+				print_hex(buf, len < n ? len : (size_t)n);
+				printf("\n");
+				fflush(stdout);
+			}
+			free(buf);
+		}
+		return;
+	}
+	if (!strcmp(op, "getsockopt")) {
+		if (!arg)
+			bad(op, "needs an option name");
+		do_getsockopt(op, arg);
+		return;
+	}
+	if (!strcmp(op, "shutdown")) {
+		int how;
+
+		if (arg && !strcmp(arg, "rd"))
+			how = SHUT_RD;
+		else if (arg && !strcmp(arg, "wr"))
+			how = SHUT_WR;
+		else if (arg && !strcmp(arg, "rdwr"))
+			how = SHUT_RDWR;
+		else
+			bad(op, "expected rd, wr or rdwr");
+		ret = shutdown(cur, how);
+		e = errno;
+		snprintf(what, sizeof(what), "shutdown %s", arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "listen")) {
+		ret = listen(cur, 1);
+		result("listen", ret, errno);
+		return;
+	}
+	if (!strcmp(op, "accept")) {
+		ret = accept(cur, NULL, NULL);
+		e = errno;
+		result("accept", ret, e);
+		if (ret >= 0)
+			close((int)ret);
+		return;
+	}
+	if (!strcmp(op, "getsockname") || !strcmp(op, "getpeername")) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+
+		memset(&ss, 0, sizeof(ss));
+		if (op[3] == 's')
+			ret = getsockname(cur, (struct sockaddr *)&ss, &len);
+		else
+			ret = getpeername(cur, (struct sockaddr *)&ss, &len);
+		e = errno;
+		if (ret < 0) {
+			result(op, ret, e);
+		} else {
+			printf("%s = 0 addr=%s len=%u\n", op,
+			       p2pkp_format_addr(&ss, abuf, sizeof(abuf)), len);
+			fflush(stdout);
+		}
+		return;
+	}
+	if (!strcmp(op, "close")) {
+		ret = close(cur);
+		e = errno;
+		result("close", ret, e);
+		return;
+	}
+	if (!strcmp(op, "sleep")) {
+		struct timespec ts;
+
+		ret = arg ? p2pkp_parse_uint(arg, 86400000) : -1;
+		if (ret < 0)
+			bad(op, "expected milliseconds");
+		ts.tv_sec = ret / 1000;
+		ts.tv_nsec = (ret % 1000) * 1000000L;
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		printf("sleep %lld = 0\n", ret);
+		fflush(stdout);
+		return;
+	}
+	if (!strcmp(op, "alarm")) {
+		struct itimerval it;
+		struct sigaction sa;
+
+		ret = arg ? p2pkp_parse_uint(arg, 86400000) : -1;
+		if (ret < 0)
+			bad(op, "expected milliseconds");
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_alarm;
+		sigemptyset(&sa.sa_mask);
+		sa.sa_flags = 0;	/* no SA_RESTART: blocked calls get EINTR */
+		sigaction(SIGALRM, &sa, NULL);
+		memset(&it, 0, sizeof(it));
+		it.it_value.tv_sec = ret / 1000;
+		it.it_value.tv_usec = (ret % 1000) * 1000;
+		ret = setitimer(ITIMER_REAL, &it, NULL);
+		e = errno;
+		snprintf(what, sizeof(what), "alarm %s", arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "echo")) {
+		printf("%s\n", arg ? arg : "");
+		fflush(stdout);
+		return;
+	}
+	bad(op, "unknown operation");
+}
+
+int main(int argc, char **argv)
+{
+	int i;
+
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	for (i = 1; i < argc; i++)
+		run(argv[i]);
+	return 0;
+}

@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * p2pkp-recv - receive files from P2PKP senders.
+ *
+ * The transfer makes only the paper's system calls: one socket(), one
+ * bind(), one read() per file (plus one setsockopt() if --timeout is given,
+ * and one getsockopt(P2PKP_LAST_TRANSFER) only when read() returns INT_MAX,
+ * i.e. for files of 2 GiB - 1 and more, or with --verbose).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "p2pkp-util.h"
+
+#define PROG "p2pkp-recv"
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: " PROG " --listen ADDR[:PORT] --out PATH [--count N] [--timeout MS]\n"
+		"                  [--verbose]\n"
+		"Receive files on one AF_P2PKP socket, one read() per file.\n"
+		"\n"
+		"  -l, --listen ADDR[:PORT] local IPv4 dotted quad or [IPv6] literal to\n"
+		"                           bind (0.0.0.0 for any), port default %d\n"
+		"  -o, --out PATH           where to store the files (see below)\n"
+		"  -c, --count N            files to receive, default 1; 0 = forever\n"
+		"  -T, --timeout MS         P2PKP_PEER_TIMEOUT: a transfer whose sender is\n"
+		"                           silent this long is abandoned\n"
+		"  -v, --verbose            also print sender, transfer id, digest, duration\n"
+		"  -h, --help               this text\n"
+		"\n"
+		"PATH (made absolute from the current directory if relative):\n"
+		"  - an existing directory: files are stored as DIR/file-0001,\n"
+		"    DIR/file-0002, ... (numbered from 1, in the order they complete);\n"
+		"  - a pattern with exactly one integer conversion %%d, %%Nd or %%0Nd\n"
+		"    (N = 1..9; '%%%%' is a literal '%%'), e.g. /tmp/in-%%04d.bin: the file\n"
+		"    number (from 1) is put in;\n"
+		"  - otherwise, with --count 1 only, the destination file itself.\n"
+		"\n"
+		"After bind() prints 'listening ADDR:PORT'; then one line per file\n"
+		"'received PATH SIZE bytes'.  On failure prints '" PROG ": read PATH:\n"
+		"ENAME (message)' and exits 1; usage errors exit 2.\n",
+		P2PKP_PORT_DEFAULT);
+}
+
+/*
+ * Check that pat has exactly one conversion of the form %d, %Nd or %0Nd
+ * (N = 1..9) and otherwise only '%%'.  Returns 1 if so, 0 if it has no
+ * conversion at all, -1 if it is malformed (message in err).
+ */
+static int check_pattern(const char *pat, char *err, size_t errlen)
+{
+	int convs = 0;
+	const char *p;
+
+	for (p = pat; *p; p++) {
+		if (*p != '%')
+			continue;
+		p++;
+		if (*p == '%')
+			continue;
+		if (*p == '0')
+			p++;
+		if (*p >= '1' && *p <= '9')
+			p++;
+		if (*p != 'd') {
+			snprintf(err, errlen,
+				 "'%s': only %%d, %%Nd, %%0Nd (N = 1..9) and %%%% are allowed",
+				 pat);
+			return -1;
+		}
+		convs++;
+	}
+	if (convs > 1) {
+		snprintf(err, errlen, "'%s': more than one %%d conversion", pat);
+		return -1;
+	}
+	return convs;
+}
+
+static void print_info(int fd, const char *path, ssize_t n, int verbose)
+{
+	struct p2pkp_transfer_info info;
+	socklen_t len = sizeof(info);
+	unsigned long long size = (unsigned long long)n;
+	char abuf[80], hex[2 * P2PKP_DIGEST_SIZE + 1];
+	int have = 0, i;
+
+	if (n >= INT_MAX || verbose) {
+		if (getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) == 0) {
+			have = 1;
+			if (n >= INT_MAX)
+				size = (unsigned long long)info.size;
+		} else {
+			int e = errno;
+
+			fprintf(stderr, PROG ": getsockopt P2PKP_LAST_TRANSFER: %s (%s)\n",
+				p2pkp_errname(e), strerror(e));
+		}
+	}
+	printf("received %s %llu bytes\n", path, size);
+	if (verbose && have) {
+		for (i = 0; i < P2PKP_DIGEST_SIZE; i++)
+			snprintf(hex + 2 * i, 3, "%02x", info.digest[i]);
+		printf("  from %s id %016llx size %llu duration_ns %llu sha256 %s\n",
+		       p2pkp_format_addr(&info.peer, abuf, sizeof(abuf)),
+		       (unsigned long long)info.id, (unsigned long long)info.size,
+		       (unsigned long long)info.duration_ns, hex);
+	}
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "out", required_argument, NULL, 'o' },
+		{ "count", required_argument, NULL, 'c' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct sockaddr_storage addr;
+	socklen_t alen = 0;
+	char err[200], abuf[80], cwd[PATH_MAX];
+	char *out = NULL, *base = NULL, *path;
+	enum { OUT_FIXED, OUT_DIR, OUT_PATTERN } mode;
+	long long count = 1, timeout = -1, k;
+	int have_addr = 0, verbose = 0, fd, c, family, convs;
+	size_t plen;
+	struct stat st;
+
+	while ((c = getopt_long(argc, argv, "l:o:c:T:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (p2pkp_parse_addr(optarg, P2PKP_PORT_DEFAULT, &addr,
+					     &alen, err, sizeof(err))) {
+				fprintf(stderr, PROG ": --listen %s\n", err);
+				return 2;
+			}
+			have_addr = 1;
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		case 'c':
+			count = p2pkp_parse_uint(optarg, 99999999);
+			if (count < 0) {
+				fprintf(stderr, PROG ": --count '%s': not a number\n", optarg);
+				return 2;
+			}
+			break;
+		case 'T':
+			timeout = p2pkp_parse_uint(optarg, UINT32_MAX);
+			if (timeout < 0) {
+				fprintf(stderr, PROG ": --timeout '%s': not a number of milliseconds\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!have_addr || !out || optind != argc) {
+		fprintf(stderr, PROG ": need --listen and --out and no other arguments (see --help)\n");
+		return 2;
+	}
+
+	/* Work out the naming scheme before the transfer starts. */
+	if (out[0] != '/') {
+		if (!getcwd(cwd, sizeof(cwd))) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": getcwd: %s (%s)\n", p2pkp_errname(e),
+				strerror(e));
+			return 1;
+		}
+	} else {
+		cwd[0] = '\0';
+	}
+	if (asprintf(&base, "%s%s%s", cwd, cwd[0] ? "/" : "", out) < 0) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+		mode = OUT_DIR;
+	} else {
+		convs = check_pattern(out, err, sizeof(err));
+		if (convs < 0) {
+			fprintf(stderr, PROG ": --out %s\n", err);
+			return 2;
+		}
+		if (convs == 0 && count != 1) {
+			fprintf(stderr,
+				PROG ": --out '%s': with --count other than 1 it must be an existing directory or contain %%d\n",
+				out);
+			return 2;
+		}
+		mode = convs ? OUT_PATTERN : OUT_FIXED;
+	}
+	plen = strlen(base) + 32;
+	path = malloc(plen);
+	if (!path) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	if (mode == OUT_FIXED)
+		snprintf(path, plen, "%s", base);
+
+	family = p2pkp_family();
+	fd = socket(family, SOCK_DGRAM, 0);
+	if (fd < 0) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": socket(family %d): %s (%s)%s\n", family,
+			p2pkp_errname(e), strerror(e),
+			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+		return 1;
+	}
+	if (timeout >= 0) {
+		__u32 ms = (__u32)timeout;
+
+		if (setsockopt(fd, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms)) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": setsockopt P2PKP_PEER_TIMEOUT %u: %s (%s)\n",
+				ms, p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+	}
+	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": bind %s: %s (%s)\n",
+			p2pkp_format_addr(&addr, abuf, sizeof(abuf)),
+			p2pkp_errname(e), strerror(e));
+		return 1;
+	}
+	printf("listening %s\n", p2pkp_format_addr(&addr, abuf, sizeof(abuf)));
+	fflush(stdout);
+
+	for (k = 1; count == 0 || k <= count; k++) {
+		ssize_t n;
+
+		if (mode == OUT_DIR) {
+			snprintf(path, plen, "%s%sfile-%04lld", base,
+				 base[strlen(base) - 1] == '/' ? "" : "/", k);
+		} else if (mode == OUT_PATTERN) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+			snprintf(path, plen, base, (int)k);
+#pragma GCC diagnostic pop
+		}
+		n = read(fd, path, strlen(path) + 1);
+		if (n < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": read %s: %s (%s)\n", path,
+				p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+		print_info(fd, path, n, verbose);
+	}
+	close(fd);
+	free(base);
+	free(path);
+	return 0;
+}

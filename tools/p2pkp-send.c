@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * p2pkp-send - send files to one or more P2PKP receivers.
+ *
+ * The transfer makes only the paper's system calls: one socket(), one
+ * connect() per --to, one write() per FILE (plus one setsockopt() if
+ * --timeout is given).  Relative FILE names are made absolute with one
+ * getcwd() before socket(); nothing else is looked up.  On success nothing
+ * is printed unless --verbose (printing is a write() too); per-peer results
+ * (one getsockopt()) are fetched only after a failed write or with
+ * --verbose.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "p2pkp-util.h"
+
+#define PROG "p2pkp-send"
+
+struct peer {
+	struct sockaddr_storage addr;
+	socklen_t len;
+	const char *spec;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: " PROG " --to HOST[:PORT] [--to HOST[:PORT] ...] [--timeout MS]\n"
+		"                  [--verbose] FILE...\n"
+		"Send every FILE, in order, to every receiver over one AF_P2PKP socket.\n"
+		"\n"
+		"  -t, --to HOST[:PORT]  a receiver: IPv4 dotted quad or [IPv6] literal,\n"
+		"                        port default %d; repeat for more (at most %d)\n"
+		"  -T, --timeout MS      P2PKP_PEER_TIMEOUT: a peer silent this long fails\n"
+		"                        with ETIMEDOUT while the others go on\n"
+		"  -v, --verbose         print one line per file and the per-peer results\n"
+		"  -h, --help            this text\n"
+		"\n"
+		"Relative FILE names are made absolute from the current directory\n"
+		"(one getcwd() before the transfer); the kernel opens each file with\n"
+		"the caller's credentials.  Silent on success (exit 0).  On failure\n"
+		"prints '" PROG ": write FILE: ENAME (message)' and the per-peer\n"
+		"results to stderr, goes on with the next FILE (except after EINTR)\n"
+		"and exits 1.  Usage errors exit 2.\n",
+		P2PKP_PORT_DEFAULT, P2PKP_MAX_PEERS);
+}
+
+static const char *state_name(__u32 state)
+{
+	switch (state) {
+	case P2PKP_PEER_IDLE:
+		return "IDLE";
+	case P2PKP_PEER_DONE:
+		return "DONE";
+	case P2PKP_PEER_FAILED:
+		return "FAILED";
+	default:
+		return "UNKNOWN";
+	}
+}
+
+static void print_peer_results(int fd, FILE *f, const char *prefix)
+{
+	struct p2pkp_peer_result res[P2PKP_MAX_PEERS];
+	socklen_t len = sizeof(res);
+	char abuf[80];
+	size_t i, n;
+
+	if (getsockopt(fd, SOL_P2PKP, P2PKP_PEER_RESULTS, res, &len) < 0) {
+		int e = errno;
+
+		fprintf(f, "%sgetsockopt P2PKP_PEER_RESULTS: %s (%s)\n", prefix,
+			p2pkp_errname(e), strerror(e));
+		return;
+	}
+	n = len / sizeof(res[0]);
+	for (i = 0; i < n; i++) {
+		struct p2pkp_peer_result *r = &res[i];
+
+		fprintf(f, "%speer %s: %s", prefix,
+			p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)),
+			state_name(r->state));
+		if (r->status)
+			fprintf(f, " %s (%s)", p2pkp_errname(-r->status),
+				strerror(-r->status));
+		fprintf(f, ", %llu bytes acked, %llu datagrams sent, %llu retransmitted\n",
+			(unsigned long long)r->bytes_acked,
+			(unsigned long long)r->datagrams_sent,
+			(unsigned long long)r->datagrams_retransmitted);
+	}
+}
+
+static char *absolute(const char *path, const char *cwd)
+{
+	size_t n;
+	char *p;
+
+	if (path[0] == '/')
+		return strdup(path);
+	n = strlen(cwd) + 1 + strlen(path) + 1;
+	p = malloc(n);
+	if (p)
+		snprintf(p, n, "%s%s%s", cwd,
+			 cwd[strlen(cwd) - 1] == '/' ? "" : "/", path);
+	return p;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "to", required_argument, NULL, 't' },
+		{ "timeout", required_argument, NULL, 'T' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct peer peers[P2PKP_MAX_PEERS + 1];
+	char cwd[PATH_MAX] = "";
+	char err[160], abuf[80];
+	long long timeout = -1;
+	int npeers = 0, nfiles, verbose = 0, failed = 0;
+	char **files;
+	int c, i, fd, family;
+
+	while ((c = getopt_long(argc, argv, "t:T:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 't':
+			if (npeers > P2PKP_MAX_PEERS) {
+				fprintf(stderr, PROG ": too many --to (module limit %d)\n",
+					P2PKP_MAX_PEERS);
+				return 2;
+			}
+			/* one beyond the limit is kept so the kernel's errno shows */
+			if (p2pkp_parse_addr(optarg, P2PKP_PORT_DEFAULT,
+					     &peers[npeers].addr, &peers[npeers].len,
+					     err, sizeof(err))) {
+				fprintf(stderr, PROG ": --to %s\n", err);
+				return 2;
+			}
+			peers[npeers++].spec = optarg;
+			break;
+		case 'T':
+			timeout = p2pkp_parse_uint(optarg, UINT32_MAX);
+			if (timeout < 0) {
+				fprintf(stderr, PROG ": --timeout '%s': not a number of milliseconds\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'v':
+			verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	nfiles = argc - optind;
+	if (!npeers || !nfiles) {
+		fprintf(stderr, PROG ": need at least one --to and one FILE (see --help)\n");
+		return 2;
+	}
+	files = calloc((size_t)nfiles, sizeof(*files));
+	if (!files) {
+		fprintf(stderr, PROG ": out of memory\n");
+		return 1;
+	}
+	for (i = 0; i < nfiles; i++) {
+		const char *f = argv[optind + i];
+
+		if (f[0] != '/' && !cwd[0] && !getcwd(cwd, sizeof(cwd))) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": getcwd: %s (%s)\n", p2pkp_errname(e),
+				strerror(e));
+			return 1;
+		}
+		files[i] = absolute(f, cwd);
+		if (!files[i]) {
+			fprintf(stderr, PROG ": out of memory\n");
+			return 1;
+		}
+	}
+
+	family = p2pkp_family();
+	fd = socket(family, SOCK_DGRAM, 0);
+	if (fd < 0) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": socket(family %d): %s (%s)%s\n", family,
+			p2pkp_errname(e), strerror(e),
+			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+		return 1;
+	}
+	for (i = 0; i < npeers; i++) {
+		if (connect(fd, (struct sockaddr *)&peers[i].addr, peers[i].len) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": connect %s: %s (%s)\n",
+				p2pkp_format_addr(&peers[i].addr, abuf, sizeof(abuf)),
+				p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+	}
+	if (timeout >= 0) {
+		__u32 ms = (__u32)timeout;
+
+		if (setsockopt(fd, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms)) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": setsockopt P2PKP_PEER_TIMEOUT %u: %s (%s)\n",
+				ms, p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+	}
+	for (i = 0; i < nfiles; i++) {
+		size_t len = strlen(files[i]);
+		ssize_t n = write(fd, files[i], len);
+
+		if (n == (ssize_t)len) {
+			if (verbose) {
+				printf("sent %s to %d peer%s\n", files[i], npeers,
+				       npeers == 1 ? "" : "s");
+				fflush(stdout);
+				print_peer_results(fd, stdout, "  ");
+			}
+			continue;
+		}
+		failed = 1;
+		if (n < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": write %s: %s (%s)\n", files[i],
+				p2pkp_errname(e), strerror(e));
+			print_peer_results(fd, stderr, PROG ":   ");
+			if (e == EINTR)
+				break;
+		} else {
+			fprintf(stderr, PROG ": write %s: short write %zd of %zu\n",
+				files[i], n, len);
+			print_peer_results(fd, stderr, PROG ":   ");
+		}
+	}
+	close(fd);
+	for (i = 0; i < nfiles; i++)
+		free(files[i]);
+	free(files);
+	return failed;
+}

@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * p2pkp-util.c - helpers shared by the P2PKP user tools.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "p2pkp-util.h"
+
+int p2pkp_family(void)
+{
+	char buf[32];
+	ssize_t n;
+	long long v;
+	int fd;
+
+	fd = open(P2PKP_FAMILY_PARAM, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return P2PKP_FAMILY_DEFAULT;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return P2PKP_FAMILY_DEFAULT;
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	v = p2pkp_parse_uint(buf, 255);
+	if (v <= 0)
+		return P2PKP_FAMILY_DEFAULT;
+	return (int)v;
+}
+
+long long p2pkp_parse_uint(const char *s, long long max)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!s || !*s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v > (unsigned long long)max)
+		return -1;
+	return (long long)v;
+}
+
+static int parse_port(const char *s, int *port)
+{
+	long long v = p2pkp_parse_uint(s, 65535);
+
+	if (v < 0)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+int p2pkp_parse_addr(const char *s, int default_port,
+		     struct sockaddr_storage *ss, socklen_t *len,
+		     char *err, size_t errlen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *port_s = NULL;
+	const char *colon;
+	size_t hlen;
+	int port = default_port;
+	int v6 = 0;
+
+	memset(ss, 0, sizeof(*ss));
+	if (s[0] == '[') {
+		const char *close_b = strchr(s, ']');
+
+		if (!close_b) {
+			snprintf(err, errlen, "'%s': missing ']'", s);
+			return -1;
+		}
+		hlen = (size_t)(close_b - s - 1);
+		if (hlen >= sizeof(host)) {
+			snprintf(err, errlen, "'%s': address too long", s);
+			return -1;
+		}
+		memcpy(host, s + 1, hlen);
+		host[hlen] = '\0';
+		if (close_b[1] == ':')
+			port_s = close_b + 2;
+		else if (close_b[1]) {
+			snprintf(err, errlen, "'%s': junk after ']'", s);
+			return -1;
+		}
+		v6 = 1;
+	} else {
+		colon = strchr(s, ':');
+		if (colon && strchr(colon + 1, ':')) {
+			/* bare IPv6 literal, no port */
+			hlen = strlen(s);
+			v6 = 1;
+		} else {
+			hlen = colon ? (size_t)(colon - s) : strlen(s);
+			if (colon)
+				port_s = colon + 1;
+		}
+		if (hlen >= sizeof(host)) {
+			snprintf(err, errlen, "'%s': address too long", s);
+			return -1;
+		}
+		memcpy(host, s, hlen);
+		host[hlen] = '\0';
+	}
+	if (port_s && parse_port(port_s, &port)) {
+		snprintf(err, errlen, "'%s': bad port '%s' (0..65535)", s,
+			 port_s);
+		return -1;
+	}
+	if (v6) {
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+
+		if (inet_pton(AF_INET6, host, &a6->sin6_addr) != 1) {
+			snprintf(err, errlen, "'%s': not an IPv6 address", s);
+			return -1;
+		}
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((unsigned short)port);
+		*len = sizeof(*a6);
+	} else {
+		struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+
+		if (inet_pton(AF_INET, host, &a4->sin_addr) != 1) {
+			snprintf(err, errlen,
+				 "'%s': not an IPv4 address (dotted quad; no host names)",
+				 s);
+			return -1;
+		}
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((unsigned short)port);
+		*len = sizeof(*a4);
+	}
+	return 0;
+}
+
+const char *p2pkp_format_addr(const void *sa, char *buf, size_t buflen)
+{
+	const struct sockaddr_storage *ss = sa;
+	char host[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a4 = sa;
+
+		inet_ntop(AF_INET, &a4->sin_addr, host, sizeof(host));
+		snprintf(buf, buflen, "%s:%u", host, ntohs(a4->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a6 = sa;
+
+		inet_ntop(AF_INET6, &a6->sin6_addr, host, sizeof(host));
+		snprintf(buf, buflen, "[%s]:%u", host, ntohs(a6->sin6_port));
+	} else {
+		snprintf(buf, buflen, "family %u", ss->ss_family);
+	}
+	return buf;
+}
+
+const char *p2pkp_errname(int err)
+{
+	static char unknown[24];
+	const char *name = strerrorname_np(err);
+
+	if (name)
+		return name;
+	snprintf(unknown, sizeof(unknown), "E%d", err);
+	return unknown;
+}

@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * p2pkp-util.h - helpers shared by the P2PKP user tools (p2pkp-send,
+ * p2pkp-recv, p2pkp-op): address parsing/printing, the family number,
+ * errno names.  None of these helpers is called during a transfer.
+ */
+#ifndef P2PKP_UTIL_H
+#define P2PKP_UTIL_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "p2pkp.h"
+
+/* Where the module publishes the family number it registered. */
+#define P2PKP_FAMILY_PARAM "/sys/module/p2pkp/parameters/family"
+
+/*
+ * The family number in use: the module parameter if readable and valid,
+ * else P2PKP_FAMILY_DEFAULT.
+ */
+int p2pkp_family(void);
+
+/*
+ * Parse "A.B.C.D", "A.B.C.D:PORT", "[V6]", "[V6]:PORT" or a bare IPv6
+ * literal (no port) into *ss / *len.  No name resolution.  A missing port
+ * becomes default_port.  On error returns -1 and writes a reason into err.
+ */
+int p2pkp_parse_addr(const char *s, int default_port,
+		     struct sockaddr_storage *ss, socklen_t *len,
+		     char *err, size_t errlen);
+
+/* "A.B.C.D:PORT", "[V6]:PORT" or "family N" into buf. */
+const char *p2pkp_format_addr(const void *sa, char *buf, size_t buflen);
+
+/* "ENOENT" for ENOENT; "E<number>" when the name is unknown. */
+const char *p2pkp_errname(int err);
+
+/* Parse a non-negative decimal number <= max; -1 on error. */
+long long p2pkp_parse_uint(const char *s, long long max);
+
+#endif /* P2PKP_UTIL_H */
