@@ -51,9 +51,7 @@ def parse_strace_summary(text: str, where: str = "strace -c output") -> StraceSu
         m = ROW_RE.match(line)
         if m is None:
             raise StraceParseError(f"{where}:{lineno}: unexpected line {line!r}")
-        entry = SyscallCount(
-            name=m["name"], calls=int(m["calls"]), errors=int(m["errors"] or 0)
-        )
+        entry = SyscallCount(name=m["name"], calls=int(m["calls"]), errors=int(m["errors"] or 0))
         if entry.name == "total":
             total = entry
             break
