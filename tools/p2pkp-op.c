@@ -52,6 +52,8 @@ static void usage(FILE *f)
 		"  bind:ADDR[:PORT]       ADDR IPv4 or [IPv6]; port default %d\n"
 		"  connect:ADDR[:PORT]    add a peer\n"
 		"  connect:unspec         connect(AF_UNSPEC): clear the peers\n"
+		"  bind-raw:HEX, connect-raw:HEX  the address bytes as given (any\n"
+		"                         length, host byte order for the family)\n"
 		"  write:PATH             write(fd, PATH, strlen(PATH))\n"
 		"  send:PATH              send(fd, PATH, strlen(PATH), 0)\n"
 		"  write-len:PATH:N       write N bytes: PATH then NUL padding, or PATH\n"
@@ -336,6 +338,21 @@ static void run(char *op)
 			ret = connect(cur, (struct sockaddr *)&ss, len);
 		e = errno;
 		snprintf(what, sizeof(what), "%s %s", op, arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "bind-raw") || !strcmp(op, "connect-raw")) {
+		unsigned char *buf;
+		size_t n;
+
+		buf = unhex(op, arg ? arg : "", &n);
+		if (op[0] == 'b')
+			ret = bind(cur, (struct sockaddr *)buf, (socklen_t)n);
+		else
+			ret = connect(cur, (struct sockaddr *)buf, (socklen_t)n);
+		e = errno;
+		free(buf);
+		snprintf(what, sizeof(what), "%s %zu bytes", op, n);
 		result(what, ret, e);
 		return;
 	}
