@@ -1,0 +1,50 @@
+"""Capture a real guest console (with its noise) while crashme provokes reports, then a panic.
+
+Test-data tool for tools/tests/data/crash/ (see the README there); not part of the suite.
+Usage: .venv/bin/python vmtests/crashme/capture_console.py OUT.log   (build crashme.ko first)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pexpect
+
+KERNEL = "/boot/vmlinuz-6.1.0-56-amd64"
+KO = Path(__file__).resolve().parent / "crashme.ko"
+PROMPT = "CRASHCAP# "
+
+
+def main(out: Path) -> int:
+    with out.open("wb") as log:
+        child = pexpect.spawn(
+            "vng", ["-r", KERNEL, "--disable-kvm", "-m", "512M"], timeout=30, logfile=log
+        )
+        try:
+            child.expect([r"# ", r"\$ "], timeout=240)
+            child.sendline(f"PS1='{PROMPT}'")
+            child.expect_exact(PROMPT, timeout=30)
+
+            def run(cmd: str, timeout: int = 60) -> None:
+                child.sendline(cmd)
+                child.expect_exact(PROMPT, timeout=timeout)
+
+            run("dmesg -n 8")
+            run(f"insmod {KO}")
+            run("echo warn > /proc/crashme")
+            # User-space noise racing with an oops on the same console.
+            run("(for i in $(seq 40); do echo noise-$i; done &); sh -c 'echo null > /proc/crashme'")
+            run("echo 'WARNING: this line is user space, not the kernel'")
+            child.sendline("echo c > /proc/sysrq-trigger")
+            child.expect([r"end Kernel panic", pexpect.EOF], timeout=120)
+            child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=20)
+        finally:
+            child.close(force=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    sys.exit(main(Path(sys.argv[1])))

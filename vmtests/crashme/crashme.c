@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * crashme - test-only module that provokes real kernel crash signatures
+ *
+ * Writing an action name to /proc/crashme runs it in the writer's context:
+ *
+ *   warn         WARN_ON(1)
+ *   null         NULL pointer dereference (oops, kills the writer)
+ *   bug          list_add() on a corrupted list: CONFIG_BUG_ON_DATA_CORRUPTION
+ *                turns it into "kernel BUG at lib/list_debug.c" (oops)
+ *   gpf          dereference a non-canonical address (general protection fault)
+ *   pagefault    dereference an unmapped kernel address
+ *   atomicsleep  msleep() with preemption disabled ("scheduling while atomic")
+ *   hung SECS    sleep SECS seconds in TASK_UNINTERRUPTIBLE (hung task report
+ *                once kernel.hung_task_timeout_secs < SECS)
+ *   spin SECS    spin SECS seconds with preemption disabled inside an RCU
+ *                read-side section (soft lockup once SECS > 2 *
+ *                kernel.watchdog_thresh, RCU stall once SECS >
+ *                rcupdate.rcu_cpu_stall_timeout)
+ *
+ * It exists only to produce real console logs for the crash parser's tests.
+ */
+
+#include <linux/bug.h>
+#include <linux/delay.h>
+#include <linux/kernel.h>
+#include <linux/ktime.h>
+#include <linux/list.h>
+#include <linux/module.h>
+#include <linux/preempt.h>
+#include <linux/proc_fs.h>
+#include <linux/rcupdate.h>
+#include <linux/string.h>
+#include <linux/uaccess.h>
+
+#define CRASHME_MAX_SECS 120
+
+static struct proc_dir_entry *crashme_entry;
+
+/* Opaque to the compiler so the bad dereferences are really emitted. */
+static unsigned long crashme_bad_addr;
+
+static int crashme_read_bad(unsigned long addr)
+{
+	WRITE_ONCE(crashme_bad_addr, addr);
+	return READ_ONCE(*(int *)READ_ONCE(crashme_bad_addr));
+}
+
+static noinline void crashme_list_corrupt(void)
+{
+	struct list_head head, other, entry;
+
+	INIT_LIST_HEAD(&head);
+	INIT_LIST_HEAD(&other);
+	/* head.next points to a node whose prev is not head: corrupted. */
+	WRITE_ONCE(head.next, &other);
+	list_add(&entry, &head);
+}
+
+static noinline void crashme_spin(unsigned int secs)
+{
+	ktime_t end = ktime_add_ms(ktime_get(), secs * MSEC_PER_SEC);
+
+	rcu_read_lock();
+	preempt_disable();
+	while (ktime_before(ktime_get(), end))
+		cpu_relax();
+	preempt_enable();
+	rcu_read_unlock();
+}
+
+static noinline void crashme_hung(unsigned int secs)
+{
+	/* msleep() sleeps in TASK_UNINTERRUPTIBLE: a D-state task. */
+	msleep(secs * MSEC_PER_SEC);
+}
+
+static noinline void crashme_atomic_sleep(void)
+{
+	preempt_disable();
+	msleep(20);
+	preempt_enable();
+}
+
+static int crashme_run(const char *action, unsigned int secs)
+{
+	if (!strcmp(action, "warn")) {
+		WARN_ON(1);
+	} else if (!strcmp(action, "null")) {
+		pr_info("crashme: dereferencing NULL: %d\n", crashme_read_bad(0));
+	} else if (!strcmp(action, "bug")) {
+		crashme_list_corrupt();
+	} else if (!strcmp(action, "gpf")) {
+		pr_info("crashme: non-canonical read: %d\n",
+			crashme_read_bad(0xdead000000000100UL));
+	} else if (!strcmp(action, "pagefault")) {
+		pr_info("crashme: unmapped read: %d\n",
+			crashme_read_bad(0xffffffffff000000UL));
+	} else if (!strcmp(action, "atomicsleep")) {
+		crashme_atomic_sleep();
+	} else if (!strcmp(action, "hung")) {
+		crashme_hung(secs);
+	} else if (!strcmp(action, "spin")) {
+		crashme_spin(secs);
+	} else {
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static ssize_t crashme_write(struct file *file, const char __user *ubuf,
+			     size_t count, loff_t *ppos)
+{
+	char buf[32];
+	char action[16];
+	unsigned int secs = 0;
+	int ret;
+
+	if (count == 0 || count >= sizeof(buf))
+		return -EINVAL;
+	if (copy_from_user(buf, ubuf, count))
+		return -EFAULT;
+	buf[count] = '\0';
+
+	ret = sscanf(buf, "%15s %u", action, &secs);
+	if (ret < 1)
+		return -EINVAL;
+	if (secs > CRASHME_MAX_SECS)
+		return -ERANGE;
+
+	pr_info("crashme: action %s secs %u\n", action, secs);
+	ret = crashme_run(action, secs);
+	return ret ? ret : count;
+}
+
+static const struct proc_ops crashme_ops = {
+	.proc_write = crashme_write,
+	.proc_lseek = noop_llseek,
+};
+
+static int __init crashme_init(void)
+{
+	crashme_entry = proc_create("crashme", 0200, NULL, &crashme_ops);
+	if (!crashme_entry)
+		return -ENOMEM;
+	return 0;
+}
+
+static void __exit crashme_exit(void)
+{
+	proc_remove(crashme_entry);
+}
+
+module_init(crashme_init);
+module_exit(crashme_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("Test-only module provoking real crash signatures");
