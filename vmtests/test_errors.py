@@ -1,0 +1,246 @@
+"""Every errno of the sender and the receiver, as documented in docs/protocol.md / p2pkp.c."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from p2pkp_scenario import (
+    AS_NOBODY,
+    OP,
+    SEND,
+    MiB,
+    Scenario,
+    listing,
+    next_port,
+    op,
+    op_result,
+    parse_peer_results,
+    parse_received,
+    q,
+    sha256,
+)
+
+# The module's documented errors (docs/protocol.md).
+DUPLICATE_PEER = "EEXIST"
+PEER_LIMIT = "ENOSPC"
+PEER_FAILED = "ETIMEDOUT"
+MAX_PEERS = 64
+PATH_MAX = 4095
+
+
+@pytest.fixture
+def scn(request: pytest.FixtureRequest, cluster: Any, p2pkp: Any) -> Iterator[Scenario]:
+    s = Scenario(cluster.vms, request.node.name)
+    s.setup()
+    yield s
+    s.teardown()
+
+
+def silent_addr(vm: Any) -> str:
+    """An address on the guests' subnet that no guest has: a peer that never answers."""
+    a, b, c, _ = vm.ipv4.split(".")
+    return f"{a}.{b}.{c}.200"
+
+
+def test_write_without_peer_is_edestaddrreq(cluster: Any, p2pkp: Any) -> None:
+    """write() before any connect(), and after connect(AF_UNSPEC), fails with EDESTADDRREQ."""
+    vm = cluster["vm1"]
+    out = op(vm, ["socket", "write:/etc/hostname", "connect:unspec", "write:/etc/hostname"])
+    results = [line for line in out.splitlines() if line.startswith("write ")]
+    assert results == ["write /etc/hostname = -1 EDESTADDRREQ"] * 2, out
+
+
+@pytest.mark.parametrize(
+    ("what", "make", "operation", "errno"),
+    [
+        ("relative path", "", "write:etc/hostname", "EINVAL"),
+        ("empty path", "", "write-len:/etc/hostname:0", "EINVAL"),
+        ("directory", "", "write:DIR", "EINVAL"),
+        ("character device", "", "write:/dev/null", "EINVAL"),
+        ("fifo (must not block)", "mkfifo DIR/fifo", "write:DIR/fifo", "EINVAL"),
+        ("missing file", "", "write:DIR/missing", "ENOENT"),
+        ("missing directory", "", "write:DIR/missing/file", "ENOENT"),
+        ("path longer than P2PKP_PATH_MAX", "", f"write-long:{PATH_MAX + 1}", "ENAMETOOLONG"),
+    ],
+)
+def test_write_bad_path(
+    scn: Scenario, cluster: Any, what: str, make: str, operation: str, errno: str
+) -> None:
+    """write() of a bad path fails with its errno before anything is sent."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    if make:
+        tx.run(make.replace("DIR", scn.dir))
+    operation = operation.replace("DIR", scn.dir)
+    out = op(tx, ["socket", f"connect:{rx.ipv4}:{next_port()}", operation], timeout=30.0)
+    write_line = [line for line in out.splitlines() if line.startswith("write")]
+    assert len(write_line) == 1 and write_line[0].endswith(f"= -1 {errno}"), (
+        f"{what}: expected {errno}:\n{out}"
+    )
+
+
+def test_nobody_cannot_send_etc_shadow(scn: Scenario, cluster: Any) -> None:
+    """The file is opened with the caller's credentials: nobody gets EACCES for /etc/shadow."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    ops = ["socket", f"connect:{rx.ipv4}:{next_port()}", "write:/etc/shadow"]
+    out = op(tx, ops, prefix=AS_NOBODY + " ")
+    assert op_result(out, "write /etc/shadow") == "-1 EACCES", out
+    # Root may read it, so the denial is about the caller, not the file.
+    assert tx.run("head -c 1 /etc/shadow | wc -c").output.strip() == "1"
+
+
+def test_nobody_cannot_store_into_root(scn: Scenario, cluster: Any) -> None:
+    """read() stores with the caller's credentials: nobody cannot create a file in /root."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    src, _ = scn.make_file(tx, "src", 10_000)
+    port = next_port()
+    dst = f"/root/p2pkp-nobody-{port}"
+    ops = ["socket", f"bind:0.0.0.0:{port}", "echo:bound", f"read:{dst}"]
+    job = scn.op_job(rx, ops, "bound", prefix=AS_NOBODY + " ")
+    tx.run(f"{SEND} --timeout 3000 --to {rx.ipv4}:{port} {q(src)}", timeout=60.0, check=False)
+    res = job.wait(timeout=60.0)
+    assert op_result(res.output, f"read {dst}") == "-1 EACCES", res.output
+    left = rx.run("ls -A /root").output.split()
+    assert not [n for n in left if "p2pkp" in n], f"{rx.name}: left in /root: {left}"
+
+
+def test_sender_eintr_aborts_transfer(scn: Scenario, cluster: Any) -> None:
+    """A signal interrupts write() with EINTR; the receiver discards the partial file."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    size = 32 * MiB
+    src, _ = scn.make_file(tx, "big", size)
+    small, small_digest = scn.make_file(tx, "small", 5000)
+    port = next_port()
+    rx.run(f"mkdir {scn.path('in')}")
+    job = scn.receiver(rx, scn.path("in"), port, count=1, timeout_ms=1000)
+    out = op(tx, ["socket", f"connect:{rx.ipv4}:{port}", "alarm:300", f"write:{src}"])
+    assert op_result(out, f"write {src}") == "-1 EINTR", out
+    # The receiver must drop the aborted transfer: no file, no temporary left.
+    rx.wait_for(f'test -z "$(ls -A {q(scn.path("in"))})"', timeout=30.0)
+    # ... and go on receiving: the next file is its first.
+    tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(small)}", timeout=60.0)
+    res = job.wait(timeout=60.0)
+    assert parse_received(res.output) == [(scn.path("in/file-0001"), 5000)], res.output
+    assert sha256(rx, scn.path("in/file-0001")) == small_digest
+    assert listing(rx, scn.path("in")) == ["file-0001"]
+
+
+def test_peer_never_completes(scn: Scenario, cluster: Any) -> None:
+    """A silent peer fails with ETIMEDOUT after the peer timeout; the others get the file."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    src, digest = scn.make_file(tx, "src", 100_000)
+    port = next_port()
+    job = scn.receiver(rx, scn.path("dst"), port)
+    silent = silent_addr(tx)
+    ops = [
+        "socket",
+        "setsockopt:peer_timeout:1000",
+        f"connect:{rx.ipv4}:{port}",
+        f"connect:{silent}:{port}",
+        f"write:{src}",
+        "getsockopt:peer_results",
+    ]
+    out = op(tx, ops, timeout=60.0)
+    assert op_result(out, f"write {src}") == f"-1 {PEER_FAILED}", out
+    peers = parse_peer_results(out)
+    assert [(p.addr, p.state, p.status) for p in peers] == [
+        (f"{rx.ipv4}:{port}", "DONE", "OK"),
+        (f"{silent}:{port}", "FAILED", PEER_FAILED),
+    ], out
+    assert peers[0].bytes_acked == 100_000, out
+    res = job.wait(timeout=60.0)
+    assert res.rc == 0, res.output
+    assert sha256(rx, scn.path("dst")) == digest
+
+
+def test_send_tool_reports_failed_peer(scn: Scenario, cluster: Any) -> None:
+    """p2pkp-send exits 1 with the errno name and the per-peer results of a failed write."""
+    tx = cluster["vm1"]
+    src, _ = scn.make_file(tx, "src", 3000)
+    silent = silent_addr(tx)
+    res = tx.run(f"{SEND} --timeout 500 --to {silent}:7117 {q(src)} 2>&1", check=False)
+    assert res.rc == 1, res.output
+    assert f"p2pkp-send: write {src}: {PEER_FAILED} (Connection timed out)" in res.output
+    assert f"peer {silent}:7117: FAILED {PEER_FAILED}" in res.output, res.output
+
+
+def test_bind_errors(cluster: Any, p2pkp: Any) -> None:
+    """bind() fails as UDP's: EADDRINUSE for a taken port, EINVAL twice or with a short address."""
+    vm = cluster["vm2"]
+    port = next_port()
+    ops = [
+        "socket",
+        f"bind:0.0.0.0:{port}",
+        "socket",
+        f"bind:0.0.0.0:{port}",
+        "use:1",
+        f"bind:0.0.0.0:{next_port()}",
+        "socket",
+        "bind-raw:0200",
+        f"bind:{silent_addr(vm)}:{port}",
+    ]
+    out = op(vm, ops)
+    binds = [line.split(" = ")[1] for line in out.splitlines() if line.startswith("bind")]
+    assert binds == ["0", "-1 EADDRINUSE", "-1 EINVAL", "-1 EINVAL", "-1 EADDRNOTAVAIL"], out
+
+
+def test_connect_duplicate_limit_and_unspec(cluster: Any, p2pkp: Any) -> None:
+    """A duplicate peer and peer 65 get documented errors; connect(AF_UNSPEC) clears the list."""
+    vm, peer = cluster["vm1"], cluster["vm2"]
+    port = next_port()
+    ops = [
+        "socket",
+        f"connect:{peer.ipv4}:{port}",
+        f"connect:{peer.ipv4}:{port}",
+        "connect:unspec",
+        "write:/etc/hostname",
+        f"connect:{peer.ipv4}:{port}",
+        "close",
+        "socket",
+    ]
+    ops += [f"connect:{peer.ipv4}:{10000 + i}" for i in range(MAX_PEERS + 1)]
+    out = op(vm, ops)
+    lines = [line for line in out.splitlines() if " = " in line]
+    assert lines[1:6] == [
+        f"connect {peer.ipv4}:{port} = 0",
+        f"connect {peer.ipv4}:{port} = -1 {DUPLICATE_PEER}",
+        "connect unspec = 0",
+        "write /etc/hostname = -1 EDESTADDRREQ",
+        f"connect {peer.ipv4}:{port} = 0",
+    ], out
+    limit = [line.split(" = ")[1] for line in lines[8:]]
+    assert limit == ["0"] * MAX_PEERS + [f"-1 {PEER_LIMIT}"], out
+
+
+def test_read_eintr_leaves_nothing(scn: Scenario, cluster: Any) -> None:
+    """A signal interrupts a waiting read() with EINTR and nothing is created."""
+    rx = cluster["vm2"]
+    port = next_port()
+    dst = scn.path("dst")
+    out = op(rx, ["socket", f"bind:0.0.0.0:{port}", "alarm:500", f"read:{dst}"], timeout=30.0)
+    assert op_result(out, f"read {dst}") == "-1 EINTR", out
+    assert listing(rx, scn.dir) == []
+
+
+def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: Any) -> None:
+    """A signal during a transfer aborts read() with EINTR; no partial or temporary file stays."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    size = 32 * MiB
+    src, _ = scn.make_file(tx, "big", size)
+    port = next_port()
+    dst = scn.path("in/dst")
+    rx.run(f"mkdir {scn.path('in')}")
+    ops = ["socket", f"bind:0.0.0.0:{port}", "echo:bound", "alarm:4000", f"read:{dst}"]
+    job = scn.op_job(rx, ops, "bound")
+    sender = scn.spawn(
+        tx, f"{OP} socket setsockopt:peer_timeout:2000 connect:{rx.ipv4}:{port} {q('write:' + src)}"
+    )
+    res = job.wait(timeout=60.0)
+    assert op_result(res.output, f"read {dst}") == "-1 EINTR", res.output
+    sent = sender.wait(timeout=120.0)
+    assert op_result(sent.output, f"write {src}") != str(len(src)), (
+        f"the transfer finished before the signal: not a mid-transfer test:\n{sent.output}"
+    )
+    assert listing(rx, scn.path("in")) == []
