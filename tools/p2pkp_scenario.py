@@ -61,6 +61,8 @@ class Guest(Protocol):
 
     def spawn(self, cmd: str) -> Job: ...
 
+    def wait_for(self, cmd: str, timeout: float) -> Result: ...
+
 
 def q(s: str) -> str:
     return shlex.quote(s)

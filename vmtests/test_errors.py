@@ -11,6 +11,7 @@ from p2pkp_scenario import (
     AS_NOBODY,
     OP,
     SEND,
+    Guest,
     MiB,
     Scenario,
     listing,
@@ -39,7 +40,7 @@ def scn(request: pytest.FixtureRequest, cluster: Any, p2pkp: Any) -> Iterator[Sc
     s.teardown()
 
 
-def silent_addr(vm: Any) -> str:
+def silent_addr(vm: Guest) -> str:
     """An address on the guests' subnet that no guest has: a peer that never answers."""
     a, b, c, _ = vm.ipv4.split(".")
     return f"{a}.{b}.{c}.200"
