@@ -41,8 +41,11 @@ def transfer_deadline(size: int) -> float:
 
 
 class Result(Protocol):
-    rc: int
-    output: str
+    @property
+    def rc(self) -> int: ...
+
+    @property
+    def output(self) -> str: ...
 
 
 class Job(Protocol):
@@ -54,8 +57,11 @@ class Job(Protocol):
 
 
 class Guest(Protocol):
-    name: str
-    ipv4: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ipv4(self) -> str: ...
 
     def run(self, cmd: str, timeout: float = ..., check: bool = ...) -> Result: ...
 
