@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
 /*
- * p2pkp.h - user API of the P2PKP socket family (in-kernel one-to-many
+ * User API of the P2PKP socket family (in-kernel one-to-many
  * file transfer over UDP).  Shared by the module, the tools and any user
  * program.  See README.md and docs/protocol.md.
  *
