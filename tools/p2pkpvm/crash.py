@@ -72,6 +72,9 @@ _PREFIX_RES = (
 )
 
 
+_MIDLINE_RECORD_RE = re.compile(r"(?<=.)(?=(?:<\d{1,2}>)?\[\s*\d+\.\d{6}\] )")
+
+
 def _strip_prefixes(line: str) -> str:
     changed = True
     while changed:
@@ -93,7 +96,9 @@ def normalize_lines(text: str) -> list[str]:
     out: list[str] = []
     for raw in re.split(r"\r*\n|\r(?!\n)", text):
         line = _CTRL_RE.sub("", raw).replace("\t", "    ").rstrip()
-        out.append(_strip_prefixes(line))
+        # A printk record that starts after a partial user-space line on the console.
+        for part in _MIDLINE_RECORD_RE.split(_strip_prefixes(line)):
+            out.append(_strip_prefixes(part))
     return out
 
 
@@ -111,7 +116,9 @@ _LOCKDEP_TITLES = re.compile(
     r" detected|bad unlock balance detected!|suspicious RCU usage\.?|held lock freed!"
     r"|lock held when returning to user space!|Nested lock was not taken"
     r"|bad contention detected!|lock held at task exit time!|suspicious unlock balance detected!"
-    r"|circular locking deadlock detected!|MAX_LOCKDEP_\w+ too low!"
+    r"|circular locking deadlock detected!|MAX_\w+ too low!|chain_key collision"
+    r"|\S+/\d+ still has locks held!|trying to register non-static key"
+    r"|key \S+ has not been registered!|looking up invalid subclass"
     r"|possible deadlock detected|detected possible deadlock"
     r")"
 )
@@ -120,7 +127,7 @@ _KMEMLEAK_SUMMARY_RE = re.compile(r"^kmemleak: \d+ new suspected memory leaks?")
 
 _HEADLINES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("panic", re.compile(r"^Kernel panic - not syncing")),
-    ("kasan", re.compile(r"^BUG: (?:KASAN|KFENCE|KMSAN|KCSAN): ")),
+    ("kasan", re.compile(r"^BUG: (?:KASAN|KFENCE|KMSAN): ")),
     ("ubsan", re.compile(r"^UBSAN: \S")),
     ("kmemleak", re.compile(r"^(?:kmemleak: )?unreferenced object 0x[0-9a-f]+ \(size \d+\)")),
     ("kmemleak", _KMEMLEAK_SUMMARY_RE),
@@ -165,11 +172,13 @@ _SELF_EVIDENT = {
     "rcu_stall",
     "warning",
     "general_protection",
+    "lockdep",
 }
 _EVIDENCE_RE = re.compile(
-    r"^(?:CPU: \d+ PID: \d+|Call Trace:|Hardware name:|RIP: [0-9a-f]{4}:|Modules linked in:"
-    r"|#PF: |Oops: |[a-z ]+: [0-9a-f]{4} \[#\d+\]| ?\S+\+0x[0-9a-f]+/0x[0-9a-f]+)"
+    r"^(?:CPU: \d+ PID: \d+|\S+ #\d+\s.*(?:Not tainted|Tainted: )|Call Trace:|Hardware name:|RIP: [0-9a-f]{4}:|Modules linked in:"
+    r"|#PF: |Oops: .*\[#\d+\]|[a-z ]+: [0-9a-f]{4} \[#\d+\]|\S+\+0x[0-9a-f]+/0x[0-9a-f]+$)"
 )
+_EVIDENCE_WINDOW = 12
 
 
 def _headline(line: str) -> str | None:
@@ -207,6 +216,8 @@ def _collect(lines: list[str], start: int, kind: str) -> tuple[list[str], int]:
     body = [lines[start]]
     headline = lines[start].strip()
     die_style = kind in _ENDS_WITH_TRACE_MARKER or headline.startswith("kernel BUG at")
+    # Sanitizer reports sit between two "=====" rulers and hold several stacks.
+    ruled = kind in ("kasan", "ubsan") or headline.startswith("BUG: KCSAN:")
     i = start + 1
     if _KMEMLEAK_SUMMARY_RE.match(headline):
         return body, i  # a one-line notice; the records are in /sys/kernel/debug/kmemleak
@@ -229,9 +240,9 @@ def _collect(lines: list[str], start: int, kind: str) -> tuple[list[str], int]:
         i += 1
         if _END_TRACE_RE.match(stripped):
             break
-        if kind in ("kasan", "ubsan") and _RULER_RE.match(stripped):
+        if ruled and _RULER_RE.match(stripped):
             break
-        if stripped == "</TASK>" and not die_style and kind not in ("kasan", "ubsan"):
+        if stripped == "</TASK>" and not die_style and not ruled:
             break
         if _is_die_banner(stripped) and kind in ("oops", "bug"):
             die_style = True
@@ -246,15 +257,15 @@ def _is_die_banner(line: str) -> bool:
 
 _FRAME_RE = re.compile(
     r"^(?:\[<[0-9a-fx]+>\]\s*)?(?P<unreliable>\?\s+)?"
-    r"(?P<func>[A-Za-z_.$][\w.$]*)"
+    r"(?P<func>[A-Za-z_.$][\w.$]*|0x[0-9a-f]+)"
     r"(?P<off>\+0x[0-9a-f]+/0x[0-9a-f]+)?"
     r"(?:\s+\[(?P<mod>[\w-]+)(?:\s+[0-9a-f]+)?\])?"
     r"(?P<src>\s+\(?[\w./-]+\.[chS]:\d+(?::\d+)?\)?)?"
     r"(?:\s+\[inline\])?$"
 )
 _RIP_RE = re.compile(
-    r"^(?:RIP|EIP): 0010:(?:\[<[0-9a-f]+>\]\s*)*(?P<frame>[A-Za-z_.$][\w.$]*\+0x[0-9a-f]+/"
-    r"0x[0-9a-f]+(?:\s+\[[\w-]+\])?)"
+    r"^(?:RIP: 0010:|EIP: 0060:|EIP: |IP: )(?:\[<[0-9a-f]+>\]\s*)*"
+    r"(?P<frame>[A-Za-z_.$][\w.$]*\+0x[0-9a-f]+/0x[0-9a-f]+(?:\s+\[[\w-]+\])?)"
 )
 _TRACE_START_RE = re.compile(r"^(?:Call Trace:|Call trace:|backtrace(?: \(crc [0-9a-f]+\))?:)$")
 _TRACE_STOP_RE = re.compile(
@@ -291,7 +302,7 @@ def _parse_frame(line: str) -> str | None:
     m = _FRAME_RE.match(line.strip())
     if m is None or m.group("unreliable"):
         return None
-    if not (m.group("off") or m.group("src")):
+    if not (m.group("off") or m.group("src") or m.group("func").startswith("0x")):
         return None
     frame = m.group("func") + (m.group("off") or "")
     if m.group("mod"):
@@ -360,7 +371,8 @@ def _dedup_key(report: CrashReport) -> tuple[str, str, tuple[str, ...]]:
 
 
 def _has_evidence(body: Iterable[str]) -> bool:
-    return any(_EVIDENCE_RE.match(x.strip()) for x in list(body)[1:])
+    """Whether a kernel context line follows the headline closely."""
+    return any(_EVIDENCE_RE.match(x.strip()) for x in list(body)[1 : 1 + _EVIDENCE_WINDOW])
 
 
 def scan(text: str) -> list[CrashReport]:
@@ -370,7 +382,9 @@ def scan(text: str) -> list[CrashReport]:
     a periodic report of one ongoing condition (a soft lockup re-reported with a longer
     "stuck for", the same task still hung, the same RCU stall) are kept once.
     """
-    lines = normalize_lines(text)
+    # Blank lines carry no information here, and console text read with universal newlines
+    # turns every "\r\r\n" into a blank line.
+    lines = [x for x in normalize_lines(text) if x.strip()]
     reports: list[CrashReport] = []
     seen: set[tuple[str, str, tuple[str, ...]]] = set()
     i = 0

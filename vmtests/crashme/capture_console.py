@@ -1,7 +1,10 @@
 """Capture a real guest console (with its noise) while crashme provokes reports, then a panic.
 
 Test-data tool for tools/tests/data/crash/ (see the README there); not part of the suite.
-Usage: .venv/bin/python vmtests/crashme/capture_console.py OUT.log   (build crashme.ko first)
+Usage: .venv/bin/python vmtests/crashme/capture_console.py OUT.log [oops|noisy-panic]
+(build crashme.ko first). "oops": WARN, NULL dereference, then a panic (after an oops, so
+without a stack dump). "noisy-panic": WARN while user space floods the console with partial
+lines, then a panic with its stack dump; the console log level is left at vng's default.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ KO = Path(__file__).resolve().parent / "crashme.ko"
 PROMPT = "CRASHCAP# "
 
 
-def main(out: Path) -> int:
+def main(out: Path, scenario: str) -> int:
     with out.open("wb") as log:
         child = pexpect.spawn(
             "vng", ["-r", KERNEL, "--disable-kvm", "-m", "512M"], timeout=30, logfile=log
@@ -30,12 +33,24 @@ def main(out: Path) -> int:
                 child.sendline(cmd)
                 child.expect_exact(PROMPT, timeout=timeout)
 
-            run("dmesg -n 8")
-            run(f"insmod {KO}")
-            run("echo warn > /proc/crashme")
-            # User-space noise racing with an oops on the same console.
-            run("(for i in $(seq 40); do echo noise-$i; done &); sh -c 'echo null > /proc/crashme'")
-            run("echo 'WARNING: this line is user space, not the kernel'")
+            if scenario == "oops":
+                run("dmesg -n 8")
+                run(f"insmod {KO}")
+                run("echo warn > /proc/crashme")
+                # User-space noise racing with an oops on the same console.
+                run(
+                    "(for i in $(seq 40); do echo noise-$i; done &); "
+                    "sh -c 'echo null > /proc/crashme'"
+                )
+                run("echo 'WARNING: this line is user space, not the kernel'")
+            else:
+                run(f"insmod {KO}")
+                run("dmesg -n 8")
+                run(
+                    "(for i in $(seq 3000); do printf 'noise-%d ' $i; done &); "
+                    "sleep 0.2; echo warn > /proc/crashme; wait; echo"
+                )
+                run("echo 'BUG: user space says so'; echo 'Oops: user space again'")
             child.sendline("echo c > /proc/sysrq-trigger")
             child.expect([r"end Kernel panic", pexpect.EOF], timeout=120)
             child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=20)
@@ -45,6 +60,6 @@ def main(out: Path) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) == 3 else "oops"))
