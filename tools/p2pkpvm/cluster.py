@@ -1,0 +1,252 @@
+"""A cluster of guests from a topology: namespace + bridge + taps, parallel boot, teardown.
+
+Teardown runs on exit, exception, SIGINT, SIGTERM and at interpreter exit; it is idempotent
+and leaves no qemu, tap, bridge or namespace of the run behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import secrets
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+from p2pkpvm.console import CommandResult
+from p2pkpvm.errors import HarnessError
+from p2pkpvm.kvm import decide_accel
+from p2pkpvm.netns import Netns
+from p2pkpvm.pin import load_pin, project_root
+from p2pkpvm.topology import GuestSpec, Topology
+from p2pkpvm.vm import VM, guest_env, vng_path
+from p2pkpvm.vng import NicSpec, VngSpec, guest_mac
+
+log = logging.getLogger(__name__)
+MODULE_NAME = "p2pkp"
+
+
+def default_module() -> Path:
+    return project_root() / "p2pkp.ko"
+
+
+def new_run_id() -> str:
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class Cluster:
+    """Guests of `topology` on one bridge in a private network namespace."""
+
+    def __init__(self, topology: Topology, accel: str | None = None,
+                 kernel: Path | None = None, logdir: Path | None = None,
+                 module: Path | None = None, boot_timeout: float = 420.0) -> None:
+        self.topology = topology
+        self.run_id = new_run_id()
+        self.logdir = logdir or project_root() / "out" / self.run_id
+        self.kernel = kernel or load_pin().vmlinuz
+        self.module = module or default_module()
+        self.boot_timeout = boot_timeout
+        self._accel_forced = accel
+        self.accel = ""
+        self.netns = Netns()
+        self.vms: list[VM] = []
+        self._closed = False
+        self._lock = threading.Lock()
+
+    # ---- access -------------------------------------------------------------------------
+    def __getitem__(self, key: int | str) -> VM:
+        if isinstance(key, int):
+            return self.vms[key]
+        for vm in self.vms:
+            if vm.name == key:
+                return vm
+        raise KeyError(f"cluster has no guest {key!r} (guests: {[v.name for v in self.vms]})")
+
+    def __iter__(self) -> Iterator[VM]:
+        return iter(self.vms)
+
+    def __len__(self) -> int:
+        return len(self.vms)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def start(self, load_module: bool = False) -> None:
+        """Create the network, boot all guests in parallel, address them, check reachability."""
+        _register(self)
+        try:
+            self.logdir.mkdir(parents=True, exist_ok=True)
+            vng = vng_path()
+            self.accel = decide_accel(self.kernel, vng, guest_env(vng),
+                                      forced=self._accel_forced).accel
+            self.netns.create(len(self.topology.guests))
+            self.vms = [self._make_vm(i, g) for i, g in enumerate(self.topology.guests)]
+            t0 = time.monotonic()
+            self._parallel(lambda vm: self._boot(vm), "boot")
+            self.wait_reachable(timeout=120.0)
+            log.info("cluster %s (%d guests, %s) up and connected in %.1f s; logs in %s",
+                     self.topology.name, len(self.vms), self.accel, time.monotonic() - t0,
+                     self.logdir)
+            if load_module:
+                self.load_module()
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_vm(self, index: int, g: GuestSpec) -> VM:
+        spec = VngSpec(kernel=self.kernel, name=g.name, accel=self.accel, cpus=g.cpus,
+                       memory=g.memory, cwd=project_root(),
+                       nics=(NicSpec(tap=f"tap{index}", mac=guest_mac(self.run_id, index)),))
+        return VM(spec, self.logdir, netns=self.netns.name, ipv4=str(g.ipv4.ip),
+                  ipv6=str(g.ipv6.ip) if g.ipv6 else None)
+
+    def _boot(self, vm: VM) -> None:
+        vm.start(self.boot_timeout)
+        g = self.topology.guest(vm.name)
+        mac = vm.spec.nics[0].mac
+        # udev may rename the NIC (enp0sN) despite net.ifnames=0: find it by MAC, call it eth0.
+        found = vm.wait_for(f"grep -l '^{mac}$' /sys/class/net/*/address", timeout=60)
+        dev = found.output.split("/")[-2] if "/" in found.output else "eth0"
+        if dev != "eth0":
+            vm.run(f"ip link set {dev} down && ip link set {dev} name eth0", timeout=30)
+        cmd = f"ip link set lo up && ip link set eth0 up && ip addr add {g.ipv4} dev eth0"
+        if g.ipv6 is not None:
+            cmd += f" && ip -6 addr add {g.ipv6} dev eth0 nodad"
+        vm.run(cmd, timeout=30)
+
+    def _parallel(self, fn: Callable[[VM], Any], what: str,
+                  vms: list[VM] | None = None) -> list[Any]:
+        """fn on every VM in threads; raise HarnessError listing every failure."""
+        vms = self.vms if vms is None else vms
+        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
+            futures = [(vm, pool.submit(fn, vm)) for vm in vms]
+            errors = []
+            results = []
+            for vm, fut in futures:
+                try:
+                    results.append(fut.result())
+                except Exception as exc:
+                    errors.append((vm, exc))
+        if len(errors) == 1:
+            raise errors[0][1]
+        if errors:
+            raise HarnessError(f"{what} failed on {len(errors)} guests:\n" +
+                               "\n".join(f"{exc}" for _vm, exc in errors))
+        return results
+
+    def wait_reachable(self, timeout: float, vms: list[VM] | None = None) -> None:
+        """Every guest pings every other (IPv4, and IPv6 where configured) before timeout."""
+        t = int(timeout)
+
+        def check(vm: VM) -> None:
+            peers = [p.ipv4 for p in self.vms if p is not vm]
+            if vm.ipv6:
+                peers += [p.ipv6 for p in self.vms if p is not vm and p.ipv6]
+            script = (f"for a in {' '.join(peers)}; do until ping -c1 -W1 -q $a >/dev/null "
+                      "2>&1; do sleep 0.2; done; done")
+            vm.run(f"timeout {t} sh -c {shlex.quote(script)} || "
+                   f"{{ echo 'not all peers answered within {t} s'; ip -br addr; false; }}",
+                   timeout=timeout + 15)
+
+        self._parallel(check, "reachability check", vms)
+
+    def load_module(self, path: Path | None = None) -> None:
+        """insmod the module in every guest where it is not loaded yet."""
+        path = path or self.module
+        if not path.exists():
+            raise HarnessError(f"module {path} not built (run `make`)")
+        self._parallel(lambda vm: vm.run(
+            f"grep -q '^{MODULE_NAME} ' /proc/modules || insmod {path}", timeout=60), "insmod")
+
+    def run_all(self, cmd: str, timeout: float = 30.0,
+                check: bool = True) -> dict[str, CommandResult]:
+        res = self._parallel(lambda vm: vm.run(cmd, timeout=timeout, check=check), cmd)
+        return {vm.name: r for vm, r in zip(self.vms, res, strict=True)}
+
+    def replace(self, name: str) -> VM:
+        """Kill guest `name` (if still running) and boot a fresh one on the same tap."""
+        old = self[name]
+        index = self.vms.index(old)
+        old.kill()
+        vm = self._make_vm(index, self.topology.guests[index])
+        self.vms[index] = vm
+        self._boot(vm)
+        self.wait_reachable(timeout=120.0, vms=[vm])
+        log.info("%s replaced (boot %.1f s)", name, vm.boot_seconds or -1)
+        return vm
+
+    def close(self) -> None:
+        """Kill every guest, delete taps, bridge and namespace. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        errors: list[str] = []
+        for vm in self.vms:
+            try:
+                vm.kill()
+            except Exception as exc:
+                errors.append(f"{vm.name}: {exc}")
+        try:
+            self.netns.destroy()
+        except Exception as exc:
+            errors.append(f"netns {self.netns.name}: {exc}")
+        _unregister(self)
+        if errors:
+            raise HarnessError("teardown incomplete: " + "; ".join(errors))
+
+
+# ---- process-wide teardown on signals and exit -------------------------------------------
+_live: list[Cluster] = []
+_installed = False
+_previous: dict[int, Any] = {}
+
+
+def _register(cluster: Cluster) -> None:
+    global _installed
+    _live.append(cluster)
+    if _installed:
+        return
+    _installed = True
+    atexit.register(close_all)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            _previous[sig] = signal.signal(sig, _on_signal)
+
+
+def _unregister(cluster: Cluster) -> None:
+    if cluster in _live:
+        _live.remove(cluster)
+
+
+def close_all() -> None:
+    for cluster in list(_live):
+        try:
+            cluster.close()
+        except HarnessError as exc:
+            print(f"p2pkpvm: {exc}", file=sys.stderr)
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    close_all()
+    prev = _previous.get(signum)
+    if callable(prev):
+        prev(signum, frame)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:
+        sys.exit(128 + signum)

@@ -1,0 +1,256 @@
+"""One guest: vng under pexpect, console commands, background jobs, dmesg, death."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pexpect
+
+from p2pkpvm import crashscan
+from p2pkpvm.console import CommandResult, Console, clean
+from p2pkpvm.errors import CommandFailed, CommandTimeout, GuestDied, HarnessError
+from p2pkpvm.pin import project_root
+from p2pkpvm.vng import VngSpec, build_argv, stderr_to_file
+
+log = logging.getLogger(__name__)
+KMSG_TAIL = 4000
+
+
+def vng_path() -> str:
+    venv = project_root() / ".venv" / "bin" / "vng"
+    if venv.exists():
+        return str(venv)
+    found = shutil.which("vng")
+    if found is None:
+        raise HarnessError("vng (virtme-ng) not found: run `make deps` to create .venv")
+    return found
+
+
+def guest_env(vng: str) -> dict[str, str]:
+    """vng calls virtme-run by name: put its directory first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(vng).parent) + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+    return env
+
+
+class VM:
+    """A booted guest. `run()` is serialised by a lock, so threads may share a VM."""
+
+    def __init__(self, spec: VngSpec, logdir: Path, netns: str | None = None,
+                 ipv4: str = "", ipv6: str | None = None) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.ipv4 = ipv4  # address without prefix ("" when the guest has no network)
+        self.ipv6 = ipv6
+        self.logdir = logdir
+        self.netns = netns
+        self.console_log = logdir / f"{self.name}.console.log"
+        self.kmsg_log = logdir / f"{self.name}.kmsg.log"
+        self.boot_seconds: float | None = None
+        self.dead_reason: str | None = None
+        self._lock = threading.RLock()
+        self._child: pexpect.spawn | None = None
+        self._console: Console | None = None
+        self._kmsg_start = 0
+        self._mark = ""
+        self._jobs = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+    def start(self, boot_timeout: float = 300.0) -> None:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        vng = vng_path()
+        argv = build_argv(self.spec, vng=vng)
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]
+        argv = stderr_to_file(argv, self.kmsg_log)
+        self._kmsg_start = self.kmsg_log.stat().st_size if self.kmsg_log.exists() else 0
+        log.info("%s: starting: %s", self.name, shlex.join(argv))
+        t0 = time.monotonic()
+        logf = self.console_log.open("a", encoding="utf-8", errors="replace")
+        self._child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8",
+                                    codec_errors="replace", timeout=boot_timeout,
+                                    dimensions=(50, 4096), env=guest_env(vng))
+        self._console = Console(self._child, self.name, logf)
+        self.dead_reason = None
+        try:
+            self._console.wait_shell(boot_timeout)
+            self._console.run("set +m; export TERM=dumb", timeout=30)
+        except HarnessError:
+            self.kill()
+            raise
+        self.boot_seconds = time.monotonic() - t0
+        log.info("%s: shell ready after %.1f s", self.name, self.boot_seconds)
+
+    @property
+    def alive(self) -> bool:
+        return (self.dead_reason is None and self._child is not None
+                and self._child.isalive())
+
+    def kill(self) -> None:
+        """Stop qemu (its whole process group). Idempotent."""
+        child = self._child
+        if child is None:
+            return
+        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(child.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + wait
+            while child.isalive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not child.isalive():
+                break
+        try:
+            child.close(force=True)
+        except pexpect.ExceptionPexpect as exc:
+            log.warning("%s: close: %s", self.name, exc)
+        if child.logfile_read is not None:
+            child.logfile_read.flush()
+        self._child = None
+        if self.dead_reason is None:
+            self.dead_reason = "stopped"
+
+    # ---- kernel log (host side: the guest's hvc0 goes to a file) ------------------------
+    def kernel_log(self, since_boot: bool = True) -> str:
+        try:
+            with self.kmsg_log.open("rb") as f:
+                if since_boot:
+                    f.seek(self._kmsg_start)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def full_tail(self) -> str:
+        con = self._console.tail() if self._console else ""
+        kmsg = clean(self.kernel_log())[-KMSG_TAIL:]
+        return f"--- serial console ({self.console_log}) ---\n{con}\n" \
+               f"--- kernel log ({self.kmsg_log}) ---\n{kmsg}"
+
+    def _died(self, cmd: str, why: str, exc: BaseException | None = None) -> GuestDied:
+        if self._child is not None and self._child.isalive():
+            # Give qemu a moment to write the last kernel lines, then stop it.
+            time.sleep(0.5)
+        findings = crashscan.scan(self.kernel_log())
+        self.dead_reason = why
+        tail = self.full_tail()
+        self.kill()
+        self.dead_reason = why
+        return GuestDied(self.name, cmd, why, tail, crashscan.summarize(findings))
+
+    # ---- commands -----------------------------------------------------------------------
+    def run(self, cmd: str, timeout: float = 30.0, check: bool = True) -> CommandResult:
+        with self._lock:
+            if self._console is None or self.dead_reason is not None:
+                raise GuestDied(self.name, cmd, f"guest is not running ({self.dead_reason})",
+                                self.full_tail())
+            try:
+                res = self._console.run(cmd, timeout)
+            except GuestDied as exc:
+                raise self._died(cmd, "guest died (qemu exited)") from exc
+            except CommandTimeout as exc:
+                try:
+                    self._console.interrupt()
+                except GuestDied as exc2:
+                    raise self._died(cmd, f"command timed out after {timeout:.1f} s and the "
+                                     "console did not recover") from exc2
+                raise CommandTimeout(self.name, cmd, f"no result within {timeout:.1f} s "
+                                     "(interrupted; console recovered)",
+                                     exc.console_tail) from None
+        if check and res.rc != 0:
+            raise CommandFailed(self.name, cmd, res.rc, res.output, self._console.tail())
+        return res
+
+    def wait_for(self, cmd: str, timeout: float, interval: float = 0.5) -> CommandResult:
+        """Poll cmd until it exits 0; CommandTimeout (with the last output) at the deadline."""
+        deadline = time.monotonic() + timeout
+        last = CommandResult(rc=-1, output="")
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandTimeout(self.name, cmd,
+                                     f"condition not met within {timeout:.1f} s; last rc "
+                                     f"{last.rc}, output:\n{last.output[-1000:]}", "")
+            last = self.run(cmd, timeout=max(left, 1.0), check=False)
+            if last.rc == 0:
+                return last
+            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+
+    def spawn(self, cmd: str) -> BackgroundJob:
+        """Start cmd in the background (own session); output goes to a guest file."""
+        self._jobs += 1
+        job = BackgroundJob(self, self._jobs, cmd)
+        script = f"echo $$ > {job.pidfile}\n( {cmd}\n)\necho $? > {job.rcfile}.tmp && " \
+                 f"mv {job.rcfile}.tmp {job.rcfile}"
+        self.run(f"rm -f {job.pidfile} {job.rcfile}; setsid sh -c {shlex.quote(script)} "
+                 f"> {job.logfile} 2>&1 < /dev/null &", timeout=10)
+        job.pid = int(self.wait_for(f"cat {job.pidfile}", timeout=10, interval=0.1)
+                      .output.strip())
+        return job
+
+    # ---- dmesg --------------------------------------------------------------------------
+    def dmesg(self) -> str:
+        return self.run("dmesg", timeout=30).output
+
+    def mark_dmesg(self) -> str:
+        """Write a fresh marker into the kernel log; dmesg_since_mark() reads after it."""
+        self._mark = f"P2PKP-MARK-{secrets.token_hex(6)}"
+        self.run(f"echo {self._mark} > /dev/kmsg", timeout=10)
+        return self._mark
+
+    def dmesg_since_mark(self) -> str:
+        if not self._mark:
+            return self.dmesg()
+        out = self.run(f"dmesg | sed -n '/{self._mark}/,$p'", timeout=30).output
+        return "\n".join(out.splitlines()[1:])
+
+    def module_loaded(self, module: str) -> bool:
+        return self.run(f"grep -q '^{module} ' /proc/modules", check=False).rc == 0
+
+    def interact(self) -> None:
+        """Hand the console to the user (Ctrl-] detaches)."""
+        if self._child is None:
+            raise GuestDied(self.name, "", "guest is not running", "")
+        self.run("stty echo; set -m; PS1='\\u@\\h:\\w\\$ '; echo", timeout=10)
+        self._child.sendline("")
+        self._child.interact()
+
+
+class BackgroundJob:
+    """A guest command started with VM.spawn()."""
+
+    def __init__(self, vm: VM, n: int, cmd: str) -> None:
+        self.vm = vm
+        self.cmd = cmd
+        self.pid = 0
+        base = f"/tmp/p2pkp-job-{n}"
+        self.pidfile, self.rcfile, self.logfile = f"{base}.pid", f"{base}.rc", f"{base}.log"
+
+    def done(self) -> bool:
+        return self.vm.run(f"test -e {self.rcfile}", check=False).rc == 0
+
+    def wait(self, timeout: float) -> CommandResult:
+        """Wait for the job to finish; returns its exit code and output."""
+        try:
+            self.vm.wait_for(f"test -e {self.rcfile}", timeout=timeout, interval=0.2)
+        except CommandTimeout as exc:
+            raise CommandTimeout(self.vm.name, self.cmd,
+                                 f"background job (pid {self.pid}) still running after "
+                                 f"{timeout:.1f} s; output so far:\n{self.output()[-1500:]}",
+                                 exc.console_tail) from None
+        rc = int(self.vm.run(f"cat {self.rcfile}").output.strip())
+        return CommandResult(rc=rc, output=self.output())
+
+    def output(self) -> str:
+        return self.vm.run(f"cat {self.logfile}", check=False).output
+
+    def kill(self, sig: str = "TERM") -> None:
+        self.vm.run(f"kill -{sig} -- -{self.pid} 2>/dev/null; true", timeout=10)
