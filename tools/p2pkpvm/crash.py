@@ -8,6 +8,16 @@ The input may carry console noise: ``\\r``, ANSI escape sequences, printk timest
 (``[   12.345678]``), caller tags (``[T123]``), log-level prefixes (``<4>``) and lines from
 other CPUs interleaved with a report. Benign lines (module taint notices, ``Tainted:`` lines,
 user-space ``WARNING:`` messages, user-space segfault notices) are not reports.
+
+Kinds: "kasan" also covers KFENCE and KMSAN reports (memory-safety sanitizers); "bug" covers
+``kernel BUG at``, ``BUG: scheduling while atomic``, ``BUG: sleeping function called from
+invalid context``, KCSAN data races and any other ``BUG:`` line confirmed by kernel context
+nearby (a ``CPU: N PID: N`` line, ``Call Trace:``, a stack frame...); "oops" covers ``BUG:
+kernel NULL pointer dereference`` / ``BUG: unable to handle ...`` and bare die() banners
+(``Oops: 0000 [#1]``, ``invalid opcode: 0000 [#1]``). A panic after an oops is a second
+report. ``frames`` start at the culprit: the kernel-mode RIP of an oops/WARN/lockup, then the
+first "Call Trace:" (or kmemleak "backtrace:") block without unreliable ``?`` frames and
+without the reporting machinery on top (dump_stack, panic, kasan_report, __warn...).
 """
 
 from __future__ import annotations
@@ -124,6 +134,7 @@ _LOCKDEP_TITLES = re.compile(
 )
 
 _KMEMLEAK_SUMMARY_RE = re.compile(r"^kmemleak: \d+ new suspected memory leaks?")
+_KMEMLEAK_RECORD_LINE_RE = re.compile(r"^(?:kmemleak: )?\s")
 
 _HEADLINES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("panic", re.compile(r"^Kernel panic - not syncing")),
@@ -151,7 +162,7 @@ _HEADLINES: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"while atomic)"
         ),
     ),
-    ("warning", re.compile(r"^WARNING: (?:CPU: \d+ PID: \d+ at |at )\S")),
+    ("warning", re.compile(r"^WARNING: (?:CPU: \d+ PID: \d+ at |at |\S+:\d+ at )\S")),
     ("general_protection", _GPF_RE),
     ("oops", _OOPS_RE),
     ("oops", _DIE_RE),
@@ -175,8 +186,9 @@ _SELF_EVIDENT = {
     "lockdep",
 }
 _EVIDENCE_RE = re.compile(
-    r"^(?:CPU: \d+ PID: \d+|\S+ #\d+\s.*(?:Not tainted|Tainted: )|Call Trace:|Hardware name:|RIP: [0-9a-f]{4}:|Modules linked in:"
-    r"|#PF: |Oops: .*\[#\d+\]|[a-z ]+: [0-9a-f]{4} \[#\d+\]|\S+\+0x[0-9a-f]+/0x[0-9a-f]+$)"
+    r"^(?:CPU: \d+ PID: \d+|\S+ #\d+\s.*(?:Not tainted|Tainted: )|Call Trace:|Hardware name:"
+    r"|RIP: [0-9a-f]{4}:|Modules linked in:|#PF: |Oops: .*\[#\d+\]"
+    r"|[a-z ]+: [0-9a-f]{4} \[#\d+\]|\S+\+0x[0-9a-f]+/0x[0-9a-f]+$)"
 )
 _EVIDENCE_WINDOW = 12
 
@@ -193,7 +205,7 @@ def _headline(line: str) -> str | None:
     return None
 
 
-def _continues(kind: str, lines: list[str], new_kind: str, new_line: str) -> bool:
+def _continues(kind: str, lines: list[str], new_line: str) -> bool:
     """Whether a headline-looking line belongs to the report being collected."""
     # The die() banner ("Oops: 0000 [#1]", "invalid opcode: 0000 [#1]", "general protection
     # fault ...: 0000 [#1]") follows the "BUG: ..." / "kernel BUG at" line of the same oops.
@@ -225,16 +237,11 @@ def _collect(lines: list[str], start: int, kind: str) -> tuple[list[str], int]:
         line = lines[i]
         stripped = line.strip()
         new_kind = _headline(line)
-        if new_kind is not None and not _continues(kind, body, new_kind, stripped):
+        if new_kind is not None and not _continues(kind, body, stripped):
             break
-        # kmemleak object records are indented lines; the next unindented line ends one.
-        if (
-            kind == "kmemleak"
-            and not headline.startswith("kmemleak: ")
-            and stripped
-            and not line[:1].isspace()
-            and not line.startswith("kmemleak:")
-        ):
+        # A kmemleak record is its headline and indented lines (each after a "kmemleak: "
+        # prefix when the kernel logs it): the next other line ends it.
+        if kind == "kmemleak" and not _KMEMLEAK_RECORD_LINE_RE.match(line):
             break
         body.append(line)
         i += 1

@@ -442,3 +442,29 @@ def test_source_headline_on_real_body(headline: str, kind: str) -> None:
     assert report.kind == kind
     assert report.title == headline
     check_frames(report.frames, ("__schedule", "schedule", "schedule_timeout", "msleep"))
+
+
+def test_kmemleak_record_logged_with_prefix() -> None:
+    # With kmemleak's verbose mode the kernel logs each record through pr_warn() with its
+    # pr_fmt "kmemleak: " in front of every line (mm/kmemleak.c warn_or_seq_printf).
+    record = "".join(
+        f"[  612.000000] kmemleak: {x}\n" for x in load("doc-kmemleak.log").splitlines()
+    )
+    after = "[  612.100000] random: crng reseeded\n[  612.200000] e1000: link up\n"
+    report = only(record + after)
+    assert report.kind == "kmemleak"
+    assert report.title == "unreferenced object 0xffff89862ca702e8 (size 32):"
+    check_frames(report.frames, ("0xffffffffc01d2036", "do_one_initcall+0x41/0x1df"))
+    assert "crng" not in report.excerpt
+    assert len(report.excerpt.splitlines()) == len(load("doc-kmemleak.log").splitlines())
+
+
+def test_console_capture_panic_on_oops() -> None:
+    reports = scan(load("console-panic-on-oops.log"))
+    assert [(r.kind, r.title) for r in reports] == [
+        ("oops", "BUG: kernel NULL pointer dereference, address: 0000000000000000"),
+        ("panic", "Kernel panic - not syncing: Fatal exception"),
+    ]
+    check_frames(reports[0].frames, ("crashme_write.cold+0x60/0x164 [crashme]", "proc_reg_write"))
+    # The oops report stops where the panic starts.
+    assert "Kernel panic" not in reports[0].excerpt

@@ -1,10 +1,11 @@
 """Capture a real guest console (with its noise) while crashme provokes reports, then a panic.
 
 Test-data tool for tools/tests/data/crash/ (see the README there); not part of the suite.
-Usage: .venv/bin/python vmtests/crashme/capture_console.py OUT.log [oops|noisy-panic]
+Usage: .venv/bin/python vmtests/crashme/capture_console.py OUT.log [oops|noisy-panic|panic-on-oops]
 (build crashme.ko first). "oops": WARN, NULL dereference, then a panic (after an oops, so
 without a stack dump). "noisy-panic": WARN while user space floods the console with partial
 lines, then a panic with its stack dump; the console log level is left at vng's default.
+"panic-on-oops": kernel.panic_on_oops=1, then a NULL dereference: oops, then "Fatal exception".
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def main(out: Path, scenario: str) -> int:
         )
         try:
             child.expect([r"# ", r"\$ "], timeout=240)
-            child.sendline(f"PS1='{PROMPT}'")
+            # Split in the command so that its echo does not match the prompt.
+            child.sendline(f"PS1='{PROMPT[:5]}''{PROMPT[5:]}'")
             child.expect_exact(PROMPT, timeout=30)
 
             def run(cmd: str, timeout: int = 60) -> None:
@@ -43,6 +45,13 @@ def main(out: Path, scenario: str) -> int:
                     "sh -c 'echo null > /proc/crashme'"
                 )
                 run("echo 'WARNING: this line is user space, not the kernel'")
+            elif scenario == "panic-on-oops":
+                run(f"insmod {KO}")
+                run("sysctl -w kernel.panic_on_oops=1")
+                child.sendline("echo null > /proc/crashme")
+                child.expect([r"end Kernel panic", pexpect.EOF], timeout=120)
+                child.expect([pexpect.EOF, pexpect.TIMEOUT], timeout=20)
+                return 0
             else:
                 run(f"insmod {KO}")
                 run("dmesg -n 8")
