@@ -26,7 +26,15 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["KINDS", "MAX_EXCERPT_LINES", "MAX_FRAMES", "CrashReport", "normalize_lines", "scan"]
+__all__ = [
+    "KINDS",
+    "MAX_EXCERPT_LINES",
+    "MAX_FRAMES",
+    "CrashReport",
+    "main",
+    "normalize_lines",
+    "scan",
+]
 
 KINDS = (
     "oops",
@@ -416,3 +424,37 @@ def scan(text: str) -> list[CrashReport]:
             reports.append(report)
         i = max(end, i + 1)
     return reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m p2pkpvm.crash LOG...``: print each report; exit 1 if any, 2 on errors."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m p2pkpvm.crash", description="Find kernel crash reports in logs."
+    )
+    parser.add_argument("logs", nargs="+", help="console or dmesg logs ('-' for stdin)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print the excerpts too")
+    args = parser.parse_args(argv)
+    found = 0
+    for name in args.logs:
+        try:
+            if name == "-":
+                text = sys.stdin.read()
+            else:
+                with open(name, encoding="utf-8", errors="replace", newline="") as f:
+                    text = f.read()
+        except OSError as exc:
+            print(f"{name}: cannot read: {exc}", file=sys.stderr)
+            return 2
+        for report in scan(text):
+            found += 1
+            print(f"{name}: {report.summary()}")
+            if args.verbose:
+                print(report.excerpt, end="\n\n")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm.crash import KINDS, MAX_EXCERPT_LINES, CrashReport, normalize_lines, scan
+from p2pkpvm.crash import KINDS, MAX_EXCERPT_LINES, CrashReport, main, normalize_lines, scan
 
 DATA = Path(__file__).resolve().parent / "data" / "crash"
 
@@ -468,3 +468,14 @@ def test_console_capture_panic_on_oops() -> None:
     check_frames(reports[0].frames, ("crashme_write.cold+0x60/0x164 [crashme]", "proc_reg_write"))
     # The oops report stops where the panic starts.
     assert "Kernel panic" not in reports[0].excerpt
+
+
+def test_cli_reports_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(DATA / "boot-normal.log")]) == 0
+    assert capsys.readouterr().out == ""
+    assert main([str(DATA / "boot-normal.log"), str(DATA / "warn.log")]) == 1
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    assert "warn.log: kernel warning: WARNING: CPU: 1 PID: 249" in out
+    assert main([str(DATA / "no-such.log")]) == 2
+    assert "cannot read" in capsys.readouterr().err
