@@ -106,8 +106,14 @@ def test_captured_report(name: str, kind: str, title: str, frames: tuple[str, ..
     assert report.kind == kind
     assert report.title == title
     check_frames(report.frames, frames)
-    assert report.excerpt.splitlines()[0].strip() == title
-    assert len(report.excerpt.splitlines()) <= MAX_EXCERPT_LINES
+    lines = report.excerpt.splitlines()
+    assert lines[0].strip() == title
+    assert len(lines) <= MAX_EXCERPT_LINES
+    # The report ends where the kernel ends it: its end marker, or the end of its stack.
+    if kind in ("warning", "oops", "general_protection") or title.startswith("kernel BUG"):
+        assert lines[-1].startswith("---[ end trace"), lines[-1]
+    else:
+        assert lines[-1].strip() == "</TASK>", lines[-1]
     summary = report.summary()
     assert kind in summary and title in summary and frames[0] in summary
 
