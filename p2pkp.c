@@ -1063,6 +1063,7 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
 	size_t n = min_t(size_t, len, P2PKP_PATH_MAX + 1);
+	struct path pp;
 	struct file *f;
 	char *path;
 	int err;
@@ -1097,6 +1098,15 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
+	/* no open() of FIFOs or devices: it could block or have effects */
+	err = kern_path(path, LOOKUP_FOLLOW, &pp);
+	if (err)
+		goto unlock;
+	if (!d_is_reg(pp.dentry))
+		err = -EINVAL;
+	path_put(&pp);
+	if (err)
+		goto unlock;
 	f = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
 	if (IS_ERR(f)) {
 		err = PTR_ERR(f);
@@ -1704,6 +1714,14 @@ static int p2pkp_check_dir(char *path, const char *base)
 		return err;
 	err = path_permission(&dir, MAY_WRITE | MAY_EXEC);
 	path_put(&dir);
+	if (err)
+		return err;
+	/* a directory at the final name would fail the rename at the end */
+	if (!kern_path(path, 0, &dir)) {
+		if (d_is_dir(dir.dentry))
+			err = -EISDIR;
+		path_put(&dir);
+	}
 	return err;
 }
 
