@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from p2pkp_scenario import MODULE, SEND, Guest, Scenario, next_port, op, op_result, q
+from p2pkpvm.cluster import ClusterView
 
 FAMILY_PARAM = "/sys/module/p2pkp/parameters/family"
 # A family number no Debian 6.1 module or built-in claims (NETBEUI was never implemented).
@@ -16,7 +16,9 @@ OTHER_FAMILY = 13
 
 
 @pytest.fixture
-def scn(request: pytest.FixtureRequest, cluster: Any, p2pkp: Any) -> Iterator[Scenario]:
+def scn(
+    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
+) -> Iterator[Scenario]:
     s = Scenario(cluster.vms, request.node.name)
     s.setup()
     yield s
@@ -30,7 +32,7 @@ def loaded(vm: Guest) -> bool:
     return vm.run("grep -q '^p2pkp ' /proc/modules", check=False).rc == 0
 
 
-def test_rmmod_refused_while_socket_open(scn: Scenario, cluster: Any) -> None:
+def test_rmmod_refused_while_socket_open(scn: Scenario, cluster: ClusterView) -> None:
     """An open socket pins the module (owner THIS_MODULE): rmmod fails, and works after close."""
     vm = cluster["vm1"]
     job = scn.op_job(vm, ["socket", "echo:open", "sleep:600000"], "open")
@@ -43,7 +45,7 @@ def test_rmmod_refused_while_socket_open(scn: Scenario, cluster: Any) -> None:
     assert not loaded(vm)
 
 
-def test_load_unload_ten_times(scn: Scenario, cluster: Any) -> None:
+def test_load_unload_ten_times(scn: Scenario, cluster: ClusterView) -> None:
     """insmod/socket/rmmod 10 times in a row, with no kernel warning on the way."""
     vm = cluster["vm1"]
     vm.run("rmmod p2pkp")
@@ -62,35 +64,46 @@ def proc_net(vm: Guest) -> str:
     return vm.run("cat /proc/net/p2pkp").output
 
 
-def counters(text: str) -> dict[str, int]:
-    """'name value' or 'name: value' pairs of /proc/net/p2pkp's counter section."""
-    found: dict[str, int] = {}
-    for m in re.finditer(r"^\s*([a-z_]+)\s*[:=]?\s+(\d+)\s*$", text, re.MULTILINE):
-        found[m[1]] = int(m[2])
-    return found
+def totals(text: str) -> dict[str, int]:
+    """The counters of the 'total k=v ...' line of /proc/net/p2pkp (this namespace's sum)."""
+    m = re.search(r"^total((?: [a-z_]+=\d+)+)$", text, re.MULTILINE)
+    if m is None:
+        raise AssertionError(f"/proc/net/p2pkp has no 'total' line:\n{text}")
+    return {k: int(v) for k, v in re.findall(r"([a-z_]+)=(\d+)", m[1])}
 
 
-def test_proc_net_lists_sockets_and_counters(scn: Scenario, cluster: Any) -> None:
-    """/proc/net/p2pkp shows a bound socket; file and byte counters grow with a transfer."""
+def test_proc_net_lists_sockets_and_counters(scn: Scenario, cluster: ClusterView) -> None:
+    """/proc/net/p2pkp lists a bound socket and a sender; file/byte counters follow a transfer."""
     tx, rx = cluster["vm1"], cluster["vm2"]
-    src, _ = scn.make_file(tx, "src", 50_000)
+    size = 50_000
+    src, _ = scn.make_file(tx, "src", size)
     port = next_port()
-    before_rx, before_tx = counters(proc_net(rx)), counters(proc_net(tx))
+    before_rx, before_tx = totals(proc_net(rx)), totals(proc_net(tx))
     job = scn.receiver(rx, scn.path("dst"), port)
-    listing = proc_net(rx)
-    assert f":{port}" in listing, f"{rx.name}: bound port {port} not listed:\n{listing}"
+    text = proc_net(rx)
+    assert re.search(rf"^sock .*role=receiver .*local=0\.0\.0\.0:{port} ", text, re.M), (
+        f"{rx.name}: the bound socket is not listed:\n{text}"
+    )
+    sender = scn.op_job(
+        tx, ["socket", f"connect:{rx.ipv4}:{port}", "echo:ready", "sleep:600000"], "ready"
+    )
+    text = proc_net(tx)
+    assert re.search(
+        rf"^sock .*role=sender .*peers=1 .*peer0={re.escape(rx.ipv4)}:{port}", text, re.M
+    ), f"{tx.name}: the sender socket is not listed:\n{text}"
+    sender.kill()
     tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(src)}", timeout=60.0)
     assert job.wait(timeout=60.0).rc == 0
-    after_rx, after_tx = counters(proc_net(rx)), counters(proc_net(tx))
-    grown_rx = {k for k in after_rx if after_rx[k] > before_rx.get(k, 0)}
-    grown_tx = {k for k in after_tx if after_tx[k] > before_tx.get(k, 0)}
-    assert grown_rx, f"{rx.name}: no counter changed:\n{proc_net(rx)}"
-    assert grown_tx, f"{tx.name}: no counter changed:\n{proc_net(tx)}"
-    assert any("bytes" in k for k in grown_rx), f"{rx.name}: {after_rx}"
-    assert any("files" in k for k in grown_tx), f"{tx.name}: {after_tx}"
+    after_rx, after_tx = totals(proc_net(rx)), totals(proc_net(tx))
+    assert after_rx["files_received"] - before_rx["files_received"] == 1, (before_rx, after_rx)
+    assert after_rx["bytes_received"] - before_rx["bytes_received"] == size, (before_rx, after_rx)
+    assert after_rx["dgrams_received"] > before_rx["dgrams_received"], (before_rx, after_rx)
+    assert after_tx["files_sent"] - before_tx["files_sent"] == 1, (before_tx, after_tx)
+    assert after_tx["bytes_sent"] - before_tx["bytes_sent"] >= size, (before_tx, after_tx)
+    assert after_tx["dgrams_sent"] - before_tx["dgrams_sent"] >= size // 1400, (before_tx, after_tx)
 
 
-def test_family_param_readable(scn: Scenario, cluster: Any) -> None:
+def test_family_param_readable(scn: Scenario, cluster: ClusterView) -> None:
     """The family is in /sys/module/p2pkp/parameters/family; family=N moves it and tools follow."""
     vm = cluster["vm1"]
     family = int(vm.run(f"cat {FAMILY_PARAM}").output.strip())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -20,20 +19,34 @@ from p2pkp_scenario import (
     sha256,
     transfer_deadline,
 )
+from p2pkpvm.cluster import ClusterView
 
 CHUNK = 1400  # P2PKP_CHUNK_SIZE
 
 
 @pytest.fixture
-def scn(request: pytest.FixtureRequest, cluster: Any, p2pkp: Any) -> Iterator[Scenario]:
+def scn(
+    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
+) -> Iterator[Scenario]:
     s = Scenario(cluster.vms, request.node.name)
     s.setup()
     yield s
     s.teardown()
 
 
-@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 1 * MiB, 64 * MiB])
-def test_single_peer_sizes(scn: Scenario, cluster: Any, size: int) -> None:
+@pytest.mark.parametrize(
+    "size",
+    [
+        0,
+        1,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        1 * MiB,
+        pytest.param(64 * MiB, marks=pytest.mark.timeout_s(900), id="64MiB"),
+    ],
+)
+def test_single_peer_sizes(scn: Scenario, cluster: ClusterView, size: int) -> None:
     """vm1 sends one file of `size` bytes to vm2: same sha256, nothing else in the directory."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     src, digest = scn.make_file(tx, "src", size)
@@ -47,7 +60,7 @@ def test_single_peer_sizes(scn: Scenario, cluster: Any, size: int) -> None:
     assert listing(rx, scn.dir) == ["dst"], f"{rx.name}: leftovers besides the file"
 
 
-def test_several_files_one_socket(scn: Scenario, cluster: Any) -> None:
+def test_several_files_one_socket(scn: Scenario, cluster: ClusterView) -> None:
     """One p2pkp-send (one socket) with 4 files: they arrive in order, each intact."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     sizes = [3 * CHUNK, 0, 100_000, 1]
@@ -64,7 +77,7 @@ def test_several_files_one_socket(scn: Scenario, cluster: Any) -> None:
         assert sha256(rx, name) == digest, f"{rx.name}: {name} differs"
 
 
-def test_two_senders_one_receiver(scn: Scenario, cluster: Any) -> None:
+def test_two_senders_one_receiver(scn: Scenario, cluster: ClusterView) -> None:
     """vm1 and vm3 send at once to one socket on vm2: both files arrive, one per read()."""
     a, rx, b = cluster["vm1"], cluster["vm2"], cluster["vm3"]
     size = 2 * MiB
@@ -87,7 +100,7 @@ def test_two_senders_one_receiver(scn: Scenario, cluster: Any) -> None:
     assert digests == {dig_a, dig_b}, f"{rx.name}: received files differ from the sent ones"
 
 
-def test_empty_file_read_returns_zero(scn: Scenario, cluster: Any) -> None:
+def test_empty_file_read_returns_zero(scn: Scenario, cluster: ClusterView) -> None:
     """read() of a 0-byte file returns 0 and leaves an empty file under the final name."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     src, _ = scn.make_file(tx, "empty", 0)
