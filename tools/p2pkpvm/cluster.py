@@ -47,9 +47,10 @@ class Cluster:
 
     def __init__(self, topology: Topology, accel: str | None = None,
                  kernel: Path | None = None, logdir: Path | None = None,
-                 module: Path | None = None, boot_timeout: float = 420.0) -> None:
+                 module: Path | None = None, boot_timeout: float = 420.0,
+                 run_id: str | None = None) -> None:
         self.topology = topology
-        self.run_id = new_run_id()
+        self.run_id = run_id or new_run_id()
         self.logdir = logdir or project_root() / "out" / self.run_id
         self.kernel = kernel or load_pin().vmlinuz
         self.module = module or default_module()
@@ -87,13 +88,8 @@ class Cluster:
 
     def start(self, load_module: bool = False) -> None:
         """Create the network, boot all guests in parallel, address them, check reachability."""
-        _register(self)
         try:
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            vng = vng_path()
-            self.accel = decide_accel(self.kernel, vng, guest_env(vng),
-                                      forced=self._accel_forced).accel
-            self.netns.create(len(self.topology.guests))
+            self.create_network()
             self.vms = [self._make_vm(i, g) for i, g in enumerate(self.topology.guests)]
             t0 = time.monotonic()
             self._parallel(lambda vm: self._boot(vm), "boot")
@@ -106,6 +102,27 @@ class Cluster:
         except BaseException:
             self.close()
             raise
+
+    def create_network(self) -> None:
+        """Decide the accelerator and create namespace, bridge and one tap per guest."""
+        _register(self)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        vng = vng_path()
+        self.accel = decide_accel(self.kernel, vng, guest_env(vng),
+                                  forced=self._accel_forced).accel
+        self.netns.create(len(self.topology.guests))
+
+    def attach_guest(self, netns: str, name: str, accel: str) -> VM:
+        """Boot one guest of the topology in an existing namespace (made by another process)
+        and wait until it reaches its peers. This process does not own the namespace."""
+        _register(self)
+        self.netns = Netns(name=netns)
+        self.accel = accel
+        index = [g.name for g in self.topology.guests].index(name)
+        vm = self._make_vm(index, self.topology.guests[index])
+        self.vms = [vm]
+        self._boot(vm)
+        return vm
 
     def _make_vm(self, index: int, g: GuestSpec) -> VM:
         spec = VngSpec(kernel=self.kernel, name=g.name, accel=self.accel, cpus=g.cpus,
@@ -153,9 +170,10 @@ class Cluster:
         t = int(timeout)
 
         def check(vm: VM) -> None:
-            peers = [p.ipv4 for p in self.vms if p is not vm]
+            others = [g for g in self.topology.guests if g.name != vm.name]
+            peers = [str(g.ipv4.ip) for g in others]
             if vm.ipv6:
-                peers += [p.ipv6 for p in self.vms if p is not vm and p.ipv6]
+                peers += [str(g.ipv6.ip) for g in others if g.ipv6]
             script = (f"for a in {' '.join(peers)}; do until ping -c1 -W1 -q $a >/dev/null "
                       "2>&1; do sleep 0.2; done; done")
             vm.run(f"timeout {t} sh -c {shlex.quote(script)} || "
@@ -250,3 +268,30 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
     else:
         sys.exit(128 + signum)
+
+
+class ClusterView:
+    """The guests of one topology inside a (possibly larger) booted cluster."""
+
+    def __init__(self, cluster: Cluster, topology: Topology) -> None:
+        self.cluster = cluster
+        self.topology = topology
+        self.vms: list[VM] = [cluster[g.name] for g in topology.guests]
+
+    def __getitem__(self, key: int | str) -> VM:
+        if isinstance(key, int):
+            return self.vms[key]
+        for vm in self.vms:
+            if vm.name == key:
+                return vm
+        raise KeyError(f"topology {self.topology.name} has no guest {key!r}")
+
+    def __iter__(self) -> Iterator[VM]:
+        return iter(self.vms)
+
+    def __len__(self) -> int:
+        return len(self.vms)
+
+    @property
+    def logdir(self) -> Path:
+        return self.cluster.logdir

@@ -1,0 +1,119 @@
+"""One cluster per pytest session: reuse, health checks, replacement, per-test dmesg."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from p2pkpvm import crashscan
+from p2pkpvm.cluster import Cluster, ClusterView
+from p2pkpvm.errors import CommandTimeout, GuestDied, HarnessError
+from p2pkpvm.topology import Topology
+from p2pkpvm.vm import VM
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DmesgCheck:
+    """What one guest's kernel log said during one test."""
+
+    vm: str
+    text: str
+    findings: list[crashscan.Finding]
+    died: bool
+
+
+@dataclass
+class ClusterManager:
+    accel: str | None = None
+    boot_timeout: float = 420.0
+    cluster: Cluster | None = None
+    boots: int = 0
+    replacements: list[str] = field(default_factory=list)
+    _reported: dict[str, int] = field(default_factory=dict)
+
+    def view(self, topology: Topology) -> ClusterView:
+        """A healthy cluster covering topology (booting or rebooting when needed)."""
+        if self.cluster is not None and not self.cluster.topology.covers(topology):
+            log.info("topology %s not covered by %s: rebooting", topology.name,
+                     self.cluster.topology.name)
+            self.close()
+        if self.cluster is None:
+            cluster = Cluster(topology, accel=self.accel, boot_timeout=self.boot_timeout)
+            cluster.start()
+            self.cluster = cluster
+            self.boots += 1
+        view = ClusterView(self.cluster, topology)
+        for vm in view.vms:
+            self._ensure_healthy(vm)
+        return ClusterView(self.cluster, topology)
+
+    def _ensure_healthy(self, vm: VM) -> None:
+        assert self.cluster is not None
+        if vm.alive:
+            try:
+                vm.run("true", timeout=10)
+                return
+            except CommandTimeout:
+                return  # the console recovered (a previous test left a command running)
+            except GuestDied:
+                pass
+        log.warning("%s is dead (%s): replacing it", vm.name, vm.dead_reason)
+        self.replacements.append(vm.name)
+        self.cluster.replace(vm.name)
+
+    def mark(self, view: ClusterView) -> None:
+        for vm in view.vms:
+            vm.mark_dmesg()
+            self._reported[vm.name] = 0
+
+    def collect(self, view: ClusterView) -> list[DmesgCheck]:
+        """Each guest's kernel log since mark() and the crash signatures in it."""
+        out = []
+        for vm in view.vms:
+            died = not vm.alive
+            text = ""
+            if not died:
+                try:
+                    text = vm.dmesg_since_mark()
+                except (GuestDied, CommandTimeout):
+                    died = True
+            if died:
+                text = vm.kernel_log()  # host-side copy of the console, survives the guest
+            out.append(DmesgCheck(vm.name, text, crashscan.scan(text), died))
+        return out
+
+    def new_findings(self, checks: list[DmesgCheck]) -> list[DmesgCheck]:
+        """Checks with findings not reported yet for this test (call vs teardown)."""
+        fresh = []
+        for c in checks:
+            seen = self._reported.get(c.vm, 0)
+            if len(c.findings) > seen:
+                fresh.append(DmesgCheck(c.vm, c.text, c.findings[seen:], c.died))
+                self._reported[c.vm] = len(c.findings)
+        return fresh
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            cluster, self.cluster = self.cluster, None
+            cluster.close()
+
+
+def crash_message(checks: list[DmesgCheck]) -> str:
+    parts = []
+    for c in checks:
+        state = "guest died" if c.died else "guest alive"
+        parts.append(f"[{c.vm}] kernel crash signature(s) ({state}):\n"
+                     + crashscan.summarize(c.findings))
+    return "\n\n".join(parts)
+
+
+def per_test_dir(logdir: Path, nodeid: str) -> Path:
+    return logdir / "tests" / re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid)[:150]
+
+
+class CrashDetected(HarnessError):
+    """A kernel crash signature appeared in a guest during a test."""
