@@ -72,6 +72,12 @@ CAPTURED: list[tuple[str, str, str, tuple[str, ...]]] = [
         ("crashme_list_corrupt+0x58/0x84 [crashme]", "crashme_write.cold", "proc_reg_write"),
     ),
     (
+        "double-free-slub-bug.log",
+        "bug",
+        "kernel BUG at mm/slub.c:419!",
+        ("__kmem_cache_free+0x284/0x2a0", "crashme_slab+0xa8/0xc4 [crashme]", "crashme_write"),
+    ),
+    (
         "hung-task.log",
         "hung_task",
         "INFO: task sh:257 blocked for more than 2 seconds.",
@@ -147,7 +153,9 @@ def test_repeated_reports_are_deduplicated() -> None:
     assert len(scan(load("soft-lockup.log"))) == 1
 
 
-@pytest.mark.parametrize("name", ["boot-normal.log", "insmod-out-of-tree.log"])
+@pytest.mark.parametrize(
+    "name", ["boot-normal.log", "insmod-out-of-tree.log", "debug-actions-stock-kernel.log"]
+)
 def test_clean_logs_have_no_report(name: str) -> None:
     text = load(name)
     assert text.strip()

@@ -17,6 +17,16 @@
  *                read-side section (soft lockup once SECS > 2 *
  *                kernel.watchdog_thresh, RCU stall once SECS >
  *                rcupdate.rcu_cpu_stall_timeout)
+ *   doublefree   kfree() the same object twice (SLAB_FREELIST_HARDENED: BUG in
+ *                mm/slub.c; KASAN: double-free report)
+ *
+ * Silent on the stock kernel, reported by a debug kernel (KASAN, UBSAN, kmemleak, lockdep):
+ *
+ *   uaf          read a kmalloc()ed object after kfree()
+ *   oob          read one byte past a 32-byte kmalloc()ed object
+ *   leak         kmalloc() 64 bytes and lose the pointer
+ *   lockorder    take two mutexes in A-B order, then in B-A order (no real deadlock)
+ *   ubsan SECS   read int[4] at index 4 + SECS (a stack slot past the array)
  *
  * It exists only to produce real console logs for the crash parser's tests.
  */
@@ -27,9 +37,11 @@
 #include <linux/ktime.h>
 #include <linux/list.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/preempt.h>
 #include <linux/proc_fs.h>
 #include <linux/rcupdate.h>
+#include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 
@@ -75,6 +87,67 @@ static noinline void crashme_hung(unsigned int secs)
 	msleep(secs * MSEC_PER_SEC);
 }
 
+static DEFINE_MUTEX(crashme_lock_a);
+static DEFINE_MUTEX(crashme_lock_b);
+
+/* Opaque to the compiler so the bad accesses are really emitted. */
+static char *crashme_bad_ptr;
+static unsigned int crashme_bad_index;
+
+static noinline int crashme_slab(const char *action)
+{
+	char *p = kmalloc(32, GFP_KERNEL);
+	int val = 0;
+
+	if (!p)
+		return -ENOMEM;
+	memset(p, 0x5a, 32);
+	WRITE_ONCE(crashme_bad_ptr, p);
+	if (!strcmp(action, "oob")) {
+		val = READ_ONCE(READ_ONCE(crashme_bad_ptr)[32]);
+		kfree(p);
+	} else if (!strcmp(action, "uaf")) {
+		kfree(p);
+		val = READ_ONCE(READ_ONCE(crashme_bad_ptr)[0]);
+	} else {
+		kfree(p);
+		kfree(READ_ONCE(crashme_bad_ptr));
+	}
+	pr_info("crashme: %s read %d\n", action, val);
+	return 0;
+}
+
+static noinline int crashme_leak(void)
+{
+	void *p = kmalloc(64, GFP_KERNEL);
+
+	if (!p)
+		return -ENOMEM;
+	pr_info("crashme: leaking 64 bytes\n");
+	return 0;
+}
+
+static noinline void crashme_lock_order(void)
+{
+	mutex_lock(&crashme_lock_a);
+	mutex_lock(&crashme_lock_b);
+	mutex_unlock(&crashme_lock_b);
+	mutex_unlock(&crashme_lock_a);
+
+	mutex_lock(&crashme_lock_b);
+	mutex_lock(&crashme_lock_a);
+	mutex_unlock(&crashme_lock_a);
+	mutex_unlock(&crashme_lock_b);
+}
+
+static noinline int crashme_ubsan(unsigned int extra)
+{
+	int arr[4] = { 1, 2, 3, 4 };
+
+	WRITE_ONCE(crashme_bad_index, 4 + extra);
+	return arr[READ_ONCE(crashme_bad_index)];
+}
+
 static noinline void crashme_atomic_sleep(void)
 {
 	preempt_disable();
@@ -102,6 +175,15 @@ static int crashme_run(const char *action, unsigned int secs)
 		crashme_hung(secs);
 	} else if (!strcmp(action, "spin")) {
 		crashme_spin(secs);
+	} else if (!strcmp(action, "oob") || !strcmp(action, "uaf") ||
+		   !strcmp(action, "doublefree")) {
+		return crashme_slab(action);
+	} else if (!strcmp(action, "leak")) {
+		return crashme_leak();
+	} else if (!strcmp(action, "lockorder")) {
+		crashme_lock_order();
+	} else if (!strcmp(action, "ubsan")) {
+		pr_info("crashme: ubsan read %d\n", crashme_ubsan(secs));
 	} else {
 		return -EINVAL;
 	}
