@@ -15,7 +15,7 @@ VMS      ?= 2
 KERNEL   ?= stock
 
 .PHONY: all module tools deps venv vm-test vm-test-long vm-shell demo check unit w1 \
-	checkpatch lint clean help
+	checkpatch lint clean help crashme
 
 all: module tools
 
@@ -48,7 +48,7 @@ deps: venv
 	$(PY) -m p2pkpvm.deps install
 
 vm-test: deps
-	$(MAKE) all
+	$(MAKE) all crashme
 	$(PYTEST) tools/tests vmtests -m "not long" $(PYTEST_ARGS)
 
 vm-test-long: deps
@@ -66,9 +66,13 @@ demo: deps
 unit: venv
 	$(PYTEST) tools/tests $(PYTEST_ARGS)
 
+# The module, its UAPI header and the test-only crashme module.
+CHECKPATCH_FILES := p2pkp.c p2pkp.h vmtests/crashme/crashme.c
 checkpatch: deps
-	$$($(PY) -m p2pkpvm.deps checkpatch) --no-tree --strict -f p2pkp.c
-	$$($(PY) -m p2pkpvm.deps checkpatch) --no-tree --strict -f p2pkp.h
+	@cp=$$($(PY) -m p2pkpvm.deps checkpatch) && for f in $(CHECKPATCH_FILES); do \
+		echo "checkpatch --strict $$f"; \
+		$$cp --no-tree --strict --quiet -f $$f || exit 1; \
+	done
 
 lint: venv
 	$(VENV)/bin/ruff check tools vmtests
@@ -80,13 +84,20 @@ w1: deps
 	@kernel/check-build.sh $(KDIR)
 	$(MAKE) -C $(KDIR) M=$(CURDIR) clean >/dev/null
 	$(MAKE) -C $(KDIR) M=$(CURDIR) W=1 modules 2>&1 | tee .w1.log
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme clean >/dev/null
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme W=1 modules 2>&1 | tee -a .w1.log
 	@! grep -E 'warning:|error:' .w1.log || { echo "W=1 build has warnings"; exit 1; }
 	@rm -f .w1.log
 
 check: checkpatch w1 lint unit
 	$(MAKE) -C tools
 
+crashme:
+	@kernel/check-build.sh $(KDIR)
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme modules
+
 clean:
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR) clean
+	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme clean
 	-$(MAKE) -C tools clean
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
