@@ -1,0 +1,65 @@
+"""vng command building (no VM)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from p2pkpvm.vng import NicSpec, VngSpec, build_argv, guest_mac, stderr_to_file
+
+KERNEL = Path("/boot/vmlinuz-test")
+
+
+def test_tcg_guest_with_nic() -> None:
+    nic = NicSpec(tap="tap1", mac="02:00:00:00:00:01")
+    argv = build_argv(VngSpec(kernel=KERNEL, name="vm2", cpus=1, memory="512M",
+                              cwd=Path("/work"), nics=(nic,)), vng="vng")
+    assert argv[:3] == ["vng", "--run", str(KERNEL)]
+    assert argv[argv.index("--name") + 1] == "vm2"
+    assert argv[argv.index("--cpus") + 1] == "1"
+    assert argv[argv.index("--memory") + 1] == "512M"
+    assert argv[argv.index("--cwd") + 1] == "/work"
+    assert "--disable-kvm" in argv
+    appends = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert {"net.ifnames=0", "panic=-1"} <= set(appends)
+    qemu = [a for a in argv if a.startswith("--qemu-opts=")]
+    assert len(qemu) == 1
+    opts = shlex.split(qemu[0].split("=", 1)[1])
+    assert "-no-reboot" in opts
+    assert opts[opts.index("-netdev") + 1] == \
+        "tap,id=n0,ifname=tap1,script=no,downscript=no"
+    assert opts[opts.index("-device") + 1] == \
+        "virtio-net-pci,netdev=n0,mac=02:00:00:00:00:01"
+
+
+def test_kvm_and_exec() -> None:
+    argv = build_argv(VngSpec(kernel=KERNEL, name="p", accel="kvm", append=(), extra_qemu=(),
+                              exec_cmd=("echo", "hi")), vng="/x/vng")
+    assert "--disable-kvm" not in argv
+    assert not any(a.startswith("--qemu-opts") for a in argv)
+    assert argv[-3:] == ["--", "echo", "hi"]
+
+
+@pytest.mark.parametrize("accel,cpus", [("qemu", 1), ("tcg", 0)])
+def test_bad_spec(accel: str, cpus: int) -> None:
+    with pytest.raises(ValueError):
+        VngSpec(kernel=KERNEL, name="x", accel=accel, cpus=cpus)
+
+
+def test_macs_distinct_local_unicast() -> None:
+    macs = {guest_mac("run-a", i) for i in range(8)} | {guest_mac("run-b", i) for i in range(8)}
+    assert len(macs) == 16
+    for mac in macs:
+        first = int(mac.split(":")[0], 16)
+        assert first & 0x02 and not first & 0x01, mac
+    assert guest_mac("run-a", 3) == guest_mac("run-a", 3)
+    with pytest.raises(ValueError):
+        guest_mac("r", 256)
+
+
+def test_stderr_to_file_keeps_argv() -> None:
+    argv = stderr_to_file(["vng", "a b", "--x"], Path("/tmp/log file"))
+    assert argv[:2] == ["/bin/sh", "-c"]
+    assert argv[4:] == ["/tmp/log file", "vng", "a b", "--x"]
