@@ -11,7 +11,9 @@ import os
 import secrets
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from p2pkpvm.errors import HarnessError, NotRootError
 
@@ -92,9 +94,13 @@ class Netns:
         """Kill what runs in the namespace, delete taps, bridge and namespace. Idempotent."""
         if not self.created:
             return
-        for pid in self.pids():
+        pids = self.pids()
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{p}").exists() for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for tap in self.taps:
             self.ip("link", "del", tap, check=False)
         self.ip("link", "del", BRIDGE, check=False)

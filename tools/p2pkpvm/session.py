@@ -10,6 +10,7 @@ from pathlib import Path
 from p2pkpvm import crashscan
 from p2pkpvm.cluster import Cluster, ClusterView
 from p2pkpvm.errors import CommandTimeout, GuestDied, HarnessError
+from p2pkpvm.netns import list_namespaces
 from p2pkpvm.topology import Topology
 from p2pkpvm.vm import VM
 
@@ -34,6 +35,7 @@ class ClusterManager:
     boots: int = 0
     replacements: list[str] = field(default_factory=list)
     _reported: dict[str, int] = field(default_factory=dict)
+    _crashed: set[str] = field(default_factory=set)
 
     def view(self, topology: Topology) -> ClusterView:
         """A healthy cluster covering topology (booting or rebooting when needed)."""
@@ -53,6 +55,12 @@ class ClusterManager:
 
     def _ensure_healthy(self, vm: VM) -> None:
         assert self.cluster is not None
+        if vm.name in self._crashed:
+            self._crashed.discard(vm.name)
+            log.warning("%s had a kernel crash signature: replacing it", vm.name)
+            self.replacements.append(vm.name)
+            self.cluster.replace(vm.name)
+            return
         if vm.alive:
             try:
                 vm.run("true", timeout=10)
@@ -94,12 +102,25 @@ class ClusterManager:
             if len(c.findings) > seen:
                 fresh.append(DmesgCheck(c.vm, c.text, c.findings[seen:], c.died))
                 self._reported[c.vm] = len(c.findings)
+                self._crashed.add(c.vm)
         return fresh
 
-    def close(self) -> None:
-        if self.cluster is not None:
-            cluster, self.cluster = self.cluster, None
-            cluster.close()
+    def close(self) -> list[str]:
+        """Tear the cluster down; return what of it is still there (should be nothing)."""
+        if self.cluster is None:
+            return []
+        cluster, self.cluster = self.cluster, None
+        ns = cluster.netns.name
+        pids = cluster.netns.pids() if cluster.netns.created else []
+        cluster.close()
+        return leftovers(ns, pids)
+
+
+def leftovers(ns: str, pids: list[int]) -> list[str]:
+    """What remains of a run whose namespace was `ns` and processes `pids`."""
+    left = [f"network namespace {ns}"] if ns in list_namespaces() else []
+    left += [f"process {pid}" for pid in pids if Path(f"/proc/{pid}").exists()]
+    return left
 
 
 def crash_message(checks: list[DmesgCheck]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -109,6 +110,7 @@ class VM:
                 time.sleep(0.05)
             if not child.isalive():
                 break
+        _wait_group_gone(child.pid, 10.0)
         try:
             child.close(force=True)
         except pexpect.ExceptionPexpect as exc:
@@ -222,6 +224,30 @@ class VM:
         self.run("stty echo; set -m; PS1='\\u@\\h:\\w\\$ '; echo", timeout=10)
         self._child.sendline("")
         self._child.interact()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_group_gone(pgid: int, timeout: float) -> None:
+    """qemu is a child of vng: wait until every process of the group has exited."""
+    for sig in (None, signal.SIGKILL):
+        if sig is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+        deadline = time.monotonic() + timeout
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _group_alive(pgid):
+            return
+    log.warning("process group %d survives SIGKILL", pgid)
 
 
 class BackgroundJob:
