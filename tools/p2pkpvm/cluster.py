@@ -32,6 +32,7 @@ from p2pkpvm.vng import NicSpec, VngSpec, guest_mac
 
 log = logging.getLogger(__name__)
 MODULE_NAME = "p2pkp"
+GUEST_SHELL = Path(__file__).resolve().parent / "guest-shell"  # bash without host rc files
 
 
 def default_module() -> Path:
@@ -126,7 +127,7 @@ class Cluster:
 
     def _make_vm(self, index: int, g: GuestSpec) -> VM:
         spec = VngSpec(kernel=self.kernel, name=g.name, accel=self.accel, cpus=g.cpus,
-                       memory=g.memory, cwd=project_root(),
+                       memory=g.memory, cwd=project_root(), shell=GUEST_SHELL,
                        nics=(NicSpec(tap=f"tap{index}", mac=guest_mac(self.run_id, index)),))
         return VM(spec, self.logdir, netns=self.netns.name, ipv4=str(g.ipv4.ip),
                   ipv6=str(g.ipv6.ip) if g.ipv6 else None)

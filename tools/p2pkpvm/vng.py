@@ -33,6 +33,7 @@ class VngSpec:
     cpus: int = 1
     memory: str = "512M"
     cwd: Path | None = None
+    shell: Path | None = None
     nics: tuple[NicSpec, ...] = ()
     append: tuple[str, ...] = ("net.ifnames=0", "panic=-1", "loglevel=7")
     extra_qemu: tuple[str, ...] = ("-no-reboot",)
@@ -53,6 +54,8 @@ def build_argv(spec: VngSpec, vng: str = "vng") -> list[str]:
         argv.append("--disable-kvm")
     if spec.cwd is not None:
         argv += ["--cwd", str(spec.cwd)]
+    if spec.shell is not None:
+        argv += ["--shell", str(spec.shell)]
     for opt in spec.append:
         argv += ["--append", opt]
     qemu: list[str] = list(spec.extra_qemu)

@@ -63,3 +63,8 @@ def test_stderr_to_file_keeps_argv() -> None:
     argv = stderr_to_file(["vng", "a b", "--x"], Path("/tmp/log file"))
     assert argv[:2] == ["/bin/sh", "-c"]
     assert argv[4:] == ["/tmp/log file", "vng", "a b", "--x"]
+
+
+def test_shell_override() -> None:
+    argv = build_argv(VngSpec(kernel=KERNEL, name="x", shell=Path("/s/guest-shell")))
+    assert argv[argv.index("--shell") + 1] == "/s/guest-shell"
