@@ -557,6 +557,24 @@ static int p2pkp_read_full(struct file *f, u8 *buf, size_t len, loff_t pos)
 	return 0;
 }
 
+/* A short write is retried so that its cause (ENOSPC, EDQUOT...) shows. */
+static int p2pkp_write_full(struct file *f, const u8 *buf, size_t len,
+			    loff_t pos)
+{
+	size_t done = 0;
+	ssize_t w;
+
+	while (done < len) {
+		w = kernel_write(f, buf + done, len - done, &pos);
+		if (w < 0)
+			return w;
+		if (w == 0)
+			return -EIO;
+		done += w;
+	}
+	return 0;
+}
+
 /* Return chunk @c, reading a whole block for new data (hashing in order). */
 static const u8 *p2pkp_get_chunk(struct p2pkp_tx *tx, u64 c, bool retrans,
 				 int *err)
@@ -1373,6 +1391,14 @@ static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 				     rx->result);
 		return;
 	}
+	if (rx->state == RS_RECV && p2pkp_addr_eq(from, &rx->from) &&
+	    !(ps->last_valid && id == ps->last_id)) {
+		/*
+		 * One address:port is one sender socket, which runs one
+		 * write() at a time: its old transfer is over (ABORT lost).
+		 */
+		p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABORTED);
+	}
 	if (rx->state == RS_LINGER && p2pkp_addr_eq(from, &rx->from)) {
 		/* our sender moved on: it got DONE; keep this for next read */
 		rx->finished = true;
@@ -1425,8 +1451,6 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	u32 plen = len - sizeof(*h) - sizeof(*d);
 	u64 idx = be64_to_cpu(d->index);
 	bool ackreq = be16_to_cpu(h->flags) & P2PKP_F_ACKREQ;
-	loff_t pos;
-	ssize_t w;
 	int err;
 
 	if (idx >= rx->count) {
@@ -1448,10 +1472,10 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_WINDOW);
 		return;
 	}
-	pos = idx * P2PKP_CHUNK_SIZE;
-	w = kernel_write(rx->file, payload, plen, &pos);
-	if (w != plen) {
-		p2pkp_rx_fail(ps, rx, w < 0 ? (int)w : -EIO, rx->echo);
+	err = p2pkp_write_full(rx->file, payload, plen,
+			       idx * P2PKP_CHUNK_SIZE);
+	if (err) {
+		p2pkp_rx_fail(ps, rx, err, rx->echo);
 		return;
 	}
 	p2pkp_stat(ps, P2PKP_ST_BYTES_RECEIVED, plen);
@@ -1668,6 +1692,9 @@ static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 				     P2PKP_T_ABORT, rx->id, 0, EINTR);
 		p2pkp_rx_discard(rx);
 		p2pkp_rx_remember(ps, rx, err, NULL);
+	} else if (err && rx->state == RS_IDLE) {
+		/* nothing accepted yet: restartable (SIGSTOP, SA_RESTART) */
+		err = -ERESTARTSYS;
 	}
 	WRITE_ONCE(ps->state, P2PKP_IDLE);
 	return err ? err : rx->result;
