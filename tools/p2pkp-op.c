@@ -74,7 +74,8 @@ static void usage(FILE *f)
 		"  alarm:MS               SIGALRM after MS ms; the handler is installed\n"
 		"                         without SA_RESTART, so a blocked call fails\n"
 		"                         with EINTR; 0 cancels\n"
-		"  echo:TEXT              print TEXT (a marker for tests)\n",
+		"  echo:TEXT              print TEXT (a marker for tests)\n"
+		"  pid                    print 'pid = N' (to signal this process)\n",
 		P2PKP_PORT_DEFAULT);
 }
 
@@ -621,6 +622,11 @@ static void run(char *op)
 		e = errno;
 		snprintf(what, sizeof(what), "alarm %s", arg);
 		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "pid")) {
+		printf("pid = %d\n", (int)getpid());
+		fflush(stdout);
 		return;
 	}
 	if (!strcmp(op, "echo")) {

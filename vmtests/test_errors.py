@@ -247,20 +247,26 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
     size = 32 * MiB
     src, _ = scn.make_file(tx, "big", size)
     port = next_port()
-    dst = scn.path("in/dst")
-    rx.run(f"mkdir {scn.path('in')}")
-    ops = ["socket", f"bind:0.0.0.0:{port}", "echo:bound", "alarm:4000", f"read:{dst}"]
+    inbox = scn.path("in")
+    dst = f"{inbox}/dst"
+    rx.run(f"mkdir {inbox}")
+    # alarm:0 installs the SIGALRM handler (no SA_RESTART) without arming a timer.
+    ops = ["pid", "socket", f"bind:0.0.0.0:{port}", "alarm:0", "echo:bound", f"read:{dst}"]
     job = scn.op_job(rx, ops, "bound")
+    pid = int(op_result(job.output(), "pid"))
     sender = scn.spawn(
         tx, f"{OP} socket setsockopt:peer_timeout:2000 connect:{rx.ipv4}:{port} {q('write:' + src)}"
     )
+    # Signal the receiver once the transfer has begun: its temporary file exists.
+    rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
+    rx.run(f"kill -ALRM {pid}")
     res = job.wait(timeout=60.0)
     assert op_result(res.output, f"read {dst}") == "-1 EINTR", res.output
     sent = sender.wait(timeout=120.0)
     assert op_result(sent.output, f"write {src}") != str(len(src)), (
         f"the transfer finished before the signal: not a mid-transfer test:\n{sent.output}"
     )
-    assert listing(rx, scn.path("in")) == []
+    assert listing(rx, inbox) == [], f"{rx.name}: left behind in {inbox}"
 
 
 def test_receiver_and_option_errors(scn: Scenario, cluster: ClusterView) -> None:
