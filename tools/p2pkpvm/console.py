@@ -124,7 +124,9 @@ class _Tee:
         self.log = log
         self.console = console
 
-    def write(self, data: str) -> None:
+    def write(self, data: str | bytes) -> None:
+        if isinstance(data, bytes):  # pexpect's interact() logs raw bytes
+            data = data.decode("utf-8", "replace")
         self.log.write(data)
         self.console.note(data)
 

@@ -221,9 +221,10 @@ class VM:
         """Hand the console to the user (Ctrl-] detaches)."""
         if self._child is None:
             raise GuestDied(self.name, "", "guest is not running", "")
-        self.run("stty echo; set -m; PS1='\\u@\\h:\\w\\$ '; echo", timeout=10)
-        self._child.sendline("")
-        self._child.interact()
+        with self._lock:
+            # Not run(): the prompt changes, so there is no marker to wait for.
+            self._child.sendline("stty echo; set -m; PS1='\\u@\\h:\\w\\$ '")
+            self._child.interact()
 
 
 def _group_alive(pgid: int) -> bool:
