@@ -134,6 +134,9 @@ class Cluster:
 
     def _boot(self, vm: VM) -> None:
         vm.start(self.boot_timeout)
+        with (self.logdir / "boot-times.log").open("a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {vm.name} shell after {vm.boot_seconds:.1f} s "
+                    f"({self.accel})\n")
         g = self.topology.guest(vm.name)
         mac = vm.spec.nics[0].mac
         # udev may rename the NIC (enp0sN) despite net.ifnames=0: find it by MAC, call it eth0.

@@ -36,6 +36,7 @@ class ClusterManager:
     replacements: list[str] = field(default_factory=list)
     _reported: dict[str, int] = field(default_factory=dict)
     _crashed: set[str] = field(default_factory=set)
+    boot_error: str | None = None
 
     def view(self, topology: Topology) -> ClusterView:
         """A healthy cluster covering topology (booting or rebooting when needed)."""
@@ -43,9 +44,16 @@ class ClusterManager:
             log.info("topology %s not covered by %s: rebooting", topology.name,
                      self.cluster.topology.name)
             self.close()
+        if self.boot_error is not None:
+            raise HarnessError(f"not retrying: the cluster failed earlier in this session: "
+                               f"{self.boot_error}")
         if self.cluster is None:
             cluster = Cluster(topology, accel=self.accel, boot_timeout=self.boot_timeout)
-            cluster.start()
+            try:
+                cluster.start()
+            except HarnessError as exc:
+                self.boot_error = f"{topology.name}: {exc}"
+                raise
             self.cluster = cluster
             self.boots += 1
         view = ClusterView(self.cluster, topology)
@@ -58,8 +66,7 @@ class ClusterManager:
         if vm.name in self._crashed:
             self._crashed.discard(vm.name)
             log.warning("%s had a kernel crash signature: replacing it", vm.name)
-            self.replacements.append(vm.name)
-            self.cluster.replace(vm.name)
+            self._replace(vm.name)
             return
         if vm.alive:
             try:
@@ -70,8 +77,16 @@ class ClusterManager:
             except GuestDied:
                 pass
         log.warning("%s is dead (%s): replacing it", vm.name, vm.dead_reason)
-        self.replacements.append(vm.name)
-        self.cluster.replace(vm.name)
+        self._replace(vm.name)
+
+    def _replace(self, name: str) -> None:
+        assert self.cluster is not None
+        self.replacements.append(name)
+        try:
+            self.cluster.replace(name)
+        except HarnessError as exc:
+            self.boot_error = f"replacing {name}: {exc}"
+            raise
 
     def mark(self, view: ClusterView) -> None:
         for vm in view.vms:

@@ -211,8 +211,11 @@ class VM:
     def dmesg_since_mark(self) -> str:
         if not self._mark:
             return self.dmesg()
-        out = self.run(f"dmesg | sed -n '/{self._mark}/,$p'", timeout=30).output
-        return "\n".join(out.splitlines()[1:])
+        # When the log was cleared (dmesg -C) since the mark, all of it is "since the mark".
+        out = self.run(f"dmesg > /tmp/.p2pkp-dmesg; if grep -q {self._mark} /tmp/.p2pkp-dmesg; "
+                       f"then sed -n '/{self._mark}/,$p' /tmp/.p2pkp-dmesg | tail -n +2; "
+                       "else cat /tmp/.p2pkp-dmesg; fi", timeout=30).output
+        return out
 
     def module_loaded(self, module: str) -> bool:
         return self.run(f"grep -q '^{module} ' /proc/modules", check=False).rc == 0
