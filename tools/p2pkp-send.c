@@ -44,7 +44,8 @@ static void usage(FILE *f)
 		"                        port default %d; repeat for more (at most %d)\n"
 		"  -T, --timeout MS      P2PKP_PEER_TIMEOUT: a peer silent this long fails\n"
 		"                        with ETIMEDOUT while the others go on\n"
-		"  -v, --verbose         print one line per file and the per-peer results\n"
+		"  -v, --verbose         print one line per file (size, duration) and the\n"
+		"                        per-peer results (extra getsockopt calls)\n"
 		"  -h, --help            this text\n"
 		"\n"
 		"Relative FILE names are made absolute from the current directory\n"
@@ -99,6 +100,22 @@ static void print_peer_results(int fd, FILE *f, const char *prefix)
 			(unsigned long long)r->datagrams_sent,
 			(unsigned long long)r->datagrams_retransmitted);
 	}
+}
+
+/* --verbose: "sent FILE (SIZE bytes) to N peers in MS ms" from LAST_TRANSFER. */
+static void print_transfer(int fd, const char *file, int npeers)
+{
+	struct p2pkp_transfer_info info;
+	socklen_t len = sizeof(info);
+
+	if (getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) < 0) {
+		printf("sent %s to %d peer%s\n", file, npeers, npeers == 1 ? "" : "s");
+	} else {
+		printf("sent %s (%llu bytes) to %d peer%s in %.3f ms\n", file,
+		       (unsigned long long)info.size, npeers, npeers == 1 ? "" : "s",
+		       (double)info.duration_ns / 1e6);
+	}
+	fflush(stdout);
 }
 
 static char *absolute(const char *path, const char *cwd)
@@ -233,9 +250,7 @@ int main(int argc, char **argv)
 
 		if (n == (ssize_t)len) {
 			if (verbose) {
-				printf("sent %s to %d peer%s\n", files[i], npeers,
-				       npeers == 1 ? "" : "s");
-				fflush(stdout);
+				print_transfer(fd, files[i], npeers);
 				print_peer_results(fd, stdout, "  ");
 			}
 			continue;

@@ -227,9 +227,11 @@ def send(
     timeout: float,
     timeout_ms: int | None = None,
     check: bool = True,
+    verbose: bool = False,
 ) -> Result:
     """Run p2pkp-send on vm to every (guest, port) in peers."""
-    cmd = SEND + "".join(f" --to {g.ipv4}:{p}" for g, p in peers)
+    cmd = SEND + (" --verbose" if verbose else "")
+    cmd += "".join(f" --to {g.ipv4}:{p}" for g, p in peers)
     if timeout_ms is not None:
         cmd += f" --timeout {timeout_ms}"
     cmd += "".join(f" {q(f)}" for f in files)

@@ -47,3 +47,12 @@ def test_rejects_garbage_row() -> None:
     broken = text.replace("socket", "socket extra words")
     with pytest.raises(StraceParseError, match="unexpected line"):
         parse_strace_summary(broken)
+
+
+def test_parses_real_guest_capture_of_the_paper_claim() -> None:
+    """strace -f -c of p2pkp-send with 2 files to 3 peers, captured in a TCG guest."""
+    text = (DATA / "guest-p2pkp-send-2files-3peers.txt").read_text()
+    summary = parse_strace_summary(text)
+    assert (summary.calls("socket"), summary.calls("connect"), summary.calls("write")) == (1, 3, 2)
+    assert summary.syscalls["access"].errors == 1
+    assert summary.total_calls == 42
