@@ -181,13 +181,16 @@ class Scenario:
         count: int = 1,
         timeout_ms: int | None = None,
         prefix: str = "",
+        host: str = "0.0.0.0",
     ) -> Job:
         """Start p2pkp-recv on vm and wait until it has bound (its 'listening' line)."""
-        cmd = f"{RECV} --listen 0.0.0.0:{port} --out {q(out)} --count {count}"
+        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        cmd = f"{RECV} --listen {listen} --out {q(out)} --count {count}"
         if timeout_ms is not None:
             cmd += f" --timeout {timeout_ms}"
         job = self.spawn(vm, f"{prefix}{cmd}")
-        wait_output(job, rf"^listening 0\.0\.0\.0:{port}$|p2pkp-recv: ", 60.0, f"{vm.name}: {cmd}")
+        ready = rf"^listening {re.escape(listen)}$|p2pkp-recv: "
+        wait_output(job, ready, 60.0, f"{vm.name}: {cmd}")
         if "p2pkp-recv: " in job.output():
             raise AssertionError(f"{vm.name}: {cmd} failed:\n{job.output()}")
         return job

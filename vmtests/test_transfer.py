@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -114,3 +115,39 @@ def test_empty_file_read_returns_zero(scn: Scenario, cluster: ClusterView) -> No
     res = job.wait(timeout=60.0)
     assert op_result(res.output, f"read {dst}") == "0", res.output
     assert rx.run(f"stat -c %s {dst}").output.strip() == "0"
+
+
+def test_single_peer_ipv6(scn: Scenario, cluster: ClusterView) -> None:
+    """vm1 sends to vm2 over IPv6 (sockaddr_in6 for connect and bind): same sha256."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    assert rx.ipv6, f"{rx.name} has no IPv6 address in this topology"
+    src, digest = scn.make_file(tx, "src", 100_000)
+    port = next_port()
+    job = scn.receiver(rx, scn.path("dst"), port, host="::")
+    tx.run(f"{SEND} --to [{rx.ipv6}]:{port} {src}", timeout=120.0)
+    res = job.wait(timeout=60.0)
+    assert res.rc == 0, f"{rx.name}: p2pkp-recv exited {res.rc}:\n{res.output}"
+    assert sha256(rx, scn.path("dst")) == digest, f"{rx.name}: content differs"
+
+
+def test_recvmsg_names_the_sender(scn: Scenario, cluster: ClusterView) -> None:
+    """recvmsg() returns the size and fills msg_name with the sender's address."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    src, digest = scn.make_file(tx, "src", 5000)
+    port = next_port()
+    dst = scn.path("dst")
+    ops = ["socket", f"bind:0.0.0.0:{port}", f"recvmsg:{dst}", "getsockopt:last_transfer"]
+    job = scn.op_job(rx, ops, f"bind 0.0.0.0:{port} = 0")
+    send(tx, [(rx, port)], [src], timeout=60.0)
+    out = job.wait(timeout=60.0).output
+    m = re.search(rf"^recvmsg {re.escape(dst)} from=(\S+) namelen=16 = 5000$", out, re.M)
+    assert m and m[1].startswith(f"{tx.ipv4}:"), f"{rx.name}: recvmsg said:\n{out}"
+    info = re.search(
+        r"^getsockopt last_transfer = 0 peer=(\S+) .*size=5000 .*status=OK "
+        r"digest=([0-9a-f]{64})$",
+        out,
+        re.M,
+    )
+    assert info and info[1] == m[1], f"{rx.name}: last_transfer said:\n{out}"
+    assert info[2] == digest, "P2PKP_LAST_TRANSFER digest is not the file's SHA-256"
+    assert sha256(rx, dst) == digest
