@@ -190,12 +190,13 @@ class VM:
         """Start cmd in the background (own session); output goes to a guest file."""
         self._jobs += 1
         job = BackgroundJob(self, self._jobs, cmd)
-        script = f"echo $$ > {job.pidfile}\n( {cmd}\n)\necho $? > {job.rcfile}.tmp && " \
-                 f"mv {job.rcfile}.tmp {job.rcfile}"
+        # pid and exit code files appear atomically (mv), never half-written.
+        script = f"echo $$ > {job.pidfile}.tmp && mv {job.pidfile}.tmp {job.pidfile}\n" \
+                 f"( {cmd}\n)\necho $? > {job.rcfile}.tmp && mv {job.rcfile}.tmp {job.rcfile}"
         self.run(f"rm -f {job.pidfile} {job.rcfile}; setsid sh -c {shlex.quote(script)} "
                  f"> {job.logfile} 2>&1 < /dev/null &", timeout=10)
-        job.pid = int(self.wait_for(f"cat {job.pidfile}", timeout=10, interval=0.1)
-                      .output.strip())
+        job.pid = int(self.wait_for(f"grep -xE '[0-9]+' {job.pidfile}", timeout=10,
+                                    interval=0.1).output.strip())
         return job
 
     # ---- dmesg --------------------------------------------------------------------------
