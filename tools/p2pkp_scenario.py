@@ -11,7 +11,8 @@ import itertools
 import re
 import shlex
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -239,3 +240,14 @@ def send(
         cmd += f" --timeout {timeout_ms}"
     cmd += "".join(f" {q(f)}" for f in files)
     return vm.run(cmd, timeout=timeout, check=check)
+
+
+@contextmanager
+def rate_limited(vm: Guest, rate: str, dev: str = "eth0") -> Iterator[None]:
+    """Limit vm's egress on dev with netem (e.g. "16mbit") so a transfer lasts long enough to be
+    interrupted on purpose, whatever the accelerator; removed on exit."""
+    vm.run(f"modprobe sch_netem && tc qdisc replace dev {dev} root netem rate {rate}")
+    try:
+        yield
+    finally:
+        vm.run(f"tc qdisc del dev {dev} root")

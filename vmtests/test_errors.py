@@ -21,6 +21,7 @@ from p2pkp_scenario import (
     parse_peer_results,
     parse_received,
     q,
+    rate_limited,
     send,
     sha256,
 )
@@ -32,6 +33,8 @@ PEER_LIMIT = "ENOSPC"
 PEER_FAILED = "ETIMEDOUT"
 MAX_PEERS = 64
 PATH_MAX = 4095
+# Sender egress during the EINTR tests: 8 MiB take ~4 s, so a signal lands mid-transfer.
+RATE = "16mbit"
 
 
 @pytest.fixture
@@ -126,22 +129,30 @@ def test_nobody_cannot_store_into_root(scn: Scenario, cluster: ClusterView) -> N
 def test_sender_eintr_aborts_transfer(scn: Scenario, cluster: ClusterView) -> None:
     """A signal interrupts write() with EINTR; the receiver discards the partial file."""
     tx, rx = cluster["vm1"], cluster["vm2"]
-    size = 32 * MiB
-    src, _ = scn.make_file(tx, "big", size)
+    src, _ = scn.make_file(tx, "big", 8 * MiB)
     small, small_digest = scn.make_file(tx, "small", 5000)
     port = next_port()
-    rx.run(f"mkdir {scn.path('in')}")
-    job = scn.receiver(rx, scn.path("in"), port, count=1, timeout_ms=1000)
-    out = op(tx, ["socket", f"connect:{rx.ipv4}:{port}", "alarm:300", f"write:{src}"])
+    inbox = scn.path("in")
+    rx.run(f"mkdir {inbox}")
+    job = scn.receiver(rx, inbox, port, count=1, timeout_ms=1000)
+    with rate_limited(tx, RATE):
+        # alarm:0 installs the SIGALRM handler (no SA_RESTART) without arming a timer.
+        ops = ["pid", "socket", f"connect:{rx.ipv4}:{port}", "alarm:0", "echo:go", f"write:{src}"]
+        sender = scn.op_job(tx, ops, "go")
+        pid = int(op_result(sender.output(), "pid"))
+        # Signal the sender once the receiver has its temporary file: mid-transfer.
+        rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
+        tx.run(f"kill -ALRM {pid}")
+        out = sender.wait(timeout=60.0).output
     assert op_result(out, f"write {src}") == "-1 EINTR", out
     # The receiver must drop the aborted transfer: no file, no temporary left.
-    rx.wait_for(f'test -z "$(ls -A {q(scn.path("in"))})"', timeout=30.0)
+    rx.wait_for(f'test -z "$(ls -A {q(inbox)})"', timeout=30.0)
     # ... and go on receiving: the next file is its first.
-    tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(small)}", timeout=60.0)
+    send(tx, [(rx, port)], [small], timeout=60.0)
     res = job.wait(timeout=60.0)
-    assert parse_received(res.output) == [(scn.path("in/file-0001"), 5000)], res.output
-    assert sha256(rx, scn.path("in/file-0001")) == small_digest
-    assert listing(rx, scn.path("in")) == ["file-0001"]
+    assert parse_received(res.output) == [(f"{inbox}/file-0001", 5000)], res.output
+    assert sha256(rx, f"{inbox}/file-0001") == small_digest
+    assert listing(rx, inbox) == ["file-0001"]
 
 
 def test_peer_never_completes(scn: Scenario, cluster: ClusterView) -> None:
@@ -244,25 +255,26 @@ def test_read_eintr_leaves_nothing(scn: Scenario, cluster: ClusterView) -> None:
 def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterView) -> None:
     """A signal during a transfer aborts read() with EINTR; no partial or temporary file stays."""
     tx, rx = cluster["vm1"], cluster["vm2"]
-    size = 32 * MiB
-    src, _ = scn.make_file(tx, "big", size)
+    src, _ = scn.make_file(tx, "big", 8 * MiB)
     port = next_port()
     inbox = scn.path("in")
     dst = f"{inbox}/dst"
     rx.run(f"mkdir {inbox}")
-    # alarm:0 installs the SIGALRM handler (no SA_RESTART) without arming a timer.
     ops = ["pid", "socket", f"bind:0.0.0.0:{port}", "alarm:0", "echo:bound", f"read:{dst}"]
     job = scn.op_job(rx, ops, "bound")
     pid = int(op_result(job.output(), "pid"))
-    sender = scn.spawn(
-        tx, f"{OP} socket setsockopt:peer_timeout:2000 connect:{rx.ipv4}:{port} {q('write:' + src)}"
-    )
-    # Signal the receiver once the transfer has begun: its temporary file exists.
-    rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
-    rx.run(f"kill -ALRM {pid}")
-    res = job.wait(timeout=60.0)
+    with rate_limited(tx, RATE):
+        sender = scn.spawn(
+            tx,
+            f"{OP} socket setsockopt:peer_timeout:2000 connect:{rx.ipv4}:{port} "
+            + q("write:" + src),
+        )
+        # Signal the receiver once the transfer has begun: its temporary file exists.
+        rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
+        rx.run(f"kill -ALRM {pid}")
+        res = job.wait(timeout=60.0)
+        sent = sender.wait(timeout=120.0)
     assert op_result(res.output, f"read {dst}") == "-1 EINTR", res.output
-    sent = sender.wait(timeout=120.0)
     assert op_result(sent.output, f"write {src}") != str(len(src)), (
         f"the transfer finished before the signal: not a mid-transfer test:\n{sent.output}"
     )
