@@ -271,6 +271,7 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
         )
         # Signal the receiver once the transfer has begun: its temporary file exists.
         rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
+        partial = rx.run(f"ls -A {q(inbox)}").output.split()
         rx.run(f"kill -ALRM {pid}")
         res = job.wait(timeout=60.0)
         sent = sender.wait(timeout=120.0)
@@ -278,6 +279,7 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
     assert op_result(sent.output, f"write {src}") != str(len(src)), (
         f"the transfer finished before the signal: not a mid-transfer test:\n{sent.output}"
     )
+    assert "dst" not in partial, f"{rx.name}: the final name showed mid-transfer: {partial}"
     assert listing(rx, inbox) == [], f"{rx.name}: left behind in {inbox}"
 
 
