@@ -90,6 +90,24 @@ static int check_pattern(const char *pat, char *err, size_t errlen)
 	return convs;
 }
 
+/* cwd + "/" + pat with every '%' of cwd doubled (cwd is not empty). */
+static char *escape_percent(const char *cwd, const char *pat)
+{
+	size_t n = 2 * strlen(cwd) + 1 + strlen(pat) + 1;
+	char *buf = malloc(n), *p = buf;
+
+	if (!buf)
+		return NULL;
+	for (; *cwd; cwd++) {
+		*p++ = *cwd;
+		if (*cwd == '%')
+			*p++ = '%';
+	}
+	*p++ = '/';
+	strcpy(p, pat);
+	return buf;
+}
+
 static void print_info(int fd, const char *path, ssize_t n, int verbose)
 {
 	struct p2pkp_transfer_info info;
@@ -218,6 +236,15 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		mode = convs ? OUT_PATTERN : OUT_FIXED;
+		if (mode == OUT_PATTERN && strchr(cwd, '%')) {
+			/* base is a printf format: the directory's '%' are literal */
+			free(base);
+			base = escape_percent(cwd, out);
+			if (!base) {
+				fprintf(stderr, PROG ": out of memory\n");
+				return 1;
+			}
+		}
 	}
 	plen = strlen(base) + 32;
 	path = malloc(plen);
