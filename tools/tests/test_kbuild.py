@@ -1,0 +1,160 @@
+"""Unit tests for the debug-kernel build helpers (no kernel build here)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from p2pkpvm import kbuild
+
+_VALUE = r"(y|m|n|-?\d+|0x[0-9a-fA-F]+|\"[^\"]*\")"
+FRAGMENT_LINE = re.compile(
+    rf"^(|#(?!.*CONFIG_).*|CONFIG_[A-Z0-9_]+={_VALUE}|# CONFIG_[A-Z0-9_]+ is not set)$"
+)
+
+
+def test_parse_config_values_and_unset() -> None:
+    text = (
+        "# comment\n"
+        "CONFIG_A=y\n"
+        "CONFIG_B=m\n"
+        '# CONFIG_C is not set\nCONFIG_D="x y"\nCONFIG_E=32000\n\n'
+        "CONFIG_A=n\n"
+    )
+    assert kbuild.parse_config(text) == {
+        "CONFIG_A": "n",
+        "CONFIG_B": "m",
+        "CONFIG_C": "n",
+        "CONFIG_D": '"x y"',
+        "CONFIG_E": "32000",
+    }
+
+
+def test_parse_config_ignores_prose_comments() -> None:
+    assert kbuild.parse_config("# CONFIG_A is set somewhere\n# CONFIG_B=y\n") == {}
+
+
+def test_mismatches_report_each_lost_option() -> None:
+    requested = {"CONFIG_KASAN": "y", "CONFIG_DRM": "n", "CONFIG_POOL": "32000", "CONFIG_X": "y"}
+    final = {"CONFIG_KASAN": "y", "CONFIG_DRM": "y", "CONFIG_POOL": "16000"}
+    assert kbuild.config_mismatches(requested, final) == [
+        "CONFIG_DRM: requested n, got y",
+        "CONFIG_POOL: requested 32000, got 16000",
+        "CONFIG_X: requested y, got not set",
+    ]
+
+
+def test_absent_option_satisfies_not_set() -> None:
+    assert kbuild.config_mismatches({"CONFIG_GONE": "n"}, {}) == []
+    assert kbuild.config_mismatches({"CONFIG_OFF": "n"}, {"CONFIG_OFF": "n"}) == []
+
+
+def test_build_key_changes_with_every_input() -> None:
+    base = kbuild.build_key("6.1.192-2", "BASE", [("a.config", "CONFIG_A=y\n")])
+    assert re.fullmatch(r"[0-9a-f]{16}", base)
+    assert base == kbuild.build_key("6.1.192-2", "BASE", [("a.config", "CONFIG_A=y\n")])
+    others = {
+        kbuild.build_key("6.1.193-1", "BASE", [("a.config", "CONFIG_A=y\n")]),
+        kbuild.build_key("6.1.192-2", "BASE2", [("a.config", "CONFIG_A=y\n")]),
+        kbuild.build_key("6.1.192-2", "BASE", [("a.config", "CONFIG_A=n\n")]),
+        kbuild.build_key("6.1.192-2", "BASE", [("b.config", "CONFIG_A=y\n")]),
+        kbuild.build_key("6.1.192-2", "BASE", []),
+    }
+    assert base not in others
+    assert len(others) == 5
+
+
+def test_count_compiled_counts_cc_lines_only() -> None:
+    log = "  CC      init/main.o\n  LD      vmlinux\n  CC [M]  fs/efivarfs/inode.o\n  AS  x.o\n"
+    assert kbuild.count_compiled(log) == 2
+    assert kbuild.count_compiled("") == 0
+
+
+def test_build_paths_live_in_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("P2PKP_CACHE", str(tmp_path))
+    kb = kbuild.KernelBuild(version="6.1.192-2", flavour="debug", key="0123456789abcdef")
+    assert kb.source == tmp_path / "kernel" / "src-6.1.192-2"
+    assert kb.directory == tmp_path / "kernel" / "build-6.1.192-2-debug-0123456789abcdef"
+    assert kb.partial.name == kb.directory.name + ".partial"
+    assert kb.bzimage == kb.directory / "arch/x86/boot/bzImage"
+    assert not kb.complete()
+    kb.partial.mkdir(parents=True)
+    (kb.partial / kbuild.COMPLETE_STAMP).write_text("{}")
+    assert not kb.complete(), "a partial build must never look complete"
+    kb.partial.rename(kb.directory)
+    assert kb.complete()
+
+
+def test_check_module_ready_names_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(kbuild.KbuildError, match=r"Module\.symvers"):
+        kbuild.check_module_ready(tmp_path)
+    for rel in kbuild.MODULE_BUILD_NEEDS:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("")
+    kbuild.check_module_ready(tmp_path)
+
+
+@pytest.mark.parametrize("flavour", sorted(kbuild.FLAVOURS))
+def test_fragments_are_well_formed(flavour: str) -> None:
+    """A malformed line would be silently ignored by kconfig and by the check."""
+    for name, text in kbuild.read_fragments(flavour):
+        for n, line in enumerate(text.splitlines(), 1):
+            assert FRAGMENT_LINE.match(line.strip()), f"{name}:{n}: not an option line: {line!r}"
+        assert kbuild.parse_config(text), f"{name} requests nothing"
+
+
+def test_fragments_do_not_contradict_each_other() -> None:
+    seen: dict[str, tuple[str, str]] = {}
+    for name, text in kbuild.read_fragments("debug"):
+        for option, value in kbuild.parse_config(text).items():
+            if option in seen:
+                assert seen[option][1] == value, f"{option}: {seen[option][0]} vs {name}"
+            seen[option] = (name, value)
+
+
+def test_debug_flavour_reports_instead_of_panicking() -> None:
+    opts: dict[str, str] = {}
+    for _, text in kbuild.read_fragments("debug"):
+        opts.update(kbuild.parse_config(text))
+    for must in (
+        "KASAN",
+        "KASAN_GENERIC",
+        "KASAN_INLINE",
+        "UBSAN",
+        "UBSAN_BOUNDS",
+        "PROVE_LOCKING",
+        "DEBUG_ATOMIC_SLEEP",
+        "DEBUG_KMEMLEAK",
+        "DETECT_HUNG_TASK",
+        "SOFTLOCKUP_DETECTOR",
+        "NET_SCH_NETEM",
+        "IPV6",
+        "MODULE_UNLOAD",
+    ):
+        assert opts.get(f"CONFIG_{must}") == "y", must
+    for off in (
+        "PANIC_ON_OOPS",
+        "UBSAN_TRAP",
+        "BOOTPARAM_HUNG_TASK_PANIC",
+        "BOOTPARAM_SOFTLOCKUP_PANIC",
+        "DEBUG_KMEMLEAK_DEFAULT_OFF",
+    ):
+        assert opts.get(f"CONFIG_{off}") == "n", off
+
+
+def test_unknown_flavour_is_an_error() -> None:
+    with pytest.raises(kbuild.KbuildError, match="unknown kernel flavour 'nope'"):
+        kbuild.read_fragments("nope")
+
+
+def test_path_of_an_unbuilt_kernel_fails_clearly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("P2PKP_CACHE", str(tmp_path))
+    assert kbuild.main(["path"]) == 1
+    err = capsys.readouterr().err
+    assert "not built" in err
+    assert "make kernel" in err
+    assert str(tmp_path) in err
