@@ -218,11 +218,15 @@ class Cluster:
                 return
             self._closed = True
         errors: list[str] = []
-        for vm in self.vms:
+
+        def kill(vm: VM) -> None:
             try:
                 vm.kill()
             except Exception as exc:
                 errors.append(f"{vm.name}: {exc}")
+
+        with ThreadPoolExecutor(max_workers=max(len(self.vms), 1)) as pool:
+            list(pool.map(kill, self.vms))
         try:
             self.netns.destroy()
         except Exception as exc:
