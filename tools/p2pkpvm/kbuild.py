@@ -156,14 +156,41 @@ class KernelBuild:
         return (self.directory / COMPLETE_STAMP).is_file()
 
 
-def _virtme_configkernel() -> str:
-    exe = shutil.which("virtme-configkernel")
-    beside = Path(sys.executable).parent / "virtme-configkernel"
+def _virtme_tool(name: str) -> str:
+    exe = shutil.which(name)
+    beside = Path(sys.executable).parent / name
     if exe is None and beside.is_file():
         exe = str(beside)
     if exe is None:
-        raise KbuildError("virtme-configkernel not on PATH: run `make venv` and use .venv/bin")
+        raise KbuildError(f"{name} not on PATH: run `make venv` and use .venv/bin")
     return exe
+
+
+def _virtme_configkernel() -> str:
+    return _virtme_tool("virtme-configkernel")
+
+
+VIRTME_MODS_DEP = ".virtme_mods/lib/modules/0.0.0/modules.dep"
+
+
+def virtme_mods_ready(obj: Path) -> bool:
+    """True when vng will not need to run virtme-prep-kdir-mods in obj.
+
+    `vng -r <obj>/arch/x86/boot/bzImage` treats obj as a kernel build dir and
+    (re)creates obj/.virtme_mods when modules.dep is missing or older than
+    modules.order: done here once, so guests never write into the cache.
+    """
+    dep = obj / VIRTME_MODS_DEP
+    order = obj / "modules.order"
+    return dep.is_file() and (not order.exists() or dep.stat().st_mtime >= order.stat().st_mtime)
+
+
+def prepare_virtme_mods(obj: Path) -> None:
+    if virtme_mods_ready(obj):
+        return
+    log = obj / "p2pkp-virtme-mods.log"
+    log.write_text("")
+    _run([_virtme_tool("virtme-prep-kdir-mods")], obj, "virtme-prep-kdir-mods", log)
 
 
 def base_request() -> str:
@@ -346,11 +373,13 @@ def build(flavour: str = "debug", jobs: int | None = None) -> KernelBuild:
     """Build (or find in the cache) a flavour of the pinned kernel."""
     pin = load_pin()
     kb = plan(flavour, pin)
-    if kb.complete():
+    if kb.complete() and virtme_mods_ready(kb.directory):
         print(f"kernel: cached {kb.directory}", flush=True)
         return kb
     with _locked(kernel_cache() / ".lock"):
         if kb.complete():
+            prepare_virtme_mods(kb.directory)
+            print(f"kernel: cached {kb.directory}", flush=True)
             return kb
         check_source_version(pin)
         check_build_tools()
@@ -359,6 +388,7 @@ def build(flavour: str = "debug", jobs: int | None = None) -> KernelBuild:
         configure(src, kb.partial, read_fragments(flavour))
         seconds = compile_tree(src, kb.partial, jobs or os.cpu_count() or 1)
         check_module_ready(kb.partial)
+        prepare_virtme_mods(kb.partial)
         info = {
             "version": pin.version,
             "flavour": flavour,
