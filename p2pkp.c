@@ -286,9 +286,40 @@ static u32 p2pkp_timeout_ns_to_jiffies(u64 ns)
 	return nsecs_to_jiffies(ns) + 1;
 }
 
-/* Sleep until a kernel socket has news, a signal or @timeout (jiffies). */
+/*
+ * A transfer cannot be resumed, so only a real signal may end it: a job
+ * control stop (SIGSTOP, SIGTSTP, a ptrace attach...) waits until the call
+ * returns, as for a task in an uninterruptible disk wait.
+ */
+static bool p2pkp_stop_only(void)
+{
+	sigset_t pend;
+
+	spin_lock_irq(&current->sighand->siglock);
+	sigorsets(&pend, &current->pending.signal,
+		  &current->signal->shared_pending.signal);
+	sigandnsets(&pend, &pend, &current->blocked);
+	spin_unlock_irq(&current->sighand->siglock);
+	sigdelsetmask(&pend, sigmask(SIGSTOP) | sigmask(SIGTSTP) |
+		      sigmask(SIGTTIN) | sigmask(SIGTTOU));
+	return sigisemptyset(&pend);
+}
+
+static bool p2pkp_interrupted(void)
+{
+	return signal_pending(current) && !p2pkp_stop_only();
+}
+
+/*
+ * Sleep until a kernel socket has news, a signal or @timeout (jiffies).
+ * With a stop pending (see above), sleep killable and look again soon.
+ */
 static long p2pkp_wait(struct p2pkp_sock *ps, int seen, long timeout)
 {
+	if (signal_pending(current))
+		return wait_event_killable_timeout(ps->wq,
+				atomic_read(&ps->events) != seen,
+				min_t(long, timeout, HZ / 10 + 1));
 	return wait_event_interruptible_timeout(ps->wq,
 						atomic_read(&ps->events) != seen,
 						timeout);
@@ -813,10 +844,9 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	p->sent_ns[c % P2PKP_WIN] = ktime_get_ns();
 	err = p2pkp_xmit(ps, p->ks.sock, NULL, 0, pkt, sizeof(pkt), data,
 			 plen, 0);
-	if (err == -EAGAIN || err == -ENOBUFS || err == -ENOMEM)
+	if (err == -EAGAIN || err == -ENOBUFS || err == -ENOMEM ||
+	    err == -EINTR || err == -ERESTARTSYS)
 		return 0;	/* like a loss: retransmitted later */
-	if (err == -EINTR || err == -ERESTARTSYS)
-		return -EINTR;
 	if (err) {
 		p2pkp_peer_fail(ps, p, err);
 		return 0;
@@ -880,7 +910,7 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		}
 		if (c == U64_MAX)
 			break;
-		if (signal_pending(current))
+		if (p2pkp_interrupted())
 			return -EINTR;
 		data = p2pkp_get_chunk(tx, c, false, &err);
 		if (!data)
@@ -996,11 +1026,10 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		int seen = atomic_read(&ps->events);
 		u64 now, wait_ns = U64_MAX;
 		int active = 0;
-		long ret;
 
 		for (i = 0; i < ps->npeers; i++)
 			p2pkp_tx_input(ps, tx, ps->peers[i]);
-		if (signal_pending(current)) {
+		if (p2pkp_interrupted()) {
 			err = -EINTR;
 			break;
 		}
@@ -1029,11 +1058,8 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		err = p2pkp_tx_data(ps, tx);
 		if (err)
 			break;
-		ret = p2pkp_wait(ps, seen, p2pkp_timeout_ns_to_jiffies(wait_ns));
-		if (ret < 0) {
-			err = -EINTR;
-			break;
-		}
+		/* a signal is looked at on the next round */
+		p2pkp_wait(ps, seen, p2pkp_timeout_ns_to_jiffies(wait_ns));
 	}
 
 	if (err) {
@@ -1481,6 +1507,7 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	p2pkp_stat(ps, P2PKP_ST_BYTES_RECEIVED, plen);
 	if (idx == rx->cum) {
 		sha256_update(&rx->sha, payload, plen);
+		rx->ooo_acked = false;	/* the next gap gets its own ACK */
 		rx->cum++;
 		err = p2pkp_rx_advance(rx);
 		if (err) {
@@ -1495,11 +1522,8 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		}
 	}
 	if (++rx->unacked >= P2PKP_ACK_EVERY || ackreq ||
-	    rx->cum == rx->count) {
-		if (idx == rx->cum - 1)
-			rx->ooo_acked = false;
+	    rx->cum == rx->count)
 		p2pkp_rx_send_ack(ps, rx);
-	}
 }
 
 static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
@@ -1644,7 +1668,7 @@ static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		int seen = atomic_read(&ps->events);
 		struct sockaddr_storage from;
 		int budget, fromlen = 0, n = 0;
-		long wait = MAX_SCHEDULE_TIMEOUT, ret;
+		long wait = MAX_SCHEDULE_TIMEOUT;
 		u64 now;
 
 		for (budget = P2PKP_RX_BUDGET; budget && !rx->finished;
@@ -1660,7 +1684,8 @@ static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 			break;
 		if (rx->state == RS_RECV && rx->unacked)
 			p2pkp_rx_send_ack(ps, rx);	/* queue drained */
-		if (signal_pending(current)) {
+		if (rx->state == RS_IDLE ? signal_pending(current) :
+		    p2pkp_interrupted()) {
 			err = -EINTR;
 			break;
 		}
@@ -1681,11 +1706,7 @@ static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		}
 		if (!budget)
 			continue;	/* more queued: no sleep */
-		ret = p2pkp_wait(ps, seen, wait);
-		if (ret < 0) {
-			err = -EINTR;
-			break;
-		}
+		p2pkp_wait(ps, seen, wait);	/* signals: next round */
 	}
 	if (err && rx->state == RS_RECV) {
 		p2pkp_rx_send_status(ps, &rx->from, rx->fromlen,
