@@ -276,8 +276,9 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
         res = job.wait(timeout=60.0)
         sent = sender.wait(timeout=120.0)
     assert op_result(res.output, f"read {dst}") == "-1 EINTR", res.output
-    assert op_result(sent.output, f"write {src}") != str(len(src)), (
-        f"the transfer finished before the signal: not a mid-transfer test:\n{sent.output}"
+    # The receiver's ABORT fails the sender's peer with ECONNRESET (docs/protocol.md).
+    assert op_result(sent.output, f"write {src}") == "-1 ECONNRESET", (
+        f"{tx.name}: the sender did not see the receiver's abort:\n{sent.output}"
     )
     assert "dst" not in partial, f"{rx.name}: the final name showed mid-transfer: {partial}"
     assert listing(rx, inbox) == [], f"{rx.name}: left behind in {inbox}"
@@ -321,3 +322,44 @@ def test_receiver_and_option_errors(scn: Scenario, cluster: ClusterView) -> None
         "0",
         "0 value=100",
     ], out
+
+
+def test_socket_call_errors(scn: Scenario, cluster: ClusterView) -> None:
+    """The rest of docs/protocol.md's errno table, one call each, on a single guest."""
+    vm, peer = cluster["vm1"], cluster["vm2"]
+    port = next_port()
+    subdir = scn.path("sub")
+    vm.run(f"mkdir {subdir}")
+    long_path = "/" + "x" * 4096
+    cases = [
+        ("socket:stream", "-1 ESOCKTNOSUPPORT"),
+        ("socket:dgram:1", "-1 EPROTONOSUPPORT"),
+        ("socket", None),
+        # AF_UNIX (1) address, then an AF_INET one shorter than sockaddr_in.
+        ("connect-raw:01002f746d70", "-1 EAFNOSUPPORT"),
+        ("connect-raw:02001bcd", "-1 EINVAL"),
+        (f"connect:{peer.ipv4}:{port}", "0"),
+        ("write:/etc/hostname/x", "-1 ENOTDIR"),
+        ("listen", "-1 EOPNOTSUPP"),
+        ("accept", "-1 EOPNOTSUPP"),
+        ("shutdown:rdwr", "-1 EOPNOTSUPP"),
+        ("setsockopt-raw:6:1:00000000", "-1 ENOPROTOOPT"),  # level SOL_TCP
+        ("setsockopt-raw:300:99:00000000", "-1 ENOPROTOOPT"),  # unknown option
+        ("setsockopt-raw:300:1:0000", "-1 EINVAL"),  # optlen < 4
+        ("getsockopt-raw:300:3:8", "-1 EINVAL"),  # short P2PKP_LAST_TRANSFER buffer
+        ("socket", None),
+        (f"bind:0.0.0.0:{port}", "0"),
+        (f"read:{subdir}", "-1 EISDIR"),  # the final name is a directory
+        (f"read:{scn.path('missing/dst')}", "-1 ENOENT"),  # parent missing
+        (f"read:{subdir}/..", "-1 EINVAL"),
+        (f"read:{long_path}", "-1 ENAMETOOLONG"),
+    ]
+    out = op(vm, [c for c, _ in cases])
+    lines = [line for line in out.splitlines() if " = " in line]
+    assert len(lines) == len(cases), out
+    for (call, want), line in zip(cases, lines, strict=True):
+        got = line.split(" = ", 1)[1]
+        if want is None:
+            assert re.fullmatch(r"\d+", got), f"{call}: {line}\n{out}"
+        else:
+            assert got == want, f"{call}: expected {want}, got {line}\n{out}"
