@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * bench-tcp: the TCP sendfile baseline of `make bench` (what most users would pick).
+ *
+ *   bench-tcp send --to A.B.C.D:PORT [--to ...] FILE
+ *   bench-tcp recv --listen PORT --out PATH [--timeout MS]
+ *
+ * The sender connects to every peer, then for each peer in turn sends the 8-byte
+ * file size and the file with sendfile(); it exits 0 once every peer has answered
+ * with one byte, which a receiver sends only after it has written and closed the
+ * whole file.
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "bench.h"
+
+const char *prog = "bench-tcp";
+
+static void read_full(int s, void *buf, size_t len, int timeout_ms, const char *what)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		struct pollfd pfd = { s, POLLIN, 0 };
+		ssize_t r;
+
+		r = poll(&pfd, 1, timeout_ms);
+		if (r < 0)
+			die("poll %s", what);
+		if (r == 0)
+			fail("%s: nothing for %d ms", what, timeout_ms);
+		r = read(s, (char *)buf + got, len - got);
+		if (r < 0)
+			die("read %s", what);
+		if (r == 0)
+			fail("%s: connection closed after %zu of %zu bytes", what, got, len);
+		got += r;
+	}
+}
+
+static int do_send(int argc, char **argv)
+{
+	struct sockaddr_in peers[BENCH_MAX_PEERS];
+	int socks[BENCH_MAX_PEERS];
+	const char *path = NULL;
+	int npeers = 0, i, fd;
+	struct stat st;
+	uint64_t size, nsize;
+
+	for (i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--to") && i + 1 < argc) {
+			if (npeers == BENCH_MAX_PEERS)
+				fail("at most %d peers", BENCH_MAX_PEERS);
+			parse_peer(argv[++i], &peers[npeers++]);
+		} else if (!path && argv[i][0] != '-') {
+			path = argv[i];
+		} else {
+			fail("unexpected argument '%s'", argv[i]);
+		}
+	}
+	if (!path || !npeers)
+		fail("usage: send --to A.B.C.D:PORT [--to ...] FILE");
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		die("open %s", path);
+	if (fstat(fd, &st) < 0)
+		die("fstat %s", path);
+	size = st.st_size;
+	nsize = htonll_(size);
+	for (i = 0; i < npeers; i++) {
+		socks[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (socks[i] < 0)
+			die("socket");
+		if (connect(socks[i], (struct sockaddr *)&peers[i], sizeof(peers[i])) < 0)
+			die("connect %s", inet_ntoa(peers[i].sin_addr));
+	}
+	for (i = 0; i < npeers; i++) {
+		off_t off = 0;
+
+		if (send(socks[i], &nsize, sizeof(nsize), MSG_MORE) != sizeof(nsize))
+			die("send size %s", inet_ntoa(peers[i].sin_addr));
+		while ((uint64_t)off < size) {
+			ssize_t r = sendfile(socks[i], fd, &off, size - off);
+
+			if (r < 0)
+				die("sendfile %s", inet_ntoa(peers[i].sin_addr));
+			if (r == 0)
+				fail("sendfile %s: file shrank at %lld", path, (long long)off);
+		}
+	}
+	for (i = 0; i < npeers; i++) {
+		char c;
+
+		read_full(socks[i], &c, 1, 60000, inet_ntoa(peers[i].sin_addr));
+		if (c != 'D')
+			fail("peer %s: bad confirmation byte", inet_ntoa(peers[i].sin_addr));
+		close(socks[i]);
+	}
+	printf("sent %s %llu bytes to %d peers mode=tcp\n", path, (unsigned long long)size,
+	       npeers);
+	return 0;
+}
+
+static int do_recv(int argc, char **argv)
+{
+	static char buf[1 << 16];
+	struct sockaddr_in me = { .sin_family = AF_INET };
+	const char *out = NULL;
+	int timeout_ms = 60000, ls, s, fd, i, port = 0, one = 1;
+	uint64_t size, got = 0;
+
+	for (i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--listen") && i + 1 < argc)
+			port = parse_port(argv[++i]);
+		else if (!strcmp(argv[i], "--out") && i + 1 < argc)
+			out = argv[++i];
+		else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
+			timeout_ms = atoi(argv[++i]);
+		else
+			fail("unexpected argument '%s'", argv[i]);
+	}
+	if (!port || !out || timeout_ms <= 0)
+		fail("usage: recv --listen PORT --out PATH [--timeout MS]");
+	ls = socket(AF_INET, SOCK_STREAM, 0);
+	if (ls < 0)
+		die("socket");
+	if (setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		die("setsockopt SO_REUSEADDR");
+	me.sin_port = htons(port);
+	if (bind(ls, (struct sockaddr *)&me, sizeof(me)) < 0)
+		die("bind port %d", port);
+	if (listen(ls, 1) < 0)
+		die("listen");
+	printf("listening %d\n", port);
+	fflush(stdout);
+	{
+		struct pollfd pfd = { ls, POLLIN, 0 };
+		int r = poll(&pfd, 1, timeout_ms);
+
+		if (r < 0)
+			die("poll accept");
+		if (r == 0)
+			fail("no connection within %d ms", timeout_ms);
+	}
+	s = accept(ls, NULL, NULL);
+	if (s < 0)
+		die("accept");
+	read_full(s, &size, sizeof(size), timeout_ms, "size");
+	size = htonll_(size);
+	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0)
+		die("open %s", out);
+	while (got < size) {
+		size_t want = size - got < sizeof(buf) ? size - got : sizeof(buf);
+		struct pollfd pfd = { s, POLLIN, 0 };
+		ssize_t r = poll(&pfd, 1, timeout_ms);
+
+		if (r < 0)
+			die("poll");
+		if (r == 0)
+			fail("no data for %d ms (%llu of %llu bytes)", timeout_ms,
+			     (unsigned long long)got, (unsigned long long)size);
+		r = read(s, buf, want);
+		if (r < 0)
+			die("read");
+		if (r == 0)
+			fail("sender closed after %llu of %llu bytes", (unsigned long long)got,
+			     (unsigned long long)size);
+		if (write(fd, buf, r) != r)
+			die("write %s", out);
+		got += r;
+	}
+	if (close(fd) < 0)
+		die("close %s", out);
+	if (write(s, "D", 1) != 1)
+		die("write confirmation");
+	close(s);
+	printf("received %s %llu bytes\n", out, (unsigned long long)size);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && !strcmp(argv[1], "send"))
+		return do_send(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "recv"))
+		return do_recv(argc - 2, argv + 2);
+	fprintf(stderr, "usage: bench-tcp send --to A.B.C.D:PORT... FILE\n"
+			"       bench-tcp recv --listen PORT --out PATH [--timeout MS]\n");
+	return 2;
+}
