@@ -23,6 +23,7 @@ from typing import Any
 
 from p2pkpvm.console import CommandResult
 from p2pkpvm.errors import HarnessError
+from p2pkpvm.impair import apply as apply_link
 from p2pkpvm.kvm import decide_accel
 from p2pkpvm.netns import Netns
 from p2pkpvm.pin import load_pin, project_root
@@ -95,6 +96,7 @@ class Cluster:
             t0 = time.monotonic()
             self._parallel(lambda vm: self._boot(vm), "boot")
             self.wait_reachable(timeout=120.0)
+            self.apply_links()
             log.info("cluster %s (%d guests, %s) up and connected in %.1f s; logs in %s",
                      self.topology.name, len(self.vms), self.accel, time.monotonic() - t0,
                      self.logdir)
@@ -123,6 +125,7 @@ class Cluster:
         vm = self._make_vm(index, self.topology.guests[index])
         self.vms = [vm]
         self._boot(vm)
+        self.apply_links([vm])
         return vm
 
     def _make_vm(self, index: int, g: GuestSpec) -> VM:
@@ -186,6 +189,15 @@ class Cluster:
 
         self._parallel(check, "reachability check", vms)
 
+    def apply_links(self, vms: list[VM] | None = None) -> None:
+        """Impair each guest's link as its topology says (after reachability: boot-time pings
+        stay fast).  Guests with a clean link are left alone."""
+        todo = [vm for vm in (self.vms if vms is None else vms)
+                if not self.topology.guest(vm.name).link.clean]
+        if todo:
+            self._parallel(lambda vm: apply_link(vm, self.topology.guest(vm.name).link),
+                           "link impairment", todo)
+
     def load_module(self, path: Path | None = None) -> None:
         """insmod the module in every guest where it is not loaded yet."""
         path = path or self.module
@@ -208,6 +220,7 @@ class Cluster:
         self.vms[index] = vm
         self._boot(vm)
         self.wait_reachable(timeout=120.0, vms=[vm])
+        self.apply_links([vm])
         log.info("%s replaced (boot %.1f s)", name, vm.boot_seconds or -1)
         return vm
 

@@ -11,11 +11,11 @@ from typing import Any
 import yaml
 
 from p2pkpvm.errors import TopologyError
+from p2pkpvm.netem import LINK_KEYS, Link, NetemError, link_from_mapping
 from p2pkpvm.pin import project_root
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
 MEMORY_RE = re.compile(r"^(\d+)([MG])$")
-LINK_KEYS = ("delay_ms", "jitter_ms", "loss_pct", "rate_mbit")
 MAX_GUESTS = 8
 
 
@@ -26,6 +26,9 @@ class GuestSpec:
     ipv6: ipaddress.IPv6Interface | None = None
     cpus: int = 1
     memory: str = "512M"
+    # This guest's link (both directions, netem in the guest, applied at boot): the
+    # topology's `link` updated with the guest's own `link` keys.
+    link: Link = field(default_factory=Link)
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,10 @@ def _memory(value: Any, where: str) -> str:
     return str(value)
 
 
-def _guest(data: Any, where: str) -> GuestSpec:
+def _guest(data: Any, where: str, link: dict[str, float]) -> GuestSpec:
     if not isinstance(data, dict):
         raise TopologyError(f"{where}: each guest must be a mapping")
-    unknown = set(data) - {"name", "ipv4", "ipv6", "cpus", "memory"}
+    unknown = set(data) - {"name", "ipv4", "ipv6", "cpus", "memory", "link"}
     if unknown:
         raise TopologyError(f"{where}: unknown keys {sorted(unknown)}")
     name = data.get("name")
@@ -81,8 +84,10 @@ def _guest(data: Any, where: str) -> GuestSpec:
     except ValueError as exc:
         raise TopologyError(f"{where}: bad ipv4 {data.get('ipv4')!r}: {exc}") from exc
     if "/" not in str(data.get("ipv4")) or not ipv4.network.is_private:
-        raise TopologyError(f"{where}: ipv4 must be a private address with prefix, "
-                            f"e.g. 10.99.0.1/24, got {data.get('ipv4')!r}")
+        raise TopologyError(
+            f"{where}: ipv4 must be a private address with prefix, "
+            f"e.g. 10.99.0.1/24, got {data.get('ipv4')!r}"
+        )
     ipv6 = None
     if data.get("ipv6") is not None:
         try:
@@ -91,9 +96,19 @@ def _guest(data: Any, where: str) -> GuestSpec:
             raise TopologyError(f"{where}: bad ipv6 {data['ipv6']!r}: {exc}") from exc
         if ipv6.ip not in ipaddress.IPv6Network("fc00::/7"):
             raise TopologyError(f"{where}: ipv6 must be a ULA (fd00::/8), got {data['ipv6']!r}")
-    return GuestSpec(name=name, ipv4=ipv4, ipv6=ipv6,
-                     cpus=_int(data.get("cpus", 1), f"{where}: cpus", 1, 8),
-                     memory=_memory(data.get("memory", "512M"), f"{where}: memory"))
+    own = _link(data.get("link"), where)
+    try:
+        effective = link_from_mapping({**link, **own}, f"{where}: link")
+    except NetemError as exc:
+        raise TopologyError(str(exc)) from None
+    return GuestSpec(
+        name=name,
+        ipv4=ipv4,
+        ipv6=ipv6,
+        cpus=_int(data.get("cpus", 1), f"{where}: cpus", 1, 8),
+        memory=_memory(data.get("memory", "512M"), f"{where}: memory"),
+        link=effective,
+    )
 
 
 def parse_topology(text: str, where: str = "topology") -> Topology:
@@ -112,9 +127,9 @@ def parse_topology(text: str, where: str = "topology") -> Topology:
     raw = data.get("guests")
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_GUESTS:
         raise TopologyError(f"{where}: 'guests' must be a list of 1..{MAX_GUESTS} guests")
-    guests = tuple(_guest(g, f"{where}: guests[{i}]") for i, g in enumerate(raw))
-    _check_unique(guests, where)
     link = _link(data.get("link"), where)
+    guests = tuple(_guest(g, f"{where}: guests[{i}]", link) for i, g in enumerate(raw))
+    _check_unique(guests, where)
     return Topology(name=name, guests=guests, link=link)
 
 
@@ -128,8 +143,9 @@ def _check_unique(guests: tuple[GuestSpec, ...], where: str) -> None:
         raise TopologyError(f"{where}: duplicate ipv4 addresses")
     nets = {g.ipv4.network for g in guests}
     if len(nets) != 1:
-        raise TopologyError(f"{where}: all guests must share one ipv4 subnet, got "
-                            f"{sorted(str(n) for n in nets)}")
+        raise TopologyError(
+            f"{where}: all guests must share one ipv4 subnet, got {sorted(str(n) for n in nets)}"
+        )
     v6 = [g.ipv6.ip for g in guests if g.ipv6 is not None]
     if len(set(v6)) != len(v6):
         raise TopologyError(f"{where}: duplicate ipv6 addresses")
@@ -146,10 +162,10 @@ def _link(data: Any, where: str) -> dict[str, float]:
             raise TopologyError(f"{where}: link: unknown key {key!r} (known: {LINK_KEYS})")
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise TopologyError(f"{where}: link: {key} must be a number >= 0, got {value!r}")
-        if key == "loss_pct" and value > 100:
-            raise TopologyError(f"{where}: link: loss_pct must be <= 100, got {value!r}")
+        if key.endswith("_pct") and value > 100:
+            raise TopologyError(f"{where}: link: {key} must be <= 100, got {value!r}")
         out[key] = float(value)
-    return out
+    return out  # combinations (jitter needs delay...) are checked per guest, merged
 
 
 def load_topology(name_or_path: str) -> Topology:
@@ -161,8 +177,9 @@ def load_topology(name_or_path: str) -> Topology:
         text = path.read_text()
     except OSError as exc:
         known = sorted(p.stem for p in topologies_dir().glob("*.yaml"))
-        raise TopologyError(f"cannot read topology {path}: {exc.strerror} "
-                            f"(known topologies: {known})") from exc
+        raise TopologyError(
+            f"cannot read topology {path}: {exc.strerror} (known topologies: {known})"
+        ) from exc
     return parse_topology(text, str(path))
 
 

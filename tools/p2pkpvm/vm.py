@@ -64,6 +64,11 @@ class VM:
         self._mark = ""
         self._jobs = 0
 
+    @property
+    def tap(self) -> str:
+        """The host-side tap of the guest's first NIC ("" without network)."""
+        return self.spec.nics[0].tap if self.spec.nics else ""
+
     # ---- lifecycle -------------------------------------------------------------------
     def start(self, boot_timeout: float = 300.0) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
