@@ -1,0 +1,176 @@
+"""Unit tests of the bench result model, parsers (on real captured output) and table writers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p2pkpvm.bench_model import (
+    BenchParseError,
+    BenchRun,
+    Iperf,
+    Sample,
+    SyscallSample,
+    aggregate,
+    cpu_seconds,
+    parse_cpu_lines,
+    parse_iperf,
+    parse_sha256,
+    parse_timeit,
+)
+from p2pkpvm.bench_runner import recv_cmd, send_cmd
+from p2pkpvm.bench_tables import fmt_s, fmt_size, latex, markdown, targets
+
+DATA = Path(__file__).parent / "data" / "bench"
+MiB = 1 << 20
+
+
+def sample(
+    method: str,
+    wall: float,
+    ok: bool = True,
+    rep: int = 0,
+    cache: str = "warm",
+    size: int = 64 * MiB,
+    peers: int = 3,
+) -> Sample:
+    return Sample(
+        method=method,
+        size=size,
+        peers=peers,
+        cache=cache,
+        rep=rep,
+        wall_s=wall,
+        cpu_s=wall / 2,
+        sender_cpu_s=0.1,
+        ok=ok,
+        error="" if ok else "bad digest",
+    )
+
+
+def run_of(samples: list[Sample]) -> BenchRun:
+    return BenchRun(
+        meta={"accel": "tcg", "kernel": "6.1.0-56-amd64"},
+        samples=samples,
+        syscalls=[
+            SyscallSample("p2pkp", 64 * MiB, 3, 40, {"socket": 1, "connect": 3, "write": 1}, True)
+        ],
+        iperf=Iperf(sender_bps=800e6, lost_percent=50.0),
+    )
+
+
+def test_sender_capture_parses() -> None:
+    text = (DATA / "host-sender-gso-2peers.txt").read_text()
+    t = parse_timeit(text)
+    assert (t.wall_ns, t.rc, t.utime_us, t.stime_us) == (8493338, 0, 1442, 0)
+    assert len(parse_cpu_lines(text)) == 2
+    # user 6 + nice 1 + system 1 ticks between the two lines
+    assert cpu_seconds(text, "capture") == pytest.approx(0.08)
+    assert parse_sha256(text, "capture").startswith("003e0e1f")
+
+
+def test_timeit_missing_names_where() -> None:
+    with pytest.raises(BenchParseError, match="vm1: send"):
+        parse_timeit("bench-udp: sendto 10.99.0.2: Connection refused\n", "vm1: send")
+
+
+def test_cpu_needs_two_lines() -> None:
+    with pytest.raises(BenchParseError, match="two /proc/stat"):
+        cpu_seconds("cpu  1 2 3 4 5 6 7 8 0 0\n", "vm2")
+
+
+def test_iperf_capture() -> None:
+    ip = parse_iperf((DATA / "host-iperf-udp.txt").read_text())
+    assert ip.sender_bps == pytest.approx(1121526988.1351016)
+    assert ip.received_bps == pytest.approx(ip.sender_bps * (1 - 0.7407128712871287))
+
+
+def test_aggregate_median_spread_and_failures() -> None:
+    run = run_of(
+        [sample("p2pkp", w, rep=i) for i, w in enumerate((3.0, 1.0, 2.0))]
+        + [sample("p2pkp", 0.01, ok=False, rep=3)]
+    )
+    (row,) = aggregate(run)
+    assert (row.wall_med, row.wall_min, row.wall_max) == (2.0, 1.0, 3.0)
+    assert (row.n_ok, row.n_failed, row.syscalls) == (3, 1, 40)
+    assert row.throughput_bps == pytest.approx(64 * MiB * 3 / 2.0)
+
+
+def test_failed_only_cell_has_no_time() -> None:
+    (row,) = aggregate(run_of([sample("udp-rw", 0.001, ok=False)]))
+    assert row.wall_med is None and row.throughput_bps is None
+    assert "0 (1 FAILED)" in markdown(run_of([sample("udp-rw", 0.001, ok=False)]))
+
+
+def test_targets() -> None:
+    run = run_of(
+        [
+            sample("p2pkp", 2.0),
+            sample("udp-rw", 5.0),
+            sample("udp-sendfile", 2.0),
+            sample("tcp-sendfile", 1.0),
+        ]
+    )
+    t = {x.name: x for x in targets(run)}
+    assert t["wall P2PKP / UDP read/sendto"].value == pytest.approx(0.4)
+    assert t["wall P2PKP / UDP read/sendto"].met is True
+    assert t["wall P2PKP / UDP sendfile/datagram"].met is False
+    assert t["wall P2PKP / TCP sendfile"].value == pytest.approx(2.0)
+    # 64 MiB x 3 / 2 s = 100.7 MB/s against 400e6 bit/s received = 50 MB/s
+    assert t["P2PKP throughput / iperf3 -u"].value == pytest.approx(64 * MiB * 3 / 2 / 50e6)
+    assert t["P2PKP sender socket/connect/write"].met is True
+
+
+def test_markdown_rows() -> None:
+    md = markdown(run_of([sample("p2pkp", 2.0), sample("tcp-sendfile", 0.5)]))
+    lines = md.splitlines()
+    assert lines[2] == (
+        "| 64 MiB | 3 | warm | P2PKP | 2.00 s | 2.00 s-2.00 s | 1 | 40 | 1.00 s | 100.7 MB/s |"
+    )
+    assert lines[3].startswith("| 64 MiB | 3 | warm | TCP sendfile | 500.0 ms |")
+    assert "50.0% lost, 50.0 MB/s received" in md
+    assert "| wall P2PKP / TCP sendfile | 4.00 | <= 1.0 | **no** |" in md
+
+
+def test_latex_structure_and_escapes() -> None:
+    tex = latex(run_of([sample("p2pkp", 2.0), sample("udp-rw", 4.0, cache="cold")]))
+    assert tex.startswith("\\begin{table}") and tex.rstrip().endswith("\\end{table}")
+    assert "\\toprule" in tex and "\\bottomrule" in tex and "\\addlinespace" in tex
+    assert "\\textbf{P2PKP}" in tex
+    assert "UDP read/sendto" in tex
+    assert "_" not in tex.replace("\\_", "")
+    body = [line for line in tex.splitlines() if line.endswith("\\\\")]
+    assert all(line.count("&") == 7 for line in body)
+
+
+def test_json_roundtrip() -> None:
+    run = run_of([sample("p2pkp", 2.0), sample("udp-gso", 0.3, ok=False)])
+    back = BenchRun.from_json(run.to_json())
+    assert back == run
+    assert run.samples_csv().splitlines()[0].startswith("method,size,peers,cache,rep,wall_s")
+
+
+def test_formatting() -> None:
+    assert (
+        fmt_size(4096) == "4 KiB" and fmt_size(64 * MiB) == "64 MiB" and fmt_size(1000) == "1000 B"
+    )
+    assert fmt_s(0.0123) == "12.3 ms" and fmt_s(12.345) == "12.35 s" and fmt_s(None) == "-"
+
+
+def test_commands() -> None:
+    assert send_cmd("udp-gso", ["10.99.0.2", "10.99.0.3"], 7601, "/f").endswith(
+        "bench-udp send --mode gso --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
+    )
+    assert "p2pkp-recv --listen 0.0.0.0:7601 --out /o --count 1" in recv_cmd("p2pkp", 7601, "/o")
+    with pytest.raises(ValueError, match="unknown method"):
+        send_cmd("ftp", ["10.99.0.2"], 1, "/f")
+
+
+def test_plot_writes_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from p2pkpvm.bench_plot import plot
+
+    run = run_of([sample("p2pkp", 2.0, size=s) for s in (4096, MiB, 64 * MiB)])
+    plot(run, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
