@@ -15,6 +15,8 @@ Phases:
              end.  Exact accounting (receiver must be idle and its timeout > a batch).
   random     mutations of valid datagrams (boundary values, bit flips, truncation) from many
              ports; only "every datagram was counted" is checked.
+  send       one complete valid transfer (--size bytes of path-like content, --id or a
+             random id) with the right digest: prints the DONE status.
   empty      zero-length datagrams: each must count as drop_short.
   flood      STARTs of new transfers from many source ports; counts the replies (BUSY).
   baddigest  one complete fake transfer whose END carries a wrong SHA-256: expects DONE
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import os
 import random
 import re
@@ -599,6 +602,39 @@ def phase_baddigest(c: Campaign, rng: random.Random, n: int) -> None:
     c.send(done_ack(x.xid), 0)
 
 
+PATHISH = (
+    b"../../../../etc/passwd\0",
+    b"/etc/shadow\0",
+    b"/proc/sys/kernel/modprobe\0",
+    b"/tmp/p2pkp-evil\0",
+    b"%s%n%x\0",
+    b"\0/root/.ssh/authorized_keys",
+)
+
+
+def phase_send(c: Campaign, rng: random.Random, n: int, xid: int | None, size: int) -> None:
+    """A complete, valid transfer of `size` bytes filled with path-like bytes, as a forged
+    sender choosing its own id: prints the DONE status the receiver answers."""
+    x = FakeXfer(xid if xid is not None else rng.getrandbits(64) | 1, size)
+    content = b"".join(rng.choice(PATHISH) for _ in range(size // 8 + 1))[:size]
+    want = c.replies[T_START_ACK] + c.replies[T_DONE] + 1
+    c.send(header(T_START, x.xid) + struct.pack(">QQII", size, x.count, CHUNK, 0) + b"", 0)
+    deadline = time.monotonic() + 10.0
+    while c.replies[T_START_ACK] + c.replies[T_DONE] < want and not c.done_status:
+        if time.monotonic() > deadline:
+            raise FuzzError(f"no START_ACK/DONE for id {x.xid:016x} within 10s")
+        select.select(c.socks, [], [], 0.05)
+        c.drain()
+    if x.xid not in c.done_status:
+        for i in range(x.count):
+            c.send(data(x.xid, i, content[i * CHUNK : i * CHUNK + chunk_len(size, i)]), 0)
+        c.send(end(x.xid, size, hashlib.sha256(content).digest()), 0)
+        c.wait_reply(T_DONE, c.replies[T_DONE] + 1, x.xid)
+    status = c.done_status.get(x.xid)
+    print(f"send id={x.xid:016x} size={size} done_status={status}", flush=True)
+    c.send(done_ack(x.xid), 0)
+
+
 TMP_RX = re.compile(r"^\..+\.p2pkp-([0-9a-f]{16})$")
 
 
@@ -654,7 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--phases",
         default="stateless,xfer,random",
-        help="comma-separated: " + ",".join([*PHASES, "spoof"]),
+        help="comma-separated: " + ",".join([*PHASES, "spoof", "send"]),
     )
     ap.add_argument("--count", type=int, default=10000, help="datagrams per phase")
     ap.add_argument("--seed", type=int, default=None)
@@ -662,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--socks", type=int, default=16, help="source sockets (ports)")
     ap.add_argument("--watch", help="spoof: destination directory of the real transfer")
     ap.add_argument("--id", type=lambda v: int(v, 16), help="spoof: the transfer id (hex)")
+    ap.add_argument("--size", type=int, default=5000, help="send: file size")
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
     print(f"seed={seed}", flush=True)
@@ -680,6 +717,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not a.watch and a.id is None:
                     raise FuzzError("--phases spoof needs --watch DIR or --id HEX")
                 phase_spoof(c, rng, a.count, a.watch or "", a.id)
+            elif name == "send":
+                phase_send(c, rng, a.count, a.id, a.size)
             elif name in PHASES:
                 PHASES[name](c, rng, a.count)
             else:
