@@ -143,7 +143,7 @@ class BenchRunner:
         img_mib = 64 + 2 * sum(self.config.sizes) // MiB
         s = self.sender
         s.run(
-            f"mkdir -p {WORK} {SRC} && truncate -s {img_mib}M {IMG} && "
+            f"modprobe loop && mkdir -p {WORK} {SRC} && truncate -s {img_mib}M {IMG} && "
             f"mkfs.ext4 -q -F {IMG} && mount -o loop {IMG} {SRC}",
             timeout=120,
         )
