@@ -36,6 +36,8 @@
 #include <linux/uaccess.h>
 #include <linux/sockptr.h>
 #include <linux/poll.h>
+#include <linux/statfs.h>
+#include <linux/math64.h>
 #include <net/sock.h>
 #include <net/ipv6.h>
 #include <net/net_namespace.h>
@@ -108,6 +110,12 @@ struct p2pkp_data {
 #define P2PKP_TIMEOUT_DEF	15000U
 #define P2PKP_TIMEOUT_MIN	100U
 #define P2PKP_TIMEOUT_MAX	3600000U
+#define P2PKP_ACK_MIN_US	500U	/* receiver: min gap between ACKs */
+#define P2PKP_ACK_MAX_US	20000U	/* ... srtt/4 but at most this */
+#define P2PKP_ACCEPT_MS		5000U	/* START accepted, no DATA/END yet */
+#define P2PKP_CREDIT_MAX	65536U	/* ACK bytes owed to a sender, max */
+#define P2PKP_RL_PER_SEC	100U	/* replies to other sources, per s */
+#define P2PKP_RL_BURST		20U
 
 struct p2pkp_ack {
 	__be64 cum;		/* chunks received in order */
@@ -165,6 +173,12 @@ enum {
 	P2PKP_ST_XFER_ABANDONED,
 	P2PKP_ST_XFER_ABORTED,
 	P2PKP_ST_PEERS_FAILED,
+	P2PKP_ST_REFUSED_SIZE,
+	P2PKP_ST_REFUSED_SPACE,
+	P2PKP_ST_XFER_UNCONFIRMED,
+	P2PKP_ST_REPLIES_LIMITED,
+	P2PKP_ST_ACKS_SENT,
+	P2PKP_ST_RATE_WAITS,
 	P2PKP_NSTATS,
 };
 
@@ -175,7 +189,8 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"drop_short", "drop_magic", "drop_version", "drop_type",
 	"drop_length", "drop_field", "drop_xfer", "drop_peer",
 	"drop_window", "drop_dup", "busy_sent", "xfers_abandoned",
-	"xfers_aborted", "peers_failed",
+	"xfers_aborted", "peers_failed", "refused_size", "refused_space",
+	"xfers_unconfirmed", "replies_limited", "acks_sent", "rate_waits",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -211,6 +226,8 @@ struct p2pkp_peer {
 	u64 last_rx;			/* ns: last valid datagram */
 	u64 last_ctl;			/* ns: last START/END sent */
 	u64 sent, retrans;
+	u32 peer_ts;			/* ts of the peer's last datagram */
+	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
 	DECLARE_BITMAP(sack, P2PKP_WIN);	/* relative to cum */
 	u64 sent_ns[P2PKP_WIN];		/* by chunk % P2PKP_WIN */
 };
@@ -224,6 +241,7 @@ struct p2pkp_sock {
 	atomic_t events;
 	int state;			/* P2PKP_IDLE.. */
 	u32 timeout_ms;
+	u64 rate;			/* sender: bytes/s, 0 = no cap */
 	/* sender */
 	struct p2pkp_peer *peers[P2PKP_MAX_PEERS];
 	int npeers;
@@ -236,6 +254,8 @@ struct p2pkp_sock {
 	int pend_len;			/* > 0: rxbuf holds a datagram to handle */
 	struct sockaddr_storage pend_addr;
 	int pend_alen;
+	u32 rl_tokens;			/* replies to non-active sources */
+	u64 rl_ns;
 	/* last finished transfer, to answer late START/END */
 	bool last_valid;
 	u64 last_id;
@@ -252,6 +272,11 @@ struct p2pkp_net {
 static int family = P2PKP_FAMILY_DEFAULT;
 module_param(family, int, 0444);
 MODULE_PARM_DESC(family, "address family number (default 12)");
+
+static unsigned long long max_file_size = P2PKP_MAX_SIZE;
+module_param(max_file_size, ullong, 0644);
+MODULE_PARM_DESC(max_file_size,
+		 "largest file a receiver accepts, bytes (default and max 1 TiB)");
 
 static unsigned int p2pkp_net_id __read_mostly;
 static LIST_HEAD(p2pkp_list);
@@ -558,11 +583,16 @@ struct p2pkp_tx {
 	u8 *blk;			/* P2PKP_BLOCK_CHUNKS chunks */
 	u64 blk_first, blk_n;
 	u8 *one;			/* one chunk, for retransmissions */
+	u64 one_idx;			/* the chunk in @one, U64_MAX: none */
 	u8 *rbuf;			/* received datagram */
 	u64 hashed;			/* bytes hashed in order */
 	bool digest_done;
 	struct sha256_state sha;
 	u8 digest[P2PKP_DIGEST_SIZE];
+	/* rate cap: token bucket of DATA payload bytes */
+	u64 rate, burst, tokens, tok_ns;
+	u64 pace_ns;			/* > 0: no tokens, retry after this */
+	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
 };
 
 static u32 p2pkp_chunk_len(u64 size, u64 count, u64 c)
@@ -616,10 +646,16 @@ static const u8 *p2pkp_get_chunk(struct p2pkp_tx *tx, u64 c, bool retrans,
 		return tx->blk + (c - tx->blk_first) * P2PKP_CHUNK_SIZE;
 	pos = c * P2PKP_CHUNK_SIZE;
 	if (retrans) {
+		if (tx->one_idx == c)
+			return tx->one;	/* several peers miss it: read once */
+		tx->one_idx = U64_MAX;
 		*err = p2pkp_read_full(tx->file, tx->one,
 				       p2pkp_chunk_len(tx->size, tx->count, c),
 				       pos);
-		return *err ? NULL : tx->one;
+		if (*err)
+			return NULL;
+		tx->one_idx = c;
+		return tx->one;
 	}
 	n = min_t(u64, P2PKP_BLOCK_CHUNKS, tx->count - c);
 	bytes = min_t(u64, n * P2PKP_CHUNK_SIZE, tx->size - pos);
@@ -644,6 +680,7 @@ static int p2pkp_tx_digest(struct p2pkp_tx *tx)
 
 	if (tx->digest_done)
 		return 0;
+	tx->one_idx = U64_MAX;		/* @one is reused below */
 	while (tx->hashed < tx->size) {
 		n = min_t(u64, P2PKP_CHUNK_SIZE, tx->size - tx->hashed);
 		err = p2pkp_read_full(tx->file, tx->one, n, tx->hashed);
@@ -775,6 +812,9 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 			continue;
 		}
+		/* echoed in DATA: the receiver's RTT, for its ACK pacing */
+		p->peer_ts = be32_to_cpu(h->ts);
+		p->peer_ts_ns = ktime_get_ns();
 		switch (type) {
 		case P2PKP_T_START_ACK: {
 			const struct p2pkp_start_ack *sa = body;
@@ -837,11 +877,19 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	u8 pkt[sizeof(struct p2pkp_hdr) + sizeof(struct p2pkp_data)];
 	struct p2pkp_data *d = (void *)(pkt + sizeof(struct p2pkp_hdr));
 	u32 plen = p2pkp_chunk_len(tx->size, tx->count, c);
+	u64 now = ktime_get_ns();
+	u32 echo = 0;
 	int err;
 
-	p2pkp_hdr_fill(pkt, P2PKP_T_DATA, flags, tx->id, 0);
+	if (p->peer_ts_ns) {
+		/* the peer's ts plus how long we held it: it sees the RTT */
+		echo = p->peer_ts + (u32)div_u64(now - p->peer_ts_ns,
+						 NSEC_PER_USEC);
+		flags |= P2PKP_F_ECHO;
+	}
+	p2pkp_hdr_fill(pkt, P2PKP_T_DATA, flags, tx->id, echo);
 	d->index = cpu_to_be64(c);
-	p->sent_ns[c % P2PKP_WIN] = ktime_get_ns();
+	p->sent_ns[c % P2PKP_WIN] = now;
 	err = p2pkp_xmit(ps, p->ks.sock, NULL, 0, pkt, sizeof(pkt), data,
 			 plen, 0);
 	if (err == -EAGAIN || err == -ENOBUFS || err == -ENOMEM ||
@@ -860,44 +908,115 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	return 0;
 }
 
+/*
+ * Rate cap: may @len more DATA bytes go now?  If not, tx->pace_ns says
+ * how long until they may.  Tokens accrue at tx->rate up to tx->burst.
+ */
+static bool p2pkp_pace(struct p2pkp_sock *ps, struct p2pkp_tx *tx, u32 len)
+{
+	u64 now, add;
+
+	if (!tx->rate)
+		return true;
+	now = ktime_get_ns();
+	add = mul_u64_u64_div_u64(now - tx->tok_ns, tx->rate, NSEC_PER_SEC);
+	if (tx->tokens + add >= tx->burst) {
+		tx->tokens = tx->burst;
+		tx->tok_ns = now;
+	} else if (add) {
+		tx->tokens += add;
+		tx->tok_ns += mul_u64_u64_div_u64(add, NSEC_PER_SEC, tx->rate);
+	}
+	if (tx->tokens >= len) {
+		tx->tokens -= len;
+		return true;
+	}
+	tx->pace_ns = mul_u64_u64_div_u64(len - tx->tokens, NSEC_PER_SEC,
+					  tx->rate) + 1;
+	p2pkp_stat(ps, P2PKP_ST_RATE_WAITS, 1);
+	return false;
+}
+
+/* First chunk >= @c that peer @p needs again now, or U64_MAX. */
+static u64 p2pkp_lost(const struct p2pkp_peer *p, u64 c, u64 now)
+{
+	u64 reo = (u64)(p->rtt_valid ? p->srtt + p->srtt / 4 + 1000 :
+			P2PKP_RTO_INIT_US) * NSEC_PER_USEC;
+
+	if (p->state != PS_DATA)
+		return U64_MAX;
+	for (c = max(c, p->cum); c < p->next; c++) {
+		u64 age = now - p->sent_ns[c % P2PKP_WIN];
+
+		if (test_bit(c - p->cum, p->sack))
+			continue;
+		/* timeout, or a later chunk arrived (SACK) and this is late */
+		if (age > (u64)p->rto * NSEC_PER_USEC ||
+		    (c < p->high && age > reo))
+			return c;
+	}
+	return U64_MAX;
+}
+
+/*
+ * Retransmit in one pass in chunk order over all peers: a chunk several
+ * peers miss is read once and sent to each of them.
+ */
+static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
+{
+	DECLARE_BITMAP(backoff, P2PKP_MAX_PEERS);
+	u64 c, now = ktime_get_ns();
+	const u8 *data;
+	int i, err = 0;
+
+	bitmap_zero(backoff, P2PKP_MAX_PEERS);
+	for (i = 0; i < ps->npeers; i++)
+		tx->cur[i] = p2pkp_lost(ps->peers[i], 0, now);
+	for (;;) {
+		c = U64_MAX;
+		for (i = 0; i < ps->npeers; i++)
+			c = min(c, tx->cur[i]);
+		if (c == U64_MAX)
+			break;
+		data = p2pkp_get_chunk(tx, c, true, &err);
+		if (!data)
+			break;
+		for (i = 0; i < ps->npeers; i++) {
+			struct p2pkp_peer *p = ps->peers[i];
+			bool rto;
+
+			if (tx->cur[i] != c)
+				continue;
+			if (!p2pkp_pace(ps, tx,
+					p2pkp_chunk_len(tx->size, tx->count, c)))
+				goto out;
+			rto = now - p->sent_ns[c % P2PKP_WIN] >
+			      (u64)p->rto * NSEC_PER_USEC;
+			if (rto)
+				__set_bit(i, backoff);
+			p2pkp_tx_data_one(ps, tx, p, c, data,
+					  rto ? P2PKP_F_ACKREQ : 0, true);
+			tx->cur[i] = p2pkp_lost(p, c + 1, now);
+		}
+	}
+out:
+	for_each_set_bit(i, backoff, P2PKP_MAX_PEERS)
+		ps->peers[i]->rto = min(ps->peers[i]->rto * 2,
+					P2PKP_RTO_MAX_US);
+	return err;
+}
+
 /* Retransmit what is lost, then send new chunks within every window. */
 static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
 	const u8 *data;
 	int i, err = 0;
-	u64 c, now;
+	u64 c;
 
-	for (i = 0; i < ps->npeers; i++) {
-		struct p2pkp_peer *p = ps->peers[i];
-		bool backoff = false;
-		u64 reo;
-
-		if (p->state != PS_DATA)
-			continue;
-		now = ktime_get_ns();
-		reo = (u64)(p->rtt_valid ? p->srtt + p->srtt / 4 + 1000 :
-			    P2PKP_RTO_INIT_US) * NSEC_PER_USEC;
-		for (c = p->cum; c < p->next && p->state == PS_DATA; c++) {
-			u64 age = now - p->sent_ns[c % P2PKP_WIN];
-			bool rto = age > (u64)p->rto * NSEC_PER_USEC;
-
-			if (test_bit(c - p->cum, p->sack))
-				continue;
-			if (!rto && !(c < p->high && age > reo))
-				continue;
-			if (rto)
-				backoff = true;
-			data = p2pkp_get_chunk(tx, c, true, &err);
-			if (!data)
-				return err;
-			err = p2pkp_tx_data_one(ps, tx, p, c, data,
-						rto ? P2PKP_F_ACKREQ : 0, true);
-			if (err)
-				return err;
-		}
-		if (backoff)
-			p->rto = min(p->rto * 2, P2PKP_RTO_MAX_US);
-	}
+	tx->pace_ns = 0;
+	err = p2pkp_tx_retrans(ps, tx);
+	if (err || tx->pace_ns)
+		return err;
 
 	for (;;) {
 		c = U64_MAX;
@@ -922,6 +1041,9 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			if (p->state != PS_DATA || p->next != c ||
 			    p->next >= p->cum + p->win)
 				continue;
+			if (!p2pkp_pace(ps, tx,
+					p2pkp_chunk_len(tx->size, tx->count, c)))
+				return 0;
 			if (c + 1 == tx->count || c + 1 == p->cum + p->win)
 				fl = P2PKP_F_ACKREQ;
 			err = p2pkp_tx_data_one(ps, tx, p, c, data, fl, false);
@@ -995,6 +1117,12 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		goto out;
 	}
 	tx->count = DIV_ROUND_UP_ULL(tx->size, P2PKP_CHUNK_SIZE);
+	tx->one_idx = U64_MAX;
+	tx->rate = READ_ONCE(ps->rate);
+	/* ~16 ms of sending, at least two chunks */
+	tx->burst = max_t(u64, tx->rate / 64, 2 * P2PKP_CHUNK_SIZE);
+	tx->tokens = tx->burst;
+	tx->tok_ns = ktime_get_ns();
 	do {
 		tx->id = get_random_u64();
 	} while (!tx->id);
@@ -1017,6 +1145,7 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		p->last_ctl = 0;
 		p->sent = 0;
 		p->retrans = 0;
+		p->peer_ts_ns = 0;
 		bitmap_zero(p->sack, P2PKP_WIN);
 		WRITE_ONCE(p->state, PS_START);
 	}
@@ -1058,6 +1187,8 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		err = p2pkp_tx_data(ps, tx);
 		if (err)
 			break;
+		if (tx->pace_ns)	/* rate cap: sleep until tokens */
+			wait_ns = min(wait_ns, tx->pace_ns);
 		/* a signal is looked at on the next round */
 		p2pkp_wait(ps, seen, p2pkp_timeout_ns_to_jiffies(wait_ns));
 	}
@@ -1186,22 +1317,64 @@ struct p2pkp_rx {
 	u64 start_ns, last_rx, linger_end;
 	u32 unacked;
 	bool ooo_acked;
+	bool confirmed;			/* DATA or END seen from the sender */
 	u32 echo;			/* ts of the last DATA */
+	u32 srtt;			/* us, from DATA echoes; 0: unknown */
+	u64 last_ack_ns;
+	u32 credit;			/* bytes of ACK the sender has paid for */
+	struct path dir;		/* destination directory (statfs) */
 	struct sha256_state sha;
 	DECLARE_BITMAP(ring, P2PKP_WIN);	/* by chunk % P2PKP_WIN */
 	u8 chunk[P2PKP_CHUNK_SIZE];
 };
 
-static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
-			   int tolen, u8 type, u64 id, u32 echo,
-			   const void *body, size_t blen)
+/* Token bucket for replies to sources other than the confirmed sender. */
+static bool p2pkp_rx_rl(struct p2pkp_sock *ps)
+{
+	u64 now = ktime_get_ns();
+	u64 add = div64_u64((now - ps->rl_ns) * P2PKP_RL_PER_SEC, NSEC_PER_SEC);
+
+	if (add) {
+		ps->rl_tokens = min_t(u64, ps->rl_tokens + add, P2PKP_RL_BURST);
+		ps->rl_ns += add * (NSEC_PER_SEC / P2PKP_RL_PER_SEC);
+		if (ps->rl_tokens == P2PKP_RL_BURST)
+			ps->rl_ns = now;
+	}
+	if (!ps->rl_tokens)
+		return false;
+	ps->rl_tokens--;
+	return true;
+}
+
+/*
+ * Send a reply.  Only the sender of the accepted transfer, once it has
+ * sent DATA or END, is answered freely (its ACKs are bounded by credit,
+ * see p2pkp_rx_send_ack); any other source (spoofable) is answered at most
+ * P2PKP_RL_PER_SEC times a second, and never with more bytes than it sent.
+ */
+static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			   struct sockaddr_storage *to, int tolen, u8 type,
+			   u64 id, u32 echo, const void *body, size_t blen)
 {
 	u8 pkt[P2PKP_PKT_MAX];
-	size_t n = p2pkp_hdr_fill(pkt, type, P2PKP_F_ECHO, id, echo);
+	size_t n;
 
+	if (!(rx->state != RS_IDLE && rx->confirmed &&
+	      p2pkp_addr_eq(to, &rx->from)) && !p2pkp_rx_rl(ps)) {
+		p2pkp_stat(ps, P2PKP_ST_REPLIES_LIMITED, 1);
+		return;
+	}
+	n = p2pkp_hdr_fill(pkt, type, P2PKP_F_ECHO, id, echo);
 	memcpy(pkt + n, body, blen);
 	p2pkp_xmit(ps, ps->rx.sock, to, tolen, pkt, n + blen, NULL, 0,
 		   MSG_DONTWAIT);
+}
+
+/* Gap between two ACKs: srtt/4 within P2PKP_ACK_MIN_US..P2PKP_ACK_MAX_US. */
+static u64 p2pkp_rx_ack_ivl(const struct p2pkp_rx *rx)
+{
+	return (u64)clamp_t(u32, rx->srtt / 4, P2PKP_ACK_MIN_US,
+			    P2PKP_ACK_MAX_US) * NSEC_PER_USEC;
 }
 
 static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
@@ -1210,23 +1383,31 @@ static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		.cum = cpu_to_be64(rx->cum),
 		.nbits = cpu_to_be32(P2PKP_WIN),
 	};
-	u32 i;
+	u32 i, cost = sizeof(struct p2pkp_hdr) + sizeof(a);
 
+	rx->last_ack_ns = ktime_get_ns();
+	/* an ACK is larger than a short DATA/END: never amplify */
+	if (rx->credit < cost) {
+		p2pkp_stat(ps, P2PKP_ST_REPLIES_LIMITED, 1);
+		return;
+	}
+	rx->credit -= cost;
 	for (i = 1; i < P2PKP_WIN && rx->cum + i < rx->count; i++)
 		if (test_bit((rx->cum + i) % P2PKP_WIN, rx->ring))
 			a.bitmap[i / 8] |= 1U << (i % 8);
-	p2pkp_rx_reply(ps, &rx->from, rx->fromlen, P2PKP_T_ACK, rx->id,
+	p2pkp_rx_reply(ps, rx, &rx->from, rx->fromlen, P2PKP_T_ACK, rx->id,
 		       rx->echo, &a, sizeof(a));
+	p2pkp_stat(ps, P2PKP_ST_ACKS_SENT, 1);
 	rx->unacked = 0;
 }
 
-static void p2pkp_rx_send_status(struct p2pkp_sock *ps,
+static void p2pkp_rx_send_status(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 				 struct sockaddr_storage *to, int tolen,
 				 u8 type, u64 id, u32 echo, s32 status)
 {
 	struct p2pkp_status st = { .status = cpu_to_be32(status) };
 
-	p2pkp_rx_reply(ps, to, tolen, type, id, echo, &st, sizeof(st));
+	p2pkp_rx_reply(ps, rx, to, tolen, type, id, echo, &st, sizeof(st));
 }
 
 /* Unlink the temporary file (if still there) and close it. */
@@ -1339,7 +1520,7 @@ static void p2pkp_rx_fail(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 {
 	p2pkp_rx_discard(rx);
 	p2pkp_rx_remember(ps, rx, err, NULL);
-	p2pkp_rx_send_status(ps, &rx->from, rx->fromlen, P2PKP_T_DONE,
+	p2pkp_rx_send_status(ps, rx, &rx->from, rx->fromlen, P2PKP_T_DONE,
 			     rx->id, echo, err);
 	p2pkp_stat(ps, P2PKP_ST_FILES_FAILED, 1);
 	rx->result = err;
@@ -1387,6 +1568,35 @@ static int p2pkp_rx_advance(struct p2pkp_rx *rx)
 	return 0;
 }
 
+/*
+ * Would @size bytes fit in the destination file system (what the caller
+ * may use, f_bavail)?  A check, not a reservation.  File systems without
+ * a block count (f_blocks 0, e.g. an unlimited tmpfs) are not checked.
+ */
+static int p2pkp_rx_space(struct p2pkp_rx *rx, u64 size)
+{
+	struct kstatfs st;
+	u64 avail;
+
+	if (!size || vfs_statfs(&rx->dir, &st) || !st.f_blocks || !st.f_bsize)
+		return 0;
+	if (st.f_bavail > div64_u64(U64_MAX, st.f_bsize))
+		return 0;
+	avail = st.f_bavail * st.f_bsize;
+	return size > avail ? -ENOSPC : 0;
+}
+
+/* Refuse a START (the read keeps waiting); the sender fails with @err. */
+static void p2pkp_rx_refuse(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			    const struct p2pkp_hdr *h,
+			    struct sockaddr_storage *from, int fromlen,
+			    int err, int stat)
+{
+	p2pkp_stat(ps, stat, 1);
+	p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE,
+			     be64_to_cpu(h->id), be32_to_cpu(h->ts), err);
+}
+
 static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			   const struct p2pkp_hdr *h,
 			   struct sockaddr_storage *from, int fromlen)
@@ -1408,12 +1618,12 @@ static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	if (rx->state == RS_RECV && same) {
 		rx->last_rx = ktime_get_ns();
-		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, id, echo,
+		p2pkp_rx_reply(ps, rx, from, fromlen, P2PKP_T_START_ACK, id, echo,
 			       &sa, sizeof(sa));
 		return;
 	}
 	if (rx->state == RS_LINGER && same) {
-		p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE, id, echo,
+		p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE, id, echo,
 				     rx->result);
 		return;
 	}
@@ -1435,14 +1645,25 @@ static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	if (rx->state != RS_IDLE) {
 		p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
-		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_BUSY, id, echo,
+		p2pkp_rx_reply(ps, rx, from, fromlen, P2PKP_T_BUSY, id, echo,
 			       NULL, 0);
 		return;
 	}
 	if (ps->last_valid && id == ps->last_id &&
 	    p2pkp_addr_eq(from, &ps->last_addr)) {
-		p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE, id, echo,
+		p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE, id, echo,
 				     ps->last_status);
+		return;
+	}
+	if (size > READ_ONCE(max_file_size)) {
+		p2pkp_rx_refuse(ps, rx, h, from, fromlen, -EFBIG,
+				P2PKP_ST_REFUSED_SIZE);
+		return;
+	}
+	err = p2pkp_rx_space(rx, size);
+	if (err) {
+		p2pkp_rx_refuse(ps, rx, h, from, fromlen, err,
+				P2PKP_ST_REFUSED_SPACE);
 		return;
 	}
 	/* accept */
@@ -1454,6 +1675,10 @@ static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->cum = 0;
 	rx->unacked = 0;
 	rx->ooo_acked = false;
+	rx->confirmed = false;
+	rx->srtt = 0;
+	rx->last_ack_ns = 0;
+	rx->credit = P2PKP_PKT_MAX;	/* one ACK in advance */
 	bitmap_zero(rx->ring, P2PKP_WIN);
 	sha256_init(&rx->sha);
 	rx->start_ns = ktime_get_ns();
@@ -1465,7 +1690,7 @@ static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	rx->state = RS_RECV;
 	WRITE_ONCE(ps->state, P2PKP_RECEIVING);
-	p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, id, echo,
+	p2pkp_rx_reply(ps, rx, from, fromlen, P2PKP_T_START_ACK, id, echo,
 		       &sa, sizeof(sa));
 }
 
@@ -1488,10 +1713,20 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	rx->last_rx = ktime_get_ns();
+	rx->confirmed = true;
 	rx->echo = be32_to_cpu(h->ts);
+	if (be16_to_cpu(h->flags) & P2PKP_F_ECHO) {
+		u32 r = p2pkp_now_us() - be32_to_cpu(h->echo);
+
+		if (r < 60 * USEC_PER_SEC)
+			rx->srtt = rx->srtt ? (7 * rx->srtt + r) / 8 : r;
+	}
 	if (idx < rx->cum || test_bit(idx % P2PKP_WIN, rx->ring)) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_DUP);
-		p2pkp_rx_send_ack(ps, rx);
+		/* our ACK was lost, or a duplicate: ACK soon (paced) */
+		rx->unacked++;
+		if (ackreq)
+			p2pkp_rx_send_ack(ps, rx);
 		return;
 	}
 	if (idx >= rx->cum + P2PKP_WIN) {
@@ -1521,8 +1756,14 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			ackreq = true;
 		}
 	}
-	if (++rx->unacked >= P2PKP_ACK_EVERY || ackreq ||
-	    rx->cum == rx->count)
+	/*
+	 * At once when asked, on a new gap and at the end; otherwise every
+	 * P2PKP_ACK_EVERY chunks but at most once per p2pkp_rx_ack_ivl()
+	 * (the rest is sent by p2pkp_recv_file when that gap has passed).
+	 */
+	if (ackreq || rx->cum == rx->count ||
+	    (++rx->unacked >= P2PKP_ACK_EVERY &&
+	     ktime_get_ns() - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx)))
 		p2pkp_rx_send_ack(ps, rx);
 }
 
@@ -1539,6 +1780,7 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	rx->last_rx = ktime_get_ns();
+	rx->confirmed = true;
 	if (rx->cum < rx->count) {
 		rx->echo = echo;
 		p2pkp_rx_send_ack(ps, rx);
@@ -1562,7 +1804,7 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->result = err;
 	rx->state = RS_LINGER;
 	rx->linger_end = ktime_get_ns() + P2PKP_LINGER_MS * NSEC_PER_MSEC;
-	p2pkp_rx_send_status(ps, &rx->from, rx->fromlen, P2PKP_T_DONE, rx->id,
+	p2pkp_rx_send_status(ps, rx, &rx->from, rx->fromlen, P2PKP_T_DONE, rx->id,
 			     echo, err);
 }
 
@@ -1587,6 +1829,8 @@ static void p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_PEER);
 		return;
 	}
+	if (match)
+		rx->credit = min_t(u32, rx->credit + len, P2PKP_CREDIT_MAX);
 	switch (type) {
 	case P2PKP_T_DATA:
 		if (match && rx->state == RS_RECV)
@@ -1601,7 +1845,7 @@ static void p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			p2pkp_rx_end(ps, rx, h);
 		} else if (match || (ps->last_valid && id == ps->last_id &&
 				     p2pkp_addr_eq(from, &ps->last_addr))) {
-			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+			p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE,
 					     id, be32_to_cpu(h->ts),
 					     match ? rx->result :
 					     ps->last_status);
@@ -1660,6 +1904,8 @@ static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
 static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
 	u64 timeout_ns = (u64)ps->timeout_ms * NSEC_PER_MSEC;
+	u64 accept_ns = min_t(u64, timeout_ns,
+			      (u64)P2PKP_ACCEPT_MS * NSEC_PER_MSEC);
 	int err = 0;
 
 	rx->state = RS_IDLE;
@@ -1682,22 +1928,33 @@ static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		}
 		if (rx->finished)
 			break;
-		if (rx->state == RS_RECV && rx->unacked)
-			p2pkp_rx_send_ack(ps, rx);	/* queue drained */
+		now = ktime_get_ns();
+		/* queue drained: ACK what is pending, paced */
+		if (rx->state == RS_RECV && rx->unacked &&
+		    now - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx))
+			p2pkp_rx_send_ack(ps, rx);
 		if (rx->state == RS_IDLE ? signal_pending(current) :
 		    p2pkp_interrupted()) {
 			err = -EINTR;
 			break;
 		}
-		now = ktime_get_ns();
 		if (rx->state == RS_RECV) {
-			if (now - rx->last_rx > timeout_ns) {
-				p2pkp_rx_abandon(ps, rx,
-						 P2PKP_ST_XFER_ABANDONED);
+			u64 end = rx->last_rx + timeout_ns;
+
+			/* a START nobody follows up holds the read briefly */
+			if (!rx->confirmed)
+				end = min(end, rx->start_ns + accept_ns);
+			if (now >= end) {
+				p2pkp_rx_abandon(ps, rx, rx->confirmed ?
+						 P2PKP_ST_XFER_ABANDONED :
+						 P2PKP_ST_XFER_UNCONFIRMED);
 				continue;
 			}
-			wait = p2pkp_timeout_ns_to_jiffies(rx->last_rx +
-							   timeout_ns - now);
+			if (rx->unacked)
+				end = min(end, rx->last_ack_ns +
+					  p2pkp_rx_ack_ivl(rx));
+			wait = p2pkp_timeout_ns_to_jiffies(end > now ?
+							   end - now : 0);
 		} else if (rx->state == RS_LINGER) {
 			if (now >= rx->linger_end)
 				break;
@@ -1709,7 +1966,7 @@ static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		p2pkp_wait(ps, seen, wait);	/* signals: next round */
 	}
 	if (err && rx->state == RS_RECV) {
-		p2pkp_rx_send_status(ps, &rx->from, rx->fromlen,
+		p2pkp_rx_send_status(ps, rx, &rx->from, rx->fromlen,
 				     P2PKP_T_ABORT, rx->id, 0, EINTR);
 		p2pkp_rx_discard(rx);
 		p2pkp_rx_remember(ps, rx, err, NULL);
@@ -1748,20 +2005,22 @@ static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 	return 0;
 }
 
-/* Fail early when the caller cannot create files in the directory. */
-static int p2pkp_check_dir(char *path, const char *base)
+/*
+ * Fail early when the caller cannot create files in the directory; on
+ * success @rx->dir holds the directory (for the free-space check).
+ */
+static int p2pkp_check_dir(char *path, const char *base, struct p2pkp_rx *rx)
 {
 	char saved = *base;
 	struct path dir;
 	int err;
 
 	*(char *)base = '\0';
-	err = kern_path(path, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &dir);
+	err = kern_path(path, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &rx->dir);
 	*(char *)base = saved;
 	if (err)
 		return err;
-	err = path_permission(&dir, MAY_WRITE | MAY_EXEC);
-	path_put(&dir);
+	err = path_permission(&rx->dir, MAY_WRITE | MAY_EXEC);
 	if (err)
 		return err;
 	/* a directory at the final name would fail the rename at the end */
@@ -1800,7 +2059,7 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		err = -EINVAL;
 		goto out;
 	}
-	err = p2pkp_check_dir(path, rx->base);
+	err = p2pkp_check_dir(path, rx->base, rx);
 	if (err)
 		goto out;
 	err = mutex_lock_interruptible(&ps->lock);
@@ -1823,8 +2082,10 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 unlock:
 	mutex_unlock(&ps->lock);
 out:
-	if (rx)
+	if (rx) {
+		path_put(&rx->dir);	/* NULL-safe when never looked up */
 		kfree(rx->tmp);
+	}
 	kvfree(rx);
 	kfree(path);
 	return err;
@@ -1993,20 +2254,31 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			    sockptr_t optval, unsigned int optlen)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
+	u64 rate;
 	u32 v;
 
 	if (level != SOL_P2PKP)
 		return -ENOPROTOOPT;
-	if (optname != P2PKP_PEER_TIMEOUT)
+	switch (optname) {
+	case P2PKP_PEER_TIMEOUT:
+		if (optlen < sizeof(v))
+			return -EINVAL;
+		if (copy_from_sockptr(&v, optval, sizeof(v)))
+			return -EFAULT;
+		if (v < P2PKP_TIMEOUT_MIN || v > P2PKP_TIMEOUT_MAX)
+			return -EINVAL;
+		WRITE_ONCE(ps->timeout_ms, v);
+		return 0;
+	case P2PKP_RATE:
+		if (optlen < sizeof(rate))
+			return -EINVAL;
+		if (copy_from_sockptr(&rate, optval, sizeof(rate)))
+			return -EFAULT;
+		WRITE_ONCE(ps->rate, rate);
+		return 0;
+	default:
 		return -ENOPROTOOPT;
-	if (optlen < sizeof(v))
-		return -EINVAL;
-	if (copy_from_sockptr(&v, optval, sizeof(v)))
-		return -EFAULT;
-	if (v < P2PKP_TIMEOUT_MIN || v > P2PKP_TIMEOUT_MAX)
-		return -EINVAL;
-	WRITE_ONCE(ps->timeout_ms, v);
-	return 0;
+	}
 }
 
 static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
@@ -2064,6 +2336,16 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 		    put_user((int)sizeof(v), optlen))
 			return -EFAULT;
 		return 0;
+	case P2PKP_RATE: {
+		u64 rate = READ_ONCE(ps->rate);
+
+		if (len < (int)sizeof(rate))
+			return -EINVAL;
+		if (copy_to_user(optval, &rate, sizeof(rate)) ||
+		    put_user((int)sizeof(rate), optlen))
+			return -EFAULT;
+		return 0;
+	}
 	case P2PKP_PEER_RESULTS:
 		return p2pkp_get_results(ps, optval, len, optlen);
 	case P2PKP_LAST_TRANSFER:

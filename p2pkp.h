@@ -56,10 +56,15 @@
  *	the bytes filled in; a short buffer gets the first entries.
  * P2PKP_LAST_TRANSFER (struct p2pkp_transfer_info, get): the last
  *	completed or failed transfer on this socket (sender or receiver).
+ * P2PKP_RATE (__u64 bytes per second, get/set, default 0 = no cap): sender:
+ *	caps the DATA payload bytes (retransmissions included) the socket
+ *	sends per second, all peers together (token bucket); takes effect at
+ *	the next write().
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2
 #define P2PKP_LAST_TRANSFER	3
+#define P2PKP_RATE		4
 
 /* p2pkp_peer_result.state */
 enum p2pkp_peer_state {

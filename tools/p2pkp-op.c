@@ -64,9 +64,9 @@ static void usage(FILE *f)
 		"  read-len:PATH:N        like write-len, with read()\n"
 		"  recvmsg:PATH           recvmsg() with the path as buffer; prints\n"
 		"                         msg_name (the sender)\n"
-		"  setsockopt:peer_timeout:MS\n"
+		"  setsockopt:peer_timeout:MS | setsockopt:rate:BYTES_PER_S\n"
 		"  setsockopt-raw:LEVEL:NAME:HEX\n"
-		"  getsockopt:peer_results|last_transfer|peer_timeout\n"
+		"  getsockopt:peer_results|last_transfer|peer_timeout|rate\n"
 		"  getsockopt-raw:LEVEL:NAME:LEN  prints optlen and the bytes in hex\n"
 		"  shutdown:rd|wr|rdwr, listen, accept, getsockname, getpeername\n"
 		"  close                  close the current socket\n"
@@ -239,8 +239,19 @@ static void do_getsockopt(const char *op, const char *what)
 			return;
 		}
 		printf("getsockopt peer_timeout = 0 value=%u\n", ms);
+	} else if (!strcmp(what, "rate")) {
+		__u64 rate = 0;
+		socklen_t len = sizeof(rate);
+
+		ret = getsockopt(cur, SOL_P2PKP, P2PKP_RATE, &rate, &len);
+		e = errno;
+		if (ret < 0) {
+			result("getsockopt rate", -1, e);
+			return;
+		}
+		printf("getsockopt rate = 0 value=%llu\n", (unsigned long long)rate);
 	} else {
-		bad(op, "expected peer_results, last_transfer or peer_timeout");
+		bad(op, "expected peer_results, last_transfer, peer_timeout or rate");
 	}
 	fflush(stdout);
 }
@@ -459,10 +470,24 @@ static void run(char *op)
 		__u32 ms;
 
 		if (!val)
-			bad(op, "expected setsockopt:peer_timeout:MS");
+			bad(op, "expected setsockopt:peer_timeout:MS or setsockopt:rate:BYTES");
 		*val++ = '\0';
+		if (!strcmp(arg, "rate")) {
+			__u64 rate;
+
+			ret = p2pkp_parse_uint(val, LLONG_MAX);
+			if (ret < 0)
+				bad(op, "bad bytes per second");
+			rate = (__u64)ret;
+			ret = setsockopt(cur, SOL_P2PKP, P2PKP_RATE, &rate, sizeof(rate));
+			e = errno;
+			snprintf(what, sizeof(what), "setsockopt rate %llu",
+				 (unsigned long long)rate);
+			result(what, ret, e);
+			return;
+		}
 		if (strcmp(arg, "peer_timeout"))
-			bad(op, "only peer_timeout can be set");
+			bad(op, "only peer_timeout and rate can be set");
 		ret = p2pkp_parse_uint(val, UINT32_MAX);
 		if (ret < 0)
 			bad(op, "bad milliseconds");

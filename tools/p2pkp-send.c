@@ -37,13 +37,16 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: " PROG " --to HOST[:PORT] [--to HOST[:PORT] ...] [--timeout MS]\n"
-		"                  [--verbose] FILE...\n"
+		"                  [--rate BYTES/s] [--verbose] FILE...\n"
 		"Send every FILE, in order, to every receiver over one AF_P2PKP socket.\n"
 		"\n"
 		"  -t, --to HOST[:PORT]  a receiver: IPv4 dotted quad or [IPv6] literal,\n"
 		"                        port default %d; repeat for more (at most %d)\n"
 		"  -T, --timeout MS      P2PKP_PEER_TIMEOUT: a peer silent this long fails\n"
 		"                        with ETIMEDOUT while the others go on\n"
+		"  -r, --rate BYTES      P2PKP_RATE: at most BYTES of file data per second\n"
+		"                        (all peers and retransmissions together); suffix\n"
+		"                        K, M, G = 1000, 1000^2, 1000^3; 0 = no cap\n"
 		"  -v, --verbose         print one line per file (size, duration) and the\n"
 		"                        per-peer results (extra getsockopt calls)\n"
 		"  -h, --help            this text\n"
@@ -55,6 +58,36 @@ static void usage(FILE *f)
 		"results to stderr, goes on with the next FILE (except after EINTR)\n"
 		"and exits 1.  Usage errors exit 2.\n",
 		P2PKP_PORT_DEFAULT, P2PKP_MAX_PEERS);
+}
+
+/* "1500000", "1.5M", "800K", "1G" (powers of 1000); -1 if malformed. */
+static int parse_rate(const char *s, unsigned long long *rate)
+{
+	unsigned long long mult = 1;
+	long double v;
+	char *end;
+
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtold(s, &end);
+	if (errno || end == s)
+		return -1;
+	if (*end == 'k' || *end == 'K')
+		mult = 1000ULL;
+	else if (*end == 'm' || *end == 'M')
+		mult = 1000000ULL;
+	else if (*end == 'g' || *end == 'G')
+		mult = 1000000000ULL;
+	if (mult != 1)
+		end++;
+	if (*end)
+		return -1;
+	v *= mult;
+	if (v < 0 || v > 1e18L)
+		return -1;
+	*rate = (unsigned long long)v;
+	return 0;
 }
 
 static const char *state_name(__u32 state)
@@ -138,6 +171,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "to", required_argument, NULL, 't' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "rate", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -146,11 +180,13 @@ int main(int argc, char **argv)
 	char cwd[PATH_MAX] = "";
 	char err[160], abuf[80];
 	long long timeout = -1;
+	unsigned long long rate = 0;
+	int rate_set = 0;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
 	int c, i, fd, family;
 
-	while ((c = getopt_long(argc, argv, "t:T:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:T:r:vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (npeers > P2PKP_MAX_PEERS) {
@@ -174,6 +210,14 @@ int main(int argc, char **argv)
 					optarg);
 				return 2;
 			}
+			break;
+		case 'r':
+			if (parse_rate(optarg, &rate)) {
+				fprintf(stderr, PROG ": --rate '%s': not a number of bytes per second (suffix K, M or G)\n",
+					optarg);
+				return 2;
+			}
+			rate_set = 1;
 			break;
 		case 'v':
 			verbose = 1;
@@ -241,6 +285,17 @@ int main(int argc, char **argv)
 
 			fprintf(stderr, PROG ": setsockopt P2PKP_PEER_TIMEOUT %u: %s (%s)\n",
 				ms, p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+	}
+	if (rate_set) {
+		__u64 r = rate;
+
+		if (setsockopt(fd, SOL_P2PKP, P2PKP_RATE, &r, sizeof(r)) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": setsockopt P2PKP_RATE %llu: %s (%s)\n",
+				rate, p2pkp_errname(e), strerror(e));
 			return 1;
 		}
 	}
