@@ -55,6 +55,8 @@
 #define PORT_BASE 7900
 #define NPORTS 8
 #define BIG_PATH 8192
+#define CTL_OFF (2 * BIG_PATH + 64)
+#define BUF_SIZE (CTL_OFF + 512)
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 enum {
@@ -348,7 +350,7 @@ static void run_sequence(long seq, timer_t t, char *buf)
 			size_t len;
 
 			for (int i = 0; i < n; i++) {
-				const char *p = rand_path(&r, buf + 4096 * (i & 1), &len,
+				const char *p = rand_path(&r, buf + BIG_PATH * (i & 1), &len,
 							  call == C_RECVMSG, seq);
 
 				iov[i].iov_base = (void *)p;
@@ -361,7 +363,7 @@ static void run_sequence(long seq, timer_t t, char *buf)
 				m.msg_name = chance(&r, 10) ? wild_ptr(&r) : (void *)&ss;
 			}
 			if (chance(&r, 10)) {
-				m.msg_control = chance(&r, 50) ? wild_ptr(&r) : buf + 6000;
+				m.msg_control = chance(&r, 50) ? wild_ptr(&r) : buf + CTL_OFF;
 				m.msg_controllen = (size_t)rnd(&r, 256);
 			}
 			arm(t, &r);
@@ -384,22 +386,31 @@ static void run_sequence(long seq, timer_t t, char *buf)
 						    -1, 0x7fffffff };
 			int olen = lens[rnd(&r, ARRAY_SIZE(lens))];
 			void *val = chance(&r, 15) ? wild_ptr(&r) : buf;
-			socklen_t gl = (socklen_t)olen;
+			socklen_t gl;
 
 			if (level == SOL_SOCKET && chance(&r, 70))
 				name = SO_RCVTIMEO;	/* keep SOL_SOCKET tame */
 			if (olen > 4096 && val == buf)
-				olen = 4096;
+				olen = 4096;	/* never let the kernel write past buf */
+			gl = (socklen_t)olen;
 			for (int i = 0; i < 8; i++)
 				buf[i] = (char)next(&r);
 			if (call == C_SETSOCKOPT) {
 				ret = setsockopt(fd, level, name, val, (socklen_t)olen);
 			} else {
+				int at = olen > 0 ? olen : 0;
+
+				memset(buf + at, 0xa5, 64);	/* canary after optlen */
 				ret = getsockopt(fd, level, name, val,
 						 chance(&r, 5) ? wild_ptr(&r) : &gl);
 				if (ret == 0 && level == SOL_P2PKP && val == buf &&
 				    (int)gl > olen && olen >= 0)
 					violation(seq, "getsockopt optlen grew past the buffer");
+				for (int i = 0; i < 64 && val == buf; i++)
+					if ((unsigned char)buf[at + i] != 0xa5) {
+						violation(seq, "getsockopt wrote past optlen");
+						break;
+					}
 			}
 			count(call, ret);
 			break;
@@ -433,7 +444,8 @@ static void *worker(void *arg)
 	long idx = (long)arg;
 	struct sigevent sev = { 0 };
 	timer_t t;
-	char *buf = malloc(BIG_PATH + 16);
+	/* two path buffers for the iovecs, then control data */
+	char *buf = malloc(BUF_SIZE);
 
 	if (!buf) {
 		fprintf(stderr, PROG ": out of memory\n");
