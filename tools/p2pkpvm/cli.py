@@ -17,6 +17,7 @@ from p2pkpvm.cluster import Cluster
 from p2pkpvm.demo import run_demo
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kvm import decide_accel
+from p2pkpvm.lossbench import add_parser as add_lossbench
 from p2pkpvm.pin import load_pin, project_root
 from p2pkpvm.topology import Topology, load_topology, topology_of_size
 from p2pkpvm.vm import guest_env, vng_path
@@ -159,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accel", choices=("kvm", "tcg"), default=None)
     s.add_argument("--size", default="8M", help="file size for head -c (default 8M)")
     s.set_defaults(fn=cmd_demo)
+    add_lossbench(sub)
     return p
 
 

@@ -6,6 +6,7 @@ import shlex
 
 import pytest
 
+from p2pkp_badnet import PeerLine, parse_netem_drops, parse_peer_lines
 from p2pkpvm.errors import TopologyError
 from p2pkpvm.netem import (
     IFB,
@@ -208,3 +209,38 @@ def test_topology_link_errors(text: str, needle: str | None) -> None:
         return
     with pytest.raises(TopologyError, match=needle):
         parse_topology(text)
+
+
+# Real output of `tc -s qdisc show dev ifb0; tc -s qdisc show dev eth0` in a guest (50% loss).
+TC_STATS = """\
+qdisc netem 8001: root refcnt 2 limit 1000 delay 10ms  2ms loss 50%
+ Sent 294 bytes 3 pkt (dropped 5, overlimits 0 requeues 0)
+ backlog 0b 0p requeues 0
+qdisc netem 8002: root refcnt 2 limit 1000 loss 50%
+ Sent 784 bytes 8 pkt (dropped 12, overlimits 0 requeues 0)
+ backlog 0b 0p requeues 0
+qdisc ingress ffff: parent ffff:fff1 ----------------
+ Sent 672 bytes 8 pkt (dropped 3, overlimits 0 requeues 0)
+ backlog 0b 0p requeues 0
+"""
+
+
+def test_netem_drops_counts_only_netem() -> None:
+    assert parse_netem_drops(TC_STATS) == 17
+    assert parse_netem_drops("qdisc fq_codel 0: root refcnt 2\n Sent 1 bytes (dropped 9, x)") == 0
+
+
+def test_peer_lines_of_p2pkp_send() -> None:
+    out = (
+        "sent /tmp/src (2097152 bytes) to 2 peers in 1222.348 ms\n"
+        "  peer 10.99.0.2:7200: DONE, 2097152 bytes acked, 1731 datagrams sent, "
+        "230 retransmitted\n"
+        "p2pkp-send: write /tmp/src: ETIMEDOUT (Connection timed out)\n"
+        "  peer [fd00:99::4]:7200: FAILED ETIMEDOUT (Connection timed out), 1400 bytes acked, "
+        "90 datagrams sent, 3 retransmitted\n"
+    )
+    peers = parse_peer_lines(out)
+    assert peers["10.99.0.2:7200"] == PeerLine("10.99.0.2:7200", "DONE", "", 2097152, 1731, 230)
+    assert peers["[fd00:99::4]:7200"] == PeerLine(
+        "[fd00:99::4]:7200", "FAILED", "ETIMEDOUT", 1400, 90, 3
+    )

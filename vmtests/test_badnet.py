@@ -1,0 +1,160 @@
+"""Bad networks (issue 4), fast suite: vm1 sends to vm2, vm3, vm4 over impaired links.
+
+The impairment is netem inside each *receiver*, on both directions of its link (p2pkpvm.netem):
+data to it and its ACKs cross one impaired hop each; the sender's own link is clean.  Reduced
+matrix: 2 transfers of 2 MiB per link (the 20 x 8 MiB campaign is test_badnet_long.py).  Each
+test also checks that the impairment really happened (netem drops, duplicate datagrams seen by
+the receivers, UDP checksum errors), so a silently clean link cannot pass for a bad one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from p2pkp_badnet import (
+    netem_drops,
+    parse_peer_lines,
+    peer_addr,
+    proc_total,
+    transfer_rounds,
+    udp_csum_errors,
+)
+from p2pkp_scenario import SEND, MiB, Scenario, next_port, q, sha256
+from p2pkpvm.cluster import ClusterView
+from p2pkpvm.impair import impair, link_cut
+from p2pkpvm.netem import Link
+
+RECEIVERS = ("vm2", "vm3", "vm4")
+ROUNDS = 2
+SIZE = 2 * MiB
+
+# issue 4 item 6: the links of the matrix, applied to every receiver (vm4 alone for one_peer).
+LINKS: dict[str, dict[str, Link]] = {
+    "loss5": {rx: Link(loss_pct=5) for rx in RECEIVERS},
+    "reorder25": {rx: Link(reorder_pct=25, delay_ms=5) for rx in RECEIVERS},
+    "dup5": {rx: Link(duplicate_pct=5) for rx in RECEIVERS},
+    "corrupt1": {rx: Link(corrupt_pct=1) for rx in RECEIVERS},
+    "delay50j20": {rx: Link(delay_ms=50, jitter_ms=20) for rx in RECEIVERS},
+    "onepeer_loss10": {"vm4": Link(loss_pct=10)},
+}
+
+
+@pytest.fixture
+def scn(
+    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
+) -> Iterator[Scenario]:
+    s = Scenario(cluster.vms, request.node.name)
+    s.setup()
+    yield s
+    s.teardown()
+
+
+def run_link_matrix(
+    scn: Scenario, cluster: ClusterView, link: str, rounds: int, size: int, ipv6: bool = False
+) -> None:
+    """`rounds` x `size` to the three receivers with LINKS[link]; checks the link was bad."""
+    tx = cluster["vm1"]
+    rxs = [cluster[n] for n in RECEIVERS]
+    before = {rx.name: (proc_total(rx), udp_csum_errors(rx)) for rx in rxs}
+    with ExitStack() as stack:
+        for name, lk in LINKS[link].items():
+            stack.enter_context(impair(cluster[name], lk))
+        report = transfer_rounds(scn, tx, rxs, rounds, size, ipv6=ipv6)
+        drops = {name: netem_drops(cluster[name]) for name in LINKS[link]}
+    after = {rx.name: (proc_total(rx), udp_csum_errors(rx)) for rx in rxs}
+    dups = sum(after[n][0]["drop_dup"] - before[n][0]["drop_dup"] for n in after)
+    csum = sum(after[n][1] - before[n][1] for n in after)
+    print(
+        f"\n{link}: {report.summary(size, len(rxs))}; netem drops {drops}, "
+        f"duplicates dropped by receivers {dups}, UDP checksum errors {csum}"
+    )
+    lk = next(iter(LINKS[link].values()))
+    if lk.loss_pct:
+        assert all(d > 0 for d in drops.values()), f"{link}: netem dropped nothing: {drops}"
+        assert report.retrans > 0, f"{link}: nothing was retransmitted despite loss"
+    if lk.duplicate_pct:
+        assert dups > 0, f"{link}: receivers saw no duplicate datagram"
+    if lk.corrupt_pct:
+        assert csum > 0, f"{link}: no UDP checksum error: corruption was not applied"
+
+
+@pytest.mark.timeout_s(900)
+@pytest.mark.parametrize("link", list(LINKS))
+def test_badnet_multipeer(scn: Scenario, cluster: ClusterView, link: str) -> None:
+    """2 x 2 MiB to 3 peers over each link of issue 4's matrix: bit-exact everywhere."""
+    run_link_matrix(scn, cluster, link, ROUNDS, SIZE)
+
+
+@pytest.mark.timeout_s(600)
+def test_badnet_ipv6_single_loss5(scn: Scenario, cluster: ClusterView) -> None:
+    """IPv6 one peer (vm1 -> vm2) with 5% loss on vm2's link: bit-exact."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    with impair(rx, loss_pct=5):
+        report = transfer_rounds(scn, tx, [rx], 1, SIZE, ipv6=True)
+        drops = netem_drops(rx)
+    print(f"\nipv6 single loss5: {report.summary(SIZE, 1)}; netem drops {drops}")
+    assert drops > 0, "netem dropped nothing on vm2"
+
+
+@pytest.mark.timeout_s(600)
+def test_badnet_ipv6_multipeer_loss5(scn: Scenario, cluster: ClusterView) -> None:
+    """IPv6, vm1 -> vm2, vm3, vm4 with 5% loss on every receiver's link: bit-exact."""
+    run_link_matrix(scn, cluster, "loss5", 1, SIZE, ipv6=True)
+
+
+@pytest.mark.timeout_s(600)
+def test_badnet_dead_peer_link_cut(scn: Scenario, cluster: ClusterView) -> None:
+    """vm4's link is cut mid-transfer: vm2 and vm3 get the file bit-exact; write fails with
+    ETIMEDOUT after P2PKP_PEER_TIMEOUT (3 s) and the per-peer results name vm4."""
+    tx = cluster["vm1"]
+    good = [cluster["vm2"], cluster["vm3"]]
+    dead = cluster["vm4"]
+    size = 8 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    port = next_port()
+    dst = scn.path("dst")
+    jobs = {rx.name: scn.receiver(rx, dst, port, timeout_ms=3000) for rx in [*good, dead]}
+    addrs = {rx.name: peer_addr(rx, port, False) for rx in [*good, dead]}
+    # vm4's inbound link at 8 Mbit/s: its 8 MiB need > 8 s, so the cut lands mid-transfer on
+    # any accelerator, while vm2 and vm3 go at full speed (a slow peer does not hold them).
+    with impair(dead, rate_mbit=8, direction="ingress"):
+        cmd = (
+            f"{SEND} --verbose --timeout 3000"
+            + "".join(f" --to {a}" for a in addrs.values())
+            + f" {q(src)}"
+        )
+        sender = scn.spawn(tx, cmd)
+        dead.wait_for(
+            "grep -qE '^sock .*role=receiver state=receiving.* bytes_received=[1-9]' "
+            "/proc/net/p2pkp",
+            timeout=120.0,
+        )
+        with link_cut(dead):
+            res = sender.wait(timeout=300.0)
+    out = res.output
+    assert res.rc == 1, f"{tx.name}: p2pkp-send should fail (exit 1), exit {res.rc}:\n{out}"
+    assert re.search(rf"^p2pkp-send: write {re.escape(src)}: ETIMEDOUT ", out, re.MULTILINE), (
+        f"{tx.name}: no 'write ... ETIMEDOUT' line:\n{out}"
+    )
+    peers = parse_peer_lines(out)
+    failed = peers.get(addrs["vm4"])
+    assert failed is not None and (failed.state, failed.errname) == ("FAILED", "ETIMEDOUT"), (
+        f"{tx.name}: vm4 ({addrs['vm4']}) not reported FAILED ETIMEDOUT:\n{out}"
+    )
+    assert failed.acked < size, f"vm4 acked everything ({failed}): the cut was too late"
+    for rx in good:
+        p = peers.get(addrs[rx.name])
+        assert p is not None and (p.state, p.acked) == ("DONE", size), (
+            f"{rx.name} ({addrs[rx.name]}) not DONE with {size} bytes:\n{out}"
+        )
+        r = jobs[rx.name].wait(timeout=60.0)
+        assert r.rc == 0, f"{rx.name}: p2pkp-recv exited {r.rc}:\n{r.output}"
+        assert sha256(rx, dst, size) == digest, f"{rx.name}: content differs"
+    # vm4 is reachable again; its receiver gives up on the silent sender (3 s) with an error.
+    r = jobs["vm4"].wait(timeout=60.0)
+    assert r.rc == 1, f"vm4: p2pkp-recv should fail after the cut, exit {r.rc}:\n{r.output}"
+    assert dead.run(f"test -e {q(dst)}", check=False).rc != 0, f"vm4: partial {dst} exists"

@@ -1,0 +1,42 @@
+"""Bad networks (issue 4), full matrix: 20 transfers of 8 MiB to 3 peers under each link.
+
+`make vm-test-long` (marker `long`).  Same links and checks as test_badnet.py's fast version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from p2pkp_scenario import MiB, Scenario
+from p2pkpvm.cluster import ClusterView
+from test_badnet import LINKS, run_link_matrix
+
+ROUNDS = 20
+SIZE = 8 * MiB
+
+
+@pytest.fixture
+def scn(
+    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
+) -> Iterator[Scenario]:
+    s = Scenario(cluster.vms, request.node.name)
+    s.setup()
+    yield s
+    s.teardown()
+
+
+@pytest.mark.long
+@pytest.mark.timeout_s(7200)
+@pytest.mark.parametrize("link", list(LINKS))
+def test_badnet_long_multipeer(scn: Scenario, cluster: ClusterView, link: str) -> None:
+    """20 x 8 MiB to vm2, vm3, vm4 over each link of issue 4's matrix: bit-exact everywhere."""
+    run_link_matrix(scn, cluster, link, ROUNDS, SIZE)
+
+
+@pytest.mark.long
+@pytest.mark.timeout_s(3600)
+def test_badnet_long_ipv6_multipeer_loss5(scn: Scenario, cluster: ClusterView) -> None:
+    """IPv6, 20 x 8 MiB to three peers at 5% loss."""
+    run_link_matrix(scn, cluster, "loss5", ROUNDS, SIZE, ipv6=True)
