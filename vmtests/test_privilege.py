@@ -167,11 +167,14 @@ def test_proc_shows_no_paths_and_temp_is_private(scn: Scenario, cluster: Cluster
 
 
 def _start_only(port: int, xid: int) -> str:
-    """Python one-liner source: send one valid START for 1 MiB to 127.0.0.1:port."""
+    """Python one-liner source: a forged sender STARTs a 1 MiB transfer, sends its first
+    chunk (so the receiver confirms it) and goes silent."""
     return (
-        "import socket,struct;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-        f"s.sendto(struct.pack('>IBBHQIIQQII',0x5032504b,1,1,0,{xid},0,0,1048576,"
-        f"{(1048576 + 1399) // 1400},1400,0),('127.0.0.1',{port}))"
+        "import socket,struct,time;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+        f"h=lambda t:struct.pack('>IBBHQII',0x5032504b,1,t,0,{xid},0,0);"
+        f"s.sendto(h(1)+struct.pack('>QQII',1048576,{(1048576 + 1399) // 1400},1400,0),"
+        f"('127.0.0.1',{port}));time.sleep(0.3);"
+        f"s.sendto(h(4)+struct.pack('>Q',0)+bytes(1400),('127.0.0.1',{port}))"
     )
 
 

@@ -592,6 +592,7 @@ def phase_flood(c: Campaign, rng: random.Random, n: int) -> None:
 
 
 def phase_baddigest(c: Campaign, rng: random.Random, n: int) -> None:
+    c.exact = False
     size = rng.randrange(1, 20 * CHUNK)
     x = FakeXfer(rng.getrandbits(64) | 1, size)
     want = c.replies[T_START_ACK] + 1
@@ -623,16 +624,22 @@ PATHISH = (
 def phase_send(c: Campaign, rng: random.Random, n: int, xid: int | None, size: int) -> None:
     """A complete, valid transfer of `size` bytes filled with path-like bytes, as a forged
     sender choosing its own id: prints the DONE status the receiver answers."""
+    c.exact = False
     x = FakeXfer(xid if xid is not None else rng.getrandbits(64) | 1, size)
     content = b"".join(rng.choice(PATHISH) for _ in range(size // 8 + 1))[:size]
-    want = c.replies[T_START_ACK] + c.replies[T_DONE] + 1
-    c.send(header(T_START, x.xid) + struct.pack(">QQII", size, x.count, CHUNK, 0) + b"", 0)
-    deadline = time.monotonic() + 10.0
-    while c.replies[T_START_ACK] + c.replies[T_DONE] < want and not c.done_status:
+    want = c.replies[T_START_ACK] + 1
+    deadline = time.monotonic() + 30.0
+    # like a real sender: START every 0.5 s (BUSY means another transfer holds the receiver)
+    while c.replies[T_START_ACK] < want and x.xid not in c.done_status:
         if time.monotonic() > deadline:
-            raise FuzzError(f"no START_ACK/DONE for id {x.xid:016x} within 10s")
-        select.select(c.socks, [], [], 0.05)
-        c.drain()
+            raise FuzzError(f"no START_ACK/DONE for id {x.xid:016x} within 30s")
+        c.send(start(x.xid, size), 0)
+        end_wait = time.monotonic() + 0.5
+        while time.monotonic() < end_wait and c.replies[T_START_ACK] < want:
+            select.select(c.socks, [], [], 0.05)
+            c.drain()
+            if x.xid in c.done_status:
+                break
     if x.xid not in c.done_status:
         for i in range(x.count):
             c.send(data(x.xid, i, content[i * CHUNK : i * CHUNK + chunk_len(size, i)]), 0)
