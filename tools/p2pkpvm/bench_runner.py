@@ -312,8 +312,9 @@ class BenchRunner:
         server = self.receivers[0]
         job = server.spawn("iperf3 -s -1 -p 5201")
         try:
+            # iperf3 block-buffers its output into a file: wait for its socket instead
             limit = time.monotonic() + 60
-            while "Server listening" not in job.output():
+            while server.run("ss -Hltn 'sport = :5201' | grep -q .", check=False).rc != 0:
                 if time.monotonic() > limit:
                     raise VMError(
                         server.name, "iperf3 -s", "not listening within 60 s:\n" + job.output(), ""
