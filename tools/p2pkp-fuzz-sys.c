@@ -398,9 +398,10 @@ static void run_sequence(long seq, timer_t t, char *buf)
 			if (call == C_SETSOCKOPT) {
 				ret = setsockopt(fd, level, name, val, (socklen_t)olen);
 			} else {
-				int at = olen > 0 ? olen : 0;
+				/* canary after optlen (val == buf: olen <= 4096) */
+				int at = val == buf && olen > 0 ? olen : 0;
 
-				memset(buf + at, 0xa5, 64);	/* canary after optlen */
+				memset(buf + at, 0xa5, 64);
 				ret = getsockopt(fd, level, name, val,
 						 chance(&r, 5) ? wild_ptr(&r) : &gl);
 				if (ret == 0 && level == SOL_P2PKP && val == buf &&
