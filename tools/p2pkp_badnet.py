@@ -23,8 +23,8 @@ from p2pkp_scenario import (
 )
 
 PEER_LINE = re.compile(
-    r"^\s*peer (\S+): (\w+)(?: (\w+) \([^)]*\))?, (\d+) bytes acked, (\d+) datagrams sent, "
-    r"(\d+) retransmitted$",
+    r"^(?:p2pkp-send:)?\s*peer (\S+): (\w+)(?: (\w+) \([^)]*\))?, (\d+) bytes acked, "
+    r"(\d+) datagrams sent, (\d+) retransmitted$",
     re.MULTILINE,
 )
 
@@ -143,7 +143,7 @@ def transfer_rounds(
         where = f"round {i}/{rounds}: {tx.name}: {cmd}"
         assert res.rc == 0, f"{where}: exit {res.rc}:\n{res.output}"
         m = re.search(
-            rf"^sent \S+ \({size} bytes\) to \d+ peers in ([\d.]+) ms$", res.output, re.MULTILINE
+            rf"^sent \S+ \({size} bytes\) to \d+ peers? in ([\d.]+) ms$", res.output, re.MULTILINE
         )
         assert m, f"{where}: no 'sent' line:\n{res.output}"
         report.ms.append(float(m[1]))

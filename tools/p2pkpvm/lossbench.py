@@ -118,7 +118,9 @@ def lossy(rxs: Sequence[VM], loss: float) -> Iterator[None]:
 
 
 def _ms(output: str, size: int) -> float:
-    m = re.search(rf"^sent \S+ \({size} bytes\) to \d+ peers in ([\d.]+) ms$", output, re.MULTILINE)
+    m = re.search(
+        rf"^sent \S+ \({size} bytes\) to \d+ peers? in ([\d.]+) ms$", output, re.MULTILINE
+    )
     if not m:
         raise HarnessError(f"p2pkp-send --verbose printed no 'sent' line:\n{output}")
     return float(m[1])

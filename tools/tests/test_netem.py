@@ -236,8 +236,8 @@ def test_peer_lines_of_p2pkp_send() -> None:
         "  peer 10.99.0.2:7200: DONE, 2097152 bytes acked, 1731 datagrams sent, "
         "230 retransmitted\n"
         "p2pkp-send: write /tmp/src: ETIMEDOUT (Connection timed out)\n"
-        "  peer [fd00:99::4]:7200: FAILED ETIMEDOUT (Connection timed out), 1400 bytes acked, "
-        "90 datagrams sent, 3 retransmitted\n"
+        "p2pkp-send:   peer [fd00:99::4]:7200: FAILED ETIMEDOUT (Connection timed out), "
+        "1400 bytes acked, 90 datagrams sent, 3 retransmitted\n"
     )
     peers = parse_peer_lines(out)
     assert peers["10.99.0.2:7200"] == PeerLine("10.99.0.2:7200", "DONE", "", 2097152, 1731, 230)
