@@ -24,6 +24,7 @@ from p2pkp_scenario import (
     rate_limited,
     send,
     sha256,
+    wait_output,
 )
 from p2pkpvm.cluster import ClusterView
 
@@ -260,8 +261,10 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
     inbox = scn.path("in")
     dst = f"{inbox}/dst"
     rx.run(f"mkdir {inbox}")
+    # The socket stays open after the read (sleep), so the sender hears the receiver's ABORT
+    # rather than an ICMP port unreachable for a closed port.
     ops = ["pid", "socket", f"bind:0.0.0.0:{port}", "alarm:0", "echo:bound", f"read:{dst}"]
-    job = scn.op_job(rx, ops, "bound")
+    job = scn.op_job(rx, [*ops, "sleep:30000"], "bound")
     pid = int(op_result(job.output(), "pid"))
     with rate_limited(tx, RATE):
         sender = scn.spawn(
@@ -273,9 +276,10 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
         rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
         partial = rx.run(f"ls -A {q(inbox)}").output.split()
         rx.run(f"kill -ALRM {pid}")
-        res = job.wait(timeout=60.0)
+        wait_output(job, r"^read .* = ", 60.0, f"{rx.name}: p2pkp-op read")
         sent = sender.wait(timeout=120.0)
-    assert op_result(res.output, f"read {dst}") == "-1 EINTR", res.output
+    res_output = job.output()
+    assert op_result(res_output, f"read {dst}") == "-1 EINTR", res_output
     # The receiver's ABORT fails the sender's peer with ECONNRESET (docs/protocol.md).
     assert op_result(sent.output, f"write {src}") == "-1 ECONNRESET", (
         f"{tx.name}: the sender did not see the receiver's abort:\n{sent.output}"

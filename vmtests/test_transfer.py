@@ -151,3 +151,15 @@ def test_recvmsg_names_the_sender(scn: Scenario, cluster: ClusterView) -> None:
     assert info and info[1] == m[1], f"{rx.name}: last_transfer said:\n{out}"
     assert info[2] == digest, "P2PKP_LAST_TRANSFER digest is not the file's SHA-256"
     assert sha256(rx, dst) == digest
+
+
+def test_send_relative_names_made_absolute(scn: Scenario, cluster: ClusterView) -> None:
+    """p2pkp-send turns a relative FILE into an absolute path (getcwd) before write()."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    _, digest = scn.make_file(tx, "rel.bin", 3000)
+    port = next_port()
+    job = scn.receiver(rx, scn.path("dst"), port)
+    # A subshell: the console shell's own directory must not change (it is removed later).
+    tx.run(f"(cd {scn.dir} && {SEND} --to {rx.ipv4}:{port} ./rel.bin)", timeout=60.0)
+    assert job.wait(timeout=60.0).rc == 0
+    assert sha256(rx, scn.path("dst")) == digest
