@@ -1,0 +1,69 @@
+"""`python -m p2pkpvm.bench_profile [--size BYTES] [--method M]`: where a transfer's CPU goes.
+
+Boots the `pair` topology, loads the module, and on the sender runs
+`perf record -e cpu-clock -a -g` around one transfer to vm2 (cpu-clock: a TCG guest has no
+PMU), then prints `perf report` (flat, by symbol) of the sender.  The receiver side is
+reported too when --receiver is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from p2pkpvm.bench_model import METHODS
+from p2pkpvm.bench_runner import (
+    BenchConfig,
+    BenchRunner,
+    recv_cmd,
+    send_cmd,
+    src_path,
+)
+from p2pkpvm.cluster import Cluster
+from p2pkpvm.topology import load_topology
+
+REPORT = "perf report -i {data} --stdio --no-children --sort dso,sym --percent-limit 1.5 2>&1"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m p2pkpvm.bench_profile", description=__doc__)
+    p.add_argument("--size", type=int, default=8 << 20, help="file size in bytes")
+    p.add_argument("--method", default="p2pkp", choices=METHODS)
+    p.add_argument("--receiver", action="store_true", help="also profile the receiver")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = BenchConfig(sizes=(args.size,), peers=(1,), caches=("warm",), reps=1)
+    with Cluster(load_topology("pair")) as cluster:
+        cluster.load_module()
+        runner = BenchRunner(list(cluster), cfg, print)
+        runner.prepare()
+        s, r = cluster[0], cluster[1]
+        port, out = 7999, "/tmp/bench/recv-profile"
+        rcmd = recv_cmd(args.method, port, out)
+        if args.receiver:
+            rcmd = f"perf record -q -e cpu-clock -a -g -o /tmp/bench/recv.data -- {rcmd}"
+        job = r.spawn(rcmd)
+        deadline = time.monotonic() + 60
+        while "listening" not in job.output():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"receiver not listening: {job.output()}")
+            time.sleep(0.2)
+        s.run(f"cat {src_path(args.size)} > /dev/null")
+        send = send_cmd(args.method, [r.ipv4], port, src_path(args.size))
+        res = s.run(
+            f"perf record -q -e cpu-clock -a -g -o /tmp/bench/send.data -- {send}; echo rc=$?",
+            timeout=600,
+        )
+        print(res.output)
+        job.wait(timeout=120)
+        print(f"== sender ({s.name}) {args.method} {args.size} B ==")
+        print(s.run(REPORT.format(data="/tmp/bench/send.data"), timeout=300).output)
+        if args.receiver:
+            print(f"== receiver ({r.name}) ==")
+            print(r.run(REPORT.format(data="/tmp/bench/recv.data"), timeout=300).output)
+        runner.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
