@@ -105,6 +105,7 @@ struct p2pkp_data {
 #define P2PKP_RTO_MAX_US	2000000U
 #define P2PKP_LINGER_MS		1000
 #define P2PKP_BLOCK_CHUNKS	64
+#define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
 #define P2PKP_DGRAM_MAX		2048
 #define P2PKP_RX_BUDGET		256
 #define P2PKP_TIMEOUT_DEF	15000U
@@ -225,6 +226,8 @@ struct p2pkp_peer {
 	bool rtt_valid;
 	u64 last_rx;			/* ns: last valid datagram */
 	u64 last_ctl;			/* ns: last START/END sent */
+	u64 rto_ns;			/* ns: last timeout retransmission */
+	u64 rack_ns;			/* ns: latest send time acknowledged */
 	u64 sent, retrans;
 	u32 peer_ts;			/* ts of the peer's last datagram */
 	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
@@ -593,6 +596,7 @@ struct p2pkp_tx {
 	u64 rate, burst, tokens, tok_ns;
 	u64 pace_ns;			/* > 0: no tokens, retry after this */
 	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
+	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
 };
 
 static u32 p2pkp_chunk_len(u64 size, u64 count, u64 c)
@@ -764,6 +768,16 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	p2pkp_rtt_sample(p, h);
 	if (cum < p->cum)
 		return;		/* reordered, stale */
+	/* newly acknowledged chunks: the latest time one of them was sent */
+	for (i = 0; p->cum + i < p->next && i < P2PKP_WIN; i++) {
+		u64 c = p->cum + i;
+
+		if (test_bit(i, p->sack))
+			continue;
+		if (c < cum || (c - cum < P2PKP_WIN &&
+				(a->bitmap[(c - cum) / 8] & (1U << ((c - cum) % 8)))))
+			p->rack_ns = max(p->rack_ns, p->sent_ns[c % P2PKP_WIN]);
+	}
 	p->cum = cum;
 	bitmap_zero(p->sack, P2PKP_WIN);
 	p->high = cum;
@@ -937,22 +951,37 @@ static bool p2pkp_pace(struct p2pkp_sock *ps, struct p2pkp_tx *tx, u32 len)
 	return false;
 }
 
-/* First chunk >= @c that peer @p needs again now, or U64_MAX. */
-static u64 p2pkp_lost(const struct p2pkp_peer *p, u64 c, u64 now)
+/*
+ * Is chunk @c of @p lost by the SACK rule?  (RACK-like, RFC 8985: a chunk
+ * sent at least srtt/4 + 1 ms after it was acknowledged, and it is older
+ * than 1.25 srtt + 1 ms.)  Once resent, it needs new evidence: a chunk
+ * sent after the retransmission must be acknowledged, else only the RTO.
+ */
+static bool p2pkp_sack_due(const struct p2pkp_peer *p, u64 c, u64 now)
 {
-	u64 reo = (u64)(p->rtt_valid ? p->srtt + p->srtt / 4 + 1000 :
+	u64 sent = p->sent_ns[c % P2PKP_WIN];
+	u64 reo = (u64)(p->rtt_valid ? p->srtt / 4 + 1000 :
 			P2PKP_RTO_INIT_US) * NSEC_PER_USEC;
+	u64 srtt = (u64)(p->rtt_valid ? p->srtt : 0) * NSEC_PER_USEC;
 
+	return sent + reo <= p->rack_ns && now - sent > srtt + reo;
+}
+
+/*
+ * First chunk >= @c that peer @p needs again now, or U64_MAX.  Chunks due
+ * only by timeout count when @rto_ok (at most P2PKP_RTO_BURST per RTO).
+ */
+static u64 p2pkp_lost(const struct p2pkp_peer *p, u64 c, u64 now,
+		      bool rto_ok)
+{
 	if (p->state != PS_DATA)
 		return U64_MAX;
 	for (c = max(c, p->cum); c < p->next; c++) {
-		u64 age = now - p->sent_ns[c % P2PKP_WIN];
-
 		if (test_bit(c - p->cum, p->sack))
 			continue;
-		/* timeout, or a later chunk arrived (SACK) and this is late */
-		if (age > (u64)p->rto * NSEC_PER_USEC ||
-		    (c < p->high && age > reo))
+		if (p2pkp_sack_due(p, c, now) ||
+		    (rto_ok && now - p->sent_ns[c % P2PKP_WIN] >
+		     (u64)p->rto * NSEC_PER_USEC))
 			return c;
 	}
 	return U64_MAX;
@@ -970,8 +999,19 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	int i, err = 0;
 
 	bitmap_zero(backoff, P2PKP_MAX_PEERS);
-	for (i = 0; i < ps->npeers; i++)
-		tx->cur[i] = p2pkp_lost(ps->peers[i], 0, now);
+	for (i = 0; i < ps->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		/*
+		 * After a timeout only the first P2PKP_RTO_BURST chunks go
+		 * again, once per RTO (which doubles): a dead peer does not
+		 * get its whole window every RTO; its ACKs, if it lives,
+		 * bring the rest back through the SACK rule.
+		 */
+		tx->rto_left[i] = now - p->rto_ns >= (u64)p->rto * NSEC_PER_USEC ?
+				  P2PKP_RTO_BURST : 0;
+		tx->cur[i] = p2pkp_lost(p, 0, now, tx->rto_left[i]);
+	}
 	for (;;) {
 		c = U64_MAX;
 		for (i = 0; i < ps->npeers; i++)
@@ -990,13 +1030,15 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			if (!p2pkp_pace(ps, tx,
 					p2pkp_chunk_len(tx->size, tx->count, c)))
 				goto out;
-			rto = now - p->sent_ns[c % P2PKP_WIN] >
-			      (u64)p->rto * NSEC_PER_USEC;
-			if (rto)
+			rto = !p2pkp_sack_due(p, c, now);
+			if (rto) {
 				__set_bit(i, backoff);
+				p->rto_ns = now;
+				tx->rto_left[i]--;
+			}
 			p2pkp_tx_data_one(ps, tx, p, c, data,
 					  rto ? P2PKP_F_ACKREQ : 0, true);
-			tx->cur[i] = p2pkp_lost(p, c + 1, now);
+			tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
 		}
 	}
 out:
@@ -1143,6 +1185,8 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		p->rtt_valid = false;
 		p->last_rx = tx->start_ns;
 		p->last_ctl = 0;
+		p->rto_ns = 0;
+		p->rack_ns = 0;
 		p->sent = 0;
 		p->retrans = 0;
 		p->peer_ts_ns = 0;
