@@ -13,7 +13,9 @@
  * (SIGUSR1, handler without SA_RESTART) interrupts it; sockets also get a
  * short P2PKP_PEER_TIMEOUT most of the time.  Peers are only the addresses
  * given with --peers (the guest's own and its cluster's) and ports
- * 7900..7907, which the threads' own receivers also bind.
+ * 7900..7907, which the threads' own receivers also bind.  Every 25th
+ * sequence first waits until no sequence runs and idles 150 ms with no
+ * P2PKP socket open: a window for an "rmmod p2pkp" loop run alongside.
  *
  * Output: "seed=S" first; at the end one line per call with its result
  * counts, then "sequences=N calls=C".  Exit 0; 1 on a contract violation
@@ -57,6 +59,8 @@
 #define BIG_PATH 8192
 #define CTL_OFF (2 * BIG_PATH + 64)
 #define BUF_SIZE (CTL_OFF + 512)
+#define QUIESCE_EVERY 25
+#define QUIESCE_US 150000
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 enum {
@@ -86,6 +90,8 @@ static atomic_long next_seq, done_seq, calls;
 static atomic_int failed;
 static atomic_long running[MAX_THREADS];	/* sequence + 1 per thread, 0 idle */
 static volatile sig_atomic_t sigs;
+/* sequences hold it shared; every QUIESCE_EVERY-th takes it exclusive and idles */
+static pthread_rwlock_t quiesce;
 
 static void on_sig(int sig)
 {
@@ -464,9 +470,17 @@ static void *worker(void *arg)
 
 		if (only >= 0 ? idx > 0 || atomic_fetch_add(&next_seq, 1) > 0 : seq >= nseq)
 			break;
+		if (seq % QUIESCE_EVERY == QUIESCE_EVERY - 1) {
+			/* no P2PKP socket in the process: a window for rmmod */
+			pthread_rwlock_wrlock(&quiesce);
+			usleep(QUIESCE_US);
+			pthread_rwlock_unlock(&quiesce);
+		}
+		pthread_rwlock_rdlock(&quiesce);
 		atomic_store(&running[idx], seq + 1);
 		run_sequence(seq, t, buf);
 		atomic_store(&running[idx], 0);
+		pthread_rwlock_unlock(&quiesce);
 		atomic_fetch_add(&done_seq, 1);
 	}
 	timer_delete(t);
@@ -591,6 +605,15 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (only >= 0)
 		nthreads = 1;
+	{
+		pthread_rwlockattr_t ra;
+
+		/* writer preference: the quiescing sequence is not starved */
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra,
+					      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&quiesce, &ra);
+	}
 	for (long i = 0; i < nthreads; i++)
 		if (pthread_create(&th[i], NULL, worker, (void *)i)) {
 			fprintf(stderr, PROG ": pthread_create failed\n");
