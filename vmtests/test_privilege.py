@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -217,5 +218,8 @@ def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -
         f"| grep -v -e '^/tmp/p2pkp-job-' -e '^/run/' || true",
         timeout=120.0,
     ).output.split()
-    assert new == [dest], f"files created besides {dest}: {new}"
+    # The guest's /tmp and /etc are overlays on the host's: files the host (other sessions)
+    # writes meanwhile show through.  A file written in the guest exists only there.
+    guest_only = [p for p in new if not Path(p).exists()]
+    assert guest_only == [dest], f"files created besides {dest}: {guest_only} (all new: {new})"
     rx.run(f"rm -f {marker}")
