@@ -2,7 +2,8 @@
 
 The impairment is netem inside each *receiver*, on both directions of its link (p2pkpvm.netem):
 data to it and its ACKs cross one impaired hop each; the sender's own link is clean.  Reduced
-matrix: 2 transfers of 2 MiB per link (the 20 x 8 MiB campaign is test_badnet_long.py).  Each
+matrix: 1 transfer of 2 MiB per link (the 20 x 8 MiB campaign and IPv6 single peer under loss
+are in test_badnet_long.py; a clean IPv6 single peer is test_transfer.py's).  Each
 test also checks that the impairment really happened (netem drops, duplicate datagrams seen by
 the receivers, UDP checksum errors), so a silently clean link cannot pass for a bad one.
 """
@@ -29,7 +30,7 @@ from p2pkpvm.impair import clear, impair, link_cut
 from p2pkpvm.netem import Link
 
 RECEIVERS = ("vm2", "vm3", "vm4")
-ROUNDS = 2
+ROUNDS = 1
 SIZE = 2 * MiB
 
 # issue 4 item 6: the links of the matrix, applied to every receiver (vm4 alone for one_peer).
@@ -88,19 +89,8 @@ def run_link_matrix(
 @pytest.mark.timeout_s(900)
 @pytest.mark.parametrize("link", list(LINKS))
 def test_badnet_multipeer(scn: Scenario, cluster: ClusterView, link: str) -> None:
-    """2 x 2 MiB to 3 peers over each link of issue 4's matrix: bit-exact everywhere."""
+    """2 MiB to 3 peers over each link of issue 4's matrix: bit-exact everywhere."""
     run_link_matrix(scn, cluster, link, ROUNDS, SIZE)
-
-
-@pytest.mark.timeout_s(600)
-def test_badnet_ipv6_single_loss5(scn: Scenario, cluster: ClusterView) -> None:
-    """IPv6 one peer (vm1 -> vm2) with 5% loss on vm2's link: bit-exact."""
-    tx, rx = cluster["vm1"], cluster["vm2"]
-    with impair(rx, loss_pct=5):
-        report = transfer_rounds(scn, tx, [rx], 1, SIZE, ipv6=True)
-        drops = netem_drops(rx)
-    print(f"\nipv6 single loss5: {report.summary(SIZE, 1)}; netem drops {drops}")
-    assert drops > 0, "netem dropped nothing on vm2"
 
 
 @pytest.mark.timeout_s(600)

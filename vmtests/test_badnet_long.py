@@ -9,9 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from p2pkp_badnet import netem_drops, transfer_rounds
 from p2pkp_scenario import MiB, Scenario
 from p2pkpvm.cluster import ClusterView
+from p2pkpvm.impair import impair
 from test_badnet import LINKS, run_link_matrix
+from test_badnet import SIZE as FAST_SIZE
 
 ROUNDS = 20
 SIZE = 8 * MiB
@@ -40,3 +43,15 @@ def test_badnet_long_multipeer(scn: Scenario, cluster: ClusterView, link: str) -
 def test_badnet_long_ipv6_multipeer_loss5(scn: Scenario, cluster: ClusterView) -> None:
     """IPv6, 20 x 8 MiB to three peers at 5% loss."""
     run_link_matrix(scn, cluster, "loss5", ROUNDS, SIZE, ipv6=True)
+
+
+@pytest.mark.long
+@pytest.mark.timeout_s(3600)
+def test_badnet_long_ipv6_single_loss5(scn: Scenario, cluster: ClusterView) -> None:
+    """IPv6 one peer (vm1 -> vm2), 20 x 8 MiB with 5% loss on vm2's link: bit-exact."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    with impair(rx, loss_pct=5):
+        report = transfer_rounds(scn, tx, [rx], ROUNDS, SIZE, ipv6=True)
+        drops = netem_drops(rx)
+    print(f"\nipv6 single loss5: {report.summary(SIZE, 1)}; netem drops {drops}")
+    assert drops > 0, "netem dropped nothing on vm2"
