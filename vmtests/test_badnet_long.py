@@ -14,7 +14,6 @@ from p2pkp_scenario import MiB, Scenario
 from p2pkpvm.cluster import ClusterView
 from p2pkpvm.impair import impair
 from test_badnet import LINKS, run_link_matrix
-from test_badnet import SIZE as FAST_SIZE
 
 ROUNDS = 20
 SIZE = 8 * MiB
