@@ -506,12 +506,23 @@ class Campaign:
         self.pending = 0
 
     def wait_reply(
-        self, type_: int, want: int, xid: int | None = None, timeout: float = 10.0
+        self,
+        type_: int,
+        want: int,
+        xid: int | None = None,
+        timeout: float = 10.0,
+        resend: bytes | None = None,
     ) -> None:
-        """Wait until `want` replies of `type_` arrived in total (DONE: or one for xid)."""
+        """Wait until `want` replies of `type_` arrived in total (DONE: or one for xid).
+        `resend` goes again every 0.25 s, like a sender's retransmission: a START_ACK to a
+        source not yet confirmed is rate-limited by the receiver (100/s shared with BUSY)."""
         deadline = time.monotonic() + timeout
+        again = time.monotonic() + 0.25
         self.drain()
         while self.replies[type_] < want:
+            if resend is not None and time.monotonic() > again:
+                self.send(resend, 0)
+                again = time.monotonic() + 0.25
             if xid is not None and xid in self.done_status:
                 return
             if time.monotonic() > deadline:
@@ -560,7 +571,7 @@ def phase_xfer(c: Campaign, rng: random.Random, n: int) -> None:
         x = FakeXfer(rng.getrandbits(64) | 1, size)
         want = c.replies[T_START_ACK] + 1
         c.send(start(x.xid, x.size), 0)
-        c.wait_reply(T_START_ACK, want)
+        c.wait_reply(T_START_ACK, want, resend=start(x.xid, x.size))
         per = min(left - 2, rng.randrange(50, 600))
         for i in range(max(0, per)):
             if i % 64 == 63:  # keep the transfer alive: same START again -> START_ACK
@@ -597,7 +608,7 @@ def phase_baddigest(c: Campaign, rng: random.Random, n: int) -> None:
     x = FakeXfer(rng.getrandbits(64) | 1, size)
     want = c.replies[T_START_ACK] + 1
     c.send(start(x.xid, size), 0)
-    c.wait_reply(T_START_ACK, want)
+    c.wait_reply(T_START_ACK, want, resend=start(x.xid, size))
     for i in range(x.count):
         c.send(data(x.xid, i, rng.randbytes(chunk_len(size, i))), 0)
     c.send(end(x.xid, size, bytes(32)), 0)
