@@ -23,7 +23,10 @@ from p2pkpvm.bench_runner import (
 from p2pkpvm.cluster import Cluster
 from p2pkpvm.topology import load_topology
 
-REPORT = "perf report -i {data} --stdio --no-children --sort dso,sym --percent-limit 1.5 2>&1"
+REPORT = (
+    "perf report -i {data} --stdio -g none --no-children --sort dso,sym --percent-limit 1 "
+    "2>&1 | cat"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
