@@ -26,9 +26,10 @@ PYTEST_ARGS ?=
 VMS      ?= 2
 
 .PHONY: all module tools deps venv vm-test vm-test-long vm-shell demo check unit w1 \
-	checkpatch lint clean help crashme kernel
+	checkpatch lint clean help crashme kernel \
+	bench bench-tools lossbench
 
-all: module tools
+all: module tools bench-tools
 
 help:
 	@echo "make            build p2pkp.ko (against the pinned kernel) and tools/"
@@ -39,6 +40,8 @@ help:
 	@echo "make demo       boot 3 guests, send one file from vm1 to vm2 and vm3"
 	@echo "make check      checkpatch --strict, W=1 build, ruff, mypy, unit tests"
 	@echo "make clean      remove build output"
+	@echo "make bench [QUICK=1]  P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
+	@echo "make lossbench  goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
 	@echo "make kernel     build the debug kernel (KASAN, UBSAN, lockdep, kmemleak; cached)"
 	@echo "Variables: KERNEL=stock|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'  P2PKP_ACCEL=kvm|tcg"
 
@@ -104,6 +107,21 @@ w1: deps
 check: checkpatch w1 lint unit
 	$(MAKE) -C tools
 
+bench-tools:
+	$(MAKE) -C tools/bench
+
+# Benchmarks (issue 5) and loss measurements (issue 4): numbers, never assertions.
+QUICK ?=
+BENCH_ARGS ?=
+LOSSBENCH_ARGS ?=
+bench: deps
+	$(MAKE) all
+	$(PY) -m p2pkpvm.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+lossbench: deps
+	$(MAKE) all
+	$(PY) -m p2pkpvm lossbench $(LOSSBENCH_ARGS)
+
 crashme:
 	@kernel/check-build.sh $(KDIR)
 	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme modules
@@ -112,6 +130,7 @@ clean:
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme clean
 	-$(MAKE) -C tools clean
+	-$(MAKE) -C tools/bench clean
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
 # ---- debug kernel (issue 6) ---------------------------------------------------
