@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from p2pkpvm import kbuild
+from p2pkpvm.pin import project_root
 
 _VALUE = r"(y|m|n|-?\d+|0x[0-9a-fA-F]+|\"[^\"]*\")"
 FRAGMENT_LINE = re.compile(
@@ -158,3 +161,42 @@ def test_path_of_an_unbuilt_kernel_fails_clearly(
     assert "not built" in err
     assert "make kernel" in err
     assert str(tmp_path) in err
+
+
+def _make(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, P2PKP_CACHE=str(cache))
+    env.pop("KDIR", None)
+    env.pop("KERNEL", None)
+    return subprocess.run(
+        ["make", "-s", "-n", *args],
+        cwd=project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_make_kernel_debug_without_a_build_says_what_to_do(tmp_path: Path) -> None:
+    proc = _make(["module", "KERNEL=debug"], tmp_path)
+    assert "debug-kernel-not-built" in proc.stdout
+    assert "run `make kernel`" in proc.stderr
+
+
+def test_make_kernel_debug_uses_the_cached_tree(tmp_path: Path) -> None:
+    kb = kbuild.plan("debug")
+    fake = kbuild.KernelBuild(kb.version, kb.flavour, kb.key)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("P2PKP_CACHE", str(tmp_path))
+        fake.directory.mkdir(parents=True)
+        (fake.directory / kbuild.COMPLETE_STAMP).write_text("{}")
+        expected = fake.directory
+    proc = _make(["module", "KERNEL=debug"], tmp_path)
+    assert f"-C {expected} M=" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_make_rejects_an_unknown_kernel(tmp_path: Path) -> None:
+    proc = _make(["module", "KERNEL=bogus"], tmp_path)
+    assert proc.returncode != 0
+    assert "KERNEL=bogus: expected stock or debug" in proc.stderr
