@@ -29,7 +29,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -260,17 +259,25 @@ def ensure_source(pin: KernelPin, kb: KernelBuild) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     print(f"kernel: extracting {pin.source_tarball} -> {kb.source}", flush=True)
-    top = pin.source_tarball.name.removesuffix(".tar.xz") + "/"
-    with tarfile.open(pin.source_tarball, "r:xz") as tar:
-        members = []
-        for member in tar.getmembers():
-            if not member.name.startswith(top):
-                continue
-            member.name = member.name[len(top) :]
-            members.append(member)
-        tar.extractall(tmp, members=members, filter="tar")
+    top = pin.source_tarball.name.removesuffix(".tar.xz")
+    cmd = [
+        "nice",
+        "-n",
+        "19",
+        "tar",
+        "-xJf",
+        str(pin.source_tarball),
+        "-C",
+        str(tmp),
+        "--strip-components=1",
+        top,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise KbuildError(f"extracting {pin.source_tarball} failed: {proc.stderr.strip()}")
     if not (tmp / "Makefile").is_file():
-        raise KbuildError(f"{pin.source_tarball} has no {top}Makefile: not a kernel source")
+        raise KbuildError(f"{pin.source_tarball} has no {top}/Makefile: not a kernel source")
     tmp.rename(kb.source)
     return kb.source
 
