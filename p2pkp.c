@@ -1941,6 +1941,11 @@ static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
 		p2pkp_drop(ps, P2PKP_ST_DROP_LENGTH);
 		return 0;
 	}
+	if (!n) {
+		/* An empty datagram is shorter than any header. */
+		p2pkp_drop(ps, P2PKP_ST_DROP_SHORT);
+		return 0;
+	}
 	*fromlen = msg.msg_namelen;
 	return n;
 }

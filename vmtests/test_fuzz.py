@@ -133,12 +133,6 @@ def test_wire_fuzz_long(scn: Scenario, cluster: ClusterView) -> None:
     wire_campaign(scn, cluster["vm1"], 34000, seed())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="module bug: a zero-length datagram is counted in dgrams_received but not in "
-    "drop_short/dgrams_dropped (p2pkp_recv_file skips n == 0); docs/protocol.md 2.1 says every "
-    "datagram shorter than the header is counted",
-)
 @pytest.mark.topology("pair")
 @pytest.mark.timeout_s(300)
 def test_wire_empty_datagrams_counted(scn: Scenario, cluster: ClusterView) -> None:
