@@ -29,18 +29,30 @@ class DeadlineExceeded(Exception):
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("p2pkp", "P2PKP VM harness")
-    group.addoption("--accel", choices=("kvm", "tcg"), default=None,
-                    help="force KVM or TCG (default: probe KVM, cached per host boot)")
-    group.addoption("--topology", default="quad",
-                    help="default topology for tests without a topology marker")
-    group.addoption("--kernel", default="stock", choices=("stock",),
-                    help="kernel to boot (reserved: only the pinned stock kernel for now)")
+    group.addoption(
+        "--accel",
+        choices=("kvm", "tcg"),
+        default=None,
+        help="force KVM or TCG (default: probe KVM, cached per host boot)",
+    )
+    group.addoption(
+        "--topology", default="quad", help="default topology for tests without a topology marker"
+    )
+    group.addoption(
+        "--kernel",
+        default="stock",
+        choices=("stock",),
+        help="kernel to boot (reserved: only the pinned stock kernel for now)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[MANAGER_KEY] = ClusterManager(accel=config.getoption("accel"))
-    config.addinivalue_line("markers", "expect_crash: the test crashes a guest on purpose; "
-                            "crash signatures do not fail it (the guest is still replaced)")
+    config.addinivalue_line(
+        "markers",
+        "expect_crash: the test crashes a guest on purpose; "
+        "crash signatures do not fail it (the guest is still replaced)",
+    )
     logging.getLogger("p2pkpvm").setLevel(logging.INFO)
 
 

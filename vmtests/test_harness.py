@@ -34,8 +34,7 @@ def test_every_guest_reaches_every_other(cluster: ClusterView) -> None:
             for addr in (peer.ipv4, peer.ipv6):
                 assert addr
                 res = vm.run(f"ping -c1 -W5 {addr}", timeout=30, check=False)
-                assert res.rc == 0, f"{vm.name} cannot reach {peer.name} at {addr}:\n" \
-                                    f"{res.output}"
+                assert res.rc == 0, f"{vm.name} cannot reach {peer.name} at {addr}:\n{res.output}"
     assert len(macs) == 4, f"guests share MAC addresses: {macs}"
 
 
@@ -126,15 +125,20 @@ def test_sigterm_tears_everything_down(request: pytest.FixtureRequest) -> None:
     if accel:
         argv += ["--accel", accel]
     env = dict(os.environ, PYTHONPATH=str(project_root() / "tools"))
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         line = _read_line(proc, "READY", timeout=480)
         fields = dict(f.split("=", 1) for f in line.split()[1:])
         ns = fields["netns"]
         assert ns in list_namespaces()
-        pids = [int(p) for p in subprocess.run(["ip", "netns", "pids", ns], check=True,
-                                               capture_output=True, text=True).stdout.split()]
+        pids = [
+            int(p)
+            for p in subprocess.run(
+                ["ip", "netns", "pids", ns], check=True, capture_output=True, text=True
+            ).stdout.split()
+        ]
         assert pids, f"no process runs in {ns}"
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)

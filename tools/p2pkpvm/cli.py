@@ -43,9 +43,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     with Cluster(_topology(args), accel=args.accel) as cluster:
         if args.module:
             cluster.load_module()
-        print(f"READY run_id={cluster.run_id} netns={cluster.netns.name} "
-              f"logdir={cluster.logdir} boot_s="
-              + ",".join(f"{v.name}:{v.boot_seconds:.1f}" for v in cluster.vms), flush=True)
+        print(
+            f"READY run_id={cluster.run_id} netns={cluster.netns.name} "
+            f"logdir={cluster.logdir} boot_s="
+            + ",".join(f"{v.name}:{v.boot_seconds:.1f}" for v in cluster.vms),
+            flush=True,
+        )
         if args.hold:
             signal.pause()
     return 0
@@ -53,8 +56,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_shell(args: argparse.Namespace) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("p2pkpvm shell: needs an interactive terminal (stdin and stdout are not TTYs); "
-              "use `python -m p2pkpvm up` or the test suite in CI", file=sys.stderr)
+        print(
+            "p2pkpvm shell: needs an interactive terminal (stdin and stdout are not TTYs); "
+            "use `python -m p2pkpvm up` or the test suite in CI",
+            file=sys.stderr,
+        )
         return 2
     if shutil.which("tmux") is None:
         print("p2pkpvm shell: tmux not found (run `make deps`)", file=sys.stderr)
@@ -75,19 +81,22 @@ def cmd_shell(args: argparse.Namespace) -> int:
                 f"--netns {cluster.netns.name} --accel {cluster.accel} "
                 f"--run-id {cluster.run_id} --logdir {shlex.quote(str(cluster.logdir))}"
                 + (" --no-module" if args.no_module else "")
-                + "; echo; read -r -p 'guest ended; press Enter to close this pane' _")
-        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50",
-                        panes[0]], check=True)
+                + "; echo; read -r -p 'guest ended; press Enter to close this pane' _"
+            )
+        subprocess.run(
+            ["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "50", panes[0]],
+            check=True,
+        )
         for pane in panes[1:]:
             subprocess.run(["tmux", "split-window", "-t", session, pane], check=True)
             subprocess.run(["tmux", "select-layout", "-t", session, "tiled"], check=True)
-        subprocess.run(["tmux", "set-option", "-t", session, "remain-on-exit", "off"],
-                       check=True)
+        subprocess.run(["tmux", "set-option", "-t", session, "remain-on-exit", "off"], check=True)
         print(f"tmux session {session}: {len(panes)} guests booting (logs: {cluster.logdir})")
         subprocess.run(["tmux", "attach-session", "-t", session], check=False)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], check=False,
-                       stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["tmux", "kill-session", "-t", session], check=False, stderr=subprocess.DEVNULL
+        )
         cluster.close()
         print(f"torn down: namespace {cluster.netns.name} and all guests of {session}")
     return 0
@@ -101,14 +110,18 @@ def cmd_guest(args: argparse.Namespace) -> int:
         print(f"{args.name}: booting ({args.accel}) ...", flush=True)
         t0 = time.monotonic()
         vm = cluster.attach_guest(args.netns, args.name, args.accel)
-        print(f"{args.name}: shell after {vm.boot_seconds:.1f} s; waiting for peers ...",
-              flush=True)
+        print(
+            f"{args.name}: shell after {vm.boot_seconds:.1f} s; waiting for peers ...", flush=True
+        )
         cluster.wait_reachable(timeout=600.0)
         if not args.no_module:
             cluster.load_module()
             print(f"{args.name}: p2pkp loaded", flush=True)
-        print(f"{args.name}: ready after {time.monotonic() - t0:.1f} s (ipv4 {vm.ipv4}); "
-              "exit the shell to end this guest", flush=True)
+        print(
+            f"{args.name}: ready after {time.monotonic() - t0:.1f} s (ipv4 {vm.ipv4}); "
+            "exit the shell to end this guest",
+            flush=True,
+        )
         vm.interact()
     finally:
         cluster.close()
@@ -120,9 +133,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m p2pkpvm",
-                                description="P2PKP VM harness (virtme-ng guests on a private "
-                                            "bridge in a network namespace)")
+    p = argparse.ArgumentParser(
+        prog="python -m p2pkpvm",
+        description="P2PKP VM harness (virtme-ng guests on a private "
+        "bridge in a network namespace)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log harness steps")
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -155,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-module", action="store_true")
     s.set_defaults(fn=cmd_guest)
 
-    s = sub.add_parser("demo", help="send a file from vm1 to vm2 and vm3; sizes, sha256, "
-                                    "syscalls")
+    s = sub.add_parser("demo", help="send a file from vm1 to vm2 and vm3; sizes, sha256, syscalls")
     s.add_argument("--accel", choices=("kvm", "tcg"), default=None)
     s.add_argument("--size", default="8M", help="file size for head -c (default 8M)")
     s.set_defaults(fn=cmd_demo)
@@ -166,8 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
     if os.environ.get("P2PKP_DEBUG"):
         logging.getLogger().setLevel(logging.DEBUG)
     try:

@@ -47,10 +47,16 @@ def new_run_id() -> str:
 class Cluster:
     """Guests of `topology` on one bridge in a private network namespace."""
 
-    def __init__(self, topology: Topology, accel: str | None = None,
-                 kernel: Path | None = None, logdir: Path | None = None,
-                 module: Path | None = None, boot_timeout: float = 420.0,
-                 run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        accel: str | None = None,
+        kernel: Path | None = None,
+        logdir: Path | None = None,
+        module: Path | None = None,
+        boot_timeout: float = 420.0,
+        run_id: str | None = None,
+    ) -> None:
         self.topology = topology
         self.run_id = run_id or new_run_id()
         self.logdir = logdir or project_root() / "out" / self.run_id
@@ -84,8 +90,9 @@ class Cluster:
         self.start()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def start(self, load_module: bool = False) -> None:
@@ -97,9 +104,14 @@ class Cluster:
             self._parallel(lambda vm: self._boot(vm), "boot")
             self.wait_reachable(timeout=120.0)
             self.apply_links()
-            log.info("cluster %s (%d guests, %s) up and connected in %.1f s; logs in %s",
-                     self.topology.name, len(self.vms), self.accel, time.monotonic() - t0,
-                     self.logdir)
+            log.info(
+                "cluster %s (%d guests, %s) up and connected in %.1f s; logs in %s",
+                self.topology.name,
+                len(self.vms),
+                self.accel,
+                time.monotonic() - t0,
+                self.logdir,
+            )
             if load_module:
                 self.load_module()
         except BaseException:
@@ -111,8 +123,7 @@ class Cluster:
         _register(self)
         self.logdir.mkdir(parents=True, exist_ok=True)
         vng = vng_path()
-        self.accel = decide_accel(self.kernel, vng, guest_env(vng),
-                                  forced=self._accel_forced).accel
+        self.accel = decide_accel(self.kernel, vng, guest_env(vng), forced=self._accel_forced).accel
         self.netns.create(len(self.topology.guests))
 
     def attach_guest(self, netns: str, name: str, accel: str) -> VM:
@@ -129,17 +140,31 @@ class Cluster:
         return vm
 
     def _make_vm(self, index: int, g: GuestSpec) -> VM:
-        spec = VngSpec(kernel=self.kernel, name=g.name, accel=self.accel, cpus=g.cpus,
-                       memory=g.memory, cwd=project_root(), shell=GUEST_SHELL,
-                       nics=(NicSpec(tap=f"tap{index}", mac=guest_mac(self.run_id, index)),))
-        return VM(spec, self.logdir, netns=self.netns.name, ipv4=str(g.ipv4.ip),
-                  ipv6=str(g.ipv6.ip) if g.ipv6 else None)
+        spec = VngSpec(
+            kernel=self.kernel,
+            name=g.name,
+            accel=self.accel,
+            cpus=g.cpus,
+            memory=g.memory,
+            cwd=project_root(),
+            shell=GUEST_SHELL,
+            nics=(NicSpec(tap=f"tap{index}", mac=guest_mac(self.run_id, index)),),
+        )
+        return VM(
+            spec,
+            self.logdir,
+            netns=self.netns.name,
+            ipv4=str(g.ipv4.ip),
+            ipv6=str(g.ipv6.ip) if g.ipv6 else None,
+        )
 
     def _boot(self, vm: VM) -> None:
         vm.start(self.boot_timeout)
         with (self.logdir / "boot-times.log").open("a") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} {vm.name} shell after {vm.boot_seconds:.1f} s "
-                    f"({self.accel})\n")
+            f.write(
+                f"{time.strftime('%H:%M:%S')} {vm.name} shell after {vm.boot_seconds:.1f} s "
+                f"({self.accel})\n"
+            )
         g = self.topology.guest(vm.name)
         mac = vm.spec.nics[0].mac
         # udev may rename the NIC (enp0sN) despite net.ifnames=0: find it by MAC, call it eth0.
@@ -152,8 +177,9 @@ class Cluster:
             cmd += f" && ip -6 addr add {g.ipv6} dev eth0 nodad"
         vm.run(cmd, timeout=30)
 
-    def _parallel(self, fn: Callable[[VM], Any], what: str,
-                  vms: list[VM] | None = None) -> list[Any]:
+    def _parallel(
+        self, fn: Callable[[VM], Any], what: str, vms: list[VM] | None = None
+    ) -> list[Any]:
         """fn on every VM in threads; raise HarnessError listing every failure."""
         vms = self.vms if vms is None else vms
         with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
@@ -168,8 +194,10 @@ class Cluster:
         if len(errors) == 1:
             raise errors[0][1]
         if errors:
-            raise HarnessError(f"{what} failed on {len(errors)} guests:\n" +
-                               "\n".join(f"{exc}" for _vm, exc in errors))
+            raise HarnessError(
+                f"{what} failed on {len(errors)} guests:\n"
+                + "\n".join(f"{exc}" for _vm, exc in errors)
+            )
         return results
 
     def wait_reachable(self, timeout: float, vms: list[VM] | None = None) -> None:
@@ -181,33 +209,48 @@ class Cluster:
             peers = [str(g.ipv4.ip) for g in others]
             if vm.ipv6:
                 peers += [str(g.ipv6.ip) for g in others if g.ipv6]
-            script = (f"for a in {' '.join(peers)}; do until ping -c1 -W1 -q $a >/dev/null "
-                      "2>&1; do sleep 0.2; done; done")
-            vm.run(f"timeout {t} sh -c {shlex.quote(script)} || "
-                   f"{{ echo 'not all peers answered within {t} s'; ip -br addr; false; }}",
-                   timeout=timeout + 15)
+            script = (
+                f"for a in {' '.join(peers)}; do until ping -c1 -W1 -q $a >/dev/null "
+                "2>&1; do sleep 0.2; done; done"
+            )
+            vm.run(
+                f"timeout {t} sh -c {shlex.quote(script)} || "
+                f"{{ echo 'not all peers answered within {t} s'; ip -br addr; false; }}",
+                timeout=timeout + 15,
+            )
 
         self._parallel(check, "reachability check", vms)
 
     def apply_links(self, vms: list[VM] | None = None) -> None:
         """Impair each guest's link as its topology says (after reachability: boot-time pings
         stay fast).  Guests with a clean link are left alone."""
-        todo = [vm for vm in (self.vms if vms is None else vms)
-                if not self.topology.guest(vm.name).link.clean]
+        todo = [
+            vm
+            for vm in (self.vms if vms is None else vms)
+            if not self.topology.guest(vm.name).link.clean
+        ]
         if todo:
-            self._parallel(lambda vm: apply_link(vm, self.topology.guest(vm.name).link),
-                           "link impairment", todo)
+            self._parallel(
+                lambda vm: apply_link(vm, self.topology.guest(vm.name).link),
+                "link impairment",
+                todo,
+            )
 
     def load_module(self, path: Path | None = None) -> None:
         """insmod the module in every guest where it is not loaded yet."""
         path = path or self.module
         if not path.exists():
             raise HarnessError(f"module {path} not built (run `make`)")
-        self._parallel(lambda vm: vm.run(
-            f"grep -q '^{MODULE_NAME} ' /proc/modules || insmod {path}", timeout=60), "insmod")
+        self._parallel(
+            lambda vm: vm.run(
+                f"grep -q '^{MODULE_NAME} ' /proc/modules || insmod {path}", timeout=60
+            ),
+            "insmod",
+        )
 
-    def run_all(self, cmd: str, timeout: float = 30.0,
-                check: bool = True) -> dict[str, CommandResult]:
+    def run_all(
+        self, cmd: str, timeout: float = 30.0, check: bool = True
+    ) -> dict[str, CommandResult]:
         res = self._parallel(lambda vm: vm.run(cmd, timeout=timeout, check=check), cmd)
         return {vm.name: r for vm, r in zip(self.vms, res, strict=True)}
 

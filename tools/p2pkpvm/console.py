@@ -61,13 +61,15 @@ class Console:
         try:
             self.child.expect(rf"{re.escape(self.vm)}:[^\n]*[#$] ", timeout=timeout)
         except pexpect.TIMEOUT as exc:
-            raise BootError(self.vm, "", f"no shell prompt within {timeout:.0f} s",
-                            self.tail()) from exc
+            raise BootError(
+                self.vm, "", f"no shell prompt within {timeout:.0f} s", self.tail()
+            ) from exc
         except pexpect.EOF as exc:
             raise BootError(self.vm, "", "qemu exited during boot", self.tail()) from exc
         self.child.sendline(
             "stty -echo cols 4096; bind 'set enable-bracketed-paste off' 2>/dev/null; "
-            f"unset PROMPT_COMMAND; PS2=''; PS1={split_literal(self.prompt)}")
+            f"unset PROMPT_COMMAND; PS2=''; PS1={split_literal(self.prompt)}"
+        )
         self.sync(timeout=max(15.0, timeout / 4))
 
     def sync(self, timeout: float) -> None:
@@ -78,8 +80,9 @@ class Console:
             self.child.expect_exact(marker, timeout=timeout)
             self.child.expect_exact(self.prompt, timeout=timeout)
         except pexpect.TIMEOUT as exc:
-            raise GuestDied(self.vm, "", f"console did not answer within {timeout:.0f} s",
-                            self.tail()) from exc
+            raise GuestDied(
+                self.vm, "", f"console did not answer within {timeout:.0f} s", self.tail()
+            ) from exc
         except pexpect.EOF as exc:
             raise GuestDied(self.vm, "", "qemu exited", self.tail()) from exc
 
@@ -88,18 +91,21 @@ class Console:
         marker = self._next("RC")
         half = len(marker) // 2
         self.child.sendline(
-            f"{{ {cmd}\n}} </dev/null; printf '{marker[:half]}''{marker[half:]} %d\\n' $?")
+            f"{{ {cmd}\n}} </dev/null; printf '{marker[:half]}''{marker[half:]} %d\\n' $?"
+        )
         try:
             self.child.expect(re.escape(marker) + r" (\d+)\r*\n", timeout=timeout)
             output = self.child.before
             rc = int(self.child.match.group(1))
             self.child.expect_exact(self.prompt, timeout=max(5.0, timeout))
         except pexpect.TIMEOUT as exc:
-            raise CommandTimeout(self.vm, cmd, f"no result within {timeout:.1f} s",
-                                 self.tail()) from exc
+            raise CommandTimeout(
+                self.vm, cmd, f"no result within {timeout:.1f} s", self.tail()
+            ) from exc
         except pexpect.EOF as exc:
-            raise GuestDied(self.vm, cmd, "qemu exited while running the command",
-                            self.tail()) from exc
+            raise GuestDied(
+                self.vm, cmd, "qemu exited while running the command", self.tail()
+            ) from exc
         return CommandResult(rc=rc, output=clean(output))
 
     def interrupt(self, timeout: float = 15.0) -> None:

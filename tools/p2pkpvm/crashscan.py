@@ -31,10 +31,14 @@ def scan(text: str) -> list[Finding]:
     except ImportError:
         mod = None
     if mod is not None and hasattr(mod, "scan"):
-        return [Finding(kind=str(r.kind), title=str(r.title), summary=str(r.summary()))
-                for r in mod.scan(text)]
-    return [Finding(kind="crash", title=m.group(1).strip(), summary=m.group(1).strip())
-            for m in _FALLBACK.finditer(text)]
+        return [
+            Finding(kind=str(r.kind), title=str(r.title), summary=str(r.summary()))
+            for r in mod.scan(text)
+        ]
+    return [
+        Finding(kind="crash", title=m.group(1).strip(), summary=m.group(1).strip())
+        for m in _FALLBACK.finditer(text)
+    ]
 
 
 def summarize(findings: list[Finding]) -> str:

@@ -25,20 +25,25 @@ def run_demo(accel: str | None, size: str) -> int:
     with Cluster(load_topology("trio"), accel=accel) as cluster:
         cluster.load_module()
         vm1, vm2, vm3 = cluster.vms
-        print(f"cluster up with p2pkp.ko loaded after {time.monotonic() - t0:.1f} s "
-              f"({cluster.accel}); logs in {cluster.logdir}", flush=True)
+        print(
+            f"cluster up with p2pkp.ko loaded after {time.monotonic() - t0:.1f} s "
+            f"({cluster.accel}); logs in {cluster.logdir}",
+            flush=True,
+        )
         vm1.run(f"mkdir -p /tmp/p2pkp-demo && head -c {size} /dev/urandom > {SRC}")
         jobs = []
         for vm in (vm2, vm3):
             vm.run("rm -rf /tmp/p2pkp-demo && mkdir -p /tmp/p2pkp-demo")
-            job = vm.spawn(f"{recv} --listen {vm.ipv4}:{PORT} --out {SRC} --count 1 "
-                           "--verbose")
+            job = vm.spawn(f"{recv} --listen {vm.ipv4}:{PORT} --out {SRC} --count 1 --verbose")
             vm.wait_for(f"grep -q 'listening\\|p2pkp-recv:' {job.logfile}", timeout=60)
             jobs.append(job)
         t1 = time.monotonic()
-        sent = vm1.run(f"strace -f -c -o /tmp/p2pkp-demo/strace.txt {send} --verbose "
-                       f"--to {vm2.ipv4}:{PORT} --to {vm3.ipv4}:{PORT} {SRC}",
-                       timeout=600, check=False)
+        sent = vm1.run(
+            f"strace -f -c -o /tmp/p2pkp-demo/strace.txt {send} --verbose "
+            f"--to {vm2.ipv4}:{PORT} --to {vm3.ipv4}:{PORT} {SRC}",
+            timeout=600,
+            check=False,
+        )
         results = [job.wait(timeout=600) for job in jobs]
         elapsed = time.monotonic() - t1
         print(f"\n== p2pkp-send on vm1 (exit {sent.rc}, {elapsed:.1f} s wall incl. strace) ==")
@@ -56,9 +61,14 @@ def run_demo(accel: str | None, size: str) -> int:
             print(f"{vm.name}: {size_b:>10} bytes  sha256 {digest}  {SRC}")
         print("\n== system calls of p2pkp-send (strace -f -c) ==")
         print(vm1.run("cat /tmp/p2pkp-demo/strace.txt").output.rstrip())
-        ok = sent.rc == 0 and all(r.rc == 0 for r in results) \
-            and len(set(digests.values())) == 1 and re.fullmatch(r"[0-9a-f]{64}",
-                                                                  digests["vm1"]) is not None
-        print(f"\ndemo {'OK: both receivers hold an identical copy' if ok else 'FAILED'} "
-              f"({time.monotonic() - t0:.1f} s total)")
+        ok = (
+            sent.rc == 0
+            and all(r.rc == 0 for r in results)
+            and len(set(digests.values())) == 1
+            and re.fullmatch(r"[0-9a-f]{64}", digests["vm1"]) is not None
+        )
+        print(
+            f"\ndemo {'OK: both receivers hold an identical copy' if ok else 'FAILED'} "
+            f"({time.monotonic() - t0:.1f} s total)"
+        )
         return 0 if ok else 1

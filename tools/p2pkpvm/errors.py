@@ -36,16 +36,21 @@ class CommandFailed(VMError):
     def __init__(self, vm: str, command: str, rc: int, output: str, console_tail: str) -> None:
         self.rc = rc
         self.output = output
-        super().__init__(vm, command, f"command failed with exit code {rc}:\n"
-                         + _indent(output[-2000:] or "(no output)"), "")
+        super().__init__(
+            vm,
+            command,
+            f"command failed with exit code {rc}:\n" + _indent(output[-2000:] or "(no output)"),
+            "",
+        )
         self.console_tail = console_tail
 
 
 class GuestDied(VMError):
     """The guest is gone: kernel panic/crash, qemu exit, or an unrecoverable console."""
 
-    def __init__(self, vm: str, command: str, message: str, console_tail: str,
-                 crash_summary: str = "") -> None:
+    def __init__(
+        self, vm: str, command: str, message: str, console_tail: str, crash_summary: str = ""
+    ) -> None:
         self.crash_summary = crash_summary
         if crash_summary:
             message += "\n  crash report:\n" + _indent(crash_summary)

@@ -39,17 +39,34 @@ def boot_id() -> str:
         return "unknown"
 
 
-def probe_kvm(kernel: Path, vng: str, env: dict[str, str], deadline: float = 40.0) -> tuple[
-        bool, str]:
+def probe_kvm(
+    kernel: Path, vng: str, env: dict[str, str], deadline: float = 40.0
+) -> tuple[bool, str]:
     """Boot kernel with KVM; True if the marker appears within the deadline."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is missing or not accessible"
-    argv = build_argv(VngSpec(kernel=kernel, name="kvmprobe", accel="kvm", append=(),
-                              extra_qemu=(), exec_cmd=PROBE_CMD), vng=vng)
+    argv = build_argv(
+        VngSpec(
+            kernel=kernel,
+            name="kvmprobe",
+            accel="kvm",
+            append=(),
+            extra_qemu=(),
+            exec_cmd=PROBE_CMD,
+        ),
+        vng=vng,
+    )
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True, errors="replace",
-                            start_new_session=True, env=env)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+        env=env,
+    )
     try:
         out, _ = proc.communicate(timeout=deadline)
     except subprocess.TimeoutExpired:
@@ -70,8 +87,12 @@ def read_cache(kernel: Path) -> AccelDecision | None:
         data = json.loads(CACHE.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("boot_id") != boot_id() \
-            or data.get("kernel") != str(kernel) or data.get("accel") not in ("kvm", "tcg"):
+    if (
+        not isinstance(data, dict)
+        or data.get("boot_id") != boot_id()
+        or data.get("kernel") != str(kernel)
+        or data.get("accel") not in ("kvm", "tcg")
+    ):
         return None
     return AccelDecision(str(data["accel"]), "cache", str(data.get("detail", "")))
 
@@ -80,15 +101,24 @@ def write_cache(kernel: Path, decision: AccelDecision) -> None:
     try:
         CACHE.parent.mkdir(parents=True, exist_ok=True)
         tmp = CACHE.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"boot_id": boot_id(), "kernel": str(kernel),
-                                   "accel": decision.accel, "detail": decision.detail}))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "boot_id": boot_id(),
+                    "kernel": str(kernel),
+                    "accel": decision.accel,
+                    "detail": decision.detail,
+                }
+            )
+        )
         tmp.replace(CACHE)
     except OSError as exc:
         log.warning("cannot write KVM probe cache %s: %s", CACHE, exc)
 
 
-def decide_accel(kernel: Path, vng: str, env: dict[str, str], forced: str | None = None,
-                 use_cache: bool = True) -> AccelDecision:
+def decide_accel(
+    kernel: Path, vng: str, env: dict[str, str], forced: str | None = None, use_cache: bool = True
+) -> AccelDecision:
     """kvm or tcg for this host, from P2PKP_ACCEL/forced, the cache, or a probe."""
     global _warned
     forced = forced or os.environ.get("P2PKP_ACCEL") or None

@@ -36,8 +36,9 @@ def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise NotRootError(f"{what} needs root (network namespaces, bridges and taps); "
-                           "run as root or with sudo")
+        raise NotRootError(
+            f"{what} needs root (network namespaces, bridges and taps); run as root or with sudo"
+        )
 
 
 def unique_ns_name() -> str:

@@ -41,12 +41,16 @@ class ClusterManager:
     def view(self, topology: Topology) -> ClusterView:
         """A healthy cluster covering topology (booting or rebooting when needed)."""
         if self.cluster is not None and not self.cluster.topology.covers(topology):
-            log.info("topology %s not covered by %s: rebooting", topology.name,
-                     self.cluster.topology.name)
+            log.info(
+                "topology %s not covered by %s: rebooting",
+                topology.name,
+                self.cluster.topology.name,
+            )
             self.close()
         if self.boot_error is not None:
-            raise HarnessError(f"not retrying: the cluster failed earlier in this session: "
-                               f"{self.boot_error}")
+            raise HarnessError(
+                f"not retrying: the cluster failed earlier in this session: {self.boot_error}"
+            )
         if self.cluster is None:
             cluster = Cluster(topology, accel=self.accel, boot_timeout=self.boot_timeout)
             try:
@@ -142,8 +146,9 @@ def crash_message(checks: list[DmesgCheck]) -> str:
     parts = []
     for c in checks:
         state = "guest died" if c.died else "guest alive"
-        parts.append(f"[{c.vm}] kernel crash signature(s) ({state}):\n"
-                     + crashscan.summarize(c.findings))
+        parts.append(
+            f"[{c.vm}] kernel crash signature(s) ({state}):\n" + crashscan.summarize(c.findings)
+        )
     return "\n\n".join(parts)
 
 

@@ -45,8 +45,14 @@ def guest_env(vng: str) -> dict[str, str]:
 class VM:
     """A booted guest. `run()` is serialised by a lock, so threads may share a VM."""
 
-    def __init__(self, spec: VngSpec, logdir: Path, netns: str | None = None,
-                 ipv4: str = "", ipv6: str | None = None) -> None:
+    def __init__(
+        self,
+        spec: VngSpec,
+        logdir: Path,
+        netns: str | None = None,
+        ipv4: str = "",
+        ipv6: str | None = None,
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.ipv4 = ipv4  # address without prefix ("" when the guest has no network)
@@ -81,9 +87,15 @@ class VM:
         log.info("%s: starting: %s", self.name, shlex.join(argv))
         t0 = time.monotonic()
         logf = self.console_log.open("a", encoding="utf-8", errors="replace")
-        self._child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8",
-                                    codec_errors="replace", timeout=boot_timeout,
-                                    dimensions=(50, 4096), env=guest_env(vng))
+        self._child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            encoding="utf-8",
+            codec_errors="replace",
+            timeout=boot_timeout,
+            dimensions=(50, 4096),
+            env=guest_env(vng),
+        )
         self._console = Console(self._child, self.name, logf)
         self.dead_reason = None
         try:
@@ -97,8 +109,7 @@ class VM:
 
     @property
     def alive(self) -> bool:
-        return (self.dead_reason is None and self._child is not None
-                and self._child.isalive())
+        return self.dead_reason is None and self._child is not None and self._child.isalive()
 
     def kill(self) -> None:
         """Stop qemu (its whole process group). Idempotent."""
@@ -139,8 +150,10 @@ class VM:
     def full_tail(self) -> str:
         con = self._console.tail() if self._console else ""
         kmsg = clean(self.kernel_log())[-KMSG_TAIL:]
-        return f"--- serial console ({self.console_log}) ---\n{con}\n" \
-               f"--- kernel log ({self.kmsg_log}) ---\n{kmsg}"
+        return (
+            f"--- serial console ({self.console_log}) ---\n{con}\n"
+            f"--- kernel log ({self.kmsg_log}) ---\n{kmsg}"
+        )
 
     def _died(self, cmd: str, why: str, exc: BaseException | None = None) -> GuestDied:
         if self._child is not None and self._child.isalive():
@@ -157,8 +170,9 @@ class VM:
     def run(self, cmd: str, timeout: float = 30.0, check: bool = True) -> CommandResult:
         with self._lock:
             if self._console is None or self.dead_reason is not None:
-                raise GuestDied(self.name, cmd, f"guest is not running ({self.dead_reason})",
-                                self.full_tail())
+                raise GuestDied(
+                    self.name, cmd, f"guest is not running ({self.dead_reason})", self.full_tail()
+                )
             try:
                 res = self._console.run(cmd, timeout)
             except GuestDied as exc:
@@ -167,11 +181,16 @@ class VM:
                 try:
                     self._console.interrupt()
                 except GuestDied as exc2:
-                    raise self._died(cmd, f"command timed out after {timeout:.1f} s and the "
-                                     "console did not recover") from exc2
-                raise CommandTimeout(self.name, cmd, f"no result within {timeout:.1f} s "
-                                     "(interrupted; console recovered)",
-                                     exc.console_tail) from None
+                    raise self._died(
+                        cmd,
+                        f"command timed out after {timeout:.1f} s and the console did not recover",
+                    ) from exc2
+                raise CommandTimeout(
+                    self.name,
+                    cmd,
+                    f"no result within {timeout:.1f} s (interrupted; console recovered)",
+                    exc.console_tail,
+                ) from None
         if check and res.rc != 0:
             raise CommandFailed(self.name, cmd, res.rc, res.output, self._console.tail())
         return res
@@ -183,9 +202,13 @@ class VM:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise CommandTimeout(self.name, cmd,
-                                     f"condition not met within {timeout:.1f} s; last rc "
-                                     f"{last.rc}, output:\n{last.output[-1000:]}", "")
+                raise CommandTimeout(
+                    self.name,
+                    cmd,
+                    f"condition not met within {timeout:.1f} s; last rc "
+                    f"{last.rc}, output:\n{last.output[-1000:]}",
+                    "",
+                )
             last = self.run(cmd, timeout=max(left, 1.0), check=False)
             if last.rc == 0:
                 return last
@@ -196,12 +219,20 @@ class VM:
         self._jobs += 1
         job = BackgroundJob(self, self._jobs, cmd)
         # pid and exit code files appear atomically (mv), never half-written.
-        script = f"echo $$ > {job.pidfile}.tmp && mv {job.pidfile}.tmp {job.pidfile}\n" \
-                 f"( {cmd}\n)\necho $? > {job.rcfile}.tmp && mv {job.rcfile}.tmp {job.rcfile}"
-        self.run(f"rm -f {job.pidfile} {job.rcfile}; setsid sh -c {shlex.quote(script)} "
-                 f"> {job.logfile} 2>&1 < /dev/null &", timeout=10)
-        job.pid = int(self.wait_for(f"grep -xE '[0-9]+' {job.pidfile}", timeout=10,
-                                    interval=0.1).output.strip())
+        script = (
+            f"echo $$ > {job.pidfile}.tmp && mv {job.pidfile}.tmp {job.pidfile}\n"
+            f"( {cmd}\n)\necho $? > {job.rcfile}.tmp && mv {job.rcfile}.tmp {job.rcfile}"
+        )
+        self.run(
+            f"rm -f {job.pidfile} {job.rcfile}; setsid sh -c {shlex.quote(script)} "
+            f"> {job.logfile} 2>&1 < /dev/null &",
+            timeout=10,
+        )
+        job.pid = int(
+            self.wait_for(
+                f"grep -xE '[0-9]+' {job.pidfile}", timeout=10, interval=0.1
+            ).output.strip()
+        )
         return job
 
     # ---- dmesg --------------------------------------------------------------------------
@@ -218,9 +249,12 @@ class VM:
         if not self._mark:
             return self.dmesg()
         # When the log was cleared (dmesg -C) since the mark, all of it is "since the mark".
-        out = self.run(f"dmesg > /tmp/.p2pkp-dmesg; if grep -q {self._mark} /tmp/.p2pkp-dmesg; "
-                       f"then sed -n '/{self._mark}/,$p' /tmp/.p2pkp-dmesg | tail -n +2; "
-                       "else cat /tmp/.p2pkp-dmesg; fi", timeout=30).output
+        out = self.run(
+            f"dmesg > /tmp/.p2pkp-dmesg; if grep -q {self._mark} /tmp/.p2pkp-dmesg; "
+            f"then sed -n '/{self._mark}/,$p' /tmp/.p2pkp-dmesg | tail -n +2; "
+            "else cat /tmp/.p2pkp-dmesg; fi",
+            timeout=30,
+        ).output
         return out
 
     def module_loaded(self, module: str) -> bool:
@@ -278,10 +312,13 @@ class BackgroundJob:
         try:
             self.vm.wait_for(f"test -e {self.rcfile}", timeout=timeout, interval=0.2)
         except CommandTimeout as exc:
-            raise CommandTimeout(self.vm.name, self.cmd,
-                                 f"background job (pid {self.pid}) still running after "
-                                 f"{timeout:.1f} s; output so far:\n{self.output()[-1500:]}",
-                                 exc.console_tail) from None
+            raise CommandTimeout(
+                self.vm.name,
+                self.cmd,
+                f"background job (pid {self.pid}) still running after "
+                f"{timeout:.1f} s; output so far:\n{self.output()[-1500:]}",
+                exc.console_tail,
+            ) from None
         rc = int(self.vm.run(f"cat {self.rcfile}").output.strip())
         return CommandResult(rc=rc, output=self.output())
 

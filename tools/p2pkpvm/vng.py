@@ -18,8 +18,10 @@ class NicSpec:
 
     def qemu_args(self) -> list[str]:
         return [
-            "-netdev", f"tap,id={self.netdev_id},ifname={self.tap},script=no,downscript=no",
-            "-device", f"virtio-net-pci,netdev={self.netdev_id},mac={self.mac}",
+            "-netdev",
+            f"tap,id={self.netdev_id},ifname={self.tap},script=no,downscript=no",
+            "-device",
+            f"virtio-net-pci,netdev={self.netdev_id},mac={self.mac}",
         ]
 
 
@@ -48,8 +50,17 @@ class VngSpec:
 
 def build_argv(spec: VngSpec, vng: str = "vng") -> list[str]:
     """argv that boots `spec` (a shell on the console unless exec_cmd is given)."""
-    argv = [vng, "--run", str(spec.kernel), "--name", spec.name,
-            "--cpus", str(spec.cpus), "--memory", spec.memory]
+    argv = [
+        vng,
+        "--run",
+        str(spec.kernel),
+        "--name",
+        spec.name,
+        "--cpus",
+        str(spec.cpus),
+        "--memory",
+        spec.memory,
+    ]
     if spec.accel == "tcg":
         argv.append("--disable-kvm")
     if spec.cwd is not None:

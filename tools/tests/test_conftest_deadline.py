@@ -10,7 +10,7 @@ from pathlib import Path
 
 from p2pkpvm.pin import project_root
 
-HANGING = '''
+HANGING = """
 import time
 import pytest
 
@@ -20,7 +20,7 @@ def test_hangs():
 
 def test_next_one_still_runs():
     assert True
-'''
+"""
 
 
 def test_timeout_s_fails_the_test_and_the_session_goes_on(tmp_path: Path) -> None:
@@ -28,10 +28,28 @@ def test_timeout_s_fails_the_test_and_the_session_goes_on(tmp_path: Path) -> Non
     root = project_root()
     env = dict(os.environ, PYTHONPATH=f"{root / 'tools'}{os.pathsep}{root / 'vmtests'}")
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "pytest", "-p", "conftest", "-p",
-                          "no:cacheprovider", "-q", "-c", os.devnull, "--rootdir",
-                          str(tmp_path), str(tmp_path / "test_hang.py")],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=90)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "conftest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_hang.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     elapsed = time.monotonic() - t0
     out = res.stdout + res.stderr
     assert res.returncode == 1, out

@@ -12,8 +12,9 @@ def test_split_literal_prints_token_without_containing_it() -> None:
     token = "@@SYNC42@@"
     text = split_literal(token)
     assert token not in text
-    out = subprocess.run(["sh", "-c", f"echo {text}"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", f"echo {text}"], capture_output=True, text=True, check=True
+    ).stdout
     assert out == token + "\n"
 
 

@@ -18,8 +18,9 @@ def test_env_forces(monkeypatch: pytest.MonkeyPatch) -> None:
         kvm.decide_accel(Path("/nonexistent"), "vng", {})
 
 
-def test_cache_roundtrip_keyed_by_boot_and_kernel(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_cache_roundtrip_keyed_by_boot_and_kernel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.delenv("P2PKP_ACCEL", raising=False)
     monkeypatch.setattr(kvm, "CACHE", tmp_path / "kvm.json")
     k = Path("/boot/k")

@@ -24,26 +24,35 @@ def test_good() -> None:
     assert t.link == {"delay_ms": 5.0, "loss_pct": 1.5}
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("[]", "mapping"),
-    ("name: t\nguests: []", "1..8"),
-    ("name: T\nguests: [{name: a, ipv4: 10.0.0.1/24}]", "name"),
-    ("name: t\nguests: [{name: a, ipv4: 8.8.8.8/24}]", "private"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1}]", "prefix"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}, {name: a, ipv4: 10.0.0.2/24}]",
-     "duplicate guest"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}, {name: b, ipv4: 10.0.0.1/24}]",
-     "duplicate ipv4"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}, {name: b, ipv4: 10.0.1.2/24}]",
-     "one ipv4 subnet"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, ipv6: '2001:db8::1/64'}]", "ULA"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, cpus: 0}]", "cpus"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, memory: 12}]", "memory"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, mac: x}]", "unknown keys"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}]\nlink: {loss_pct: 120}", "loss_pct"),
-    ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}]\nlink: {bogus: 1}", "unknown key"),
-    ("name: t\nguests: [\n", "YAML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[]", "mapping"),
+        ("name: t\nguests: []", "1..8"),
+        ("name: T\nguests: [{name: a, ipv4: 10.0.0.1/24}]", "name"),
+        ("name: t\nguests: [{name: a, ipv4: 8.8.8.8/24}]", "private"),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1}]", "prefix"),
+        (
+            "name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}, {name: a, ipv4: 10.0.0.2/24}]",
+            "duplicate guest",
+        ),
+        (
+            "name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}, {name: b, ipv4: 10.0.0.1/24}]",
+            "duplicate ipv4",
+        ),
+        (
+            "name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}, {name: b, ipv4: 10.0.1.2/24}]",
+            "one ipv4 subnet",
+        ),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, ipv6: '2001:db8::1/64'}]", "ULA"),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, cpus: 0}]", "cpus"),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, memory: 12}]", "memory"),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24, mac: x}]", "unknown keys"),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}]\nlink: {loss_pct: 120}", "loss_pct"),
+        ("name: t\nguests: [{name: a, ipv4: 10.0.0.1/24}]\nlink: {bogus: 1}", "unknown key"),
+        ("name: t\nguests: [\n", "YAML"),
+    ],
+)
 def test_bad(text: str, needle: str) -> None:
     with pytest.raises(TopologyError, match=needle):
         parse_topology(text, "x.yaml")

@@ -14,8 +14,10 @@ KERNEL = Path("/boot/vmlinuz-test")
 
 def test_tcg_guest_with_nic() -> None:
     nic = NicSpec(tap="tap1", mac="02:00:00:00:00:01")
-    argv = build_argv(VngSpec(kernel=KERNEL, name="vm2", cpus=1, memory="512M",
-                              cwd=Path("/work"), nics=(nic,)), vng="vng")
+    argv = build_argv(
+        VngSpec(kernel=KERNEL, name="vm2", cpus=1, memory="512M", cwd=Path("/work"), nics=(nic,)),
+        vng="vng",
+    )
     assert argv[:3] == ["vng", "--run", str(KERNEL)]
     assert argv[argv.index("--name") + 1] == "vm2"
     assert argv[argv.index("--cpus") + 1] == "1"
@@ -28,15 +30,17 @@ def test_tcg_guest_with_nic() -> None:
     assert len(qemu) == 1
     opts = shlex.split(qemu[0].split("=", 1)[1])
     assert "-no-reboot" in opts
-    assert opts[opts.index("-netdev") + 1] == \
-        "tap,id=n0,ifname=tap1,script=no,downscript=no"
-    assert opts[opts.index("-device") + 1] == \
-        "virtio-net-pci,netdev=n0,mac=02:00:00:00:00:01"
+    assert opts[opts.index("-netdev") + 1] == "tap,id=n0,ifname=tap1,script=no,downscript=no"
+    assert opts[opts.index("-device") + 1] == "virtio-net-pci,netdev=n0,mac=02:00:00:00:00:01"
 
 
 def test_kvm_and_exec() -> None:
-    argv = build_argv(VngSpec(kernel=KERNEL, name="p", accel="kvm", append=(), extra_qemu=(),
-                              exec_cmd=("echo", "hi")), vng="/x/vng")
+    argv = build_argv(
+        VngSpec(
+            kernel=KERNEL, name="p", accel="kvm", append=(), extra_qemu=(), exec_cmd=("echo", "hi")
+        ),
+        vng="/x/vng",
+    )
     assert "--disable-kvm" not in argv
     assert not any(a.startswith("--qemu-opts") for a in argv)
     assert argv[-3:] == ["--", "echo", "hi"]
