@@ -60,7 +60,8 @@ CASES: dict[str, list[Expected]] = {
     ],
     # A false positive of the kernel itself, at 0.003 s of a boot (1 of 3 boots here): an
     # interrupt while identify_cpu() has cleared the CPU feature bits, LA57 included, so KASAN
-    # computes the 4-level shadow start for a 5-level (QEMU TCG) address. `no5lvl` avoids it.
+    # computes the 4-level shadow start for a 5-level (QEMU TCG) address. Fixed by
+    # CONFIG_X86_5LEVEL=n in guest.config (or `no5lvl`).
     "debug-boot-kasan-la57-irq.log": [
         Expected("kasan", "BUG: KASAN: wild-memory-access in do_raw_spin_lock", "handle_edge_irq"),
     ],
