@@ -36,6 +36,13 @@ TOOL_PACKAGES: tuple[str, ...] = (
     "make",
     "perl",
     "xz-utils",
+    # make kernel (the debug kernel, tools/p2pkpvm/kbuild.py)
+    "bc",
+    "flex",
+    "bison",
+    "libelf-dev",
+    "libssl-dev",
+    "dwarves",
 )
 
 CHECKPATCH_FILES = (
