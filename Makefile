@@ -26,7 +26,7 @@ PYTEST_ARGS ?=
 VMS      ?= 2
 
 .PHONY: all module tools deps venv vm-test vm-test-long vm-shell demo check unit w1 \
-	checkpatch lint clean help crashme kernel \
+	checkpatch lint clean help crashme kernel debug-module debug-crashme \
 	bench bench-tools lossbench
 
 all: module tools bench-tools
@@ -43,6 +43,7 @@ help:
 	@echo "make bench [QUICK=1]  P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
 	@echo "make lossbench  goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
 	@echo "make kernel     build the debug kernel (KASAN, UBSAN, lockdep, kmemleak; cached)"
+	@echo "make vm-test KERNEL=debug  the suite on the debug kernel (module in out/debug-module)"
 	@echo "Variables: KERNEL=stock|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'  P2PKP_ACCEL=kvm|tcg"
 
 module: p2pkp.c p2pkp.h Kbuild
@@ -62,13 +63,21 @@ venv: $(VENV)/.stamp
 deps: venv
 	$(PY) -m p2pkpvm.deps install
 
+# KERNEL=debug: the module is built into out/debug-module (p2pkp.ko in the work
+# tree stays the stock build) and the guests boot the debug bzImage.
+ifeq ($(KERNEL),debug)
+VM_TEST_BUILD := tools bench-tools debug-module debug-crashme
+else
+VM_TEST_BUILD := all crashme
+endif
+
 vm-test: deps
-	$(MAKE) all crashme
-	$(PYTEST) tools/tests vmtests -m "not long" $(PYTEST_ARGS)
+	$(MAKE) $(VM_TEST_BUILD)
+	$(PYTEST) tools/tests vmtests -m "not long" --kernel $(KERNEL) $(PYTEST_ARGS)
 
 vm-test-long: deps
-	$(MAKE) all
-	$(PYTEST) vmtests -m long $(PYTEST_ARGS)
+	$(MAKE) $(filter-out crashme debug-crashme,$(VM_TEST_BUILD))
+	$(PYTEST) vmtests -m long --kernel $(KERNEL) $(PYTEST_ARGS)
 
 vm-shell: deps
 	$(MAKE) all
@@ -131,7 +140,7 @@ clean:
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme clean
 	-$(MAKE) -C tools clean
 	-$(MAKE) -C tools/bench clean
-	rm -rf .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .pytest_cache .mypy_cache .ruff_cache out/debug-module out/debug-crashme
 
 # ---- debug kernel (issue 6) ---------------------------------------------------
 # Builds the pinned linux-source with configs/kconfig/{guest,debug}.config into
@@ -140,4 +149,21 @@ clean:
 # against it.
 kernel: venv
 	$(PY) -m p2pkpvm.kbuild build
+
+# The module and crashme built against the debug tree from copies of their
+# sources, so that the stock p2pkp.ko / crashme.ko in the work tree stay as
+# they are.  `pytest --kernel debug` loads out/debug-module/p2pkp.ko.
+DEBUG_KDIR = $(shell PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/tools \
+		$(PY) -m p2pkpvm.kbuild path || echo debug-kernel-not-built)
+debug-module: p2pkp.c p2pkp.h Kbuild
+	@kernel/check-build.sh $(DEBUG_KDIR)
+	mkdir -p out/debug-module
+	cp p2pkp.c p2pkp.h Kbuild out/debug-module/
+	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-module modules
+
+debug-crashme: vmtests/crashme/crashme.c
+	@kernel/check-build.sh $(DEBUG_KDIR)
+	mkdir -p out/debug-crashme
+	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/debug-crashme/
+	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-crashme modules
 # ---- end debug kernel --------------------------------------------------------

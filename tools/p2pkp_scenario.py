@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from p2pkpvm.kernels import module_path
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = ROOT / "tools"
 SEND = str(TOOLS / "p2pkp-send")
 RECV = str(TOOLS / "p2pkp-recv")
 OP = str(TOOLS / "p2pkp-op")
-MODULE = str(ROOT / "p2pkp.ko")
+MODULE = str(module_path(ROOT / "p2pkp.ko"))  # $P2PKP_MODULE under --kernel debug
 MiB = 1 << 20
 
 # Run a command as nobody:nogroup with no supplementary groups.

@@ -7,6 +7,7 @@ Markers: @pytest.mark.topology("pair"|"trio"|"quad"...) (default: --topology, "q
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Generator, Iterator
@@ -15,10 +16,13 @@ from types import FrameType
 import pytest
 
 from p2pkpvm.cluster import ClusterView, default_module
+from p2pkpvm.kernels import KERNELS, MODULE_ENV
+from p2pkpvm.kernels import select as select_kernel
 from p2pkpvm.session import ClusterManager, CrashDetected, crash_message, per_test_dir
 from p2pkpvm.topology import Topology, load_topology
 
 DEFAULT_TIMEOUT_S = 300.0
+DEBUG_BOOT_TIMEOUT_S = 300.0  # scaled by the debug kernel's time_scale (x6: 30 min)
 MANAGER_KEY = pytest.StashKey[ClusterManager]()
 VIEW_KEY = pytest.StashKey[ClusterView]()
 
@@ -41,13 +45,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--kernel",
         default="stock",
-        choices=("stock",),
-        help="kernel to boot (reserved: only the pinned stock kernel for now)",
+        choices=KERNELS,
+        help="kernel to boot: the pinned stock image, or the sanitizer build of `make kernel` "
+        "(module from out/debug-module: `make KERNEL=debug debug-module`)",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[MANAGER_KEY] = ClusterManager(accel=config.getoption("accel"))
+    mgr = ClusterManager(accel=config.getoption("accel"))
+    if config.getoption("kernel") != "stock":
+        mgr.kernel = select_kernel(config.getoption("kernel"))
+        mgr.boot_timeout = DEBUG_BOOT_TIMEOUT_S  # x kernel.time_scale in Cluster
+        # Helpers that only know a path (p2pkp_scenario.MODULE) read it at import time.
+        os.environ[MODULE_ENV] = str(mgr.kernel.module)
+    config.stash[MANAGER_KEY] = mgr
     config.addinivalue_line(
         "markers",
         "expect_crash: the test crashes a guest on purpose; "
@@ -114,6 +125,15 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
         raise CrashDetected(crash_message(fresh))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def kmemleak(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test module (kernels with kmemleak): scan, and fail on any leak record."""
+    yield
+    fresh = request.config.stash[MANAGER_KEY].kmemleak_check()
+    if fresh:
+        raise CrashDetected("kmemleak after this module:\n" + crash_message(fresh))
+
+
 @pytest.fixture
 def p2pkp(cluster: ClusterView) -> ClusterView:
     """Make sure p2pkp.ko is loaded in every guest of the test's topology."""
@@ -133,6 +153,9 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     mark = item.get_closest_marker("timeout_s")
     timeout = float(mark.args[0]) if mark is not None and mark.args else DEFAULT_TIMEOUT_S
+    kernel = item.config.stash[MANAGER_KEY].kernel
+    if kernel is not None:
+        timeout *= kernel.time_scale
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:

@@ -24,12 +24,13 @@ from typing import Any
 from p2pkpvm.console import CommandResult
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.impair import apply as apply_link
+from p2pkpvm.kernels import check_vermagic, module_path
 from p2pkpvm.kvm import decide_accel
 from p2pkpvm.netns import Netns
 from p2pkpvm.pin import load_pin, project_root
 from p2pkpvm.topology import GuestSpec, Topology
 from p2pkpvm.vm import VM, guest_env, vng_path
-from p2pkpvm.vng import NicSpec, VngSpec, guest_mac
+from p2pkpvm.vng import DEFAULT_APPEND, NicSpec, VngSpec, guest_mac
 
 log = logging.getLogger(__name__)
 MODULE_NAME = "p2pkp"
@@ -37,7 +38,8 @@ GUEST_SHELL = Path(__file__).resolve().parent / "guest-shell"  # bash without ho
 
 
 def default_module() -> Path:
-    return project_root() / "p2pkp.ko"
+    """p2pkp.ko of the work tree, or $P2PKP_MODULE (set for `--kernel debug`)."""
+    return module_path(project_root() / "p2pkp.ko")
 
 
 def new_run_id() -> str:
@@ -56,13 +58,22 @@ class Cluster:
         module: Path | None = None,
         boot_timeout: float = 420.0,
         run_id: str | None = None,
+        time_scale: float = 1.0,
+        append: tuple[str, ...] = (),
+        verify_module: bool = False,
     ) -> None:
+        """time_scale multiplies every deadline (boot, reachability, guest commands);
+        append adds kernel command line options; verify_module checks after each boot
+        that `module` was built for the booted kernel (clear error instead of insmod's)."""
         self.topology = topology
         self.run_id = run_id or new_run_id()
         self.logdir = logdir or project_root() / "out" / self.run_id
         self.kernel = kernel or load_pin().vmlinuz
         self.module = module or default_module()
         self.boot_timeout = boot_timeout
+        self.time_scale = time_scale
+        self.append = append
+        self.verify_module = verify_module
         self._accel_forced = accel
         self.accel = ""
         self.netns = Netns()
@@ -149,6 +160,7 @@ class Cluster:
             cwd=project_root(),
             shell=GUEST_SHELL,
             nics=(NicSpec(tap=f"tap{index}", mac=guest_mac(self.run_id, index)),),
+            append=(*DEFAULT_APPEND, *self.append),
         )
         return VM(
             spec,
@@ -156,10 +168,11 @@ class Cluster:
             netns=self.netns.name,
             ipv4=str(g.ipv4.ip),
             ipv6=str(g.ipv6.ip) if g.ipv6 else None,
+            time_scale=self.time_scale,
         )
 
     def _boot(self, vm: VM) -> None:
-        vm.start(self.boot_timeout)
+        vm.start(self.boot_timeout * self.time_scale)
         with (self.logdir / "boot-times.log").open("a") as f:
             f.write(
                 f"{time.strftime('%H:%M:%S')} {vm.name} shell after {vm.boot_seconds:.1f} s "
@@ -172,6 +185,9 @@ class Cluster:
         dev = found.output.split("/")[-2] if "/" in found.output else "eth0"
         if dev != "eth0":
             vm.run(f"ip link set {dev} down && ip link set {dev} name eth0", timeout=30)
+        if self.verify_module:
+            release = vm.run("uname -r", timeout=10).output.strip()
+            check_vermagic(self.module, release, f"{vm.name} ({self.kernel})")
         cmd = f"ip link set lo up && ip link set eth0 up && ip addr add {g.ipv4} dev eth0"
         if g.ipv6 is not None:
             cmd += f" && ip -6 addr add {g.ipv6} dev eth0 nodad"
@@ -201,8 +217,9 @@ class Cluster:
         return results
 
     def wait_reachable(self, timeout: float, vms: list[VM] | None = None) -> None:
-        """Every guest pings every other (IPv4, and IPv6 where configured) before timeout."""
-        t = int(timeout)
+        """Every guest pings every other (IPv4, and IPv6 where configured) before timeout
+        (x time_scale)."""
+        t = int(timeout * self.time_scale)
 
         def check(vm: VM) -> None:
             others = [g for g in self.topology.guests if g.name != vm.name]

@@ -52,8 +52,11 @@ class VM:
         netns: str | None = None,
         ipv4: str = "",
         ipv6: str | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.spec = spec
+        # Every command deadline is multiplied by this (slow kernels: the debug build).
+        self.time_scale = time_scale
         self.name = spec.name
         self.ipv4 = ipv4  # address without prefix ("" when the guest has no network)
         self.ipv6 = ipv6
@@ -100,7 +103,7 @@ class VM:
         self.dead_reason = None
         try:
             self._console.wait_shell(boot_timeout)
-            self._console.run("set +m; export TERM=dumb", timeout=30)
+            self._console.run("set +m; export TERM=dumb", timeout=30 * self.time_scale)
         except HarnessError:
             self.kill()
             raise
@@ -168,6 +171,10 @@ class VM:
 
     # ---- commands -----------------------------------------------------------------------
     def run(self, cmd: str, timeout: float = 30.0, check: bool = True) -> CommandResult:
+        """Run cmd on the console; the deadline is timeout x time_scale."""
+        return self._run(cmd, timeout * self.time_scale, check)
+
+    def _run(self, cmd: str, timeout: float, check: bool) -> CommandResult:
         with self._lock:
             if self._console is None or self.dead_reason is not None:
                 raise GuestDied(
@@ -196,7 +203,9 @@ class VM:
         return res
 
     def wait_for(self, cmd: str, timeout: float, interval: float = 0.5) -> CommandResult:
-        """Poll cmd until it exits 0; CommandTimeout (with the last output) at the deadline."""
+        """Poll cmd until it exits 0; CommandTimeout (with the last output) at the deadline
+        (timeout x time_scale)."""
+        timeout *= self.time_scale
         deadline = time.monotonic() + timeout
         last = CommandResult(rc=-1, output="")
         while True:
@@ -209,7 +218,7 @@ class VM:
                     f"{last.rc}, output:\n{last.output[-1000:]}",
                     "",
                 )
-            last = self.run(cmd, timeout=max(left, 1.0), check=False)
+            last = self._run(cmd, max(left, 1.0), check=False)
             if last.rc == 0:
                 return last
             time.sleep(min(interval, max(deadline - time.monotonic(), 0)))

@@ -7,6 +7,8 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_APPEND = ("net.ifnames=0", "panic=-1", "loglevel=7")
+
 
 @dataclass(frozen=True)
 class NicSpec:
@@ -37,7 +39,7 @@ class VngSpec:
     cwd: Path | None = None
     shell: Path | None = None
     nics: tuple[NicSpec, ...] = ()
-    append: tuple[str, ...] = ("net.ifnames=0", "panic=-1", "loglevel=7")
+    append: tuple[str, ...] = DEFAULT_APPEND
     extra_qemu: tuple[str, ...] = ("-no-reboot",)
     exec_cmd: tuple[str, ...] = field(default=())
 

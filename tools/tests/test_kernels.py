@@ -1,0 +1,91 @@
+"""Kernel selection for the VM tests (stock | debug): module path, vermagic, kmemleak."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from p2pkpvm import crashscan, kernels
+from p2pkpvm.errors import HarnessError
+from p2pkpvm.pin import project_root
+from p2pkpvm.vng import DEFAULT_APPEND, VngSpec, build_argv
+
+DATA = Path(__file__).parent / "data" / "crash"
+
+
+def fake_module(tmp_path: Path, vermagic: str) -> Path:
+    """A minimal ELF file whose .modinfo says `vermagic` (what modinfo reads)."""
+    if shutil.which("objcopy") is None:
+        pytest.skip("objcopy (binutils) is not installed")
+    info = tmp_path / "modinfo.bin"
+    info.write_bytes(b"license=GPL\0vermagic=" + vermagic.encode() + b"\0")
+    ko = tmp_path / "x.ko"
+    subprocess.run(
+        [
+            "objcopy",
+            "-I",
+            "binary",
+            "-O",
+            "elf64-x86-64",
+            "-B",
+            "i386:x86-64",
+            "--rename-section",
+            ".data=.modinfo",
+            str(info),
+            str(ko),
+        ],
+        check=True,
+        timeout=30,
+    )
+    return ko
+
+
+def test_stock_is_the_work_tree_module() -> None:
+    k = kernels.select("stock")
+    assert k.image is None
+    assert k.module == project_root() / "p2pkp.ko"
+    assert k.time_scale == 1.0 and k.append == () and not k.kmemleak
+
+
+def test_unknown_kernel() -> None:
+    with pytest.raises(HarnessError, match="unknown kernel 'rt'"):
+        kernels.select("rt")
+
+
+def test_module_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(kernels.MODULE_ENV, raising=False)
+    assert kernels.module_path(Path("/a/p2pkp.ko")) == Path("/a/p2pkp.ko")
+    monkeypatch.setenv(kernels.MODULE_ENV, str(tmp_path / "d.ko"))
+    assert kernels.module_path(Path("/a/p2pkp.ko")) == tmp_path / "d.ko"
+
+
+def test_vermagic_match_and_mismatch(tmp_path: Path) -> None:
+    ko = fake_module(tmp_path, "6.1.192-p2pkp SMP preempt mod_unload ")
+    assert kernels.vermagic(ko) == "6.1.192-p2pkp"
+    kernels.check_vermagic(ko, "6.1.192-p2pkp", "vm1")
+    with pytest.raises(HarnessError, match=r"vm1: .*built for kernel '6.1.192-p2pkp'"):
+        kernels.check_vermagic(ko, "6.1.0-56-amd64", "vm1")
+
+
+def test_vermagic_missing_module(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="is not built"):
+        kernels.vermagic(tmp_path / "none.ko")
+
+
+def test_kmemleak_file_record_is_a_finding() -> None:
+    # What `cat /sys/kernel/debug/kmemleak` prints (captured from the debug kernel),
+    # as it comes back over the console (CRLF).
+    text = (DATA / "debug-kmemleak-record.log").read_text().replace("\n", "\r\n")
+    found = [f for f in crashscan.scan(text) if f.kind == "kmemleak"]
+    assert found, "a kmemleak record must fail the module"
+    assert "crashme_leak" in found[0].summary
+
+
+def test_extra_append_keeps_the_defaults() -> None:
+    spec = VngSpec(kernel=Path("/k"), name="vm1", append=(*DEFAULT_APPEND, "kasan_multi_shot"))
+    argv = build_argv(spec)
+    appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
+    assert appended == [*DEFAULT_APPEND, "kasan_multi_shot"]
