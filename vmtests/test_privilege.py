@@ -189,8 +189,10 @@ def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -
     rx.run(f"touch {marker} && sleep 1")
     port = next_port()
     job = scn.receiver(rx, dest, port, host="127.0.0.1", timeout_ms=2000)
+    # stateless first: its drop reasons are predicted exactly, which holds only while no
+    # transfer is active; a random mutation may form a valid START that the receiver accepts.
     res = rx.run(
-        f"{WIRE} --target 127.0.0.1:{port} --seed 11 --phases random,stateless --count 2000",
+        f"{WIRE} --target 127.0.0.1:{port} --seed 11 --phases stateless,random --count 2000",
         timeout=300.0,
         check=False,
     )
