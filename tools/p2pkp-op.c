@@ -168,20 +168,6 @@ static char *len_buf(const char *s, size_t n)
 	return buf;
 }
 
-static const char *state_name(__u32 state)
-{
-	switch (state) {
-	case P2PKP_PEER_IDLE:
-		return "IDLE";
-	case P2PKP_PEER_DONE:
-		return "DONE";
-	case P2PKP_PEER_FAILED:
-		return "FAILED";
-	default:
-		return "UNKNOWN";
-	}
-}
-
 static const char *status_name(__s32 status)
 {
 	return status ? p2pkp_errname(-status) : "OK";
@@ -207,7 +193,7 @@ static void do_getsockopt(const char *op, const char *what)
 		for (i = 0; i < len / sizeof(res[0]); i++)
 			printf("  peer[%zu] addr=%s state=%s status=%s bytes_acked=%llu datagrams_sent=%llu datagrams_retransmitted=%llu\n",
 			       i, p2pkp_format_addr(&res[i].addr, abuf, sizeof(abuf)),
-			       state_name(res[i].state), status_name(res[i].status),
+			       p2pkp_peer_state_name(res[i].state), status_name(res[i].status),
 			       (unsigned long long)res[i].bytes_acked,
 			       (unsigned long long)res[i].datagrams_sent,
 			       (unsigned long long)res[i].datagrams_retransmitted);

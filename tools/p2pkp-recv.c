@@ -265,17 +265,8 @@ int main(int argc, char **argv)
 			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
 		return 1;
 	}
-	if (timeout >= 0) {
-		__u32 ms = (__u32)timeout;
-
-		if (setsockopt(fd, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms)) < 0) {
-			int e = errno;
-
-			fprintf(stderr, PROG ": setsockopt P2PKP_PEER_TIMEOUT %u: %s (%s)\n",
-				ms, p2pkp_errname(e), strerror(e));
-			return 1;
-		}
-	}
+	if (timeout >= 0 && p2pkp_set_peer_timeout(fd, (__u32)timeout, PROG) < 0)
+		return 1;
 	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {
 		int e = errno;
 

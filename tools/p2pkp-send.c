@@ -90,20 +90,6 @@ static int parse_rate(const char *s, unsigned long long *rate)
 	return 0;
 }
 
-static const char *state_name(__u32 state)
-{
-	switch (state) {
-	case P2PKP_PEER_IDLE:
-		return "IDLE";
-	case P2PKP_PEER_DONE:
-		return "DONE";
-	case P2PKP_PEER_FAILED:
-		return "FAILED";
-	default:
-		return "UNKNOWN";
-	}
-}
-
 static void print_peer_results(int fd, FILE *f, const char *prefix)
 {
 	struct p2pkp_peer_result res[P2PKP_MAX_PEERS];
@@ -124,7 +110,7 @@ static void print_peer_results(int fd, FILE *f, const char *prefix)
 
 		fprintf(f, "%speer %s: %s", prefix,
 			p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)),
-			state_name(r->state));
+			p2pkp_peer_state_name(r->state));
 		if (r->status)
 			fprintf(f, " %s (%s)", p2pkp_errname(-r->status),
 				strerror(-r->status));
@@ -277,17 +263,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (timeout >= 0) {
-		__u32 ms = (__u32)timeout;
-
-		if (setsockopt(fd, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms)) < 0) {
-			int e = errno;
-
-			fprintf(stderr, PROG ": setsockopt P2PKP_PEER_TIMEOUT %u: %s (%s)\n",
-				ms, p2pkp_errname(e), strerror(e));
-			return 1;
-		}
-	}
+	if (timeout >= 0 && p2pkp_set_peer_timeout(fd, (__u32)timeout, PROG) < 0)
+		return 1;
 	if (rate_set) {
 		__u64 r = rate;
 

@@ -177,3 +177,29 @@ const char *p2pkp_errname(int err)
 	snprintf(unknown, sizeof(unknown), "E%d", err);
 	return unknown;
 }
+
+const char *p2pkp_peer_state_name(__u32 state)
+{
+	switch (state) {
+	case P2PKP_PEER_IDLE:
+		return "IDLE";
+	case P2PKP_PEER_DONE:
+		return "DONE";
+	case P2PKP_PEER_FAILED:
+		return "FAILED";
+	default:
+		return "UNKNOWN";
+	}
+}
+
+int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog)
+{
+	if (setsockopt(fd, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms)) < 0) {
+		int e = errno;
+
+		fprintf(stderr, "%s: setsockopt P2PKP_PEER_TIMEOUT %u: %s (%s)\n",
+			prog, ms, p2pkp_errname(e), strerror(e));
+		return -1;
+	}
+	return 0;
+}

@@ -39,4 +39,13 @@ const char *p2pkp_errname(int err);
 /* Parse a non-negative decimal number <= max; -1 on error. */
 long long p2pkp_parse_uint(const char *s, long long max);
 
+/* "IDLE", "DONE", "FAILED" for enum p2pkp_peer_state; "UNKNOWN" otherwise. */
+const char *p2pkp_peer_state_name(__u32 state);
+
+/*
+ * setsockopt(P2PKP_PEER_TIMEOUT); on failure prints
+ * "PROG: setsockopt P2PKP_PEER_TIMEOUT MS: ENAME (message)" and returns -1.
+ */
+int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog);
+
 #endif /* P2PKP_UTIL_H */
