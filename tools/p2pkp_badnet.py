@@ -57,15 +57,6 @@ def peer_addr(vm: Guest, port: int, ipv6: bool) -> str:
     return f"{vm.ipv4}:{port}"
 
 
-def proc_total(vm: Guest) -> dict[str, int]:
-    """The namespace counters (`total` line of /proc/net/p2pkp) of vm."""
-    out = vm.run("cat /proc/net/p2pkp", timeout=30.0).output
-    for line in out.splitlines():
-        if line.startswith("total "):
-            return {k: int(v) for k, v in (w.split("=", 1) for w in line.split()[1:])}
-    raise AssertionError(f"{vm.name}: /proc/net/p2pkp has no 'total' line:\n{out}")
-
-
 def udp_csum_errors(vm: Guest) -> int:
     """UDP (v4 + v6) datagrams vm dropped for a bad checksum since boot."""
     out = vm.run(

@@ -220,6 +220,15 @@ def sha256(vm: Guest, path: str, size: int = 0) -> str:
     return m[1]
 
 
+def proc_total(vm: Guest) -> dict[str, int]:
+    """The namespace counters (`total` line of /proc/net/p2pkp) of vm."""
+    out = vm.run("cat /proc/net/p2pkp", timeout=30.0).output
+    for line in out.splitlines():
+        if line.startswith("total "):
+            return {k: int(v) for k, v in (w.split("=", 1) for w in line.split()[1:])}
+    raise AssertionError(f"{vm.name}: /proc/net/p2pkp has no 'total' line:\n{out}")
+
+
 def listing(vm: Guest, directory: str) -> list[str]:
     """Names in a directory (ls -A), sorted."""
     out = vm.run(f"ls -A {q(directory)}").output

@@ -15,6 +15,7 @@ from types import FrameType
 
 import pytest
 
+from p2pkp_scenario import Scenario
 from p2pkpvm.cluster import ClusterView, default_module
 from p2pkpvm.kernels import KERNELS, MODULE_ENV
 from p2pkpvm.kernels import select as select_kernel
@@ -186,3 +187,14 @@ def _check_guests(item: pytest.Item) -> None:
     fresh = mgr.new_findings(checks)
     if fresh and item.get_closest_marker("expect_crash") is None:
         raise CrashDetected(crash_message(fresh))
+
+
+@pytest.fixture
+def scn(
+    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
+) -> Iterator[Scenario]:
+    """A per-test directory on every guest; the test's background jobs killed afterwards."""
+    s = Scenario(cluster.vms, request.node.name)
+    s.setup()
+    yield s
+    s.teardown()

@@ -11,7 +11,6 @@ the receivers, UDP checksum errors), so a silently clean link cannot pass for a 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
@@ -20,11 +19,10 @@ from p2pkp_badnet import (
     netem_drops,
     parse_peer_lines,
     peer_addr,
-    proc_total,
     transfer_rounds,
     udp_csum_errors,
 )
-from p2pkp_scenario import SEND, MiB, Scenario, next_port, q, sha256
+from p2pkp_scenario import SEND, MiB, Scenario, next_port, proc_total, q, sha256
 from p2pkpvm.cluster import ClusterView
 from p2pkpvm.impair import clear, impair, link_cut
 from p2pkpvm.netem import Link
@@ -42,16 +40,6 @@ LINKS: dict[str, dict[str, Link]] = {
     "delay50j20": {rx: Link(delay_ms=50, jitter_ms=20) for rx in RECEIVERS},
     "onepeer_loss10": {"vm4": Link(loss_pct=10)},
 }
-
-
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
 
 
 def run_link_matrix(

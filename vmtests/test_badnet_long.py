@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from p2pkp_badnet import netem_drops, transfer_rounds
@@ -17,16 +15,6 @@ from test_badnet import LINKS, run_link_matrix
 
 ROUNDS = 20
 SIZE = 8 * MiB
-
-
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
 
 
 @pytest.mark.long

@@ -11,11 +11,10 @@ Tests of bounds the loaded module does not implement yet (no such counter in
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
-from p2pkp_scenario import TOOLS, Guest, Scenario, listing, next_port, q
+from p2pkp_scenario import TOOLS, Guest, Scenario, listing, next_port, proc_total, q
 from p2pkpvm.cluster import ClusterView
 
 WIRE = f"python3 {TOOLS / 'p2pkp-fuzz-wire'}"
@@ -33,16 +32,6 @@ RL_BURST = 20
 pytestmark = pytest.mark.topology("pair")
 
 
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
-
-
 def meminfo(vm: Guest) -> dict[str, int]:
     out = vm.run("cat /proc/meminfo").output
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+):\s+(\d+)", out, re.MULTILINE)}
@@ -53,14 +42,6 @@ def disk_used_kib(vm: Guest, path: str) -> int:
     return int(out)
 
 
-def counters(vm: Guest) -> dict[str, int]:
-    out = vm.run("cat /proc/net/p2pkp").output
-    for line in out.splitlines():
-        if line.startswith("total "):
-            return {k: int(v) for k, _, v in (w.partition("=") for w in line.split()[1:])}
-    raise AssertionError(f"{vm.name}: no total line in /proc/net/p2pkp:\n{out}")
-
-
 def test_start_flood_bounded(scn: Scenario, cluster: ClusterView) -> None:
     """20,000 STARTs of new transfers from 200 source ports at a receiver in read():
     slab growth, MemAvailable loss and disk use stay under the documented bounds, at most one
@@ -68,7 +49,7 @@ def test_start_flood_bounded(scn: Scenario, cluster: ClusterView) -> None:
     vm = cluster["vm1"]
     port = next_port()
     vm.run("sync; echo 3 > /proc/sys/vm/drop_caches")
-    m0, d0, c0 = meminfo(vm), disk_used_kib(vm, scn.dir), counters(vm)
+    m0, d0, c0 = meminfo(vm), disk_used_kib(vm, scn.dir), proc_total(vm)
     job = scn.receiver(vm, scn.path("out"), port, host="127.0.0.1", timeout_ms=2000)
     res = vm.run(
         f"{WIRE} --target 127.0.0.1:{port} --seed 3 --phases flood --count {FLOOD} "
@@ -80,7 +61,7 @@ def test_start_flood_bounded(scn: Scenario, cluster: ClusterView) -> None:
     tmp = [n for n in listing(vm, scn.dir) if ".p2pkp-" in n]
     assert len(tmp) <= 1, f"more than one temporary file during a flood: {tmp}"
     vm.run("sync; echo 3 > /proc/sys/vm/drop_caches")
-    m1, d1, c1 = meminfo(vm), disk_used_kib(vm, scn.dir), counters(vm)
+    m1, d1, c1 = meminfo(vm), disk_used_kib(vm, scn.dir), proc_total(vm)
     slab = m1["Slab"] - m0["Slab"]
     avail = m0["MemAvailable"] - m1["MemAvailable"]
     disk = d1 - d0
@@ -111,7 +92,7 @@ def test_stale_transfer_abandoned(scn: Scenario, cluster: ClusterView) -> None:
     removes the temporary file and serves the next sender (read() keeps waiting)."""
     vm = cluster["vm1"]
     port = next_port()
-    c0 = counters(vm)
+    c0 = proc_total(vm)
     job = scn.receiver(vm, scn.path("out"), port, host="127.0.0.1", timeout_ms=3000)
     # one complete forged START + DATA of the first chunk, then silence (a stale transfer)
     vm.run(
@@ -120,7 +101,7 @@ def test_stale_transfer_abandoned(scn: Scenario, cluster: ClusterView) -> None:
     )
     vm.wait_for(f"ls -A {q(scn.dir)} | grep -q p2pkp-", timeout=30.0)
     vm.wait_for(f"! ls -A {q(scn.dir)} | grep -q p2pkp-", timeout=60.0)
-    c1 = counters(vm)
+    c1 = proc_total(vm)
     gone = sum(c1.get(k, 0) - c0.get(k, 0) for k in ("xfers_abandoned", "xfers_unconfirmed"))
     assert gone >= 1, f"abandon not counted: {c0} -> {c1}"
     # read() is still waiting: a valid transfer is served
@@ -151,12 +132,12 @@ def test_max_file_size_refused(scn: Scenario, cluster: ClusterView) -> None:
     vm.run(f"echo 10000 > {param}")
     try:
         port = next_port()
-        c0 = counters(vm)
+        c0 = proc_total(vm)
         job = scn.receiver(vm, scn.path("out"), port, host="127.0.0.1")
         res = vm.run(f"{WIRE} --target 127.0.0.1:{port} --phases send --size 20000", timeout=60.0)
         assert "done_status=-27" in res.output, f"expected DONE(-EFBIG):\n{res.output}"
         assert listing(vm, scn.dir) == []
-        assert counters(vm)["refused_size"] > c0.get("refused_size", 0)
+        assert proc_total(vm)["refused_size"] > c0.get("refused_size", 0)
         res = vm.run(f"{WIRE} --target 127.0.0.1:{port} --phases send --size 9000", timeout=60.0)
         assert "done_status=0" in res.output, res.output
         assert job.wait(timeout=30.0).rc == 0
@@ -168,7 +149,7 @@ def test_free_space_refused(scn: Scenario, cluster: ClusterView) -> None:
     """A START larger than the free space of the destination file system is refused with
     DONE(-ENOSPC) before anything is written; counted as refused_space."""
     vm = cluster["vm1"]
-    c0 = counters(vm)
+    c0 = proc_total(vm)
     if "refused_space" not in c0:
         pytest.skip("module has no free-space check yet (no refused_space counter)")
     small = scn.path("small")
@@ -181,7 +162,7 @@ def test_free_space_refused(scn: Scenario, cluster: ClusterView) -> None:
         )
         assert "done_status=-28" in res.output, f"expected DONE(-ENOSPC):\n{res.output}"
         assert listing(vm, small) == []
-        assert counters(vm)["refused_space"] > c0["refused_space"]
+        assert proc_total(vm)["refused_space"] > c0["refused_space"]
         job.kill()
     finally:
         vm.run(f"umount {small}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -36,16 +35,6 @@ MAX_PEERS = 64
 PATH_MAX = 4095
 # Sender egress during the EINTR tests: 8 MiB take ~4 s, so a signal lands mid-transfer.
 RATE = "16mbit"
-
-
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
 
 
 def silent_addr(vm: Guest) -> str:

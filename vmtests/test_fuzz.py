@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -25,6 +24,7 @@ from p2pkp_scenario import (
     Scenario,
     listing,
     next_port,
+    proc_total,
     q,
     rate_limited,
     sha256,
@@ -57,25 +57,6 @@ def seed() -> int:
     return int(env) if env else random.randrange(1 << 31)
 
 
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
-
-
-def total_counters(vm: Guest) -> dict[str, int]:
-    """The namespace's `total` counters of /proc/net/p2pkp on vm."""
-    out = vm.run("cat /proc/net/p2pkp").output
-    for line in out.splitlines():
-        if line.startswith("total "):
-            return {k: int(v) for k, _, v in (w.partition("=") for w in line.split()[1:])}
-    raise AssertionError(f"{vm.name}: /proc/net/p2pkp has no total line:\n{out}")
-
-
 def wire_campaign(scn: Scenario, vm: Guest, per_phase: int, s: int) -> None:
     """Fuzz a receiver on vm's loopback, then check a valid transfer is still bit-exact."""
     port = next_port()
@@ -83,7 +64,7 @@ def wire_campaign(scn: Scenario, vm: Guest, per_phase: int, s: int) -> None:
     src_dir = f"{scn.dir}-src"
     vm.run(f"mkdir -p {q(src_dir)}")
     try:
-        before = total_counters(vm)
+        before = proc_total(vm)
         job = scn.receiver(vm, out, port, host="127.0.0.1", timeout_ms=RX_TIMEOUT_MS)
         cmd = (
             f"{WIRE} --target 127.0.0.1:{port} --seed {s} --count {per_phase} "
@@ -95,7 +76,7 @@ def wire_campaign(scn: Scenario, vm: Guest, per_phase: int, s: int) -> None:
         assert res.rc == 0 and m and int(m[1]) >= 3 * per_phase, (
             f"{vm.name}: wire fuzzer failed (seed {s}, rc {res.rc}):\n{res.output}"
         )
-        after = total_counters(vm)
+        after = proc_total(vm)
         delta = {k: after[k] - before.get(k, 0) for k in after}
         missing = [r for r in EXPECTED_REASONS if delta.get(r, 0) <= 0]
         assert not missing, f"seed {s}: drop counters that did not rise: {missing}: {delta}"
@@ -181,7 +162,7 @@ def test_wire_spoofed_id_of_real_transfer(scn: Scenario, cluster: ClusterView) -
     port = next_port()
     src, digest = scn.make_file(tx, "src", size)
     out = scn.path("out")
-    before = total_counters(rx)
+    before = proc_total(rx)
     job = scn.receiver(rx, out, port, timeout_ms=30000)
     with rate_limited(tx, "4mbit"):  # ~17 s for 8 MiB: time to spoof
         sender = scn.spawn(tx, f"{SEND} --timeout 30000 --to {rx.ipv4}:{port} {q(src)}")
@@ -206,7 +187,7 @@ def test_wire_spoofed_id_of_real_transfer(scn: Scenario, cluster: ClusterView) -
     got = job.wait(timeout=60.0)
     assert got.rc == 0, got.output
     assert sha256(rx, out, size) == digest, f"seed {s}: spoofing corrupted the transfer"
-    delta = total_counters(rx)["drop_peer"] - before.get("drop_peer", 0)
+    delta = proc_total(rx)["drop_peer"] - before.get("drop_peer", 0)
     assert delta > 0, f"seed {s}: no drop_peer counted"
     print(f"drop_peer +{delta}")
 

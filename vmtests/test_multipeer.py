@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -22,16 +21,6 @@ from p2pkp_strace import parse_strace_summary
 from p2pkpvm.cluster import ClusterView
 
 RECEIVERS = ("vm2", "vm3", "vm4")
-
-
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,16 +27,6 @@ from p2pkp_scenario import (
 from p2pkpvm.cluster import ClusterView
 
 pytestmark = pytest.mark.topology("pair")
-
-
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
 
 
 def total_counter(vm: Guest, name: str) -> int:

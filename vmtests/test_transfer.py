@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,16 +22,6 @@ from p2pkp_scenario import (
 from p2pkpvm.cluster import ClusterView
 
 CHUNK = 1400  # P2PKP_CHUNK_SIZE
-
-
-@pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
 
 
 @pytest.mark.parametrize(

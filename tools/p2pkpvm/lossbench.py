@@ -24,8 +24,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from p2pkp_badnet import netem_drops, parse_peer_lines, peer_addr, proc_total
-from p2pkp_scenario import SEND, Scenario, next_port, q, sha256, transfer_deadline
+from p2pkp_badnet import netem_drops, parse_peer_lines, peer_addr
+from p2pkp_scenario import SEND, Scenario, next_port, proc_total, q, sha256, transfer_deadline
 from p2pkpvm.cluster import Cluster
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.impair import impair
