@@ -39,6 +39,7 @@
 #include <linux/statfs.h>
 #include <linux/math64.h>
 #include <net/sock.h>
+#include <net/udp.h>
 #include <net/ipv6.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
@@ -105,6 +106,7 @@ struct p2pkp_data {
 #define P2PKP_RTO_MAX_US	2000000U
 #define P2PKP_LINGER_MS		1000
 #define P2PKP_BLOCK_CHUNKS	64
+#define P2PKP_GSO_CHUNKS	32	/* DATA datagrams per UDP_SEGMENT send */
 #define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
 #define P2PKP_DGRAM_MAX		2048
 #define P2PKP_RX_BUDGET		256
@@ -136,6 +138,7 @@ struct p2pkp_status {		/* DONE and ABORT */
 } __packed;
 
 #define P2PKP_PKT_MAX	(sizeof(struct p2pkp_hdr) + sizeof(struct p2pkp_ack))
+#define P2PKP_DATA_HLEN	(sizeof(struct p2pkp_hdr) + sizeof(struct p2pkp_data))
 
 static const u16 p2pkp_body_len[P2PKP_T_MAX + 1] = {
 	[P2PKP_T_START]		= sizeof(struct p2pkp_start),
@@ -180,6 +183,7 @@ enum {
 	P2PKP_ST_REPLIES_LIMITED,
 	P2PKP_ST_ACKS_SENT,
 	P2PKP_ST_RATE_WAITS,
+	P2PKP_ST_GSO_SENDS,
 	P2PKP_NSTATS,
 };
 
@@ -192,6 +196,7 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"drop_window", "drop_dup", "busy_sent", "xfers_abandoned",
 	"xfers_aborted", "peers_failed", "refused_size", "refused_space",
 	"xfers_unconfirmed", "replies_limited", "acks_sent", "rate_waits",
+	"gso_sends",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -597,6 +602,10 @@ struct p2pkp_tx {
 	u64 pace_ns;			/* > 0: no tokens, retry after this */
 	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
 	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
+	/* a run of DATA datagrams sent with one UDP_SEGMENT call */
+	bool no_gso;			/* the route refused it: one by one */
+	struct kvec gvec[2 * P2PKP_GSO_CHUNKS];
+	u8 ghdr[P2PKP_GSO_CHUNKS][P2PKP_DATA_HLEN];
 };
 
 static u32 p2pkp_chunk_len(u64 size, u64 count, u64 c)
@@ -884,16 +893,12 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 }
 
-static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			     struct p2pkp_peer *p, u64 c, const u8 *data,
-			     u16 flags, bool retrans)
+/* Fill the DATA header of chunk @c to @p; the chunk counts as sent now. */
+static void p2pkp_data_hdr(struct p2pkp_tx *tx, struct p2pkp_peer *p,
+			   u8 *pkt, u64 c, u16 flags, u64 now)
 {
-	u8 pkt[sizeof(struct p2pkp_hdr) + sizeof(struct p2pkp_data)];
 	struct p2pkp_data *d = (void *)(pkt + sizeof(struct p2pkp_hdr));
-	u32 plen = p2pkp_chunk_len(tx->size, tx->count, c);
-	u64 now = ktime_get_ns();
 	u32 echo = 0;
-	int err;
 
 	if (p->peer_ts_ns) {
 		/* the peer's ts plus how long we held it: it sees the RTT */
@@ -904,22 +909,126 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	p2pkp_hdr_fill(pkt, P2PKP_T_DATA, flags, tx->id, echo);
 	d->index = cpu_to_be64(c);
 	p->sent_ns[c % P2PKP_WIN] = now;
+}
+
+/* A send error that is only a loss: the chunk goes again later. */
+static bool p2pkp_soft_err(int err)
+{
+	return err == -EAGAIN || err == -ENOBUFS || err == -ENOMEM ||
+	       err == -EINTR || err == -ERESTARTSYS;
+}
+
+static void p2pkp_data_sent(struct p2pkp_sock *ps, struct p2pkp_peer *p,
+			    u32 n, u64 bytes, bool retrans)
+{
+	p->sent += n;
+	p2pkp_stat(ps, P2PKP_ST_BYTES_SENT, bytes);
+	if (retrans) {
+		p->retrans += n;
+		p2pkp_stat(ps, P2PKP_ST_DGRAMS_RETRANS, n);
+	}
+}
+
+static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			     struct p2pkp_peer *p, u64 c, const u8 *data,
+			     u16 flags, bool retrans)
+{
+	u8 pkt[P2PKP_DATA_HLEN];
+	u32 plen = p2pkp_chunk_len(tx->size, tx->count, c);
+	int err;
+
+	p2pkp_data_hdr(tx, p, pkt, c, flags, ktime_get_ns());
 	err = p2pkp_xmit(ps, p->ks.sock, NULL, 0, pkt, sizeof(pkt), data,
 			 plen, 0);
-	if (err == -EAGAIN || err == -ENOBUFS || err == -ENOMEM ||
-	    err == -EINTR || err == -ERESTARTSYS)
+	if (p2pkp_soft_err(err))
 		return 0;	/* like a loss: retransmitted later */
 	if (err) {
 		p2pkp_peer_fail(ps, p, err);
 		return 0;
 	}
-	p->sent++;
-	p2pkp_stat(ps, P2PKP_ST_BYTES_SENT, plen);
-	if (retrans) {
-		p->retrans++;
-		p2pkp_stat(ps, P2PKP_ST_DGRAMS_RETRANS, 1);
-	}
+	p2pkp_data_sent(ps, p, 1, plen, retrans);
 	return 0;
+}
+
+/* ACK at once for the file's last chunk, the window's last and its middle. */
+static u16 p2pkp_new_flags(const struct p2pkp_tx *tx,
+			   const struct p2pkp_peer *p, u64 c)
+{
+	if (c + 1 == tx->count || c + 1 == p->cum + p->win ||
+	    c + 1 == p->cum + p->win / 2)
+		return P2PKP_F_ACKREQ;
+	return 0;
+}
+
+/* Payload bytes of chunks @c .. @c + @n - 1. */
+static u64 p2pkp_run_len(const struct p2pkp_tx *tx, u64 c, u32 n)
+{
+	return min_t(u64, (u64)n * P2PKP_CHUNK_SIZE,
+		     tx->size - c * P2PKP_CHUNK_SIZE);
+}
+
+/*
+ * Send new chunks @c .. @c + @n - 1, all in tx->blk, to @p with one
+ * UDP_SEGMENT send: routed and queued once and the NIC kicked once, then
+ * cut into @n datagrams (every one with its own header) by the stack or
+ * the NIC.  A route that cannot (no checksum offload: EIO; path MTU below
+ * one datagram: EINVAL, EMSGSIZE) turns batching off for this file.
+ */
+static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			      struct p2pkp_peer *p, u64 c, u32 n)
+{
+	union {
+		struct cmsghdr cm;
+		u8 buf[CMSG_SPACE(sizeof(u16))];
+	} ctl = {};
+	struct msghdr msg = {
+		.msg_control = &ctl,
+		.msg_controllen = sizeof(ctl),
+		.msg_flags = MSG_NOSIGNAL,
+	};
+	const u8 *data = tx->blk + (c - tx->blk_first) * P2PKP_CHUNK_SIZE;
+	u64 now = ktime_get_ns();
+	u64 bytes = p2pkp_run_len(tx, c, n);
+	u32 i;
+	int err;
+
+	if (n > 1 && !tx->no_gso) {
+		for (i = 0; i < n; i++) {
+			u8 *hdr = tx->ghdr[i];
+
+			p2pkp_data_hdr(tx, p, hdr, c + i,
+				       p2pkp_new_flags(tx, p, c + i), now);
+			tx->gvec[2 * i].iov_base = hdr;
+			tx->gvec[2 * i].iov_len = P2PKP_DATA_HLEN;
+			tx->gvec[2 * i + 1].iov_base =
+				(void *)data + i * P2PKP_CHUNK_SIZE;
+			tx->gvec[2 * i + 1].iov_len =
+				p2pkp_chunk_len(tx->size, tx->count, c + i);
+		}
+		ctl.cm.cmsg_level = SOL_UDP;
+		ctl.cm.cmsg_type = UDP_SEGMENT;
+		ctl.cm.cmsg_len = CMSG_LEN(sizeof(u16));
+		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + P2PKP_CHUNK_SIZE;
+		err = kernel_sendmsg(p->ks.sock, &msg, tx->gvec, 2 * n,
+				     n * P2PKP_DATA_HLEN + bytes);
+		if (err >= 0) {
+			p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, n);
+			p2pkp_stat(ps, P2PKP_ST_GSO_SENDS, 1);
+			p2pkp_data_sent(ps, p, n, bytes, false);
+			return;
+		}
+		if (p2pkp_soft_err(err))
+			return;		/* like a loss */
+		if (err != -EIO && err != -EINVAL && err != -EMSGSIZE) {
+			p2pkp_peer_fail(ps, p, err);
+			return;
+		}
+		tx->no_gso = true;
+	}
+	for (i = 0; i < n && p->state == PS_DATA; i++)
+		p2pkp_tx_data_one(ps, tx, p, c + i,
+				  data + i * P2PKP_CHUNK_SIZE,
+				  p2pkp_new_flags(tx, p, c + i), false);
 }
 
 /*
@@ -1048,12 +1157,19 @@ out:
 	return err;
 }
 
+static bool p2pkp_may_send(const struct p2pkp_tx *tx,
+			   const struct p2pkp_peer *p)
+{
+	return p->state == PS_DATA && p->next < tx->count &&
+	       p->next < p->cum + p->win;
+}
+
 /* Retransmit what is lost, then send new chunks within every window. */
 static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
-	const u8 *data;
 	int i, err = 0;
-	u64 c;
+	u64 c, end;
+	u32 n;
 
 	tx->pace_ns = 0;
 	err = p2pkp_tx_retrans(ps, tx);
@@ -1062,36 +1178,33 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 
 	for (;;) {
 		c = U64_MAX;
-		for (i = 0; i < ps->npeers; i++) {
-			struct p2pkp_peer *p = ps->peers[i];
-
-			if (p->state == PS_DATA && p->next < tx->count &&
-			    p->next < p->cum + p->win)
-				c = min(c, p->next);
-		}
+		for (i = 0; i < ps->npeers; i++)
+			if (p2pkp_may_send(tx, ps->peers[i]))
+				c = min(c, ps->peers[i]->next);
 		if (c == U64_MAX)
 			break;
 		if (p2pkp_interrupted())
 			return -EINTR;
-		data = p2pkp_get_chunk(tx, c, false, &err);
-		if (!data)
+		if (!p2pkp_get_chunk(tx, c, false, &err))
 			return err;
+		/* every peer gets the run of this block it may have */
+		end = tx->blk_first + tx->blk_n;
 		for (i = 0; i < ps->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
-			u16 fl = 0;
 
-			if (p->state != PS_DATA || p->next != c ||
-			    p->next >= p->cum + p->win)
+			if (!p2pkp_may_send(tx, p) || p->next < tx->blk_first ||
+			    p->next >= end)
 				continue;
-			if (!p2pkp_pace(ps, tx,
-					p2pkp_chunk_len(tx->size, tx->count, c)))
+			n = min_t(u64, end, p->cum + p->win) - p->next;
+			n = min_t(u32, n, P2PKP_GSO_CHUNKS);
+			if (tx->rate)	/* a run must fit in the bucket */
+				n = clamp_t(u32, div_u64(tx->burst,
+							 P2PKP_CHUNK_SIZE),
+					    1, n);
+			if (!p2pkp_pace(ps, tx, p2pkp_run_len(tx, p->next, n)))
 				return 0;
-			if (c + 1 == tx->count || c + 1 == p->cum + p->win)
-				fl = P2PKP_F_ACKREQ;
-			err = p2pkp_tx_data_one(ps, tx, p, c, data, fl, false);
-			if (err)
-				return err;
-			p->next++;
+			p2pkp_tx_data_run(ps, tx, p, p->next, n);
+			p->next += n;
 		}
 		cond_resched();
 	}
