@@ -9,6 +9,31 @@ from pathlib import Path
 
 DEFAULT_APPEND = ("net.ifnames=0", "panic=-1", "loglevel=7")
 
+# The guest sees the host's file system, except these: virtme-ng's guest init mounts an
+# empty tmpfs over each (virtme/guest/virtme-init: /run, /dev/shm, mount_sys_filesystems).
+GUEST_MASKED = (
+    "/run",
+    "/dev/shm",
+    "/var/log",
+    "/var/tmp",
+    "/var/cache",
+    "/var/spool/rsyslog",
+    "/var/lib/portables",
+    "/var/lib/machines",
+    "/var/lib/private",
+    "/var/lib/apt",
+    "/var/lib/snapd/cookie",
+    "/var/lib/sudo",
+)
+
+
+def masked_in_guest(path: Path) -> str | None:
+    """The directory of GUEST_MASKED that hides `path` inside a guest, or None."""
+    for d in GUEST_MASKED:
+        if path == Path(d) or Path(d) in path.parents:
+            return d
+    return None
+
 
 @dataclass(frozen=True)
 class NicSpec:
@@ -48,6 +73,14 @@ class VngSpec:
             raise ValueError(f"accel must be 'kvm' or 'tcg', not {self.accel!r}")
         if self.cpus < 1:
             raise ValueError(f"cpus must be >= 1, not {self.cpus}")
+        for what, p in (("working directory", self.cwd), ("shell", self.shell)):
+            hidden = masked_in_guest(p) if p is not None else None
+            if hidden:
+                raise ValueError(
+                    f"{what} {p} is under {hidden}, which virtme-ng replaces with an empty "
+                    "tmpfs inside the guest: the guest could not see it. "
+                    "Put the project elsewhere (e.g. under /tmp, /root or /work)."
+                )
 
 
 def build_argv(spec: VngSpec, vng: str = "vng") -> list[str]:

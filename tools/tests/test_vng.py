@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm.vng import NicSpec, VngSpec, build_argv, guest_mac, stderr_to_file
+from p2pkpvm.vng import (
+    NicSpec,
+    VngSpec,
+    build_argv,
+    guest_mac,
+    masked_in_guest,
+    stderr_to_file,
+)
 
 KERNEL = Path("/boot/vmlinuz-test")
 
@@ -72,3 +79,27 @@ def test_stderr_to_file_keeps_argv() -> None:
 def test_shell_override() -> None:
     argv = build_argv(VngSpec(kernel=KERNEL, name="x", shell=Path("/s/guest-shell")))
     assert argv[argv.index("--shell") + 1] == "/s/guest-shell"
+
+
+@pytest.mark.parametrize(
+    ("path", "hidden"),
+    [
+        ("/var/tmp/clone", "/var/tmp"),
+        ("/var/tmp", "/var/tmp"),
+        ("/var/cache/p2pkp/x", "/var/cache"),
+        ("/run/user/0/p", "/run"),
+        ("/tmp/ci/p", None),
+        ("/work/main", None),
+        ("/var/tmpfoo/p", None),
+    ],
+)
+def test_masked_in_guest(path: str, hidden: str | None) -> None:
+    assert masked_in_guest(Path(path)) == hidden
+
+
+def test_project_under_masked_dir_is_refused() -> None:
+    """A clone in /var/tmp booted guests whose shell was missing (found the hard way)."""
+    with pytest.raises(ValueError, match=r"under /var/tmp, which virtme-ng replaces"):
+        VngSpec(kernel=Path("/boot/vmlinuz"), name="vm1", cwd=Path("/var/tmp/p2pkp"))
+    with pytest.raises(ValueError, match=r"shell /var/tmp/p/guest-shell is under /var/tmp"):
+        VngSpec(kernel=Path("/boot/vmlinuz"), name="vm1", shell=Path("/var/tmp/p/guest-shell"))
