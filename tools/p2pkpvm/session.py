@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,19 +143,16 @@ class ClusterManager:
         return fresh
 
     def kmemleak_check(self) -> list[DmesgCheck]:
-        """Scan kmemleak in every live guest (kernels with kmemleak only); return the guests
-        with leak records. Records are cleared after reading, so each is reported once."""
+        """Scan kmemleak in every live guest, all at once (kernels with kmemleak only);
+        return the guests with leak records. Records are cleared after reading, so each is
+        reported once."""
         if self.cluster is None or self.kernel is None or not self.kernel.kmemleak:
             return []
+        vms = [vm for vm in self.cluster.vms if vm.alive]
+        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
+            texts = list(pool.map(kmemleak_scan, vms))
         out = []
-        for vm in self.cluster.vms:
-            if not vm.alive:
-                continue
-            try:
-                text = vm.run(KMEMLEAK_SCAN, timeout=60).output
-            except (GuestDied, CommandTimeout) as exc:
-                log.warning("%s: kmemleak scan failed: %s", vm.name, exc)
-                continue
+        for vm, text in zip(vms, texts, strict=True):
             findings = [f for f in crashscan.scan(text) if f.kind == "kmemleak"]
             if findings:
                 out.append(DmesgCheck(vm.name, text, findings, False))
@@ -179,6 +177,15 @@ KMEMLEAK_SCAN = (
     "if [ -e $f ]; then echo scan > $f && sleep 5 && echo scan > $f && cat $f "
     "&& echo clear > $f; fi"
 )
+
+
+def kmemleak_scan(vm: VM) -> str:
+    """The kmemleak records of one guest ("" when the scan could not run: it is logged)."""
+    try:
+        return vm.run(KMEMLEAK_SCAN, timeout=60).output
+    except (GuestDied, CommandTimeout) as exc:
+        log.warning("%s: kmemleak scan failed: %s", vm.name, exc)
+        return ""
 
 
 def leftovers(ns: str, pids: list[int]) -> list[str]:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 from p2pkpvm import crashscan
+from p2pkpvm.errors import CommandTimeout
+from p2pkpvm.kernels import KernelChoice
 from p2pkpvm.netns import NS_PREFIX, unique_ns_name
 from p2pkpvm.session import ClusterManager, DmesgCheck, crash_message, leftovers, per_test_dir
 
@@ -51,3 +56,46 @@ def test_leftovers_reports_live_processes() -> None:
 def test_unique_ns_names() -> None:
     names = {unique_ns_name() for _ in range(50)}
     assert len(names) == 50 and all(n.startswith(NS_PREFIX) for n in names)
+
+
+DATA = Path(__file__).parent / "data" / "crash"
+
+
+@dataclass
+class _Out:
+    output: str
+
+
+class _FakeVM:
+    """Answers the kmemleak scan with a captured record; all scans must overlap in time."""
+
+    def __init__(self, name: str, text: str, barrier: threading.Barrier | None, alive: bool = True):
+        self.name, self.text, self.barrier, self.alive = name, text, barrier, alive
+
+    def run(self, cmd: str, timeout: float = 30.0) -> _Out:
+        assert "kmemleak" in cmd
+        if self.barrier is not None:
+            self.barrier.wait(timeout=5)  # BrokenBarrierError if the scans ran one by one
+        if self.text == "timeout":
+            raise CommandTimeout(self.name, cmd, "timed out", "")
+        return _Out(self.text)
+
+
+def test_kmemleak_scans_run_at_once_and_report_leaks() -> None:
+    """kmemleak takes ~15 s per debug guest; the guests are scanned in parallel."""
+    record = (DATA / "debug-kmemleak-record.log").read_text()
+    barrier = threading.Barrier(3)
+    vms = [
+        _FakeVM("vm1", "", barrier),
+        _FakeVM("vm2", record, barrier),
+        _FakeVM("vm3", "timeout", barrier),  # logged, not a finding
+        _FakeVM("vm4", record, None, alive=False),  # dead guests are not scanned
+    ]
+    mgr = ClusterManager()
+    mgr.kernel = KernelChoice("debug", None, Path("p2pkp.ko"), kmemleak=True)
+    mgr.cluster = cast(Any, type("C", (), {"vms": vms})())
+    found = mgr.kmemleak_check()
+    assert [c.vm for c in found] == ["vm2"]
+    assert found[0].findings[0].kind == "kmemleak"
+    mgr.kernel = KernelChoice("stock", None, Path("p2pkp.ko"))
+    assert mgr.kmemleak_check() == []  # stock kernels have no kmemleak: no scan
