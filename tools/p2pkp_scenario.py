@@ -24,8 +24,16 @@ TOOLS = ROOT / "tools"
 SEND = str(TOOLS / "p2pkp-send")
 RECV = str(TOOLS / "p2pkp-recv")
 OP = str(TOOLS / "p2pkp-op")
-MODULE = str(module_path(ROOT / "p2pkp.ko"))  # $P2PKP_MODULE under --kernel debug
 MiB = 1 << 20
+
+
+def module_ko() -> str:
+    """The p2pkp.ko the guests load: $P2PKP_MODULE (set by conftest for --kernel debug).
+
+    Read at each call, not at import: conftest imports this module before pytest_configure
+    sets the variable (a constant here once made `--kernel debug` insmod the stock build)."""
+    return str(module_path(ROOT / "p2pkp.ko"))
+
 
 # Run a command as nobody:nogroup with no supplementary groups.
 AS_NOBODY = "setpriv --reuid=nobody --regid=nogroup --clear-groups"

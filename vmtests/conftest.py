@@ -57,7 +57,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("kernel") != "stock":
         mgr.kernel = select_kernel(config.getoption("kernel"))
         mgr.boot_timeout = DEBUG_BOOT_TIMEOUT_S  # x kernel.time_scale in Cluster
-        # Helpers that only know a path (p2pkp_scenario.MODULE) read it at import time.
+        # Helpers that only know a path (p2pkp_scenario.module_ko) read it when called.
         os.environ[MODULE_ENV] = str(mgr.kernel.module)
     config.stash[MANAGER_KEY] = mgr
     config.addinivalue_line(

@@ -16,13 +16,13 @@ import re
 import pytest
 
 from p2pkp_scenario import (
-    MODULE,
     SEND,
     TOOLS,
     Guest,
     MiB,
     Scenario,
     listing,
+    module_ko,
     next_port,
     proc_total,
     q,
@@ -198,7 +198,7 @@ def sys_campaign(vm: Guest, sequences: int, s: int, peers: str) -> None:
     vm.run(f"echo 0 > {counter}")
     rmmod = vm.spawn(
         f"n=0; while :; do if rmmod p2pkp 2>/dev/null; then n=$((n+1)); echo $n > {counter}; "
-        f"insmod {MODULE}; fi; sleep 0.02; done"
+        f"insmod {module_ko()}; fi; sleep 0.02; done"
     )
     try:
         res = vm.run(
@@ -215,9 +215,9 @@ def sys_campaign(vm: Guest, sequences: int, s: int, peers: str) -> None:
     assert res.rc == 0 and f"sequences={sequences}" in res.output, (
         f"{vm.name}: syscall fuzzer failed (seed {s}, rc {res.rc}):\n{res.output[-3000:]}"
     )
-    vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {MODULE}")
+    vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {module_ko()}")
     vm.wait_for("rmmod p2pkp", timeout=30.0)
-    vm.run(f"insmod {MODULE}")
+    vm.run(f"insmod {module_ko()}")
 
 
 @pytest.mark.topology("pair")

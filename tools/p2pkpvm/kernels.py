@@ -19,7 +19,7 @@ from p2pkpvm.pin import project_root
 KERNELS = ("stock", "debug")
 DEBUG_TIME_SCALE = 6.0
 # Set by conftest for the whole pytest process, so that helpers that only know a path
-# (p2pkp_scenario.MODULE, cluster.default_module) load the module built for the kernel.
+# (p2pkp_scenario.module_ko, cluster.default_module) load the module built for the kernel.
 MODULE_ENV = "P2PKP_MODULE"
 
 

@@ -90,6 +90,36 @@ def test_build_paths_live_in_the_cache(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert kb.complete()
 
 
+def test_new_config_starts_from_the_newest_complete_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("P2PKP_CACHE", str(tmp_path))
+
+    def build(flavour: str, key: str, complete: bool, mtime: int) -> kbuild.KernelBuild:
+        kb = kbuild.KernelBuild(version="6.1.192-2", flavour=flavour, key=key)
+        d = kb.directory if complete else kb.partial
+        d.mkdir(parents=True)
+        (d / "vmlinux.o").write_text(key)
+        if complete:
+            (d / kbuild.COMPLETE_STAMP).write_text("{}")
+            os.utime(d / kbuild.COMPLETE_STAMP, (mtime, mtime))
+        return kb
+
+    new = kbuild.KernelBuild(version="6.1.192-2", flavour="debug", key="new")
+    assert kbuild.seed_for(new) is None
+    build("debug", "old", True, 1000)
+    newest = build("debug", "newer", True, 2000)
+    build("debug", "broken", False, 3000)  # interrupted: never a seed
+    build("other", "x", True, 4000)  # another flavour
+    assert kbuild.seed_for(new) == newest.directory
+    older = kbuild.seed_for(newest)
+    assert older is not None and older.name.endswith("-old")
+    kbuild.seed(newest.directory, new.partial)
+    assert (new.partial / "vmlinux.o").read_text() == "newer"
+    assert not (new.partial / kbuild.COMPLETE_STAMP).exists(), "a seeded copy looked complete"
+    assert newest.complete(), "the seed itself must stay as it was"
+
+
 def test_check_module_ready_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(kbuild.KbuildError, match=r"Module\.symvers"):
         kbuild.check_module_ready(tmp_path)

@@ -89,3 +89,13 @@ def test_extra_append_keeps_the_defaults() -> None:
     argv = build_argv(spec)
     appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
     assert appended == [*DEFAULT_APPEND, "kasan_multi_shot"]
+
+
+def test_scenario_module_follows_the_env_set_after_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    """conftest imports p2pkp_scenario before pytest_configure sets P2PKP_MODULE."""
+    import p2pkp_scenario
+
+    monkeypatch.delenv(kernels.MODULE_ENV, raising=False)
+    assert p2pkp_scenario.module_ko().endswith("/p2pkp.ko")
+    monkeypatch.setenv(kernels.MODULE_ENV, "/x/out/debug-module/p2pkp.ko")
+    assert p2pkp_scenario.module_ko() == "/x/out/debug-module/p2pkp.ko"
