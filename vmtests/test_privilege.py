@@ -211,13 +211,22 @@ def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -
         )
     assert "done_status=0" in res.output, res.output
     assert job.wait(timeout=60.0).rc == 0
-    # the guest's writable trees are its own mounts (tmpfs/overlays); the rest is the host's
-    # read-only root over 9p (slow to walk under TCG and unwritable anyway)
+    # The guest's writable trees are its own mounts: tmpfs, or overlays whose upper layer (a
+    # tmpfs under /run) holds exactly what the guest wrote.  Walk that layer, never the
+    # host's lower one: the host's /tmp (clones, venvs) over 9p took > 720 s on the debug
+    # kernel.  The rest of / is the host's read-only root.
     candidates = "/tmp /etc /run /var/tmp /var/log /var/lib /root /home /dev/shm /mnt"
-    writable = f"$(for d in {candidates}; do mountpoint -q $d && echo $d; done)"
+    walk = (
+        f"for d in {candidates}; do mountpoint -q $d || continue; "
+        'up=$(awk -v d=$d \'$2 == d && $3 == "overlay" { n = split($4, o, ","); '
+        "for (i = 1; i <= n; i++) if (o[i] ~ /^upperdir=/) print substr(o[i], 10) }' "
+        "/proc/mounts | tail -n 1); "
+        f'if [ -n "$up" ]; then (cd "$up" && find . -xdev -newer {marker} '
+        '\\( -type f -o -type l \\) | sed "s|^\\.|$d|"); '
+        f"else find $d -xdev -newer {marker} \\( -type f -o -type l \\); fi; done"
+    )
     new = rx.run(
-        f"find {writable} -xdev -newer {marker} \\( -type f -o -type l \\) 2>/dev/null "
-        f"| grep -v -e '^/tmp/p2pkp-job-' -e '^/run/' || true",
+        f"{{ {walk}; }} 2>/dev/null | grep -v -e '^/tmp/p2pkp-job-' -e '^/run/' || true",
         timeout=120.0,
     ).output.split()
     # The guest's /tmp and /etc are overlays on the host's: files the host (other sessions)
