@@ -24,6 +24,9 @@ TOOLS = ROOT / "tools"
 SEND = str(TOOLS / "p2pkp-send")
 RECV = str(TOOLS / "p2pkp-recv")
 OP = str(TOOLS / "p2pkp-op")
+# The wire fuzzer runs from the project tree, which the guest sees through an overlay:
+# no .pyc written there (test_privilege looks for files the guest created).
+WIRE = f"PYTHONDONTWRITEBYTECODE=1 python3 {TOOLS / 'p2pkp-fuzz-wire'}"
 MiB = 1 << 20
 
 

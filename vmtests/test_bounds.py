@@ -14,10 +14,9 @@ import re
 
 import pytest
 
-from p2pkp_scenario import TOOLS, Guest, Scenario, listing, next_port, proc_total, q
+from p2pkp_scenario import WIRE, Guest, Scenario, listing, next_port, proc_total, q
 from p2pkpvm.cluster import ClusterView
 
-WIRE = f"python3 {TOOLS / 'p2pkp-fuzz-wire'}"
 FLOOD = 20000  # STARTs of new transfers in the flood test
 FLOOD_PORTS = 200  # distinct source ports
 # Bounds: the receiver's memory per transfer is fixed (~4 KiB of buffers + one open file);

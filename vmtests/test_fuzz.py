@@ -18,6 +18,7 @@ import pytest
 from p2pkp_scenario import (
     SEND,
     TOOLS,
+    WIRE,
     Guest,
     MiB,
     Scenario,
@@ -32,7 +33,6 @@ from p2pkp_scenario import (
 )
 from p2pkpvm.cluster import ClusterView
 
-WIRE = f"python3 {TOOLS / 'p2pkp-fuzz-wire'}"
 SYS = str(TOOLS / "p2pkp-fuzz-sys")
 # Receiver peer timeout during the wire campaigns: fake transfers left by the random phase
 # are abandoned this fast, so the valid transfer afterwards is not answered BUSY for long.
@@ -164,7 +164,9 @@ def test_wire_spoofed_id_of_real_transfer(scn: Scenario, cluster: ClusterView) -
     out = scn.path("out")
     before = proc_total(rx)
     job = scn.receiver(rx, out, port, timeout_ms=30000)
-    with rate_limited(tx, "4mbit"):  # ~17 s for 8 MiB: time to spoof
+    # ~17 s for 8 MiB: time to start the fuzzer and spoof.  Slower kernels (debug: Python
+    # starts in seconds there) get a slower link, or the transfer ends before the fuzzer runs.
+    with rate_limited(tx, f"{round(4000 / tx.time_scale)}kbit"):
         sender = scn.spawn(tx, f"{SEND} --timeout 30000 --to {rx.ipv4}:{port} {q(src)}")
         res = rx.run(
             f"{WIRE} --target {rx.ipv4}:{port} --local 0.0.0.0:{port} --seed {s} "

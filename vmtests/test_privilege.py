@@ -15,7 +15,7 @@ import pytest
 
 from p2pkp_scenario import (
     AS_NOBODY,
-    TOOLS,
+    WIRE,
     Guest,
     Scenario,
     listing,
@@ -28,7 +28,6 @@ from p2pkp_scenario import (
 )
 from p2pkpvm.cluster import ClusterView
 
-WIRE = f"python3 {TOOLS / 'p2pkp-fuzz-wire'}"
 VICTIM_TEXT = "root-owned victim: must stay as it is"
 
 pytestmark = pytest.mark.topology("pair")
