@@ -16,14 +16,10 @@ OTHER_FAMILY = 13
 
 
 @pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
-    # Leave the module as the next test expects it: loaded with its defaults.
+def scn(scn: Scenario, cluster: ClusterView) -> Iterator[Scenario]:
+    """conftest's scn, and afterwards the module as the next test expects it: loaded with
+    its defaults."""
+    yield scn
     for vm in cluster.vms:
         vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {module_ko()}")
 

@@ -34,15 +34,11 @@ pytestmark = pytest.mark.topology("pair")
 
 
 @pytest.fixture
-def scn(
-    request: pytest.FixtureRequest, cluster: ClusterView, p2pkp: ClusterView
-) -> Iterator[Scenario]:
-    s = Scenario(cluster.vms, request.node.name)
-    s.setup()
-    yield s
-    s.teardown()
+def scn(scn: Scenario, cluster: ClusterView) -> Iterator[Scenario]:
+    """conftest's scn, and afterwards the files this module puts beside its directory."""
+    yield scn
     for vm in cluster.vms:
-        vm.run(f"rm -rf {q(s.dir)}-victim {q(s.dir)}-marker")
+        vm.run(f"rm -rf {q(scn.dir)}-victim {q(scn.dir)}-marker")
 
 
 def victim(vm: Guest, scn: Scenario) -> tuple[str, str]:

@@ -14,12 +14,12 @@ import pytest
 
 from p2pkp_scenario import (
     SEND,
-    Guest,
     MiB,
     Scenario,
     next_port,
     op,
     parse_received,
+    proc_total,
     q,
     sha256,
     transfer_deadline,
@@ -27,15 +27,6 @@ from p2pkp_scenario import (
 from p2pkpvm.cluster import ClusterView
 
 pytestmark = pytest.mark.topology("pair")
-
-
-def total_counter(vm: Guest, name: str) -> int:
-    """A counter of the `total` line of vm's /proc/net/p2pkp."""
-    out = vm.run("cat /proc/net/p2pkp").output
-    m = re.search(rf"^total .*\b{re.escape(name)}=(\d+)", out, re.MULTILINE)
-    if not m:
-        raise AssertionError(f"{vm.name}: no {name}= on the total line of /proc/net/p2pkp:\n{out}")
-    return int(m[1])
 
 
 def test_rate_option_roundtrip(cluster: ClusterView, p2pkp: ClusterView) -> None:
@@ -63,7 +54,7 @@ def test_rate_capped_transfer(scn: Scenario, cluster: ClusterView) -> None:
     src, digest = scn.make_file(tx, "src", size)
     port = next_port()
     job = scn.receiver(rx, scn.path("dst"), port)
-    waits0 = total_counter(tx, "rate_waits")
+    waits0 = proc_total(tx)["rate_waits"]
     t0 = time.monotonic()
     tx.run(
         f"{SEND} --rate 1M --to {rx.ipv4}:{port} {q(src)}",
@@ -74,7 +65,7 @@ def test_rate_capped_transfer(scn: Scenario, cluster: ClusterView) -> None:
     assert res.rc == 0, f"{rx.name}: p2pkp-recv exited {res.rc}:\n{res.output}"
     assert parse_received(res.output) == [(scn.path("dst"), size)], res.output
     assert sha256(rx, scn.path("dst"), size) == digest, f"{rx.name}: content differs"
-    waits = total_counter(tx, "rate_waits") - waits0
+    waits = proc_total(tx)["rate_waits"] - waits0
     assert waits > 0, f"{tx.name}: rate_waits did not grow: the cap never held the sender back"
     print(
         f"rate cap {rate} B/s: 2 MiB in {elapsed:.2f} s (console round-trip included) "

@@ -196,25 +196,7 @@ class Cluster:
     def _parallel(
         self, fn: Callable[[VM], Any], what: str, vms: list[VM] | None = None
     ) -> list[Any]:
-        """fn on every VM in threads; raise HarnessError listing every failure."""
-        vms = self.vms if vms is None else vms
-        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
-            futures = [(vm, pool.submit(fn, vm)) for vm in vms]
-            errors = []
-            results = []
-            for vm, fut in futures:
-                try:
-                    results.append(fut.result())
-                except Exception as exc:
-                    errors.append((vm, exc))
-        if len(errors) == 1:
-            raise errors[0][1]
-        if errors:
-            raise HarnessError(
-                f"{what} failed on {len(errors)} guests:\n"
-                + "\n".join(f"{exc}" for _vm, exc in errors)
-            )
-        return results
+        return run_parallel(fn, what, self.vms if vms is None else vms)
 
     def wait_reachable(self, timeout: float, vms: list[VM] | None = None) -> None:
         """Every guest pings every other (IPv4, and IPv6 where configured) before timeout
@@ -313,6 +295,27 @@ class Cluster:
 _live: list[Cluster] = []
 _installed = False
 _previous: dict[int, Any] = {}
+
+
+def run_parallel(fn: Callable[[VM], Any], what: str, vms: list[VM]) -> list[Any]:
+    """fn on every VM in threads; results in vms' order; raise HarnessError listing every
+    failure."""
+    with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
+        futures = [(vm, pool.submit(fn, vm)) for vm in vms]
+        errors = []
+        results = []
+        for vm, fut in futures:
+            try:
+                results.append(fut.result())
+            except Exception as exc:
+                errors.append((vm, exc))
+    if len(errors) == 1:
+        raise errors[0][1]
+    if errors:
+        raise HarnessError(
+            f"{what} failed on {len(errors)} guests:\n" + "\n".join(f"{exc}" for _vm, exc in errors)
+        )
+    return results
 
 
 def _register(cluster: Cluster) -> None:

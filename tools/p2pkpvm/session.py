@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pkpvm import crashscan
-from p2pkpvm.cluster import Cluster, ClusterView
+from p2pkpvm.cluster import Cluster, ClusterView, run_parallel
 from p2pkpvm.errors import CommandTimeout, GuestDied, HarnessError
 from p2pkpvm.kernels import KernelChoice
 from p2pkpvm.netns import list_namespaces
@@ -149,8 +148,7 @@ class ClusterManager:
         if self.cluster is None or self.kernel is None or not self.kernel.kmemleak:
             return []
         vms = [vm for vm in self.cluster.vms if vm.alive]
-        with ThreadPoolExecutor(max_workers=max(len(vms), 1)) as pool:
-            texts = list(pool.map(kmemleak_scan, vms))
+        texts = run_parallel(kmemleak_scan, "kmemleak scan", vms)
         out = []
         for vm, text in zip(vms, texts, strict=True):
             findings = [f for f in crashscan.scan(text) if f.kind == "kmemleak"]
