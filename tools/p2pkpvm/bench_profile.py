@@ -1,9 +1,11 @@
-"""`python -m p2pkpvm.bench_profile [--size BYTES] [--method M]`: where a transfer's CPU goes.
+"""`python -m p2pkpvm.bench_profile [--size B] [--method M] [--peers N] [--cache C]`: where a
+transfer's CPU goes.
 
-Boots the `pair` topology, loads the module, and on the sender runs
-`perf record -e cpu-clock -a -g` around one transfer to vm2 (cpu-clock: a TCG guest has no
-PMU), then prints `perf report` (flat, by symbol) of the sender.  The receiver side is
-reported too when --receiver is given.
+Boots one sender and N receivers (topology `pair`, `trio` or `quad`), loads the module, and on
+the sender runs `perf record -e cpu-clock -a -g` around one transfer (cpu-clock: a TCG guest
+has no PMU), then prints `perf report` (flat, by symbol) of the sender.  The first receiver is
+reported too when --receiver is given.  `--cache cold` drops the sender's page cache first,
+as the bench does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from p2pkpvm.bench_runner import (
 from p2pkpvm.cluster import Cluster
 from p2pkpvm.topology import load_topology
 
+TOPOLOGY = {1: "pair", 2: "trio", 3: "quad"}
 REPORT = (
     "perf report -i {data} --stdio -g none --no-children --sort dso,sym --percent-limit 1 "
     "2>&1 | cat"
@@ -33,37 +36,45 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m p2pkpvm.bench_profile", description=__doc__)
     p.add_argument("--size", type=int, default=8 << 20, help="file size in bytes")
     p.add_argument("--method", default="p2pkp", choices=METHODS)
-    p.add_argument("--receiver", action="store_true", help="also profile the receiver")
+    p.add_argument("--peers", type=int, default=1, choices=sorted(TOPOLOGY))
+    p.add_argument("--cache", default="warm", choices=("warm", "cold"))
+    p.add_argument("--receiver", action="store_true", help="also profile the first receiver")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = BenchConfig(sizes=(args.size,), peers=(1,), caches=("warm",), reps=1)
-    with Cluster(load_topology("pair")) as cluster:
+    cfg = BenchConfig(sizes=(args.size,), peers=(args.peers,), caches=(args.cache,), reps=1)
+    with Cluster(load_topology(TOPOLOGY[args.peers])) as cluster:
         cluster.load_module()
         runner = BenchRunner(list(cluster), cfg, print)
         runner.prepare()
-        s, r = cluster[0], cluster[1]
+        s, rs = cluster[0], list(cluster)[1:]
         port, out = 7999, "/tmp/bench/recv-profile"
-        rcmd = recv_cmd(args.method, port, out)
-        if args.receiver:
-            rcmd = f"perf record -q -e cpu-clock -a -g -o /tmp/bench/recv.data -- {rcmd}"
-        job = r.spawn(rcmd)
-        deadline = time.monotonic() + 60
-        while "listening" not in job.output():
-            if time.monotonic() > deadline:
-                raise SystemExit(f"receiver not listening: {job.output()}")
-            time.sleep(0.2)
-        s.run(f"cat {src_path(args.size)} > /dev/null")
-        send = send_cmd(args.method, [r.ipv4], port, src_path(args.size))
+        jobs = []
+        for i, r in enumerate(rs):
+            rcmd = recv_cmd(args.method, port, out)
+            if args.receiver and i == 0:
+                rcmd = f"perf record -q -e cpu-clock -a -g -o /tmp/bench/recv.data -- {rcmd}"
+            job = r.spawn(rcmd)
+            deadline = time.monotonic() + 60
+            while "listening" not in job.output():
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{r.name}: receiver not listening: {job.output()}")
+                time.sleep(0.2)
+            jobs.append(job)
+        runner.prepare_cache(args.size, args.cache)
+        send = send_cmd(args.method, [r.ipv4 for r in rs], port, src_path(args.size))
         res = s.run(
             f"perf record -q -e cpu-clock -a -g -o /tmp/bench/send.data -- {send}; echo rc=$?",
             timeout=600,
         )
         print(res.output)
-        job.wait(timeout=120)
-        print(f"== sender ({s.name}) {args.method} {args.size} B ==")
+        for job in jobs:
+            job.wait(timeout=120)
+        print(
+            f"== sender ({s.name}) {args.method} {args.size} B, {args.peers} peers, {args.cache} =="
+        )
         print(s.run(REPORT.format(data="/tmp/bench/send.data"), timeout=300).output)
         if args.receiver:
-            print(f"== receiver ({r.name}) ==")
-            print(r.run(REPORT.format(data="/tmp/bench/recv.data"), timeout=300).output)
+            print(f"== receiver ({rs[0].name}) ==")
+            print(rs[0].run(REPORT.format(data="/tmp/bench/recv.data"), timeout=300).output)
         runner.cleanup()
     return 0
 

@@ -188,7 +188,7 @@ class BenchRunner:
         with ThreadPoolExecutor(max_workers=peers) as pool:
             return list(pool.map(start, vms))
 
-    def _prepare_cache(self, size: int, cache: str) -> None:
+    def prepare_cache(self, size: int, cache: str) -> None:
         path = src_path(size)
         if cache == "cold":
             self.sender.run("sync && echo 3 > /proc/sys/vm/drop_caches", timeout=60)
@@ -233,7 +233,7 @@ class BenchRunner:
         out = f"{WORK}/recv-{port}"
         addrs = [vm.ipv4 for vm in self.receivers[:peers]]
         jobs = self._start_receivers(method, peers, port, out)
-        self._prepare_cache(size, cache)
+        self.prepare_cache(size, cache)
         send = send_cmd(method, addrs, port, src_path(size))
         res = self.sender.run(
             f"head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat",
