@@ -123,6 +123,20 @@ def publish(outdir: Path, dest: Path) -> None:
             shutil.copy2(outdir / name, dest / name)
 
 
+def render(outdir: Path) -> int:
+    """Rewrite a results folder from its raw data (after a change to the tables or plot)."""
+    raw = outdir / "raw.json"
+    try:
+        run = BenchRun.from_json(raw.read_text())
+        describe(run)  # every field it needs is there
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"bench: cannot read {raw}: {exc}", file=sys.stderr)
+        return 2
+    write_results(run, outdir)
+    progress(f"bench: rendered {outdir} from {raw.name}")
+    return 0
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m p2pkpvm.bench", description=__doc__)
     p.add_argument(
@@ -136,6 +150,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force the accelerator")
     p.add_argument("--out", type=Path, help="results folder (default results/<timestamp>)")
     p.add_argument("--no-publish", action="store_true", help="do not copy to docs/results")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="DIR",
+        help="boot nothing: rewrite DIR's tables, plot and README from its raw.json",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 
@@ -169,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(message)s",
     )
     root = project_root()
+    if args.render:
+        return render(args.render)
     missing = [n for n in NEEDED if not (root / n).exists()]
     if missing:
         print(

@@ -45,6 +45,17 @@ def _find(rows: list[Row], method: str, size: int, peers: int, cache: str) -> Ro
     return None
 
 
+def _beyond_link(run: BenchRun, need_bps: float) -> str:
+    """A note when a wall goal needs P2PKP to move more bytes per second than `iperf3 -u`
+    could even send on this link: no sender of 1,432-byte datagrams can reach it here."""
+    if run.iperf is None or need_bps <= run.iperf.sender_bps / 8:
+        return ""
+    return (
+        f"; the goal needs {fmt_rate(need_bps)} (file bytes x peers), more than iperf3 -u "
+        f"could send on this link ({fmt_rate(run.iperf.sender_bps / 8)})"
+    )
+
+
 def targets(run: BenchRun, cache: str = "warm") -> list[Target]:
     """The issue's targets at the largest size and the most peers of the run."""
     rows = aggregate(run)
@@ -75,7 +86,8 @@ def targets(run: BenchRun, cache: str = "warm") -> list[Target]:
                 ratio,
                 f"<= {limit}",
                 ratio <= limit,
-                f"{where}: {fmt_s(p.wall_med)} vs {fmt_s(b.wall_med)}",
+                f"{where}: {fmt_s(p.wall_med)} vs {fmt_s(b.wall_med)}"
+                + _beyond_link(run, size * peers / (limit * b.wall_med)),
             )
         )
     if p is not None and p.throughput_bps and run.iperf is not None:

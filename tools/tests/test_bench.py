@@ -120,6 +120,13 @@ def test_targets() -> None:
     # 64 MiB x 3 / 2 s = 100.7 MB/s against 400e6 bit/s received = 50 MB/s
     assert t["P2PKP throughput / iperf3 -u"].value == pytest.approx(64 * MiB * 3 / 2 / 50e6)
     assert t["P2PKP sender socket/connect/write"].met is True
+    # iperf3 sent 100 MB/s; P2PKP at 0.5 x 5 s would need 64 MiB x 3 / 2.5 s = 80.5 MB/s
+    assert "more than iperf3" not in t["wall P2PKP / UDP read/sendto"].detail
+    # ... and at 1.0 x 1 s TCP, 201.3 MB/s: beyond what the link let iperf3 send
+    assert t["wall P2PKP / TCP sendfile"].detail.endswith(
+        "; the goal needs 201.3 MB/s (file bytes x peers), more than iperf3 -u could send on "
+        "this link (100.0 MB/s)"
+    )
 
 
 def test_markdown_rows() -> None:
@@ -174,3 +181,47 @@ def test_plot_writes_png(tmp_path: Path) -> None:
     run = run_of([sample("p2pkp", 2.0, size=s) for s in (4096, MiB, 64 * MiB)])
     plot(run, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_render_rewrites_a_results_folder_from_raw_json(tmp_path: Path) -> None:
+    from p2pkpvm.bench import main
+
+    run = run_of([sample("p2pkp", 2.0), sample("tcp-sendfile", 0.5)])
+    # the meta of a real run (docs/results/raw.json of 2026-11-25)
+    run.meta.update(
+        {
+            "caches": ["cold", "warm"],
+            "command": "make bench",
+            "commit": "29fa2c6",
+            "cpu": "Intel(R) Xeon(R) Processor",
+            "date": "2026-11-25 21:41:52 UTC",
+            "guest": "1 vCPU / 512M each",
+            "host": "h",
+            "host_cpus": "2",
+            "host_kernel": "6.18.44-fc-v769",
+            "loadavg": "0.45 1.13 2.19",
+            "methods": ["p2pkp", "tcp-sendfile"],
+            "module_sha256": "d7835a48d7ffbe5d",
+            "peers": [3],
+            "reps": 1,
+            "sizes": [64 * MiB],
+        }
+    )
+    (tmp_path / "raw.json").write_text(run.to_json())
+    assert main(["--render", str(tmp_path)]) == 0
+    assert (tmp_path / "table.md").read_text() == markdown(run)
+    assert (tmp_path / "table.tex").read_text() == latex(run)
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "raw.csv").exists() and (tmp_path / "README.md").exists()
+
+
+def test_render_names_an_unreadable_raw_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pkpvm.bench import main
+
+    # raw data without the meta that README.md needs
+    (tmp_path / "raw.json").write_text(run_of([sample("p2pkp", 2.0)]).to_json())
+    assert main(["--render", str(tmp_path)]) == 2
+    assert f"cannot read {tmp_path}/raw.json" in capsys.readouterr().err
+    assert not (tmp_path / "table.md").exists()
