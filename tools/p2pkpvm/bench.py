@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     outdir = args.out or root / "results" / stamp
     meta: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": "make bench" + (" QUICK=1" if args.quick else ""),
+        "command": " ".join(["python -m p2pkpvm.bench", *(sys.argv[1:] if argv is None else argv)]),
         "sizes": list(cfg.sizes),
         "peers": list(cfg.peers),
         "caches": list(cfg.caches),
