@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from p2pkpvm import netem
 from p2pkpvm.kernels import module_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,12 +266,11 @@ def send(
 
 
 @contextmanager
-def rate_limited(vm: Guest, rate: str, dev: str = "eth0") -> Iterator[None]:
-    """Limit vm's egress on dev with netem (e.g. "16mbit") so a transfer lasts long enough to be
-    interrupted on purpose, whatever the accelerator; removed on exit."""
-    # modprobe fails where netem is built in (debug kernel): tc then says if it is missing.
-    vm.run(f"modprobe sch_netem 2>/dev/null; tc qdisc replace dev {dev} root netem rate {rate}")
+def rate_limited(vm: Guest, rate_mbit: float, dev: str = "eth0") -> Iterator[None]:
+    """Limit vm's egress on dev with netem so a transfer lasts long enough to be interrupted
+    on purpose, whatever the accelerator; removed on exit."""
+    vm.run(netem.script(netem.apply_cmds(netem.Link(rate_mbit=rate_mbit), dev, "egress")))
     try:
         yield
     finally:
-        vm.run(f"tc qdisc del dev {dev} root")
+        vm.run(netem.script(netem.clear_cmds(dev)))

@@ -34,7 +34,7 @@ PEER_FAILED = "ETIMEDOUT"
 MAX_PEERS = 64
 PATH_MAX = 4095
 # Sender egress during the EINTR tests: 8 MiB take ~4 s, so a signal lands mid-transfer.
-RATE = "16mbit"
+RATE_MBIT = 16
 
 
 def silent_addr(vm: Guest) -> str:
@@ -125,7 +125,7 @@ def test_sender_eintr_aborts_transfer(scn: Scenario, cluster: ClusterView) -> No
     inbox = scn.path("in")
     rx.run(f"mkdir {inbox}")
     job = scn.receiver(rx, inbox, port, count=1, timeout_ms=1000)
-    with rate_limited(tx, RATE):
+    with rate_limited(tx, RATE_MBIT):
         # alarm:0 installs the SIGALRM handler (no SA_RESTART) without arming a timer.
         ops = ["pid", "socket", f"connect:{rx.ipv4}:{port}", "alarm:0", "echo:go", f"write:{src}"]
         sender = scn.op_job(tx, ops, "go")
@@ -255,7 +255,7 @@ def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterV
     ops = ["pid", "socket", f"bind:0.0.0.0:{port}", "alarm:0", "echo:bound", f"read:{dst}"]
     job = scn.op_job(rx, [*ops, "sleep:30000"], "bound")
     pid = int(op_result(job.output(), "pid"))
-    with rate_limited(tx, RATE):
+    with rate_limited(tx, RATE_MBIT):
         sender = scn.spawn(
             tx,
             f"{OP} socket setsockopt:peer_timeout:2000 connect:{rx.ipv4}:{port} "

@@ -166,7 +166,7 @@ def test_wire_spoofed_id_of_real_transfer(scn: Scenario, cluster: ClusterView) -
     job = scn.receiver(rx, out, port, timeout_ms=30000)
     # ~17 s for 8 MiB: time to start the fuzzer and spoof.  Slower kernels (debug: Python
     # starts in seconds there) get a slower link, or the transfer ends before the fuzzer runs.
-    with rate_limited(tx, f"{round(4000 / tx.time_scale)}kbit"):
+    with rate_limited(tx, 4 / tx.time_scale):
         sender = scn.spawn(tx, f"{SEND} --timeout 30000 --to {rx.ipv4}:{port} {q(src)}")
         res = rx.run(
             f"{WIRE} --target {rx.ipv4}:{port} --local 0.0.0.0:{port} --seed {s} "

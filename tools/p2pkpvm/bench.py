@@ -106,12 +106,18 @@ def describe(run: BenchRun) -> str:
 
 
 def write_results(run: BenchRun, outdir: Path) -> None:
+    """Every file of a results folder; the texts are made first, so that a run whose data
+    cannot be rendered changes nothing."""
+    texts = {
+        "raw.json": run.to_json() + "\n",
+        "raw.csv": run.samples_csv(),
+        "table.md": markdown(run),
+        "table.tex": latex(run),
+        "README.md": describe(run),
+    }
     outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "raw.json").write_text(run.to_json() + "\n")
-    (outdir / "raw.csv").write_text(run.samples_csv())
-    (outdir / "table.md").write_text(markdown(run))
-    (outdir / "table.tex").write_text(latex(run))
-    (outdir / "README.md").write_text(describe(run))
+    for name, text in texts.items():
+        (outdir / name).write_text(text)
     if run.samples:
         plot(run, outdir / "plot.png")
 
@@ -127,12 +133,10 @@ def render(outdir: Path) -> int:
     """Rewrite a results folder from its raw data (after a change to the tables or plot)."""
     raw = outdir / "raw.json"
     try:
-        run = BenchRun.from_json(raw.read_text())
-        describe(run)  # every field it needs is there
+        write_results(BenchRun.from_json(raw.read_text()), outdir)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"bench: cannot read {raw}: {exc}", file=sys.stderr)
         return 2
-    write_results(run, outdir)
     progress(f"bench: rendered {outdir} from {raw.name}")
     return 0
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from p2pkpvm.bench_model import METHODS
 from p2pkpvm.bench_runner import (
@@ -21,6 +20,7 @@ from p2pkpvm.bench_runner import (
     recv_cmd,
     send_cmd,
     src_path,
+    start_receiver,
 )
 from p2pkpvm.cluster import Cluster
 from p2pkpvm.topology import load_topology
@@ -47,18 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         runner.prepare()
         s, rs = cluster[0], list(cluster)[1:]
         port, out = 7999, "/tmp/bench/recv-profile"
-        jobs = []
-        for i, r in enumerate(rs):
-            rcmd = recv_cmd(args.method, port, out)
-            if args.receiver and i == 0:
-                rcmd = f"perf record -q -e cpu-clock -a -g -o /tmp/bench/recv.data -- {rcmd}"
-            job = r.spawn(rcmd)
-            deadline = time.monotonic() + 60
-            while "listening" not in job.output():
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{r.name}: receiver not listening: {job.output()}")
-                time.sleep(0.2)
-            jobs.append(job)
+        rcmd = recv_cmd(args.method, port, out)
+        perf = f"perf record -q -e cpu-clock -a -g -o /tmp/bench/recv.data -- {rcmd}"
+        jobs = [
+            start_receiver(r, perf if args.receiver and i == 0 else rcmd) for i, r in enumerate(rs)
+        ]
         runner.prepare_cache(args.size, args.cache)
         send = send_cmd(args.method, [r.ipv4 for r in rs], port, src_path(args.size))
         res = s.run(

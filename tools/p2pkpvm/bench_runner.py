@@ -112,6 +112,20 @@ def deadline(size: int, peers: int) -> float:
     return 90.0 + 20.0 * peers * size / MiB
 
 
+def start_receiver(vm: Guest, cmd: str, within: float = 60.0) -> Job:
+    """Spawn receiver cmd on vm and wait until it says `listening`; killed if it does not."""
+    job = vm.spawn(cmd)
+    limit = time.monotonic() + within
+    while not re.search(r"^listening ", job.output(), re.MULTILINE):
+        if time.monotonic() > limit:
+            job.kill("KILL")
+            raise VMError(
+                vm.name, cmd, f"receiver not listening within {within:g} s:\n{job.output()}", ""
+            )
+        time.sleep(0.1)
+    return job
+
+
 def src_path(size: int) -> str:
     return f"{SRC}/file-{size}"
 
@@ -174,16 +188,7 @@ class BenchRunner:
 
         def start(vm: Guest) -> tuple[Guest, Job]:
             vm.run(f"rm -f {out}")
-            job = vm.spawn(cmd)
-            limit = time.monotonic() + 60
-            while not re.search(r"^listening ", job.output(), re.MULTILINE):
-                if time.monotonic() > limit:
-                    job.kill("KILL")
-                    raise VMError(
-                        vm.name, cmd, f"receiver not listening within 60 s:\n{job.output()}", ""
-                    )
-                time.sleep(0.1)
-            return vm, job
+            return vm, start_receiver(vm, cmd)
 
         with ThreadPoolExecutor(max_workers=peers) as pool:
             return list(pool.map(start, vms))
