@@ -95,7 +95,7 @@ CHECKPATCH_FILES := p2pkp.c p2pkp.h vmtests/crashme/crashme.c
 checkpatch: deps
 	@cp=$$($(PY) -m p2pkpvm.deps checkpatch) && for f in $(CHECKPATCH_FILES); do \
 		echo "checkpatch --strict $$f"; \
-		$$cp --no-tree --strict --quiet -f $$f || exit 1; \
+		$$cp --no-tree --strict --quiet --ignore CONST_STRUCT -f $$f || exit 1; \
 	done
 
 lint: venv

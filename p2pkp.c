@@ -4,11 +4,16 @@
  *
  * A socket family whose write() sends a whole file (named by its absolute
  * path) to every connect()ed peer and whose read() stores one whole file
- * (at the absolute path given in the buffer) from a sender.  All the work
- * runs in the calling process, with its credentials; the data travels in
- * UDP datagrams of kernel sockets, with flow control, selective
- * retransmission and a SHA-256 digest checked before the file is renamed
- * into place.  The wire format is described in docs/protocol.md.
+ * (at the absolute path given in the buffer) from a sender.  The data
+ * travels in UDP datagrams of kernel-made UDP sockets, with flow control,
+ * selective retransmission, a return-routability cookie, an optional MAC
+ * and a SHA-256 digest checked before the file gets its name.
+ *
+ * The system call validates, opens or creates the file with the caller's
+ * credentials and starts the transfer; an engine (one work item and one
+ * hrtimer per socket) runs it under the caller's credentials and memory
+ * cgroup, so a signal, a stop or a freeze never has to wait for the end of
+ * a transfer.  The wire format is described in docs/protocol.md.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -28,28 +33,40 @@
 #include <linux/mm.h>
 #include <linux/random.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/mm.h>
 #include <linux/seq_file.h>
 #include <linux/seq_file_net.h>
 #include <linux/proc_fs.h>
 #include <linux/bitmap.h>
 #include <linux/ktime.h>
+#include <linux/hrtimer.h>
+#include <linux/workqueue.h>
 #include <linux/uaccess.h>
 #include <linux/sockptr.h>
 #include <linux/poll.h>
 #include <linux/statfs.h>
 #include <linux/math64.h>
+#include <linux/siphash.h>
+#include <linux/cred.h>
+#include <linux/memcontrol.h>
+#include <linux/security.h>
+#include <linux/rculist.h>
 #include <net/sock.h>
 #include <net/udp.h>
 #include <net/ipv6.h>
 #include <net/net_namespace.h>
 #include <net/netns/generic.h>
 #include <crypto/sha2.h>
+#include <crypto/hash.h>
+#include <crypto/algapi.h>
+#include <asm/unaligned.h>
 
 #include "p2pkp.h"
 
-/* Wire format (all integers big-endian), see docs/protocol.md. */
+/* ---- wire format (all integers big-endian), docs/protocol.md section 2 */
+
 #define P2PKP_MAGIC		0x5032504bU	/* "P2PK" */
-#define P2PKP_VERSION		1
+#define P2PKP_VERSION		2
 
 enum {
 	P2PKP_T_START = 1,
@@ -66,6 +83,11 @@ enum {
 
 #define P2PKP_F_ACKREQ		0x0001	/* DATA: answer with an ACK at once */
 #define P2PKP_F_ECHO		0x0002	/* hdr.echo holds a peer timestamp */
+#define P2PKP_F_MAC		0x0004	/* a tag ends the datagram */
+#define P2PKP_F_ACCEPTED	0x0008	/* START_ACK: the transfer is accepted */
+#define P2PKP_F_GROUP		0x0010	/* START: group ext.; DATA: to a group */
+#define P2PKP_F_DIGEST		0x0020	/* START: digest extension */
+#define P2PKP_F_RETRANS		0x0040	/* DATA: a retransmission */
 
 struct p2pkp_hdr {
 	__be32 magic;
@@ -73,57 +95,46 @@ struct p2pkp_hdr {
 	u8 type;
 	__be16 flags;
 	__be64 id;
+	__be64 cookie;		/* the receiver's cookie, section 2.3 */
 	__be32 ts;		/* sender's clock, microseconds */
 	__be32 echo;		/* ts of the datagram answered (F_ECHO) */
 } __packed;
 
 struct p2pkp_start {
 	__be64 size;
-	__be64 count;
 	__be32 chunk;
-	__be32 reserved;
+	__be16 epoch;
+	__be16 reserved;
+} __packed;
+
+struct p2pkp_group {		/* START extension (F_GROUP) */
+	u8 family;		/* 4 or 6 */
+	u8 reserved;
+	__be16 port;
+	u8 addr[16];
 } __packed;
 
 struct p2pkp_start_ack {
 	__be32 window;
-	__be32 reserved;
+	__be16 epoch;
+	__be16 reserved;
+	__be64 base;
 } __packed;
 
 struct p2pkp_data {
-	__be64 index;
+	__be16 epoch;
+	u8 index[6];		/* u48 */
 	/* followed by the payload */
 } __packed;
 
 /* Limits of the protocol. */
 #define P2PKP_WIN		512	/* max window (chunks) = SACK bits */
-#define P2PKP_ACK_EVERY		16	/* receiver ACKs every N chunks */
-#define P2PKP_MAX_SIZE		BIT_ULL(40)	/* 1 TiB */
-#define P2PKP_RCVBUF		(4 << 20)
-#define P2PKP_PEER_RCVBUF	BIT(20)
-#define P2PKP_SNDBUF		BIT(20)
-#define P2PKP_RTO_MIN_US	40000U
-#define P2PKP_RTO_INIT_US	200000U
-#define P2PKP_RTO_MAX_US	2000000U
-#define P2PKP_LINGER_MS		1000
-#define P2PKP_BLOCK_CHUNKS	64
-#define P2PKP_GSO_CHUNKS	32	/* DATA datagrams per UDP_SEGMENT send */
-#define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
-#define P2PKP_DGRAM_MAX		2048
-#define P2PKP_RX_BUDGET		256
-#define P2PKP_TIMEOUT_DEF	15000U
-#define P2PKP_TIMEOUT_MIN	100U
-#define P2PKP_TIMEOUT_MAX	3600000U
-#define P2PKP_ACK_MIN_US	500U	/* receiver: min gap between ACKs */
-#define P2PKP_ACK_MAX_US	20000U	/* ... srtt/4 but at most this */
-#define P2PKP_ACCEPT_MS		5000U	/* START accepted, no DATA/END yet */
-#define P2PKP_CREDIT_MAX	65536U	/* ACK bytes owed to a sender, max */
-#define P2PKP_RL_PER_SEC	100U	/* replies to other sources, per s */
-#define P2PKP_RL_BURST		20U
 
 struct p2pkp_ack {
 	__be64 cum;		/* chunks received in order */
-	__be32 nbits;		/* P2PKP_WIN */
-	__be32 reserved;
+	__be16 epoch;
+	__be16 nbits;		/* P2PKP_WIN */
+	__be32 window;
 	u8 bitmap[P2PKP_WIN / 8];	/* bit i (LSB first): chunk cum + i */
 } __packed;
 
@@ -137,10 +148,17 @@ struct p2pkp_status {		/* DONE and ABORT */
 	__be32 reserved;
 } __packed;
 
-#define P2PKP_PKT_MAX	(sizeof(struct p2pkp_hdr) + sizeof(struct p2pkp_ack))
-#define P2PKP_DATA_HLEN	(sizeof(struct p2pkp_hdr) + sizeof(struct p2pkp_data))
+#define P2PKP_MAC_LEN		16
+#define P2PKP_HLEN		sizeof(struct p2pkp_hdr)
+#define P2PKP_DATA_HLEN		(P2PKP_HLEN + sizeof(struct p2pkp_data))
+/* largest control datagram: START with both extensions, or ACK; + tag */
+#define P2PKP_CTL_MAX		(P2PKP_HLEN + sizeof(struct p2pkp_ack) + \
+				 P2PKP_MAC_LEN)
+#define P2PKP_DGRAM_MAX		(P2PKP_DATA_HLEN + P2PKP_CHUNK_MAX + \
+				 P2PKP_MAC_LEN)
+#define P2PKP_REPLY_MAX		2048	/* a sender's receive buffer */
 
-static const u16 p2pkp_body_len[P2PKP_T_MAX + 1] = {
+static const u16 p2pkp_fixed_len[P2PKP_T_MAX + 1] = {
 	[P2PKP_T_START]		= sizeof(struct p2pkp_start),
 	[P2PKP_T_START_ACK]	= sizeof(struct p2pkp_start_ack),
 	[P2PKP_T_BUSY]		= 0,
@@ -152,7 +170,47 @@ static const u16 p2pkp_body_len[P2PKP_T_MAX + 1] = {
 	[P2PKP_T_ABORT]		= sizeof(struct p2pkp_status),
 };
 
-/* Counters, per socket and per network namespace. */
+/* Flags a type may carry besides ECHO and MAC. */
+static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
+	[P2PKP_T_START]		= P2PKP_F_GROUP | P2PKP_F_DIGEST,
+	[P2PKP_T_START_ACK]	= P2PKP_F_ACCEPTED,
+	[P2PKP_T_DATA]		= P2PKP_F_ACKREQ | P2PKP_F_GROUP |
+				  P2PKP_F_RETRANS,
+};
+
+/* Types going from sender to receiver (ABORT goes both ways). */
+#define P2PKP_S2R	(BIT(P2PKP_T_START) | BIT(P2PKP_T_DATA) | \
+			 BIT(P2PKP_T_END) | BIT(P2PKP_T_DONE_ACK) | \
+			 BIT(P2PKP_T_ABORT))
+#define P2PKP_R2S	(BIT(P2PKP_T_START_ACK) | BIT(P2PKP_T_BUSY) | \
+			 BIT(P2PKP_T_ACK) | BIT(P2PKP_T_DONE) | \
+			 BIT(P2PKP_T_ABORT))
+
+/* Engine constants, docs/protocol.md section 3.4. */
+#define P2PKP_MAX_SIZE		BIT_ULL(40)	/* 1 TiB */
+#define P2PKP_RCVBUF		(4 << 20)
+#define P2PKP_PEER_RCVBUF	BIT(20)
+#define P2PKP_SNDBUF		BIT(20)
+#define P2PKP_RTO_MIN_US	40000U
+#define P2PKP_RTO_INIT_US	200000U
+#define P2PKP_RTO_MAX_US	2000000U
+#define P2PKP_LINGER_MS		1000
+#define P2PKP_BLOCK_BYTES	(64 * P2PKP_CHUNK_SIZE)	/* new data read at once */
+#define P2PKP_GSO_CHUNKS	32	/* DATA datagrams per UDP_SEGMENT send */
+#define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
+#define P2PKP_RX_BUDGET		256
+#define P2PKP_TIMEOUT_DEF	15000U
+#define P2PKP_TIMEOUT_MIN	100U
+#define P2PKP_TIMEOUT_MAX	3600000U
+#define P2PKP_ACK_EVERY		16	/* receiver ACKs every N chunks */
+#define P2PKP_ACK_MIN_US	500U	/* receiver: min gap between ACKs */
+#define P2PKP_ACK_MAX_US	20000U	/* ... srtt/4 but at most this */
+#define P2PKP_CREDIT_MAX	65536U	/* ACK bytes owed to a sender, max */
+#define P2PKP_RL_PER_SEC	100U	/* replies to unproven sources, per s */
+#define P2PKP_RL_BURST		20U
+#define P2PKP_TMP_TRIES		4	/* temporary names tried at commit */
+
+/* Counters, per socket and per network namespace (section 5). */
 enum {
 	P2PKP_ST_FILES_SENT,
 	P2PKP_ST_FILES_RECEIVED,
@@ -167,23 +225,27 @@ enum {
 	P2PKP_ST_DROP_MAGIC,
 	P2PKP_ST_DROP_VERSION,
 	P2PKP_ST_DROP_TYPE,
+	P2PKP_ST_DROP_AUTH,
 	P2PKP_ST_DROP_LENGTH,
 	P2PKP_ST_DROP_FIELD,
+	P2PKP_ST_DROP_SENDER,
 	P2PKP_ST_DROP_XFER,
 	P2PKP_ST_DROP_PEER,
+	P2PKP_ST_DROP_COOKIE,
 	P2PKP_ST_DROP_WINDOW,
 	P2PKP_ST_DROP_DUP,
 	P2PKP_ST_BUSY_SENT,
+	P2PKP_ST_COOKIES_SENT,
 	P2PKP_ST_XFER_ABANDONED,
 	P2PKP_ST_XFER_ABORTED,
 	P2PKP_ST_PEERS_FAILED,
 	P2PKP_ST_REFUSED_SIZE,
 	P2PKP_ST_REFUSED_SPACE,
-	P2PKP_ST_XFER_UNCONFIRMED,
 	P2PKP_ST_REPLIES_LIMITED,
 	P2PKP_ST_ACKS_SENT,
 	P2PKP_ST_RATE_WAITS,
 	P2PKP_ST_GSO_SENDS,
+	P2PKP_ST_ICMP_ERRORS,
 	P2PKP_NSTATS,
 };
 
@@ -191,12 +253,12 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"files_sent", "files_received", "files_failed",
 	"bytes_sent", "bytes_received",
 	"dgrams_sent", "dgrams_received", "dgrams_retrans", "dgrams_dropped",
-	"drop_short", "drop_magic", "drop_version", "drop_type",
-	"drop_length", "drop_field", "drop_xfer", "drop_peer",
-	"drop_window", "drop_dup", "busy_sent", "xfers_abandoned",
-	"xfers_aborted", "peers_failed", "refused_size", "refused_space",
-	"xfers_unconfirmed", "replies_limited", "acks_sent", "rate_waits",
-	"gso_sends",
+	"drop_short", "drop_magic", "drop_version", "drop_type", "drop_auth",
+	"drop_length", "drop_field", "drop_sender", "drop_xfer", "drop_peer",
+	"drop_cookie", "drop_window", "drop_dup",
+	"busy_sent", "cookies_sent", "xfers_abandoned", "xfers_aborted",
+	"peers_failed", "refused_size", "refused_space", "replies_limited",
+	"acks_sent", "rate_waits", "gso_sends", "icmp_errors",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -204,15 +266,19 @@ static const char * const p2pkp_state_names[] = {
 	"idle", "sending", "waiting", "receiving",
 };
 
+/* The operation (write or read) of a socket, see p2pkp_op_begin(). */
+enum { OP_NONE, OP_RUNNING, OP_DONE };
+
 /* Sender's view of one peer during a write(). */
 enum { PS_IDLE, PS_START, PS_DATA, PS_END, PS_DONE, PS_FAILED };
 static const char * const p2pkp_pstate_names[] = {
 	"idle", "start", "data", "end", "done", "failed",
 };
 
-/* A kernel UDP socket whose callbacks wake the owning P2PKP socket. */
+/* A UDP socket made in the caller's context, whose callbacks kick us. */
 struct p2pkp_ksock {
 	struct socket *sock;
+	struct file *file;		/* holds the caller's credentials */
 	void (*saved_data_ready)(struct sock *sk);
 	void (*saved_error_report)(struct sock *sk);
 };
@@ -223,10 +289,14 @@ struct p2pkp_peer {
 	struct p2pkp_ksock ks;
 	int state;			/* PS_* */
 	int status;			/* 0 or -errno */
+	int soft_err;			/* ICMP error since the last datagram */
+	u64 cookie;			/* the receiver's, from START_ACK */
+	bool cookie_known;
+	bool confirmed;			/* the receiver accepted the transfer */
 	u64 cum;			/* chunks acked in order */
 	u64 next;			/* next chunk never sent */
 	u64 high;			/* 1 + highest SACKed chunk */
-	u32 win;			/* window from START_ACK */
+	u32 win;			/* window from START_ACK / ACK */
 	u32 srtt, rttvar, rto;		/* microseconds */
 	bool rtt_valid;
 	u64 last_rx;			/* ns: last valid datagram */
@@ -240,33 +310,67 @@ struct p2pkp_peer {
 	u64 sent_ns[P2PKP_WIN];		/* by chunk % P2PKP_WIN */
 };
 
+/* A sender allowed by a receiver (connect() on a bound socket). */
+struct p2pkp_allow {
+	sa_family_t family;
+	__be16 port;			/* 0: any port */
+	struct in6_addr addr;		/* IPv4: s6_addr32[0] */
+};
+
+/* What a system call hands to the engine: who it works for. */
+struct p2pkp_ctx {
+	const struct cred *cred;
+	struct mem_cgroup *memcg;
+};
+
+struct p2pkp_tx;
+struct p2pkp_rx;
+
 struct p2pkp_sock {
 	struct sock sk;			/* must be first */
-	struct list_head node;		/* in p2pkp_list */
-	struct mutex lock;		/* serialises calls on the socket */
+	struct hlist_node node;		/* in p2pkp_net.socks (RCU) */
+	struct mutex lock;		/* system calls and the engine */
 	spinlock_t cfg_lock;		/* peers[], npeers, bound: for /proc */
-	wait_queue_head_t wq;		/* woken by the UDP sockets */
-	atomic_t events;
+	struct work_struct work;	/* the engine */
+	struct hrtimer timer;		/* ... woken at the next deadline */
+	bool dead;			/* release() began: no more kicks */
 	int state;			/* P2PKP_IDLE.. */
 	u32 timeout_ms;
 	u64 rate;			/* sender: bytes/s, 0 = no cap */
+	bool fsync;			/* receiver: fsync before naming */
+	struct crypto_shash *mac;	/* hmac(sha256) with the key, or NULL */
+	/* the write() or read() in progress, or done and not yet returned */
+	int op;				/* OP_* */
+	u32 op_seq;			/* bumped when an operation begins */
+	char *op_path;			/* its path, to recognise a restart */
+	int op_result;			/* 0 or -errno, when OP_DONE */
+	u64 op_size;			/* receiver: size of the file */
+	struct sockaddr_storage op_from;	/* receiver: its sender */
+	int op_fromlen;
 	/* sender */
 	struct p2pkp_peer *peers[P2PKP_MAX_PEERS];
 	int npeers;
+	struct p2pkp_tx *tx;
 	/* receiver */
 	bool bound;
 	struct p2pkp_ksock rx;
 	struct sockaddr_storage local;
 	int local_len;
+	u32 rcvbuf;			/* receive buffer actually set */
+	siphash_key_t ckey;		/* cookie key, section 2.3 */
+	struct p2pkp_allow *allow;	/* allowed senders, or NULL: anyone */
+	int nallow;
+	struct p2pkp_rx *rxo;		/* the armed read() */
 	u8 *rxbuf;			/* P2PKP_DGRAM_MAX */
-	int pend_len;			/* > 0: rxbuf holds a datagram to handle */
+	int pend_len;			/* > 0: rxbuf holds a START kept back */
 	struct sockaddr_storage pend_addr;
 	int pend_alen;
-	u32 rl_tokens;			/* replies to non-active sources */
+	u64 linger_end;			/* ns: drain without a read() until */
+	u32 rl_tokens;			/* replies to unproven sources */
 	u64 rl_ns;
 	/* last finished transfer, to answer late START/END */
 	bool last_valid;
-	u64 last_id;
+	u64 last_id, last_cookie;
 	struct sockaddr_storage last_addr;
 	int last_status;
 	struct p2pkp_transfer_info info;
@@ -274,6 +378,8 @@ struct p2pkp_sock {
 };
 
 struct p2pkp_net {
+	spinlock_t lock;		/* socks (writers) */
+	struct hlist_head socks;
 	atomic64_t stats[P2PKP_NSTATS];
 };
 
@@ -287,8 +393,7 @@ MODULE_PARM_DESC(max_file_size,
 		 "largest file a receiver accepts, bytes (default and max 1 TiB)");
 
 static unsigned int p2pkp_net_id __read_mostly;
-static LIST_HEAD(p2pkp_list);
-static DEFINE_MUTEX(p2pkp_list_lock);
+static struct workqueue_struct *p2pkp_wq;
 
 static inline struct p2pkp_sock *p2pkp_sk(struct sock *sk)
 {
@@ -312,50 +417,6 @@ static void p2pkp_drop(struct p2pkp_sock *ps, int reason)
 static u32 p2pkp_now_us(void)
 {
 	return (u32)ktime_to_us(ktime_get());
-}
-
-static u32 p2pkp_timeout_ns_to_jiffies(u64 ns)
-{
-	return nsecs_to_jiffies(ns) + 1;
-}
-
-/*
- * A transfer cannot be resumed, so only a real signal may end it: a job
- * control stop (SIGSTOP, SIGTSTP, a ptrace attach...) waits until the call
- * returns, as for a task in an uninterruptible disk wait.
- */
-static bool p2pkp_stop_only(void)
-{
-	sigset_t pend;
-
-	spin_lock_irq(&current->sighand->siglock);
-	sigorsets(&pend, &current->pending.signal,
-		  &current->signal->shared_pending.signal);
-	sigandnsets(&pend, &pend, &current->blocked);
-	spin_unlock_irq(&current->sighand->siglock);
-	sigdelsetmask(&pend, sigmask(SIGSTOP) | sigmask(SIGTSTP) |
-		      sigmask(SIGTTIN) | sigmask(SIGTTOU));
-	return sigisemptyset(&pend);
-}
-
-static bool p2pkp_interrupted(void)
-{
-	return signal_pending(current) && !p2pkp_stop_only();
-}
-
-/*
- * Sleep until a kernel socket has news, a signal or @timeout (jiffies).
- * With a stop pending (see above), sleep killable and look again soon.
- */
-static long p2pkp_wait(struct p2pkp_sock *ps, int seen, long timeout)
-{
-	if (signal_pending(current))
-		return wait_event_killable_timeout(ps->wq,
-				atomic_read(&ps->events) != seen,
-				min_t(long, timeout, HZ / 10 + 1));
-	return wait_event_interruptible_timeout(ps->wq,
-						atomic_read(&ps->events) != seen,
-						timeout);
 }
 
 /* ---- addresses ---------------------------------------------------- */
@@ -432,56 +493,173 @@ static __be16 p2pkp_addr_port(const struct sockaddr_storage *a)
 	return ((const struct sockaddr_in6 *)a)->sin6_port;
 }
 
-/* ---- kernel UDP sockets --------------------------------------------- */
+/* Address and port of @a as an allow-list entry (IPv4 in s6_addr32[0]). */
+static void p2pkp_allow_of(struct p2pkp_allow *e,
+			   const struct sockaddr_storage *a)
+{
+	memset(e, 0, sizeof(*e));
+	e->family = a->ss_family;
+	e->port = p2pkp_addr_port(a);
+	if (a->ss_family == AF_INET)
+		e->addr.s6_addr32[0] =
+			((const struct sockaddr_in *)a)->sin_addr.s_addr;
+	else
+		e->addr = ((const struct sockaddr_in6 *)a)->sin6_addr;
+}
 
-static void p2pkp_wake(struct sock *sk)
+/* Does the receiver take STARTs from @from?  (Its connect() list.) */
+static bool p2pkp_allowed(const struct p2pkp_sock *ps,
+			  const struct sockaddr_storage *from)
+{
+	struct p2pkp_allow f;
+	int i;
+
+	if (!ps->nallow)
+		return true;
+	p2pkp_allow_of(&f, from);
+	for (i = 0; i < ps->nallow; i++) {
+		const struct p2pkp_allow *e = &ps->allow[i];
+
+		if (e->family == f.family &&
+		    ipv6_addr_equal(&e->addr, &f.addr) &&
+		    (!e->port || e->port == f.port))
+			return true;
+	}
+	return false;
+}
+
+/* ---- the engine: one work item and one timer per socket -------------- */
+
+/* Run the engine soon (from any context). */
+static void p2pkp_kick(struct p2pkp_sock *ps)
+{
+	if (!READ_ONCE(ps->dead))
+		queue_work(p2pkp_wq, &ps->work);
+}
+
+static enum hrtimer_restart p2pkp_timer_fn(struct hrtimer *t)
+{
+	p2pkp_kick(container_of(t, struct p2pkp_sock, timer));
+	return HRTIMER_NORESTART;
+}
+
+/* Run the engine again @ns from now (U64_MAX: only on news). */
+static void p2pkp_arm(struct p2pkp_sock *ps, u64 ns)
+{
+	if (ns == U64_MAX || READ_ONCE(ps->dead))
+		return;
+	ns = min_t(u64, ns, (u64)P2PKP_TIMEOUT_MAX * NSEC_PER_MSEC);
+	hrtimer_start_range_ns(&ps->timer, ns_to_ktime(ns), 20 * NSEC_PER_USEC,
+			       HRTIMER_MODE_REL_SOFT);
+}
+
+/* Wake the callers waiting on the socket (write, read, poll). */
+static void p2pkp_notify(struct p2pkp_sock *ps)
+{
+	struct socket_wq *wq;
+
+	rcu_read_lock();
+	wq = rcu_dereference(ps->sk.sk_wq);
+	if (skwq_has_sleeper(wq))
+		wake_up_interruptible_poll(&wq->wait, EPOLLIN | EPOLLRDNORM |
+					   EPOLLOUT | EPOLLWRNORM | EPOLLERR);
+	rcu_read_unlock();
+}
+
+/* The caller's identity, taken by the system call for the engine. */
+static void p2pkp_ctx_get(struct p2pkp_ctx *c)
+{
+	c->cred = get_current_cred();
+	c->memcg = get_mem_cgroup_from_mm(current->mm);
+}
+
+static void p2pkp_ctx_put(struct p2pkp_ctx *c)
+{
+	if (c->cred)
+		put_cred(c->cred);
+	c->cred = NULL;
+	mem_cgroup_put(c->memcg);
+	c->memcg = NULL;
+}
+
+struct p2pkp_ctx_saved {
+	const struct cred *cred;
+	struct mem_cgroup *memcg;
+};
+
+/* Work as the caller: its credentials (LSMs, file and socket checks) and
+ * its memory cgroup (page cache, buffers).
+ */
+static void p2pkp_ctx_enter(const struct p2pkp_ctx *c,
+			    struct p2pkp_ctx_saved *s)
+{
+	s->cred = override_creds(c->cred);
+	s->memcg = set_active_memcg(c->memcg);
+}
+
+static void p2pkp_ctx_exit(struct p2pkp_ctx_saved *s)
+{
+	set_active_memcg(s->memcg);
+	revert_creds(s->cred);
+}
+
+/* ---- UDP sockets made in the caller's context ------------------------- */
+
+static void p2pkp_udp_ready(struct sock *sk)
 {
 	struct p2pkp_sock *ps;
 
 	read_lock_bh(&sk->sk_callback_lock);
 	ps = sk->sk_user_data;
-	if (ps) {
-		atomic_inc(&ps->events);
-		wake_up_interruptible(&ps->wq);
-	}
+	if (ps)
+		p2pkp_kick(ps);
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
-static void p2pkp_data_ready(struct sock *sk)
-{
-	p2pkp_wake(sk);
-}
-
-static void p2pkp_error_report(struct sock *sk)
-{
-	p2pkp_wake(sk);
-}
-
+/*
+ * A UDP socket of the caller: made as by socket(2) in the P2PKP socket's
+ * network namespace (so LSM socket hooks see the caller and label the
+ * socket as its), with a file holding the caller's credentials (so
+ * netfilter owner matches see its uid), and buffers within the sysctl
+ * limits unless the caller has CAP_NET_ADMIN.  Returns the receive buffer
+ * set, or -errno.
+ */
 static int p2pkp_ksock_open(struct p2pkp_sock *ps, struct p2pkp_ksock *ks,
-			    int fam, int rcvbuf)
+			    int fam, u32 rcvbuf, u32 sndbuf)
 {
+	struct net *net = sock_net(&ps->sk);
+	struct socket *sock;
+	struct file *file;
 	struct sock *sk;
 	int err;
 
-	err = sock_create_kern(sock_net(&ps->sk), fam, SOCK_DGRAM, IPPROTO_UDP,
-			       &ks->sock);
+	err = __sock_create(net, fam, SOCK_DGRAM, IPPROTO_UDP, &sock, 0);
 	if (err)
 		return err;
-	sk = ks->sock->sk;
+	file = sock_alloc_file(sock, 0, NULL);	/* releases sock on error */
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	sk = sock->sk;
+	if (!ns_capable(net->user_ns, CAP_NET_ADMIN)) {
+		rcvbuf = min_t(u32, rcvbuf, READ_ONCE(sysctl_rmem_max));
+		sndbuf = min_t(u32, sndbuf, READ_ONCE(sysctl_wmem_max));
+	}
 	sock_set_rcvbuf(sk, rcvbuf);
 	lock_sock(sk);
 	sk->sk_userlocks |= SOCK_SNDBUF_LOCK;
-	WRITE_ONCE(sk->sk_sndbuf, P2PKP_SNDBUF);
+	WRITE_ONCE(sk->sk_sndbuf, max_t(int, sndbuf * 2, SOCK_MIN_SNDBUF));
 	release_sock(sk);
 
 	write_lock_bh(&sk->sk_callback_lock);
 	ks->saved_data_ready = sk->sk_data_ready;
 	ks->saved_error_report = sk->sk_error_report;
 	sk->sk_user_data = ps;
-	sk->sk_data_ready = p2pkp_data_ready;
-	sk->sk_error_report = p2pkp_error_report;
+	sk->sk_data_ready = p2pkp_udp_ready;
+	sk->sk_error_report = p2pkp_udp_ready;
 	write_unlock_bh(&sk->sk_callback_lock);
-	return 0;
+	ks->sock = sock;
+	ks->file = file;
+	return READ_ONCE(sk->sk_rcvbuf);
 }
 
 static void p2pkp_ksock_close(struct p2pkp_ksock *ks)
@@ -496,61 +674,133 @@ static void p2pkp_ksock_close(struct p2pkp_ksock *ks)
 	sk->sk_data_ready = ks->saved_data_ready;
 	sk->sk_error_report = ks->saved_error_report;
 	write_unlock_bh(&sk->sk_callback_lock);
-	sock_release(ks->sock);
+	fput(ks->file);			/* releases the socket */
 	ks->sock = NULL;
+	ks->file = NULL;
+}
+
+/* ---- cookie and MAC ------------------------------------------------- */
+
+/* The receiver's cookie for transfer @id from @a (section 2.3). */
+static u64 p2pkp_cookie(const struct p2pkp_sock *ps, u64 id,
+			const struct sockaddr_storage *a)
+{
+	struct {
+		__be64 id;
+		struct p2pkp_allow who;
+	} __packed in;
+	u64 c;
+
+	memset(&in, 0, sizeof(in));
+	in.id = cpu_to_be64(id);
+	p2pkp_allow_of(&in.who, a);
+	c = siphash(&in, sizeof(in), &ps->ckey);
+	return c ? c : 1;
+}
+
+/* Tag of a datagram: HMAC-SHA256(key, tail || head), first 16 bytes. */
+static int p2pkp_mac(struct crypto_shash *tfm, const void *head, size_t hlen,
+		     const void *tail, size_t tlen, u8 *tag)
+{
+	SHASH_DESC_ON_STACK(desc, tfm);
+	u8 full[SHA256_DIGEST_SIZE];
+	int err;
+
+	desc->tfm = tfm;
+	err = crypto_shash_init(desc);
+	if (!err && tlen)
+		err = crypto_shash_update(desc, tail, tlen);
+	if (!err)
+		err = crypto_shash_update(desc, head, hlen);
+	if (!err)
+		err = crypto_shash_final(desc, full);
+	if (!err)
+		memcpy(tag, full, P2PKP_MAC_LEN);
+	memzero_explicit(full, sizeof(full));
+	shash_desc_zero(desc);
+	return err;
 }
 
 /* ---- datagrams ---------------------------------------------------- */
 
-static size_t p2pkp_hdr_fill(void *buf, u8 type, u16 flags, u64 id,
-			     u32 echo)
+static size_t p2pkp_hdr_fill(const struct p2pkp_sock *ps, void *buf, u8 type,
+			     u16 flags, u64 id, u64 cookie, u32 echo)
 {
 	struct p2pkp_hdr *h = buf;
 
+	if (ps->mac)
+		flags |= P2PKP_F_MAC;
 	h->magic = cpu_to_be32(P2PKP_MAGIC);
 	h->version = P2PKP_VERSION;
 	h->type = type;
 	h->flags = cpu_to_be16(flags);
 	h->id = cpu_to_be64(id);
+	h->cookie = cpu_to_be64(cookie);
 	h->ts = cpu_to_be32(p2pkp_now_us());
 	h->echo = cpu_to_be32(echo);
 	return sizeof(*h);
 }
 
-/* Send hdr+body (+payload) on @sock, to @to if not connected. */
+/*
+ * Send head (header + fixed body) and tail (payload, extensions) on @sock,
+ * to @to if not connected, with the tag when the socket has a key.
+ */
 static int p2pkp_xmit(struct p2pkp_sock *ps, struct socket *sock,
 		      struct sockaddr_storage *to, int tolen,
-		      const void *pkt, size_t len, const void *payload,
-		      size_t plen, int flags)
+		      const void *head, size_t hlen, const void *tail,
+		      size_t tlen, int flags)
 {
 	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL | flags };
-	struct kvec iov[2] = {
-		{ .iov_base = (void *)pkt, .iov_len = len },
-		{ .iov_base = (void *)payload, .iov_len = plen },
-	};
-	int ret;
+	u8 tag[P2PKP_MAC_LEN];
+	struct kvec iov[3];
+	int n = 0, ret;
 
+	iov[n].iov_base = (void *)head;
+	iov[n++].iov_len = hlen;
+	if (tlen) {
+		iov[n].iov_base = (void *)tail;
+		iov[n++].iov_len = tlen;
+	}
+	if (ps->mac) {
+		ret = p2pkp_mac(ps->mac, head, hlen, tail, tlen, tag);
+		if (ret)
+			return ret;
+		iov[n].iov_base = tag;
+		iov[n++].iov_len = P2PKP_MAC_LEN;
+	}
 	if (to) {
 		msg.msg_name = to;
 		msg.msg_namelen = tolen;
 	}
-	ret = kernel_sendmsg(sock, &msg, iov, plen ? 2 : 1, len + plen);
+	ret = kernel_sendmsg(sock, &msg, iov, n,
+			     hlen + tlen + (ps->mac ? P2PKP_MAC_LEN : 0));
 	if (ret < 0)
 		return ret;
 	p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, 1);
 	return 0;
 }
 
+/* Length of the START extensions announced by @flags. */
+static u32 p2pkp_start_tail(u16 flags)
+{
+	return (flags & P2PKP_F_GROUP ? sizeof(struct p2pkp_group) : 0) +
+	       (flags & P2PKP_F_DIGEST ? P2PKP_DIGEST_SIZE : 0);
+}
+
 /*
- * Validate the fixed header and the exact length of a received datagram.
- * Returns the type, or 0 when it was dropped (and counted).
+ * Validate a received datagram (section 2.7): header, direction, key, MAC,
+ * flags and length.  Returns its type and the length of its tail (after
+ * the fixed body, without the tag), or 0 when it was dropped (and counted).
  */
-static int p2pkp_parse(struct p2pkp_sock *ps, const u8 *buf, int len)
+static int p2pkp_parse(struct p2pkp_sock *ps, const u8 *buf, int len,
+		       bool to_receiver, u32 *tail)
 {
 	const struct p2pkp_hdr *h = (const void *)buf;
-	int body;
+	u8 tag[P2PKP_MAC_LEN];
+	u32 fixed, t;
+	u16 flags;
 
-	if (len < (int)sizeof(*h)) {
+	if (len < (int)P2PKP_HLEN) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_SHORT);
 		return 0;
 	}
@@ -562,58 +812,67 @@ static int p2pkp_parse(struct p2pkp_sock *ps, const u8 *buf, int len)
 		p2pkp_drop(ps, P2PKP_ST_DROP_VERSION);
 		return 0;
 	}
-	if (h->type < P2PKP_T_START || h->type > P2PKP_T_MAX) {
+	if (h->type < P2PKP_T_START || h->type > P2PKP_T_MAX ||
+	    !((to_receiver ? P2PKP_S2R : P2PKP_R2S) & BIT(h->type))) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_TYPE);
 		return 0;
 	}
-	body = len - (int)sizeof(*h);
-	if (h->type == P2PKP_T_DATA ?
-	    (body < p2pkp_body_len[h->type] ||
-	     body > p2pkp_body_len[h->type] + P2PKP_CHUNK_SIZE) :
-	    body != p2pkp_body_len[h->type]) {
+	flags = be16_to_cpu(h->flags);
+	if (!(flags & P2PKP_F_MAC) != !ps->mac) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_AUTH);
+		return 0;
+	}
+	fixed = P2PKP_HLEN + p2pkp_fixed_len[h->type];
+	if (ps->mac)
+		len -= P2PKP_MAC_LEN;
+	if (len < (int)fixed) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_LENGTH);
 		return 0;
 	}
+	t = len - fixed;
+	if (ps->mac &&
+	    (p2pkp_mac(ps->mac, buf, fixed, buf + fixed, t, tag) ||
+	     crypto_memneq(tag, buf + len, P2PKP_MAC_LEN))) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_AUTH);
+		return 0;
+	}
+	if (flags & ~(P2PKP_F_ECHO | P2PKP_F_MAC | p2pkp_type_flags[h->type])) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+		return 0;
+	}
+	if (h->type == P2PKP_T_DATA ? (!t || t > P2PKP_CHUNK_MAX) :
+	    t != (h->type == P2PKP_T_START ? p2pkp_start_tail(flags) : 0)) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_LENGTH);
+		return 0;
+	}
+	*tail = t;
 	return h->type;
 }
 
-static int p2pkp_errno_ok(s32 status)
+/*
+ * DONE status from the network: 0 or a documented errno; anything else
+ * in -4095..-1 becomes -EREMOTEIO (section 2.6).  Returns 1 when @st is
+ * out of range (the datagram is malformed).
+ */
+static int p2pkp_done_status(s32 st, int *out)
 {
-	return status < 0 && status >= -MAX_ERRNO;
+	static const int ok[] = {
+		EBADMSG, ENOSPC, EDQUOT, EFBIG, EACCES, EPERM, EROFS, EIO,
+		ENAMETOOLONG, EISDIR, ENOTDIR, ENOENT, EEXIST, ELOOP, ENOMEM,
+		ETXTBSY, EMLINK, EXDEV, EOPNOTSUPP, EINVAL, ECANCELED,
+	};
+	unsigned int i;
+
+	if (st > 0 || st < -MAX_ERRNO)
+		return 1;
+	*out = st ? -EREMOTEIO : 0;
+	for (i = 0; i < ARRAY_SIZE(ok); i++)
+		if (st == -ok[i])
+			*out = st;
+	return 0;
 }
 
-/* ---- sender ------------------------------------------------------- */
-
-struct p2pkp_tx {
-	struct file *file;
-	u64 size, count, id;
-	u64 start_ns;
-	u8 *blk;			/* P2PKP_BLOCK_CHUNKS chunks */
-	u64 blk_first, blk_n;
-	u8 *one;			/* one chunk, for retransmissions */
-	u64 one_idx;			/* the chunk in @one, U64_MAX: none */
-	u8 *rbuf;			/* received datagram */
-	u64 hashed;			/* bytes hashed in order */
-	bool digest_done;
-	struct sha256_state sha;
-	u8 digest[P2PKP_DIGEST_SIZE];
-	/* rate cap: token bucket of DATA payload bytes */
-	u64 rate, burst, tokens, tok_ns;
-	u64 pace_ns;			/* > 0: no tokens, retry after this */
-	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
-	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
-	/* a run of DATA datagrams sent with one UDP_SEGMENT call */
-	bool no_gso;			/* the route refused it: one by one */
-	struct kvec gvec[2 * P2PKP_GSO_CHUNKS];
-	u8 ghdr[P2PKP_GSO_CHUNKS][P2PKP_DATA_HLEN];
-};
-
-static u32 p2pkp_chunk_len(u64 size, u64 count, u64 c)
-{
-	if (c + 1 < count)
-		return P2PKP_CHUNK_SIZE;
-	return size - c * P2PKP_CHUNK_SIZE;
-}
+/* ---- files ---------------------------------------------------------- */
 
 static int p2pkp_read_full(struct file *f, u8 *buf, size_t len, loff_t pos)
 {
@@ -649,6 +908,50 @@ static int p2pkp_write_full(struct file *f, const u8 *buf, size_t len,
 	return 0;
 }
 
+/* Payload length of chunk @c of a file of @size bytes in @count chunks. */
+static u32 p2pkp_chunk_len(u64 size, u64 count, u32 chunk, u64 c)
+{
+	if (c + 1 < count)
+		return chunk;
+	return size - c * chunk;
+}
+
+/* ---- sender ------------------------------------------------------- */
+
+struct p2pkp_tx {
+	struct p2pkp_ctx ctx;		/* the caller of write() */
+	struct file *file;
+	int npeers;			/* ps->peers[0..npeers-1] take part */
+	u64 size, count, id;
+	u32 chunk;
+	u64 start_ns;
+	u8 *blk;			/* blk_chunks chunks of new data */
+	u32 blk_chunks;
+	u64 blk_first, blk_n;
+	u8 *one;			/* one chunk, for retransmissions */
+	u64 one_idx;			/* the chunk in @one, U64_MAX: none */
+	u8 *rbuf;			/* received datagram */
+	u64 hashed;			/* bytes hashed in order */
+	bool digest_done;
+	struct sha256_state sha;
+	u8 digest[P2PKP_DIGEST_SIZE];
+	/* rate cap: token bucket of DATA payload bytes */
+	u64 rate, burst, tokens, tok_ns;
+	u64 pace_ns;			/* > 0: no tokens, retry after this */
+	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
+	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
+	/* a run of DATA datagrams sent with one UDP_SEGMENT call */
+	bool no_gso;			/* the route refused it: one by one */
+	struct kvec gvec[3 * P2PKP_GSO_CHUNKS];
+	u8 ghdr[P2PKP_GSO_CHUNKS][P2PKP_DATA_HLEN];
+	u8 gtag[P2PKP_GSO_CHUNKS][P2PKP_MAC_LEN];
+};
+
+static u32 p2pkp_tx_len(const struct p2pkp_tx *tx, u64 c)
+{
+	return p2pkp_chunk_len(tx->size, tx->count, tx->chunk, c);
+}
+
 /* Return chunk @c, reading a whole block for new data (hashing in order). */
 static const u8 *p2pkp_get_chunk(struct p2pkp_tx *tx, u64 c, bool retrans,
 				 int *err)
@@ -656,22 +959,21 @@ static const u8 *p2pkp_get_chunk(struct p2pkp_tx *tx, u64 c, bool retrans,
 	u64 pos, bytes, n;
 
 	if (c >= tx->blk_first && c < tx->blk_first + tx->blk_n)
-		return tx->blk + (c - tx->blk_first) * P2PKP_CHUNK_SIZE;
-	pos = c * P2PKP_CHUNK_SIZE;
+		return tx->blk + (c - tx->blk_first) * tx->chunk;
+	pos = c * tx->chunk;
 	if (retrans) {
 		if (tx->one_idx == c)
 			return tx->one;	/* several peers miss it: read once */
 		tx->one_idx = U64_MAX;
-		*err = p2pkp_read_full(tx->file, tx->one,
-				       p2pkp_chunk_len(tx->size, tx->count, c),
+		*err = p2pkp_read_full(tx->file, tx->one, p2pkp_tx_len(tx, c),
 				       pos);
 		if (*err)
 			return NULL;
 		tx->one_idx = c;
 		return tx->one;
 	}
-	n = min_t(u64, P2PKP_BLOCK_CHUNKS, tx->count - c);
-	bytes = min_t(u64, n * P2PKP_CHUNK_SIZE, tx->size - pos);
+	n = min_t(u64, tx->blk_chunks, tx->count - c);
+	bytes = min_t(u64, n * tx->chunk, tx->size - pos);
 	tx->blk_n = 0;
 	*err = p2pkp_read_full(tx->file, tx->blk, bytes, pos);
 	if (*err)
@@ -695,7 +997,7 @@ static int p2pkp_tx_digest(struct p2pkp_tx *tx)
 		return 0;
 	tx->one_idx = U64_MAX;		/* @one is reused below */
 	while (tx->hashed < tx->size) {
-		n = min_t(u64, P2PKP_CHUNK_SIZE, tx->size - tx->hashed);
+		n = min_t(u64, tx->chunk, tx->size - tx->hashed);
 		err = p2pkp_read_full(tx->file, tx->one, n, tx->hashed);
 		if (err)
 			return err;
@@ -722,13 +1024,14 @@ static bool p2pkp_peer_active(const struct p2pkp_peer *p)
 	return p->state >= PS_START && p->state <= PS_END;
 }
 
-/* Send a control datagram (no payload) to a connected peer. */
+/* Send a control datagram to a connected peer. */
 static int p2pkp_tx_ctl(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			struct p2pkp_peer *p, u8 type, const void *body,
 			size_t blen)
 {
-	u8 pkt[P2PKP_PKT_MAX];
-	size_t n = p2pkp_hdr_fill(pkt, type, 0, tx->id, 0);
+	u8 pkt[P2PKP_CTL_MAX];
+	size_t n = p2pkp_hdr_fill(ps, pkt, type, 0, tx->id,
+				  p->cookie_known ? p->cookie : 0, 0);
 	int err;
 
 	memcpy(pkt + n, body, blen);
@@ -767,16 +1070,23 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 {
 	const struct p2pkp_ack *a = (const void *)(h + 1);
 	u64 cum = be64_to_cpu(a->cum);
+	u32 w = be32_to_cpu(a->window);
 	u32 i;
 
-	if (be32_to_cpu(a->nbits) != P2PKP_WIN || cum > p->next ||
-	    cum > tx->count) {
+	if (be16_to_cpu(a->nbits) != P2PKP_WIN || !w || w > P2PKP_WIN ||
+	    cum > p->next || cum > tx->count) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
 	}
+	if (be16_to_cpu(a->epoch)) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
+		return;
+	}
+	p->confirmed = true;
 	p2pkp_rtt_sample(p, h);
 	if (cum < p->cum)
 		return;		/* reordered, stale */
+	p->win = w;
 	/* newly acknowledged chunks: the latest time one of them was sent */
 	for (i = 0; p->cum + i < p->next && i < P2PKP_WIN; i++) {
 		u64 c = p->cum + i;
@@ -802,6 +1112,22 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 }
 
+/* A peer said BUSY to our confirmed START: back to START, later. */
+static void p2pkp_tx_busy(struct p2pkp_peer *p, u64 now)
+{
+	if (p->state != PS_DATA && p->state != PS_END)
+		return;
+	if (p->confirmed)
+		return;		/* stale: it accepted since */
+	p->state = PS_START;
+	p->cookie_known = false;
+	p->cum = 0;
+	p->next = 0;
+	p->high = 0;
+	bitmap_zero(p->sack, P2PKP_WIN);
+	p->last_ctl = now;	/* the next START after an RTO */
+}
+
 static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			   struct p2pkp_peer *p)
 {
@@ -810,71 +1136,96 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 	while (budget-- && p2pkp_peer_active(p)) {
 		struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
-		struct kvec vec = { tx->rbuf, P2PKP_DGRAM_MAX };
+		struct kvec vec = { tx->rbuf, P2PKP_REPLY_MAX };
 		const void *body = h + 1;
-		int n, type;
-		s32 st;
+		const struct p2pkp_status *stb = body;
+		int n, type, st;
+		u64 cookie, now;
+		u32 tail;
 
-		n = kernel_recvmsg(p->ks.sock, &msg, &vec, 1, P2PKP_DGRAM_MAX,
+		n = kernel_recvmsg(p->ks.sock, &msg, &vec, 1, P2PKP_REPLY_MAX,
 				   MSG_DONTWAIT);
 		if (n == -EAGAIN || n == -EINTR || n == -ERESTARTSYS)
 			return;
-		if (n < 0) {		/* ICMP error: ECONNREFUSED, ... */
-			p2pkp_peer_fail(ps, p, n);
-			return;
+		if (n < 0) {
+			/* ICMP: a hint, not a verdict (section 3.1) */
+			p->soft_err = n;
+			p2pkp_stat(ps, P2PKP_ST_ICMP_ERRORS, 1);
+			continue;
 		}
 		p2pkp_stat(ps, P2PKP_ST_DGRAMS_RECEIVED, 1);
 		if (msg.msg_flags & MSG_TRUNC) {
 			p2pkp_drop(ps, P2PKP_ST_DROP_LENGTH);
 			continue;
 		}
-		type = p2pkp_parse(ps, tx->rbuf, n);
+		type = p2pkp_parse(ps, tx->rbuf, n, false, &tail);
 		if (!type)
 			continue;
 		if (be64_to_cpu(h->id) != tx->id) {
 			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 			continue;
 		}
+		cookie = be64_to_cpu(h->cookie);
+		if (p->cookie_known && cookie != p->cookie) {
+			p2pkp_drop(ps, P2PKP_ST_DROP_COOKIE);
+			continue;
+		}
+		now = ktime_get_ns();
 		/* echoed in DATA: the receiver's RTT, for its ACK pacing */
 		p->peer_ts = be32_to_cpu(h->ts);
-		p->peer_ts_ns = ktime_get_ns();
+		p->peer_ts_ns = now;
 		switch (type) {
 		case P2PKP_T_START_ACK: {
 			const struct p2pkp_start_ack *sa = body;
 			u32 w = be32_to_cpu(sa->window);
+			bool acc = be16_to_cpu(h->flags) & P2PKP_F_ACCEPTED;
 
-			if (!w) {
+			if (!w || w > P2PKP_WIN || !cookie ||
+			    (acc && be64_to_cpu(sa->base))) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 				continue;
 			}
-			p->last_rx = ktime_get_ns();
+			if (be16_to_cpu(sa->epoch)) {
+				p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
+				continue;
+			}
+			p->last_rx = now;
+			p->soft_err = 0;
+			if (acc)
+				p->confirmed = true;
 			if (p->state != PS_START)
 				continue;
 			p2pkp_rtt_sample(p, h);
-			p->win = min_t(u32, w, P2PKP_WIN);
+			p->cookie = cookie;
+			p->cookie_known = true;
+			p->win = w;
 			p->state = tx->count ? PS_DATA : PS_END;
-			p->last_ctl = 0;
+			p->last_ctl = 0;	/* confirm at once */
 			break;
 		}
 		case P2PKP_T_BUSY:
-			p->last_rx = ktime_get_ns();
+			p->last_rx = now;	/* alive, keep trying */
+			p->soft_err = 0;
+			p2pkp_tx_busy(p, now);
 			break;
 		case P2PKP_T_ACK:
-			p->last_rx = ktime_get_ns();
+			p->last_rx = now;
+			p->soft_err = 0;
 			if (p->state == PS_DATA || p->state == PS_END)
 				p2pkp_tx_ack(ps, tx, p, h);
 			break;
 		case P2PKP_T_DONE:
-			st = (s32)be32_to_cpu(((const struct p2pkp_status *)body)->status);
-			if (st && !p2pkp_errno_ok(st)) {
+			if (p2pkp_done_status((s32)be32_to_cpu(stb->status),
+					      &st)) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 				continue;
 			}
-			p->last_rx = ktime_get_ns();
 			if (!st && p->state != PS_END) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 				continue;
 			}
+			p->last_rx = now;
+			p->soft_err = 0;
 			p2pkp_tx_ctl(ps, tx, p, P2PKP_T_DONE_ACK, NULL, 0);
 			if (st) {
 				p2pkp_peer_fail(ps, p, st);
@@ -886,18 +1237,16 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		case P2PKP_T_ABORT:
 			p2pkp_peer_fail(ps, p, -ECONNRESET);
 			break;
-		default:
-			p2pkp_drop(ps, P2PKP_ST_DROP_TYPE);
-			break;
 		}
 	}
 }
 
 /* Fill the DATA header of chunk @c to @p; the chunk counts as sent now. */
-static void p2pkp_data_hdr(struct p2pkp_tx *tx, struct p2pkp_peer *p,
-			   u8 *pkt, u64 c, u16 flags, u64 now)
+static void p2pkp_data_hdr(const struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			   struct p2pkp_peer *p, u8 *pkt, u64 c, u16 flags,
+			   u64 now)
 {
-	struct p2pkp_data *d = (void *)(pkt + sizeof(struct p2pkp_hdr));
+	struct p2pkp_data *d = (void *)(pkt + P2PKP_HLEN);
 	u32 echo = 0;
 
 	if (p->peer_ts_ns) {
@@ -906,8 +1255,9 @@ static void p2pkp_data_hdr(struct p2pkp_tx *tx, struct p2pkp_peer *p,
 						 NSEC_PER_USEC);
 		flags |= P2PKP_F_ECHO;
 	}
-	p2pkp_hdr_fill(pkt, P2PKP_T_DATA, flags, tx->id, echo);
-	d->index = cpu_to_be64(c);
+	p2pkp_hdr_fill(ps, pkt, P2PKP_T_DATA, flags, tx->id, p->cookie, echo);
+	d->epoch = 0;
+	put_unaligned_be48(c, d->index);
 	p->sent_ns[c % P2PKP_WIN] = now;
 }
 
@@ -929,25 +1279,26 @@ static void p2pkp_data_sent(struct p2pkp_sock *ps, struct p2pkp_peer *p,
 	}
 }
 
-static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			     struct p2pkp_peer *p, u64 c, const u8 *data,
-			     u16 flags, bool retrans)
+static void p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			      struct p2pkp_peer *p, u64 c, const u8 *data,
+			      u16 flags, bool retrans)
 {
 	u8 pkt[P2PKP_DATA_HLEN];
-	u32 plen = p2pkp_chunk_len(tx->size, tx->count, c);
+	u32 plen = p2pkp_tx_len(tx, c);
 	int err;
 
-	p2pkp_data_hdr(tx, p, pkt, c, flags, ktime_get_ns());
+	if (retrans)
+		flags |= P2PKP_F_RETRANS;
+	p2pkp_data_hdr(ps, tx, p, pkt, c, flags, ktime_get_ns());
 	err = p2pkp_xmit(ps, p->ks.sock, NULL, 0, pkt, sizeof(pkt), data,
 			 plen, 0);
 	if (p2pkp_soft_err(err))
-		return 0;	/* like a loss: retransmitted later */
+		return;		/* like a loss: retransmitted later */
 	if (err) {
 		p2pkp_peer_fail(ps, p, err);
-		return 0;
+		return;
 	}
 	p2pkp_data_sent(ps, p, 1, plen, retrans);
-	return 0;
 }
 
 /* ACK at once for the file's last chunk, the window's last and its middle. */
@@ -963,16 +1314,25 @@ static u16 p2pkp_new_flags(const struct p2pkp_tx *tx,
 /* Payload bytes of chunks @c .. @c + @n - 1. */
 static u64 p2pkp_run_len(const struct p2pkp_tx *tx, u64 c, u32 n)
 {
-	return min_t(u64, (u64)n * P2PKP_CHUNK_SIZE,
-		     tx->size - c * P2PKP_CHUNK_SIZE);
+	return min_t(u64, (u64)n * tx->chunk, tx->size - c * tx->chunk);
+}
+
+/* Datagrams in one UDP_SEGMENT send: at most 32, within 64 KiB. */
+static u32 p2pkp_gso_max(const struct p2pkp_sock *ps,
+			 const struct p2pkp_tx *tx)
+{
+	u32 seg = P2PKP_DATA_HLEN + tx->chunk + (ps->mac ? P2PKP_MAC_LEN : 0);
+
+	return clamp_t(u32, 63 * 1024 / seg, 1, P2PKP_GSO_CHUNKS);
 }
 
 /*
  * Send new chunks @c .. @c + @n - 1, all in tx->blk, to @p with one
  * UDP_SEGMENT send: routed and queued once and the NIC kicked once, then
- * cut into @n datagrams (every one with its own header) by the stack or
- * the NIC.  A route that cannot (no checksum offload: EIO; path MTU below
- * one datagram: EINVAL, EMSGSIZE) turns batching off for this file.
+ * cut into @n datagrams (every one with its own header and tag) by the
+ * stack or the NIC.  A route that cannot (no checksum offload: EIO; path
+ * MTU below one datagram: EINVAL, EMSGSIZE) turns batching off for this
+ * file.
  */
 static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			      struct p2pkp_peer *p, u64 c, u32 n)
@@ -986,31 +1346,39 @@ static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		.msg_controllen = sizeof(ctl),
 		.msg_flags = MSG_NOSIGNAL,
 	};
-	const u8 *data = tx->blk + (c - tx->blk_first) * P2PKP_CHUNK_SIZE;
+	const u8 *data = tx->blk + (c - tx->blk_first) * tx->chunk;
+	u32 mlen = ps->mac ? P2PKP_MAC_LEN : 0;
 	u64 now = ktime_get_ns();
 	u64 bytes = p2pkp_run_len(tx, c, n);
-	u32 i;
+	u32 i, v = 0;
 	int err;
 
 	if (n > 1 && !tx->no_gso) {
 		for (i = 0; i < n; i++) {
 			u8 *hdr = tx->ghdr[i];
+			const u8 *pl = data + i * tx->chunk;
+			u32 plen = p2pkp_tx_len(tx, c + i);
 
-			p2pkp_data_hdr(tx, p, hdr, c + i,
+			p2pkp_data_hdr(ps, tx, p, hdr, c + i,
 				       p2pkp_new_flags(tx, p, c + i), now);
-			tx->gvec[2 * i].iov_base = hdr;
-			tx->gvec[2 * i].iov_len = P2PKP_DATA_HLEN;
-			tx->gvec[2 * i + 1].iov_base =
-				(void *)data + i * P2PKP_CHUNK_SIZE;
-			tx->gvec[2 * i + 1].iov_len =
-				p2pkp_chunk_len(tx->size, tx->count, c + i);
+			tx->gvec[v].iov_base = hdr;
+			tx->gvec[v++].iov_len = P2PKP_DATA_HLEN;
+			tx->gvec[v].iov_base = (void *)pl;
+			tx->gvec[v++].iov_len = plen;
+			if (!mlen)
+				continue;
+			if (p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
+				      tx->gtag[i]))
+				return;		/* like a loss */
+			tx->gvec[v].iov_base = tx->gtag[i];
+			tx->gvec[v++].iov_len = mlen;
 		}
 		ctl.cm.cmsg_level = SOL_UDP;
 		ctl.cm.cmsg_type = UDP_SEGMENT;
 		ctl.cm.cmsg_len = CMSG_LEN(sizeof(u16));
-		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + P2PKP_CHUNK_SIZE;
-		err = kernel_sendmsg(p->ks.sock, &msg, tx->gvec, 2 * n,
-				     n * P2PKP_DATA_HLEN + bytes);
+		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + tx->chunk + mlen;
+		err = kernel_sendmsg(p->ks.sock, &msg, tx->gvec, v,
+				     n * (P2PKP_DATA_HLEN + mlen) + bytes);
 		if (err >= 0) {
 			p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, n);
 			p2pkp_stat(ps, P2PKP_ST_GSO_SENDS, 1);
@@ -1026,29 +1394,37 @@ static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		tx->no_gso = true;
 	}
 	for (i = 0; i < n && p->state == PS_DATA; i++)
-		p2pkp_tx_data_one(ps, tx, p, c + i,
-				  data + i * P2PKP_CHUNK_SIZE,
+		p2pkp_tx_data_one(ps, tx, p, c + i, data + i * tx->chunk,
 				  p2pkp_new_flags(tx, p, c + i), false);
 }
 
 /*
  * Rate cap: may @len more DATA bytes go now?  If not, tx->pace_ns says
- * how long until they may.  Tokens accrue at tx->rate up to tx->burst.
+ * how long until they may.  Tokens accrue at tx->rate (at most
+ * P2PKP_RATE_MAX) up to tx->burst; the time accounted at once is at most
+ * a second, so no product below can overflow.
  */
 static bool p2pkp_pace(struct p2pkp_sock *ps, struct p2pkp_tx *tx, u32 len)
 {
-	u64 now, add;
+	u64 now, dt, add;
 
 	if (!tx->rate)
 		return true;
 	now = ktime_get_ns();
-	add = mul_u64_u64_div_u64(now - tx->tok_ns, tx->rate, NSEC_PER_SEC);
-	if (tx->tokens + add >= tx->burst) {
+	dt = now - tx->tok_ns;
+	if (dt >= NSEC_PER_SEC) {
 		tx->tokens = tx->burst;
 		tx->tok_ns = now;
-	} else if (add) {
-		tx->tokens += add;
-		tx->tok_ns += mul_u64_u64_div_u64(add, NSEC_PER_SEC, tx->rate);
+	} else {
+		add = mul_u64_u64_div_u64(dt, tx->rate, NSEC_PER_SEC);
+		if (tx->tokens + add >= tx->burst) {
+			tx->tokens = tx->burst;
+			tx->tok_ns = now;
+		} else if (add) {
+			tx->tokens += add;
+			tx->tok_ns += mul_u64_u64_div_u64(add, NSEC_PER_SEC,
+							  tx->rate);
+		}
 	}
 	if (tx->tokens >= len) {
 		tx->tokens -= len;
@@ -1108,7 +1484,7 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	int i, err = 0;
 
 	bitmap_zero(backoff, P2PKP_MAX_PEERS);
-	for (i = 0; i < ps->npeers; i++) {
+	for (i = 0; i < tx->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
 
 		/*
@@ -1123,21 +1499,20 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	}
 	for (;;) {
 		c = U64_MAX;
-		for (i = 0; i < ps->npeers; i++)
+		for (i = 0; i < tx->npeers; i++)
 			c = min(c, tx->cur[i]);
 		if (c == U64_MAX)
 			break;
 		data = p2pkp_get_chunk(tx, c, true, &err);
 		if (!data)
 			break;
-		for (i = 0; i < ps->npeers; i++) {
+		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 			bool rto;
 
 			if (tx->cur[i] != c)
 				continue;
-			if (!p2pkp_pace(ps, tx,
-					p2pkp_chunk_len(tx->size, tx->count, c)))
+			if (!p2pkp_pace(ps, tx, p2pkp_tx_len(tx, c)))
 				goto out;
 			rto = !p2pkp_sack_due(p, c, now);
 			if (rto) {
@@ -1167,9 +1542,9 @@ static bool p2pkp_may_send(const struct p2pkp_tx *tx,
 /* Retransmit what is lost, then send new chunks within every window. */
 static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
+	u32 n, gmax = p2pkp_gso_max(ps, tx);
 	int i, err = 0;
 	u64 c, end;
-	u32 n;
 
 	tx->pace_ns = 0;
 	err = p2pkp_tx_retrans(ps, tx);
@@ -1178,28 +1553,25 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 
 	for (;;) {
 		c = U64_MAX;
-		for (i = 0; i < ps->npeers; i++)
+		for (i = 0; i < tx->npeers; i++)
 			if (p2pkp_may_send(tx, ps->peers[i]))
 				c = min(c, ps->peers[i]->next);
 		if (c == U64_MAX)
 			break;
-		if (p2pkp_interrupted())
-			return -EINTR;
 		if (!p2pkp_get_chunk(tx, c, false, &err))
 			return err;
 		/* every peer gets the run of this block it may have */
 		end = tx->blk_first + tx->blk_n;
-		for (i = 0; i < ps->npeers; i++) {
+		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 
 			if (!p2pkp_may_send(tx, p) || p->next < tx->blk_first ||
 			    p->next >= end)
 				continue;
 			n = min_t(u64, end, p->cum + p->win) - p->next;
-			n = min_t(u32, n, P2PKP_GSO_CHUNKS);
+			n = min(n, gmax);
 			if (tx->rate)	/* a run must fit in the bucket */
-				n = clamp_t(u32, div_u64(tx->burst,
-							 P2PKP_CHUNK_SIZE),
+				n = clamp_t(u32, div_u64(tx->burst, tx->chunk),
 					    1, n);
 			if (!p2pkp_pace(ps, tx, p2pkp_run_len(tx, p->next, n)))
 				return 0;
@@ -1211,25 +1583,32 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	return 0;
 }
 
+/*
+ * START until the peer hands out its cookie, then START with the cookie
+ * (the confirmed START) until it accepts; END until DONE.  Each repeats
+ * every RTO, doubling it (at most 2 s).
+ */
 static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			     struct p2pkp_peer *p, u64 now)
 {
-	if (p->state != PS_START && p->state != PS_END)
+	bool start = p->state == PS_START || !p->confirmed;
+
+	if (!p2pkp_peer_active(p) || (!start && p->state != PS_END))
 		return;
 	if (p->last_ctl && now - p->last_ctl < (u64)p->rto * NSEC_PER_USEC)
 		return;
 	if (p->last_ctl)
 		p->rto = min(p->rto * 2, P2PKP_RTO_MAX_US);
 	p->last_ctl = now;
-	if (p->state == PS_START) {
+	if (start) {
 		struct p2pkp_start st = {
 			.size = cpu_to_be64(tx->size),
-			.count = cpu_to_be64(tx->count),
-			.chunk = cpu_to_be32(P2PKP_CHUNK_SIZE),
+			.chunk = cpu_to_be32(tx->chunk),
 		};
 
 		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_START, &st, sizeof(st));
-	} else {
+	}
+	if (p->state == PS_END) {
 		struct p2pkp_end end = { .size = cpu_to_be64(tx->size) };
 
 		memcpy(end.digest, tx->digest, sizeof(end.digest));
@@ -1237,45 +1616,150 @@ static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 }
 
-static void p2pkp_drain(struct socket *sock, u8 *buf)
+static void p2pkp_drain(struct socket *sock, u8 *buf, size_t len)
 {
 	struct msghdr msg = { .msg_flags = MSG_DONTWAIT };
-	struct kvec vec = { buf, P2PKP_DGRAM_MAX };
+	struct kvec vec = { buf, len };
 	int n = 0;
 
 	while (n++ < 4096 &&
-	       kernel_recvmsg(sock, &msg, &vec, 1, P2PKP_DGRAM_MAX,
-			      MSG_DONTWAIT) >= 0)
+	       kernel_recvmsg(sock, &msg, &vec, 1, len, MSG_DONTWAIT) >= 0)
 		;
 }
 
-static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
+static void p2pkp_tx_free(struct p2pkp_tx *tx)
 {
+	if (tx->file)
+		fput(tx->file);
+	p2pkp_ctx_put(&tx->ctx);
+	kfree(tx->rbuf);
+	kvfree(tx->one);
+	kvfree(tx->blk);
+	kfree(tx);
+}
+
+static void p2pkp_op_done(struct p2pkp_sock *ps, int result);
+
+/*
+ * The write() is over: @err (a local failure: EIO, ECANCELED) fails the
+ * peers still in progress, after an ABORT; otherwise the result is the
+ * first failed peer's status in connect() order.
+ */
+static void p2pkp_tx_finish(struct p2pkp_sock *ps, int err)
+{
+	struct p2pkp_tx *tx = ps->tx;
+	int i;
+
+	if (err) {
+		struct p2pkp_status ab = { .status = cpu_to_be32(-err) };
+
+		for (i = 0; i < tx->npeers; i++) {
+			struct p2pkp_peer *p = ps->peers[i];
+
+			if (!p2pkp_peer_active(p))
+				continue;
+			p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
+			p2pkp_peer_fail(ps, p, err);
+		}
+	} else {
+		for (i = 0; i < tx->npeers; i++) {
+			if (ps->peers[i]->state == PS_FAILED) {
+				err = ps->peers[i]->status;
+				break;
+			}
+		}
+	}
+	memset(&ps->info, 0, sizeof(ps->info));
+	memcpy(&ps->info.peer, &ps->peers[0]->addr, sizeof(ps->info.peer));
+	ps->info.id = tx->id;
+	ps->info.size = tx->size;
+	ps->info.duration_ns = ktime_get_ns() - tx->start_ns;
+	if (tx->digest_done)
+		memcpy(ps->info.digest, tx->digest, sizeof(ps->info.digest));
+	ps->info.status = err;
+	p2pkp_stat(ps, err ? P2PKP_ST_FILES_FAILED : P2PKP_ST_FILES_SENT, 1);
+	ps->tx = NULL;			/* the caller frees it */
+	ps->op_size = ps->info.size;
+	WRITE_ONCE(ps->state, P2PKP_IDLE);
+	p2pkp_op_done(ps, err);
+}
+
+/*
+ * One round of the sender's engine (under ps->lock, as the caller).
+ * Returns true when the write() is over, with a local error in @errp.
+ */
+static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
+{
+	struct p2pkp_tx *tx = ps->tx;
 	u64 timeout_ns = (u64)ps->timeout_ms * NSEC_PER_MSEC;
+	u64 now, wait_ns = U64_MAX;
+	int i, err = 0, active = 0;
+
+	for (i = 0; i < tx->npeers; i++)
+		p2pkp_tx_input(ps, tx, ps->peers[i]);
+	now = ktime_get_ns();
+	for (i = 0; i < tx->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		if (!p2pkp_peer_active(p))
+			continue;
+		if (now - p->last_rx > timeout_ns) {
+			/* an ICMP error since the last word names the cause */
+			p2pkp_peer_fail(ps, p, p->soft_err ?: -ETIMEDOUT);
+			continue;
+		}
+		if (p->state == PS_END) {
+			err = p2pkp_tx_digest(tx);
+			if (err)
+				break;
+		}
+		p2pkp_tx_control(ps, tx, p, now);
+		active++;
+		wait_ns = min(wait_ns, (u64)p->rto * NSEC_PER_USEC);
+		wait_ns = min(wait_ns, p->last_rx + timeout_ns - now);
+	}
+	if (!err && active) {
+		err = p2pkp_tx_data(ps, tx);
+		if (tx->pace_ns)	/* rate cap: wait for tokens */
+			wait_ns = min(wait_ns, tx->pace_ns);
+	}
+	*errp = err;
+	if (err || !active)
+		return true;
+	p2pkp_arm(ps, wait_ns);
+	return false;
+}
+
+/* Start sending @f (opened by the caller) to every peer. */
+static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
+{
 	struct p2pkp_tx *tx;
-	int i, err = 0, first = 0;
+	int i;
 
 	tx = kzalloc(sizeof(*tx), GFP_KERNEL);
 	if (!tx)
 		return -ENOMEM;
-	tx->blk = kvmalloc(P2PKP_BLOCK_CHUNKS * P2PKP_CHUNK_SIZE, GFP_KERNEL);
-	tx->one = kmalloc(P2PKP_CHUNK_SIZE, GFP_KERNEL);
-	tx->rbuf = kmalloc(P2PKP_DGRAM_MAX, GFP_KERNEL);
-	if (!tx->blk || !tx->one || !tx->rbuf) {
-		err = -ENOMEM;
-		goto out;
-	}
-	tx->file = f;
 	tx->size = i_size_read(file_inode(f));
 	if (tx->size > P2PKP_MAX_SIZE) {
-		err = -EFBIG;
-		goto out;
+		kfree(tx);
+		return -EFBIG;
 	}
-	tx->count = DIV_ROUND_UP_ULL(tx->size, P2PKP_CHUNK_SIZE);
+	tx->chunk = P2PKP_CHUNK_SIZE;
+	tx->blk_chunks = max_t(u32, 1, P2PKP_BLOCK_BYTES / tx->chunk);
+	tx->blk = kvmalloc(tx->blk_chunks * tx->chunk, GFP_KERNEL);
+	tx->one = kvmalloc(tx->chunk, GFP_KERNEL);
+	tx->rbuf = kmalloc(P2PKP_REPLY_MAX, GFP_KERNEL);
+	if (!tx->blk || !tx->one || !tx->rbuf) {
+		p2pkp_tx_free(tx);
+		return -ENOMEM;
+	}
+	get_file(f);
+	tx->file = f;
+	tx->count = DIV_ROUND_UP_ULL(tx->size, tx->chunk);
 	tx->one_idx = U64_MAX;
 	tx->rate = READ_ONCE(ps->rate);
 	/* ~16 ms of sending, at least two chunks */
-	tx->burst = max_t(u64, tx->rate / 64, 2 * P2PKP_CHUNK_SIZE);
+	tx->burst = max_t(u64, tx->rate / 64, 2 * tx->chunk);
 	tx->tokens = tx->burst;
 	tx->tok_ns = ktime_get_ns();
 	do {
@@ -1283,13 +1767,18 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 	} while (!tx->id);
 	sha256_init(&tx->sha);
 	tx->start_ns = ktime_get_ns();
+	tx->npeers = ps->npeers;
 
-	for (i = 0; i < ps->npeers; i++) {
+	for (i = 0; i < tx->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
 
-		p2pkp_drain(p->ks.sock, tx->rbuf);
+		p2pkp_drain(p->ks.sock, tx->rbuf, P2PKP_REPLY_MAX);
 		sock_error(p->ks.sock->sk);	/* forget old ICMP errors */
 		p->status = 0;
+		p->soft_err = 0;
+		p->cookie = 0;
+		p->cookie_known = false;
+		p->confirmed = false;
 		p->cum = 0;
 		p->next = 0;
 		p->high = 0;
@@ -1306,154 +1795,11 @@ static int p2pkp_send_file(struct p2pkp_sock *ps, struct file *f)
 		bitmap_zero(p->sack, P2PKP_WIN);
 		WRITE_ONCE(p->state, PS_START);
 	}
+	p2pkp_ctx_get(&tx->ctx);
+	ps->tx = tx;
 	WRITE_ONCE(ps->state, P2PKP_SENDING);
-
-	for (;;) {
-		int seen = atomic_read(&ps->events);
-		u64 now, wait_ns = U64_MAX;
-		int active = 0;
-
-		for (i = 0; i < ps->npeers; i++)
-			p2pkp_tx_input(ps, tx, ps->peers[i]);
-		if (p2pkp_interrupted()) {
-			err = -EINTR;
-			break;
-		}
-		now = ktime_get_ns();
-		for (i = 0; i < ps->npeers; i++) {
-			struct p2pkp_peer *p = ps->peers[i];
-
-			if (!p2pkp_peer_active(p))
-				continue;
-			if (now - p->last_rx > timeout_ns) {
-				p2pkp_peer_fail(ps, p, -ETIMEDOUT);
-				continue;
-			}
-			if (p->state == PS_END) {
-				err = p2pkp_tx_digest(tx);
-				if (err)
-					break;
-			}
-			p2pkp_tx_control(ps, tx, p, now);
-			active++;
-			wait_ns = min(wait_ns, (u64)p->rto * NSEC_PER_USEC);
-			wait_ns = min(wait_ns, p->last_rx + timeout_ns - now);
-		}
-		if (err || !active)
-			break;
-		err = p2pkp_tx_data(ps, tx);
-		if (err)
-			break;
-		if (tx->pace_ns)	/* rate cap: sleep until tokens */
-			wait_ns = min(wait_ns, tx->pace_ns);
-		/* a signal is looked at on the next round */
-		p2pkp_wait(ps, seen, p2pkp_timeout_ns_to_jiffies(wait_ns));
-	}
-
-	if (err) {
-		struct p2pkp_status ab = {
-			.status = cpu_to_be32(err == -EINTR ? EINTR : EIO),
-		};
-
-		for (i = 0; i < ps->npeers; i++) {
-			struct p2pkp_peer *p = ps->peers[i];
-
-			if (!p2pkp_peer_active(p))
-				continue;
-			p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
-			p2pkp_peer_fail(ps, p, err);
-		}
-	} else {
-		for (i = 0; i < ps->npeers; i++) {
-			if (ps->peers[i]->state == PS_FAILED) {
-				first = ps->peers[i]->status;
-				break;
-			}
-		}
-		err = first;
-	}
-
-	memset(&ps->info, 0, sizeof(ps->info));
-	memcpy(&ps->info.peer, &ps->peers[0]->addr, sizeof(ps->info.peer));
-	ps->info.id = tx->id;
-	ps->info.size = tx->size;
-	ps->info.duration_ns = ktime_get_ns() - tx->start_ns;
-	if (tx->digest_done)
-		memcpy(ps->info.digest, tx->digest, sizeof(ps->info.digest));
-	ps->info.status = err;
-	p2pkp_stat(ps, err ? P2PKP_ST_FILES_FAILED : P2PKP_ST_FILES_SENT, 1);
-	WRITE_ONCE(ps->state, P2PKP_IDLE);
-out:
-	kfree(tx->rbuf);
-	kfree(tx->one);
-	kvfree(tx->blk);
-	kfree(tx);
-	return err;
-}
-
-static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
-{
-	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
-	size_t n = min_t(size_t, len, P2PKP_PATH_MAX + 1);
-	struct path pp;
-	struct file *f;
-	char *path;
-	int err;
-
-	if (msg->msg_flags & MSG_OOB)
-		return -EOPNOTSUPP;
-	if (!len)
-		return -EINVAL;
-	path = kmalloc(n + 1, GFP_KERNEL);
-	if (!path)
-		return -ENOMEM;
-	if (copy_from_iter(path, n, &msg->msg_iter) != n) {
-		err = -EFAULT;
-		goto out;
-	}
-	path[n] = '\0';
-	n = strnlen(path, n);
-	if (n > P2PKP_PATH_MAX) {
-		err = -ENAMETOOLONG;
-		goto out;
-	}
-	if (!n || path[0] != '/') {
-		err = -EINVAL;
-		goto out;
-	}
-	err = mutex_lock_interruptible(&ps->lock);
-	if (err) {
-		err = -EINTR;
-		goto out;
-	}
-	if (!ps->npeers) {
-		err = -EDESTADDRREQ;
-		goto unlock;
-	}
-	/* no open() of FIFOs or devices: it could block or have effects */
-	err = kern_path(path, LOOKUP_FOLLOW, &pp);
-	if (err)
-		goto unlock;
-	if (!d_is_reg(pp.dentry))
-		err = -EINVAL;
-	path_put(&pp);
-	if (err)
-		goto unlock;
-	f = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
-	if (IS_ERR(f)) {
-		err = PTR_ERR(f);
-		goto unlock;
-	}
-	if (!S_ISREG(file_inode(f)->i_mode))
-		err = -EINVAL;
-	else
-		err = p2pkp_send_file(ps, f);
-	filp_close(f, NULL);
-unlock:
-	mutex_unlock(&ps->lock);
-out:
-	kfree(path);
-	return err ? err : (int)min_t(size_t, len, INT_MAX);
+	p2pkp_kick(ps);
+	return 0;
 }
 
 /* ---- receiver ----------------------------------------------------- */
@@ -1461,41 +1807,56 @@ out:
 enum { RS_IDLE, RS_RECV, RS_LINGER };
 
 struct p2pkp_rx {
-	const char *path;		/* final absolute path */
-	const char *base;		/* its last component */
-	char *tmp;			/* temporary path */
-	struct file *file;		/* the temporary file */
+	struct p2pkp_ctx ctx;		/* the caller of read() */
+	char *name;			/* last component of the path */
+	struct path dir;		/* destination directory, checked */
+	struct file *file;		/* O_TMPFILE, or the named fallback */
+	bool named;			/* fallback: @file is named @tmpname */
+	bool dirty;			/* @file holds an abandoned transfer */
+	bool fsync;
+	u64 fsize;			/* the caller's RLIMIT_FSIZE */
+	char tmpname[32];
 	int state;			/* RS_* */
 	bool finished;
 	int result;			/* 0 or -errno for read() */
-	u64 id, size, count, cum;
+	u64 id, cookie, size, count, cum;
+	u32 chunk, window;
 	struct sockaddr_storage from;
 	int fromlen;
 	u64 start_ns, last_rx, linger_end;
 	u32 unacked;
 	bool ooo_acked;
-	bool confirmed;			/* DATA or END seen from the sender */
 	u32 echo;			/* ts of the last DATA */
 	u32 srtt;			/* us, from DATA echoes; 0: unknown */
 	u64 last_ack_ns;
 	u32 credit;			/* bytes of ACK the sender has paid for */
-	struct path dir;		/* destination directory (statfs) */
 	struct sha256_state sha;
 	DECLARE_BITMAP(ring, P2PKP_WIN);	/* by chunk % P2PKP_WIN */
-	u8 chunk[P2PKP_CHUNK_SIZE];
+	u8 *chunkbuf;			/* P2PKP_CHUNK_MAX */
 };
 
-/* Token bucket for replies to sources other than the confirmed sender. */
+/*
+ * Token bucket for replies to sources that have not proven their address
+ * (section 7).  The time accounted at once is at most a second.
+ */
 static bool p2pkp_rx_rl(struct p2pkp_sock *ps)
 {
 	u64 now = ktime_get_ns();
-	u64 add = div64_u64((now - ps->rl_ns) * P2PKP_RL_PER_SEC, NSEC_PER_SEC);
+	u64 dt = now - ps->rl_ns;
+	u64 add;
 
-	if (add) {
-		ps->rl_tokens = min_t(u64, ps->rl_tokens + add, P2PKP_RL_BURST);
-		ps->rl_ns += add * (NSEC_PER_SEC / P2PKP_RL_PER_SEC);
-		if (ps->rl_tokens == P2PKP_RL_BURST)
-			ps->rl_ns = now;
+	if (dt >= NSEC_PER_SEC) {
+		ps->rl_tokens = P2PKP_RL_BURST;
+		ps->rl_ns = now;
+	} else {
+		add = div64_u64(dt * P2PKP_RL_PER_SEC, NSEC_PER_SEC);
+		if (add) {
+			ps->rl_tokens = min_t(u64, ps->rl_tokens + add,
+					      P2PKP_RL_BURST);
+			ps->rl_ns += add * (NSEC_PER_SEC / P2PKP_RL_PER_SEC);
+			if (ps->rl_tokens == P2PKP_RL_BURST)
+				ps->rl_ns = now;
+		}
 	}
 	if (!ps->rl_tokens)
 		return false;
@@ -1504,27 +1865,42 @@ static bool p2pkp_rx_rl(struct p2pkp_sock *ps)
 }
 
 /*
- * Send a reply.  Only the sender of the accepted transfer, once it has
- * sent DATA or END, is answered freely (its ACKs are bounded by credit,
- * see p2pkp_rx_send_ack); any other source (spoofable) is answered at most
- * P2PKP_RL_PER_SEC times a second, and never with more bytes than it sent.
+ * Send a reply.  Only the sender of the accepted transfer (it proved its
+ * address with the cookie) is answered freely (its ACKs are bounded by
+ * credit, see p2pkp_rx_send_ack); any other source (spoofable) is answered
+ * at most P2PKP_RL_PER_SEC times a second, never with more bytes than it
+ * sent.
  */
-static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
-			   struct sockaddr_storage *to, int tolen, u8 type,
-			   u64 id, u32 echo, const void *body, size_t blen)
+static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
+			   int tolen, u8 type, u16 flags, u64 id, u64 cookie,
+			   u32 echo, const void *body, size_t blen)
 {
-	u8 pkt[P2PKP_PKT_MAX];
+	struct p2pkp_rx *rx = ps->rxo;
+	u8 pkt[P2PKP_CTL_MAX];
 	size_t n;
 
-	if (!(rx->state != RS_IDLE && rx->confirmed &&
-	      p2pkp_addr_eq(to, &rx->from)) && !p2pkp_rx_rl(ps)) {
+	if (!(rx && rx->state != RS_IDLE && p2pkp_addr_eq(to, &rx->from)) &&
+	    !p2pkp_rx_rl(ps)) {
 		p2pkp_stat(ps, P2PKP_ST_REPLIES_LIMITED, 1);
 		return;
 	}
-	n = p2pkp_hdr_fill(pkt, type, P2PKP_F_ECHO, id, echo);
+	n = p2pkp_hdr_fill(ps, pkt, type, flags | P2PKP_F_ECHO, id, cookie,
+			   echo);
 	memcpy(pkt + n, body, blen);
 	p2pkp_xmit(ps, ps->rx.sock, to, tolen, pkt, n + blen, NULL, 0,
 		   MSG_DONTWAIT);
+}
+
+/*
+ * Window for chunks of @chunk bytes: what the receive buffer holds (an
+ * skb's truesize is about the next power of two above the datagram plus
+ * 512 bytes of overhead), 1..512.
+ */
+static u32 p2pkp_rx_window(const struct p2pkp_sock *ps, u32 chunk)
+{
+	u32 truesize = roundup_pow_of_two(chunk + 256) + 512;
+
+	return clamp_t(u32, ps->rcvbuf / truesize, 1, P2PKP_WIN);
 }
 
 /* Gap between two ACKs: srtt/4 within P2PKP_ACK_MIN_US..P2PKP_ACK_MAX_US. */
@@ -1538,9 +1914,10 @@ static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
 	struct p2pkp_ack a = {
 		.cum = cpu_to_be64(rx->cum),
-		.nbits = cpu_to_be32(P2PKP_WIN),
+		.nbits = cpu_to_be16(P2PKP_WIN),
+		.window = cpu_to_be32(rx->window),
 	};
-	u32 i, cost = sizeof(struct p2pkp_hdr) + sizeof(a);
+	u32 i, cost = P2PKP_HLEN + sizeof(a) + (ps->mac ? P2PKP_MAC_LEN : 0);
 
 	rx->last_ack_ns = ktime_get_ns();
 	/* an ACK is larger than a short DATA/END: never amplify */
@@ -1552,95 +1929,137 @@ static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 	for (i = 1; i < P2PKP_WIN && rx->cum + i < rx->count; i++)
 		if (test_bit((rx->cum + i) % P2PKP_WIN, rx->ring))
 			a.bitmap[i / 8] |= 1U << (i % 8);
-	p2pkp_rx_reply(ps, rx, &rx->from, rx->fromlen, P2PKP_T_ACK, rx->id,
-		       rx->echo, &a, sizeof(a));
+	p2pkp_rx_reply(ps, &rx->from, rx->fromlen, P2PKP_T_ACK, 0, rx->id,
+		       rx->cookie, rx->echo, &a, sizeof(a));
 	p2pkp_stat(ps, P2PKP_ST_ACKS_SENT, 1);
 	rx->unacked = 0;
 }
 
-static void p2pkp_rx_send_status(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+static void p2pkp_rx_send_status(struct p2pkp_sock *ps,
 				 struct sockaddr_storage *to, int tolen,
-				 u8 type, u64 id, u32 echo, s32 status)
+				 u8 type, u64 id, u64 cookie, u32 echo,
+				 s32 status)
 {
 	struct p2pkp_status st = { .status = cpu_to_be32(status) };
 
-	p2pkp_rx_reply(ps, rx, to, tolen, type, id, echo, &st, sizeof(st));
+	p2pkp_rx_reply(ps, to, tolen, type, 0, id, cookie, echo, &st,
+		       sizeof(st));
 }
 
-/* Unlink the temporary file (if still there) and close it. */
-static void p2pkp_rx_discard(struct p2pkp_rx *rx)
+/* Is @d still the named temporary file @rx made in its directory? */
+static bool p2pkp_rx_ours(struct p2pkp_rx *rx, struct dentry *d)
 {
-	struct dentry *d, *parent;
-	struct vfsmount *mnt;
-
-	if (!rx->file)
-		return;
-	d = dget(rx->file->f_path.dentry);
-	mnt = rx->file->f_path.mnt;
-	parent = dget_parent(d);
-	if (!mnt_want_write(mnt)) {
-		inode_lock_nested(d_inode(parent), I_MUTEX_PARENT);
-		if (d->d_parent == parent && !d_unhashed(d) &&
-		    d_really_is_positive(d))
-			vfs_unlink(mnt_user_ns(mnt), d_inode(parent), d, NULL);
-		inode_unlock(d_inode(parent));
-		mnt_drop_write(mnt);
-	}
-	dput(parent);
-	dput(d);
-	filp_close(rx->file, NULL);
-	rx->file = NULL;
+	return d->d_parent == rx->dir.dentry && !d_unhashed(d) &&
+	       d_really_is_positive(d) && d_inode(d) == file_inode(rx->file);
 }
 
-/* Give the verified temporary file its mode and final name. */
+/* Unlink the named temporary file (fallback), through the LSM path hook. */
+static void p2pkp_rx_unlink(struct p2pkp_rx *rx)
+{
+	struct dentry *dir = rx->dir.dentry;
+	struct dentry *d = dget(rx->file->f_path.dentry);
+
+	if (!mnt_want_write(rx->dir.mnt)) {
+		inode_lock_nested(d_inode(dir), I_MUTEX_PARENT);
+		if (p2pkp_rx_ours(rx, d) &&
+		    !security_path_unlink(&rx->dir, d))
+			vfs_unlink(mnt_user_ns(rx->dir.mnt), d_inode(dir), d,
+				   NULL);
+		inode_unlock(d_inode(dir));
+		mnt_drop_write(rx->dir.mnt);
+	}
+	dput(d);
+	rx->named = false;
+}
+
+/*
+ * Give the verified file its name: fsync it (P2PKP_FSYNC), link the
+ * O_TMPFILE at a temporary name, rename that over the final name (a
+ * symlink there is replaced, never followed), fsync the directory.  The
+ * caller's credentials are in force; LSM hooks run (inode_link, and
+ * path_rename + inode_rename).
+ */
 static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 {
-	struct dentry *d = rx->file->f_path.dentry;
-	struct vfsmount *mnt = rx->file->f_path.mnt;
-	struct user_namespace *uns = mnt_user_ns(mnt);
-	struct inode *inode = d_inode(d);
-	struct dentry *parent, *newd;
-	struct iattr ia = {};
-	int err;
+	struct dentry *dir = rx->dir.dentry, *tmp = NULL, *newd;
+	struct user_namespace *uns = mnt_user_ns(rx->dir.mnt);
+	struct inode *dinode = d_inode(dir);
+	bool linked = false;
+	struct file *df;
+	int i, err;
 
-	err = mnt_want_write(mnt);
+	if (rx->fsync) {
+		err = vfs_fsync(rx->file, 0);
+		if (err)
+			return err;
+	}
+	err = mnt_want_write(rx->dir.mnt);
 	if (err)
 		return err;
-	inode_lock(inode);
-	ia.ia_valid = ATTR_MODE | ATTR_CTIME;
-	ia.ia_mode = ((0666 & ~current_umask()) & S_IALLUGO) |
-		     (inode->i_mode & ~S_IALLUGO);
-	err = notify_change(uns, d, &ia, NULL);
-	inode_unlock(inode);
-	if (err)
-		goto out;
-
-	parent = dget_parent(d);
-	lock_rename(parent, parent);
-	if (d->d_parent != parent || d_unhashed(d)) {
-		err = -ENOENT;
+	lock_rename(dir, dir);
+	if (rx->named) {
+		tmp = dget(rx->file->f_path.dentry);
+		if (!p2pkp_rx_ours(rx, tmp))
+			err = -ENOENT;
 	} else {
-		newd = lookup_one(uns, rx->base, parent, strlen(rx->base));
+		err = -EEXIST;
+		for (i = 0; i < P2PKP_TMP_TRIES && err == -EEXIST; i++) {
+			snprintf(rx->tmpname, sizeof(rx->tmpname),
+				 ".p2pkp-%016llx", get_random_u64());
+			tmp = lookup_one(uns, rx->tmpname, dir,
+					 strlen(rx->tmpname));
+			if (IS_ERR(tmp)) {
+				err = PTR_ERR(tmp);
+				tmp = NULL;
+				break;
+			}
+			if (d_really_is_positive(tmp)) {
+				dput(tmp);
+				tmp = NULL;
+				continue;
+			}
+			err = vfs_link(rx->file->f_path.dentry, uns, dinode,
+				       tmp, NULL);
+			linked = !err;
+		}
+	}
+	if (!err) {
+		newd = lookup_one(uns, rx->name, dir, strlen(rx->name));
 		if (IS_ERR(newd)) {
 			err = PTR_ERR(newd);
 		} else {
 			struct renamedata rd = {
 				.old_mnt_userns = uns,
-				.old_dir = d_inode(parent),
-				.old_dentry = d,
+				.old_dir = dinode,
+				.old_dentry = tmp,
 				.new_mnt_userns = uns,
-				.new_dir = d_inode(parent),
+				.new_dir = dinode,
 				.new_dentry = newd,
 			};
 
-			err = vfs_rename(&rd);
+			err = security_path_rename(&rx->dir, tmp, &rx->dir,
+						   newd, 0);
+			if (!err)
+				err = vfs_rename(&rd);
 			dput(newd);
 		}
+		if (err && linked && !security_path_unlink(&rx->dir, tmp))
+			vfs_unlink(uns, dinode, tmp, NULL);
 	}
-	unlock_rename(parent, parent);
-	dput(parent);
-out:
-	mnt_drop_write(mnt);
+	unlock_rename(dir, dir);
+	dput(tmp);
+	mnt_drop_write(rx->dir.mnt);
+	if (err)
+		return err;
+	rx->named = false;		/* it has its final name now */
+	if (rx->fsync) {
+		df = dentry_open(&rx->dir, O_RDONLY | O_DIRECTORY,
+				 current_cred());
+		if (IS_ERR(df))
+			return PTR_ERR(df);
+		err = vfs_fsync(df, 0);
+		fput(df);
+	}
 	return err;
 }
 
@@ -1649,6 +2068,7 @@ static void p2pkp_rx_remember(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 {
 	ps->last_valid = true;
 	ps->last_id = rx->id;
+	ps->last_cookie = rx->cookie;
 	ps->last_addr = rx->from;
 	ps->last_status = status;
 	memset(&ps->info, 0, sizeof(ps->info));
@@ -1661,49 +2081,25 @@ static void p2pkp_rx_remember(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	ps->info.status = status;
 }
 
-/* Abandon the transfer in progress (keep waiting for another one). */
+/* Abandon the transfer in progress (the read() keeps waiting). */
 static void p2pkp_rx_abandon(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			     int stat)
 {
-	p2pkp_rx_discard(rx);
 	p2pkp_stat(ps, stat, 1);
 	rx->state = RS_IDLE;
 	WRITE_ONCE(ps->state, P2PKP_WAITING);
 }
 
-/* A failure that ends the read(): tell the sender, leave nothing. */
+/* A failure that ends the read(): tell the sender. */
 static void p2pkp_rx_fail(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			  int err, u32 echo)
 {
-	p2pkp_rx_discard(rx);
 	p2pkp_rx_remember(ps, rx, err, NULL);
-	p2pkp_rx_send_status(ps, rx, &rx->from, rx->fromlen, P2PKP_T_DONE,
-			     rx->id, echo, err);
+	p2pkp_rx_send_status(ps, &rx->from, rx->fromlen, P2PKP_T_DONE,
+			     rx->id, rx->cookie, echo, err);
 	p2pkp_stat(ps, P2PKP_ST_FILES_FAILED, 1);
 	rx->result = err;
 	rx->finished = true;
-}
-
-static int p2pkp_rx_open_tmp(struct p2pkp_rx *rx)
-{
-	size_t dirlen = rx->base - rx->path;
-	struct file *f;
-	int n;
-
-	n = snprintf(rx->tmp, PATH_MAX, "%.*s.%s.p2pkp-%016llx", (int)dirlen,
-		     rx->path, rx->base, rx->id);
-	if (n >= PATH_MAX)
-		return -ENAMETOOLONG;
-	f = filp_open(rx->tmp, O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
-		      O_NOFOLLOW, 0600);
-	if (IS_ERR(f))
-		return PTR_ERR(f);
-	if (!S_ISREG(file_inode(f)->i_mode)) {
-		filp_close(f, NULL);
-		return -EINVAL;
-	}
-	rx->file = f;
-	return 0;
 }
 
 /* Hash the chunks that became contiguous (read back from the file). */
@@ -1711,15 +2107,16 @@ static int p2pkp_rx_advance(struct p2pkp_rx *rx)
 {
 	while (rx->cum < rx->count &&
 	       test_bit(rx->cum % P2PKP_WIN, rx->ring)) {
-		u32 len = p2pkp_chunk_len(rx->size, rx->count, rx->cum);
+		u32 len = p2pkp_chunk_len(rx->size, rx->count, rx->chunk,
+					  rx->cum);
 		int err;
 
 		__clear_bit(rx->cum % P2PKP_WIN, rx->ring);
-		err = p2pkp_read_full(rx->file, rx->chunk, len,
-				      rx->cum * P2PKP_CHUNK_SIZE);
+		err = p2pkp_read_full(rx->file, rx->chunkbuf, len,
+				      rx->cum * rx->chunk);
 		if (err)
 			return err;
-		sha256_update(&rx->sha, rx->chunk, len);
+		sha256_update(&rx->sha, rx->chunkbuf, len);
 		rx->cum++;
 	}
 	return 0;
@@ -1743,134 +2140,187 @@ static int p2pkp_rx_space(struct p2pkp_rx *rx, u64 size)
 	return size > avail ? -ENOSPC : 0;
 }
 
-/* Refuse a START (the read keeps waiting); the sender fails with @err. */
-static void p2pkp_rx_refuse(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
-			    const struct p2pkp_hdr *h,
-			    struct sockaddr_storage *from, int fromlen,
-			    int err, int stat)
+/* Largest file the receiver takes: max_file_size, the caller's limit. */
+static u64 p2pkp_rx_max(const struct p2pkp_rx *rx)
 {
-	p2pkp_stat(ps, stat, 1);
-	p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE,
-			     be64_to_cpu(h->id), be32_to_cpu(h->ts), err);
+	u64 m = min_t(u64, READ_ONCE(max_file_size), P2PKP_MAX_SIZE);
+
+	return rx ? min(m, rx->fsize) : m;
 }
 
-static void p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
-			   const struct p2pkp_hdr *h,
-			   struct sockaddr_storage *from, int fromlen)
+/* Refuse a START (the read keeps waiting); the sender fails with @err. */
+static void p2pkp_rx_refuse(struct p2pkp_sock *ps, const struct p2pkp_hdr *h,
+			    struct sockaddr_storage *from, int fromlen,
+			    u64 cookie, int err, int stat)
 {
-	const struct p2pkp_start *st = (const void *)(h + 1);
-	u64 id = be64_to_cpu(h->id);
+	p2pkp_stat(ps, stat, 1);
+	p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+			     be64_to_cpu(h->id), cookie, be32_to_cpu(h->ts), err);
+}
+
+/* Take the transfer of a confirmed START into the armed read(). */
+static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			    const struct p2pkp_hdr *h, u64 size, u32 chunk,
+			    struct sockaddr_storage *from, int fromlen)
+{
+	struct p2pkp_start_ack sa = {};
 	u32 echo = be32_to_cpu(h->ts);
-	u64 size = be64_to_cpu(st->size);
-	u64 count = be64_to_cpu(st->count);
-	bool same = id == rx->id && p2pkp_addr_eq(from, &rx->from);
-	struct p2pkp_start_ack sa = { .window = cpu_to_be32(P2PKP_WIN) };
 	int err;
 
-	if (be32_to_cpu(st->chunk) != P2PKP_CHUNK_SIZE ||
-	    size > P2PKP_MAX_SIZE ||
-	    count != DIV_ROUND_UP_ULL(size, P2PKP_CHUNK_SIZE)) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
-		return;
-	}
-	if (rx->state == RS_RECV && same) {
-		rx->last_rx = ktime_get_ns();
-		p2pkp_rx_reply(ps, rx, from, fromlen, P2PKP_T_START_ACK, id, echo,
-			       &sa, sizeof(sa));
-		return;
-	}
-	if (rx->state == RS_LINGER && same) {
-		p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE, id, echo,
-				     rx->result);
-		return;
-	}
-	if (rx->state == RS_RECV && p2pkp_addr_eq(from, &rx->from) &&
-	    !(ps->last_valid && id == ps->last_id)) {
-		/*
-		 * One address:port is one sender socket, which runs one
-		 * write() at a time: its old transfer is over (ABORT lost).
-		 */
-		p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABORTED);
-	}
-	if (rx->state == RS_LINGER && p2pkp_addr_eq(from, &rx->from)) {
-		/* our sender moved on: it got DONE; keep this for next read */
-		rx->finished = true;
-		ps->pend_len = sizeof(*h) + sizeof(*st);
-		ps->pend_addr = *from;
-		ps->pend_alen = fromlen;
-		return;
-	}
-	if (rx->state != RS_IDLE) {
-		p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
-		p2pkp_rx_reply(ps, rx, from, fromlen, P2PKP_T_BUSY, id, echo,
-			       NULL, 0);
-		return;
-	}
-	if (ps->last_valid && id == ps->last_id &&
-	    p2pkp_addr_eq(from, &ps->last_addr)) {
-		p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE, id, echo,
-				     ps->last_status);
-		return;
-	}
-	if (size > READ_ONCE(max_file_size)) {
-		p2pkp_rx_refuse(ps, rx, h, from, fromlen, -EFBIG,
-				P2PKP_ST_REFUSED_SIZE);
-		return;
-	}
-	err = p2pkp_rx_space(rx, size);
-	if (err) {
-		p2pkp_rx_refuse(ps, rx, h, from, fromlen, err,
-				P2PKP_ST_REFUSED_SPACE);
-		return;
-	}
-	/* accept */
-	rx->id = id;
+	rx->id = be64_to_cpu(h->id);
+	rx->cookie = be64_to_cpu(h->cookie);
 	rx->from = *from;
 	rx->fromlen = fromlen;
 	rx->size = size;
-	rx->count = count;
+	rx->chunk = chunk;
+	rx->count = DIV_ROUND_UP_ULL(size, chunk);
+	rx->window = p2pkp_rx_window(ps, chunk);
 	rx->cum = 0;
 	rx->unacked = 0;
 	rx->ooo_acked = false;
-	rx->confirmed = false;
 	rx->srtt = 0;
 	rx->last_ack_ns = 0;
-	rx->credit = P2PKP_PKT_MAX;	/* one ACK in advance */
+	rx->credit = P2PKP_CTL_MAX;	/* one ACK in advance */
 	bitmap_zero(rx->ring, P2PKP_WIN);
 	sha256_init(&rx->sha);
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
-	err = p2pkp_rx_open_tmp(rx);
-	if (err) {
-		p2pkp_rx_fail(ps, rx, err, echo);
-		return;
+	if (rx->dirty) {		/* what an abandoned transfer wrote */
+		err = vfs_truncate(&rx->file->f_path, 0);
+		if (err) {
+			p2pkp_rx_fail(ps, rx, err, echo);
+			return;
+		}
+		rx->dirty = false;
 	}
 	rx->state = RS_RECV;
 	WRITE_ONCE(ps->state, P2PKP_RECEIVING);
-	p2pkp_rx_reply(ps, rx, from, fromlen, P2PKP_T_START_ACK, id, echo,
-		       &sa, sizeof(sa));
+	sa.window = cpu_to_be32(rx->window);
+	p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, P2PKP_F_ACCEPTED,
+		       rx->id, rx->cookie, echo, &sa, sizeof(sa));
+}
+
+/*
+ * START (section 3.2).  Returns true when the datagram must be kept for
+ * the next read() (a confirmed START while none is armed).
+ */
+static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			   const struct p2pkp_hdr *h,
+			   struct sockaddr_storage *from, int fromlen)
+{
+	const struct p2pkp_start *st = (const void *)(h + 1);
+	u16 flags = be16_to_cpu(h->flags);
+	u64 id = be64_to_cpu(h->id);
+	u64 cookie = be64_to_cpu(h->cookie);
+	u32 echo = be32_to_cpu(h->ts);
+	u64 size = be64_to_cpu(st->size);
+	u32 chunk = be32_to_cpu(st->chunk);
+	u64 c = p2pkp_cookie(ps, id, from);
+	bool mine = rx && rx->state != RS_IDLE;
+	bool same = mine && p2pkp_addr_eq(from, &rx->from);
+	bool last = ps->last_valid && id == ps->last_id &&
+		    p2pkp_addr_eq(from, &ps->last_addr);
+	struct p2pkp_start_ack sa = {};
+	int err;
+
+	if (chunk < P2PKP_CHUNK_MIN || chunk > P2PKP_CHUNK_MAX ||
+	    size > P2PKP_MAX_SIZE || be16_to_cpu(st->epoch) ||
+	    (flags & (P2PKP_F_GROUP | P2PKP_F_DIGEST))) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+		return false;
+	}
+	if (!p2pkp_allowed(ps, from)) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_SENDER);
+		return false;
+	}
+	if (cookie && cookie != c) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_COOKIE);
+		return false;
+	}
+	if (same && id == rx->id) {
+		/* ours again: our START_ACK was lost, or the transfer ended */
+		if (rx->state == RS_LINGER) {
+			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+					     id, c, echo, rx->result);
+			return false;
+		}
+		sa.window = cpu_to_be32(rx->window);
+		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK,
+			       cookie ? P2PKP_F_ACCEPTED : 0, id, c, echo,
+			       &sa, sizeof(sa));
+		return false;
+	}
+	if (last && (!mine || !same)) {
+		/* the last finished transfer: its DONE was lost */
+		p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE, id, c,
+				     echo, ps->last_status);
+		return false;
+	}
+	if (mine && !same) {
+		p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
+		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_BUSY, 0, id, c, echo,
+			       NULL, 0);
+		return false;
+	}
+	if (size > p2pkp_rx_max(rx)) {
+		p2pkp_rx_refuse(ps, h, from, fromlen, c, -EFBIG,
+				P2PKP_ST_REFUSED_SIZE);
+		return false;
+	}
+	if (!cookie) {
+		/* no state, no file: hand out the cookie (section 2.3) */
+		p2pkp_stat(ps, P2PKP_ST_COOKIES_SENT, 1);
+		sa.window = cpu_to_be32(p2pkp_rx_window(ps, chunk));
+		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, 0, id, c,
+			       echo, &sa, sizeof(sa));
+		return false;
+	}
+	/* a confirmed START: the sender proved its address */
+	if (!rx)
+		return true;		/* for the next read() */
+	if (same) {
+		/* one address:port is one sender socket, which runs one
+		 * write() at a time: its old transfer is over (ABORT lost)
+		 */
+		if (rx->state == RS_LINGER) {
+			rx->finished = true;
+			return true;	/* for the next read() */
+		}
+		p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABORTED);
+		rx->dirty = true;
+	}
+	err = p2pkp_rx_space(rx, size);
+	if (err) {
+		p2pkp_rx_refuse(ps, h, from, fromlen, c, err,
+				P2PKP_ST_REFUSED_SPACE);
+		return false;
+	}
+	p2pkp_rx_accept(ps, rx, h, size, chunk, from, fromlen);
+	return false;
 }
 
 static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
-			  const struct p2pkp_hdr *h, int len)
+			  const struct p2pkp_hdr *h, u32 plen)
 {
 	const struct p2pkp_data *d = (const void *)(h + 1);
 	const u8 *payload = (const u8 *)(d + 1);
-	u32 plen = len - sizeof(*h) - sizeof(*d);
-	u64 idx = be64_to_cpu(d->index);
+	u64 idx = get_unaligned_be48(d->index);
 	bool ackreq = be16_to_cpu(h->flags) & P2PKP_F_ACKREQ;
 	int err;
 
+	if (be16_to_cpu(d->epoch)) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
+		return;
+	}
 	if (idx >= rx->count) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
 	}
-	if (plen != p2pkp_chunk_len(rx->size, rx->count, idx)) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_LENGTH);
+	if (plen != p2pkp_chunk_len(rx->size, rx->count, rx->chunk, idx)) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
 	}
 	rx->last_rx = ktime_get_ns();
-	rx->confirmed = true;
 	rx->echo = be32_to_cpu(h->ts);
 	if (be16_to_cpu(h->flags) & P2PKP_F_ECHO) {
 		u32 r = p2pkp_now_us() - be32_to_cpu(h->echo);
@@ -1886,12 +2336,12 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			p2pkp_rx_send_ack(ps, rx);
 		return;
 	}
-	if (idx >= rx->cum + P2PKP_WIN) {
+	if (idx >= rx->cum + rx->window) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_WINDOW);
 		return;
 	}
-	err = p2pkp_write_full(rx->file, payload, plen,
-			       idx * P2PKP_CHUNK_SIZE);
+	rx->dirty = true;
+	err = p2pkp_write_full(rx->file, payload, plen, idx * rx->chunk);
 	if (err) {
 		p2pkp_rx_fail(ps, rx, err, rx->echo);
 		return;
@@ -1916,7 +2366,7 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	/*
 	 * At once when asked, on a new gap and at the end; otherwise every
 	 * P2PKP_ACK_EVERY chunks but at most once per p2pkp_rx_ack_ivl()
-	 * (the rest is sent by p2pkp_recv_file when that gap has passed).
+	 * (the rest is sent by p2pkp_rx_work when that gap has passed).
 	 */
 	if (ackreq || rx->cum == rx->count ||
 	    (++rx->unacked >= P2PKP_ACK_EVERY &&
@@ -1937,82 +2387,88 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	rx->last_rx = ktime_get_ns();
-	rx->confirmed = true;
 	if (rx->cum < rx->count) {
 		rx->echo = echo;
 		p2pkp_rx_send_ack(ps, rx);
 		return;
 	}
 	sha256_final(&rx->sha, digest);
-	if (memcmp(digest, e->digest, sizeof(digest))) {
+	if (crypto_memneq(digest, e->digest, sizeof(digest)))
 		err = -EBADMSG;
-		p2pkp_rx_discard(rx);
-	} else {
+	else
 		err = p2pkp_rx_commit(rx);
-		if (err)
-			p2pkp_rx_discard(rx);
-		else
-			filp_close(rx->file, NULL);
-		rx->file = NULL;
-	}
 	p2pkp_rx_remember(ps, rx, err, digest);
 	p2pkp_stat(ps, err ? P2PKP_ST_FILES_FAILED : P2PKP_ST_FILES_RECEIVED,
 		   1);
 	rx->result = err;
 	rx->state = RS_LINGER;
 	rx->linger_end = ktime_get_ns() + P2PKP_LINGER_MS * NSEC_PER_MSEC;
-	p2pkp_rx_send_status(ps, rx, &rx->from, rx->fromlen, P2PKP_T_DONE, rx->id,
-			     echo, err);
+	ps->linger_end = rx->linger_end;
+	p2pkp_rx_send_status(ps, &rx->from, rx->fromlen, P2PKP_T_DONE, rx->id,
+			     rx->cookie, echo, err);
 }
 
-static void p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+/*
+ * One datagram to a receiver.  @rx is the armed read() or NULL (lingering
+ * after one).  Returns true when it must be kept for the next read().
+ */
+static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			    struct sockaddr_storage *from, int fromlen,
 			    int len)
 {
 	const struct p2pkp_hdr *h = (const void *)ps->rxbuf;
-	int type = p2pkp_parse(ps, ps->rxbuf, len);
-	bool match;
-	u64 id;
+	u32 tail = 0;
+	int type = p2pkp_parse(ps, ps->rxbuf, len, true, &tail);
+	bool match, last;
+	u64 id, cookie;
 
 	if (!type)
-		return;
-	if (type == P2PKP_T_START) {
-		p2pkp_rx_start(ps, rx, h, from, fromlen);
-		return;
-	}
+		return false;
+	if (type == P2PKP_T_START)
+		return p2pkp_rx_start(ps, rx, h, from, fromlen);
 	id = be64_to_cpu(h->id);
-	match = rx->state != RS_IDLE && id == rx->id;
+	cookie = be64_to_cpu(h->cookie);
+	match = rx && rx->state != RS_IDLE && id == rx->id;
 	if (match && !p2pkp_addr_eq(from, &rx->from)) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_PEER);
-		return;
+		return false;
 	}
+	if (match && cookie != rx->cookie) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_COOKIE);
+		return false;
+	}
+	last = !match && ps->last_valid && id == ps->last_id &&
+	       p2pkp_addr_eq(from, &ps->last_addr) &&
+	       cookie == ps->last_cookie;
 	if (match)
 		rx->credit = min_t(u32, rx->credit + len, P2PKP_CREDIT_MAX);
 	switch (type) {
 	case P2PKP_T_DATA:
 		if (match && rx->state == RS_RECV)
-			p2pkp_rx_data(ps, rx, h, len);
-		else if (match || (ps->last_valid && id == ps->last_id))
+			p2pkp_rx_data(ps, rx, h, tail);
+		else if (match || last)
 			p2pkp_drop(ps, P2PKP_ST_DROP_DUP);
 		else
 			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 		break;
 	case P2PKP_T_END:
-		if (match && rx->state == RS_RECV) {
+		if (match && rx->state == RS_RECV)
 			p2pkp_rx_end(ps, rx, h);
-		} else if (match || (ps->last_valid && id == ps->last_id &&
-				     p2pkp_addr_eq(from, &ps->last_addr))) {
-			p2pkp_rx_send_status(ps, rx, from, fromlen, P2PKP_T_DONE,
-					     id, be32_to_cpu(h->ts),
+		else if (match || last)
+			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+					     id, cookie, be32_to_cpu(h->ts),
 					     match ? rx->result :
 					     ps->last_status);
-		} else {
+		else
 			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
-		}
 		break;
 	case P2PKP_T_DONE_ACK:
 		if (match && rx->state == RS_LINGER)
 			rx->finished = true;
+		else if (last)
+			ps->linger_end = 0;	/* nothing more to repair */
+		else
+			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 		break;
 	case P2PKP_T_ABORT:
 		if (match && rx->state == RS_RECV)
@@ -2020,10 +2476,8 @@ static void p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		else
 			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 		break;
-	default:
-		p2pkp_drop(ps, P2PKP_ST_DROP_TYPE);
-		break;
 	}
+	return false;
 }
 
 /* Next datagram for the receiver: the one kept back, else the socket's. */
@@ -2036,6 +2490,7 @@ static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
 		.msg_flags = MSG_DONTWAIT,
 	};
 	struct kvec vec = { ps->rxbuf, P2PKP_DGRAM_MAX };
+	struct sockaddr_storage raw;
 	int n;
 
 	if (ps->pend_len) {
@@ -2045,6 +2500,9 @@ static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
 		*fromlen = ps->pend_alen;
 		return n;
 	}
+	memset(&raw, 0, sizeof(raw));
+	msg.msg_name = &raw;
+	msg.msg_namelen = sizeof(raw);
 	n = kernel_recvmsg(ps->rx.sock, &msg, &vec, 1, P2PKP_DGRAM_MAX,
 			   MSG_DONTWAIT);
 	if (n < 0)
@@ -2059,85 +2517,348 @@ static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
 		p2pkp_drop(ps, P2PKP_ST_DROP_SHORT);
 		return 0;
 	}
-	*fromlen = msg.msg_namelen;
-	return n;
+	/* only the meaningful fields: nothing of the stack reaches users */
+	*fromlen = p2pkp_copy_addr(from, (struct sockaddr *)&raw);
+	return *fromlen ? n : 0;
 }
 
-static int p2pkp_recv_file(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
+static void p2pkp_rx_free(struct p2pkp_rx *rx)
+{
+	if (rx->file) {
+		if (rx->named)
+			p2pkp_rx_unlink(rx);
+		fput(rx->file);
+	}
+	path_put(&rx->dir);		/* NULL-safe when never looked up */
+	p2pkp_ctx_put(&rx->ctx);
+	kvfree(rx->chunkbuf);
+	kfree(rx->name);
+	kfree(rx);
+}
+
+/* The armed read() is over. */
+static void p2pkp_rx_complete(struct p2pkp_sock *ps)
+{
+	struct p2pkp_rx *rx = ps->rxo;
+
+	ps->rxo = NULL;
+	ps->op_size = rx->size;
+	ps->op_from = rx->from;
+	ps->op_fromlen = rx->fromlen;
+	WRITE_ONCE(ps->state, P2PKP_IDLE);
+	p2pkp_op_done(ps, rx->result);
+	p2pkp_rx_free(rx);
+}
+
+/*
+ * Datagrams and timers of an armed read() (as the caller), or of the
+ * linger after one (answering a lost DONE again).  Returns true when the
+ * read() is over.
+ */
+static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			 u64 *wait, bool *more)
 {
 	u64 timeout_ns = (u64)ps->timeout_ms * NSEC_PER_MSEC;
-	u64 accept_ns = min_t(u64, timeout_ns,
-			      (u64)P2PKP_ACCEPT_MS * NSEC_PER_MSEC);
-	int err = 0;
+	int budget, fromlen = 0, n;
+	struct sockaddr_storage from;
+	u64 now, end;
 
-	rx->state = RS_IDLE;
-	WRITE_ONCE(ps->state, P2PKP_WAITING);
-	while (!rx->finished) {
-		int seen = atomic_read(&ps->events);
-		struct sockaddr_storage from;
-		int budget, fromlen = 0, n = 0;
-		long wait = MAX_SCHEDULE_TIMEOUT;
-		u64 now;
-
-		for (budget = P2PKP_RX_BUDGET; budget && !rx->finished;
-		     budget--) {
-			n = p2pkp_rx_next(ps, &from, &fromlen);
-			if (n == -EAGAIN || n == -EINTR || n == -ERESTARTSYS)
-				break;
-			if (n <= 0)
-				continue;
-			p2pkp_rx_handle(ps, rx, &from, fromlen, n);
-		}
-		if (rx->finished)
+	for (budget = P2PKP_RX_BUDGET; budget; budget--) {
+		if (rx && rx->finished)
+			return true;
+		n = p2pkp_rx_next(ps, &from, &fromlen);
+		if (n < 0)
 			break;
-		now = ktime_get_ns();
+		if (n && p2pkp_rx_handle(ps, rx, &from, fromlen, n)) {
+			/* keep it for the next read() and stop draining */
+			ps->pend_len = n;
+			ps->pend_addr = from;
+			ps->pend_alen = fromlen;
+			ps->linger_end = 0;
+			return rx && rx->finished;
+		}
+	}
+	*more = !budget;
+	now = ktime_get_ns();
+	if (!rx) {
+		*wait = ps->linger_end > now ? ps->linger_end - now : U64_MAX;
+		return false;
+	}
+	if (rx->finished)
+		return true;
+	if (rx->state == RS_RECV) {
 		/* queue drained: ACK what is pending, paced */
-		if (rx->state == RS_RECV && rx->unacked &&
-		    now - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx))
+		if (rx->unacked && now - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx))
 			p2pkp_rx_send_ack(ps, rx);
-		if (rx->state == RS_IDLE ? signal_pending(current) :
-		    p2pkp_interrupted()) {
-			err = -EINTR;
-			break;
+		end = rx->last_rx + timeout_ns;
+		if (now >= end) {
+			p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABANDONED);
+			rx->dirty = true;
+			*more = true;
+			return false;
 		}
-		if (rx->state == RS_RECV) {
-			u64 end = rx->last_rx + timeout_ns;
+		if (rx->unacked)
+			end = min(end, rx->last_ack_ns + p2pkp_rx_ack_ivl(rx));
+		*wait = end - now;
+	} else if (rx->state == RS_LINGER) {
+		if (now >= rx->linger_end)
+			return true;
+		*wait = rx->linger_end - now;
+	}
+	return false;
+}
 
-			/* a START nobody follows up holds the read briefly */
-			if (!rx->confirmed)
-				end = min(end, rx->start_ns + accept_ns);
-			if (now >= end) {
-				p2pkp_rx_abandon(ps, rx, rx->confirmed ?
-						 P2PKP_ST_XFER_ABANDONED :
-						 P2PKP_ST_XFER_UNCONFIRMED);
-				continue;
-			}
-			if (rx->unacked)
-				end = min(end, rx->last_ack_ns +
-					  p2pkp_rx_ack_ivl(rx));
-			wait = p2pkp_timeout_ns_to_jiffies(end > now ?
-							   end - now : 0);
-		} else if (rx->state == RS_LINGER) {
-			if (now >= rx->linger_end)
-				break;
-			wait = p2pkp_timeout_ns_to_jiffies(rx->linger_end -
-							   now);
-		}
-		if (!budget)
-			continue;	/* more queued: no sleep */
-		p2pkp_wait(ps, seen, wait);	/* signals: next round */
+static void p2pkp_rx_work(struct p2pkp_sock *ps)
+{
+	struct p2pkp_rx *rx = ps->rxo;
+	struct p2pkp_ctx_saved saved;
+	u64 wait = U64_MAX;
+	bool over, more = false;
+
+	if (!rx && ktime_get_ns() >= ps->linger_end)
+		return;			/* no read(): datagrams wait */
+	if (rx)
+		p2pkp_ctx_enter(&rx->ctx, &saved);
+	over = p2pkp_rx_run(ps, rx, &wait, &more);
+	if (over && rx->named)
+		p2pkp_rx_unlink(rx);	/* as the caller */
+	if (rx)
+		p2pkp_ctx_exit(&saved);
+	if (over) {
+		p2pkp_rx_complete(ps);
+		more = true;		/* linger without a read() */
 	}
-	if (err && rx->state == RS_RECV) {
-		p2pkp_rx_send_status(ps, rx, &rx->from, rx->fromlen,
-				     P2PKP_T_ABORT, rx->id, 0, EINTR);
-		p2pkp_rx_discard(rx);
-		p2pkp_rx_remember(ps, rx, err, NULL);
-	} else if (err && rx->state == RS_IDLE) {
-		/* nothing accepted yet: restartable (SIGSTOP, SA_RESTART) */
+	if (more)
+		p2pkp_kick(ps);
+	else
+		p2pkp_arm(ps, wait);
+}
+
+/*
+ * Arm a read() for @path (in the caller's context): the destination
+ * directory is looked up and checked once, and the file is created in it
+ * now, O_TMPFILE (no name until verified) or, where the file system has
+ * no O_TMPFILE, under a hidden temporary name.
+ */
+static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
+{
+	char *base = strrchr(path, '/') + 1;
+	struct p2pkp_rx *rx;
+	struct path final;
+	struct file *f;
+	char saved;
+	int i, err;
+
+	if (!strcmp(base, ".") || !strcmp(base, ".."))
+		return -EINVAL;
+	rx = kzalloc(sizeof(*rx), GFP_KERNEL);
+	if (!rx)
+		return -ENOMEM;
+	rx->name = kstrdup(base, GFP_KERNEL);
+	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL);
+	err = -ENOMEM;
+	if (!rx->name || !rx->chunkbuf)
+		goto fail;
+	saved = *base;
+	*base = '\0';
+	err = kern_path(path, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &rx->dir);
+	*base = saved;
+	if (err)
+		goto fail;
+	err = path_permission(&rx->dir, MAY_WRITE | MAY_EXEC);
+	if (err)
+		goto fail;
+	/* a directory at the final name would fail the rename at the end */
+	if (!kern_path(path, 0, &final)) {
+		if (d_is_dir(final.dentry))
+			err = -EISDIR;
+		path_put(&final);
+		if (err)
+			goto fail;
+	}
+	f = file_open_root(&rx->dir, ".", O_TMPFILE | O_RDWR | O_LARGEFILE,
+			   0666);
+	for (i = 0; IS_ERR(f) && (PTR_ERR(f) == -EOPNOTSUPP ||
+				  PTR_ERR(f) == -EEXIST) &&
+		    i < P2PKP_TMP_TRIES; i++) {
+		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
+			 get_random_u64());
+		f = file_open_root(&rx->dir, rx->tmpname,
+				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
+				   O_NOFOLLOW, 0666);
+		rx->named = !IS_ERR(f);
+	}
+	if (IS_ERR(f)) {
+		err = PTR_ERR(f);
+		goto fail;
+	}
+	rx->file = f;
+	if (!S_ISREG(file_inode(f)->i_mode)) {
+		err = -EINVAL;
+		goto fail;
+	}
+	rx->fsize = rlimit(RLIMIT_FSIZE);
+	rx->fsync = READ_ONCE(ps->fsync);
+	rx->state = RS_IDLE;
+	p2pkp_ctx_get(&rx->ctx);
+	ps->rxo = rx;
+	WRITE_ONCE(ps->state, P2PKP_WAITING);
+	p2pkp_kick(ps);
+	return 0;
+fail:
+	p2pkp_rx_free(rx);
+	return err;
+}
+
+/* ---- operations: write() and read() as seen by the caller ------------- */
+
+static void p2pkp_op_done(struct p2pkp_sock *ps, int result)
+{
+	ps->op_result = result;
+	WRITE_ONCE(ps->op, OP_DONE);
+	p2pkp_notify(ps);
+}
+
+static void p2pkp_op_clear(struct p2pkp_sock *ps)
+{
+	kfree(ps->op_path);
+	ps->op_path = NULL;
+	WRITE_ONCE(ps->op, OP_NONE);
+}
+
+/*
+ * The operation a write()/read() of @path belongs to (under ps->lock):
+ * 1: the one in progress or done but not yet returned, for the same path
+ * (the call is a restart or a repetition after EINTR); 0: none, start
+ * one; -EBUSY: another path is in progress.
+ */
+static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path)
+{
+	if (ps->op == OP_NONE)
+		return 0;
+	if (!strcmp(ps->op_path, path))
+		return 1;
+	if (ps->op == OP_RUNNING)
+		return -EBUSY;
+	p2pkp_op_clear(ps);		/* a result nobody asked for again */
+	return 0;
+}
+
+/* Make @path (kmalloc'ed) the operation just started, return its number. */
+static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path)
+{
+	ps->op_path = path;
+	ps->op_seq++;
+	ps->op_result = 0;
+	WRITE_ONCE(ps->op, OP_RUNNING);
+	return ps->op_seq;
+}
+
+/*
+ * Wait (without ps->lock) for operation @seq to end.  A signal, a stop or
+ * the freezer returns -ERESTARTSYS at once and the operation goes on: the
+ * call is restarted (no handler, SA_RESTART, after a stop or a freeze) or
+ * returns EINTR, and the same call repeated finds the operation again.
+ */
+static int p2pkp_op_wait(struct p2pkp_sock *ps, u32 seq)
+{
+	return wait_event_interruptible(*sk_sleep(&ps->sk),
+					READ_ONCE(ps->op_seq) != seq ||
+					READ_ONCE(ps->op) != OP_RUNNING);
+}
+
+/* The result of operation @seq (under ps->lock); it is returned once. */
+static int p2pkp_op_collect(struct p2pkp_sock *ps, u32 seq)
+{
+	if (ps->op_seq != seq)
+		return -EBUSY;		/* another operation began since */
+	if (ps->op == OP_DONE)
+		p2pkp_op_clear(ps);
+	return ps->op_result;
+}
+
+static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
+{
+	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
+	size_t n = min_t(size_t, len, P2PKP_PATH_MAX + 1);
+	struct path pp;
+	struct file *f;
+	char *path;
+	int err;
+	u32 seq;
+
+	if (msg->msg_flags & MSG_OOB)
+		return -EOPNOTSUPP;
+	if (!len)
+		return -EINVAL;
+	path = kmalloc(n + 1, GFP_KERNEL);
+	if (!path)
+		return -ENOMEM;
+	if (copy_from_iter(path, n, &msg->msg_iter) != n) {
+		err = -EFAULT;
+		goto out;
+	}
+	path[n] = '\0';
+	n = strnlen(path, n);
+	if (n > P2PKP_PATH_MAX) {
+		err = -ENAMETOOLONG;
+		goto out;
+	}
+	if (!n || path[0] != '/') {
+		err = -EINVAL;
+		goto out;
+	}
+	if (mutex_lock_interruptible(&ps->lock)) {
 		err = -ERESTARTSYS;
+		goto out;
 	}
-	WRITE_ONCE(ps->state, P2PKP_IDLE);
-	return err ? err : rx->result;
+	if (!ps->npeers) {
+		err = -EDESTADDRREQ;
+		goto unlock;
+	}
+	err = p2pkp_op_find(ps, path);
+	if (err < 0)
+		goto unlock;
+	if (!err) {
+		/* no open() of FIFOs or devices: it could block or have effects */
+		err = kern_path(path, LOOKUP_FOLLOW, &pp);
+		if (err)
+			goto unlock;
+		if (!d_is_reg(pp.dentry))
+			err = -EINVAL;
+		path_put(&pp);
+		if (err)
+			goto unlock;
+		f = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
+		if (IS_ERR(f)) {
+			err = PTR_ERR(f);
+			goto unlock;
+		}
+		if (!S_ISREG(file_inode(f)->i_mode))
+			err = -EINVAL;
+		else
+			err = p2pkp_tx_begin(ps, f);
+		fput(f);
+		if (err)
+			goto unlock;
+		p2pkp_op_begin(ps, path);
+		path = NULL;
+	}
+	seq = ps->op_seq;
+	mutex_unlock(&ps->lock);
+	err = p2pkp_op_wait(ps, seq);
+	if (err)
+		goto out;
+	if (mutex_lock_interruptible(&ps->lock)) {
+		err = -ERESTARTSYS;
+		goto out;
+	}
+	err = p2pkp_op_collect(ps, seq);
+unlock:
+	mutex_unlock(&ps->lock);
+out:
+	kfree(path);
+	return err ? err : (int)min_t(size_t, len, INT_MAX);
 }
 
 /* The destination path is in the caller's buffer: read, not written. */
@@ -2168,87 +2889,82 @@ static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 }
 
 /*
- * Fail early when the caller cannot create files in the directory; on
- * success @rx->dir holds the directory (for the free-space check).
+ * A signal interrupted the wait of read() @seq (under ps->lock): with
+ * nothing accepted yet, disarm it (nothing is lost: restarted or not, it
+ * is as if the call had not begun); with a file already in place, it is
+ * done (item 9 of issue 12: not EINTR); otherwise the transfer goes on.
  */
-static int p2pkp_check_dir(char *path, const char *base, struct p2pkp_rx *rx)
+static int p2pkp_rx_interrupted(struct p2pkp_sock *ps, u32 seq)
 {
-	char saved = *base;
-	struct path dir;
-	int err;
+	struct p2pkp_rx *rx = ps->rxo;
 
-	*(char *)base = '\0';
-	err = kern_path(path, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, &rx->dir);
-	*(char *)base = saved;
-	if (err)
-		return err;
-	err = path_permission(&rx->dir, MAY_WRITE | MAY_EXEC);
-	if (err)
-		return err;
-	/* a directory at the final name would fail the rename at the end */
-	if (!kern_path(path, 0, &dir)) {
-		if (d_is_dir(dir.dentry))
-			err = -EISDIR;
-		path_put(&dir);
+	if (ps->op_seq != seq || ps->op != OP_RUNNING || !rx)
+		return -ERESTARTSYS;
+	if (rx->state == RS_LINGER) {
+		p2pkp_rx_complete(ps);
+		return p2pkp_op_collect(ps, seq);
 	}
-	return err;
+	if (rx->state != RS_IDLE)
+		return -ERESTARTSYS;
+	ps->rxo = NULL;
+	WRITE_ONCE(ps->state, P2PKP_IDLE);
+	p2pkp_rx_free(rx);
+	p2pkp_op_clear(ps);
+	return -ERESTARTSYS;
 }
 
 static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 			 int flags)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
-	struct p2pkp_rx *rx;
 	char *path;
 	int err;
+	u32 seq;
 
 	if (flags & MSG_OOB)
 		return -EOPNOTSUPP;
-	rx = kvzalloc(sizeof(*rx), GFP_KERNEL);
 	path = kmalloc(P2PKP_PATH_MAX + 1, GFP_KERNEL);
-	if (rx)
-		rx->tmp = kmalloc(PATH_MAX, GFP_KERNEL);
-	if (!rx || !path || !rx->tmp) {
-		err = -ENOMEM;
-		goto out;
-	}
+	if (!path)
+		return -ENOMEM;
 	err = p2pkp_user_path(msg, len, path);
 	if (err)
 		goto out;
-	rx->path = path;
-	rx->base = strrchr(path, '/') + 1;
-	if (!strcmp(rx->base, ".") || !strcmp(rx->base, "..")) {
-		err = -EINVAL;
-		goto out;
-	}
-	err = p2pkp_check_dir(path, rx->base, rx);
-	if (err)
-		goto out;
-	err = mutex_lock_interruptible(&ps->lock);
-	if (err) {
-		err = -EINTR;
+	if (mutex_lock_interruptible(&ps->lock)) {
+		err = -ERESTARTSYS;
 		goto out;
 	}
 	if (!ps->bound) {
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
-	err = p2pkp_recv_file(ps, rx);
+	err = p2pkp_op_find(ps, path);
+	if (err < 0)
+		goto unlock;
+	if (!err) {
+		err = p2pkp_rx_arm(ps, path);
+		if (err)
+			goto unlock;
+		p2pkp_op_begin(ps, path);
+		path = NULL;
+	}
+	seq = ps->op_seq;
+	mutex_unlock(&ps->lock);
+	err = p2pkp_op_wait(ps, seq);
+	mutex_lock(&ps->lock);
+	if (err)
+		err = p2pkp_rx_interrupted(ps, seq);
+	else
+		err = p2pkp_op_collect(ps, seq);
 	if (!err) {
 		if (msg->msg_name) {
-			memcpy(msg->msg_name, &rx->from, rx->fromlen);
-			msg->msg_namelen = rx->fromlen;
+			memcpy(msg->msg_name, &ps->op_from, ps->op_fromlen);
+			msg->msg_namelen = ps->op_fromlen;
 		}
-		err = (int)min_t(u64, rx->size, INT_MAX);
+		err = (int)min_t(u64, ps->op_size, INT_MAX);
 	}
 unlock:
 	mutex_unlock(&ps->lock);
 out:
-	if (rx) {
-		path_put(&rx->dir);	/* NULL-safe when never looked up */
-		kfree(rx->tmp);
-	}
-	kvfree(rx);
 	kfree(path);
 	return err;
 }
@@ -2263,17 +2979,51 @@ static void p2pkp_free_peers(struct p2pkp_peer **peers, int n)
 	}
 }
 
-static int p2pkp_clear_peers(struct p2pkp_sock *ps)
+/* Forget the peers (sender) and the allowed senders (receiver). */
+static void p2pkp_clear_peers(struct p2pkp_sock *ps)
 {
 	struct p2pkp_peer *old[P2PKP_MAX_PEERS];
+	struct p2pkp_allow *allow;
 	int n;
 
 	spin_lock_bh(&ps->cfg_lock);
 	n = ps->npeers;
 	memcpy(old, ps->peers, n * sizeof(old[0]));
 	ps->npeers = 0;
+	allow = ps->allow;
+	ps->allow = NULL;
+	ps->nallow = 0;
 	spin_unlock_bh(&ps->cfg_lock);
 	p2pkp_free_peers(old, n);
+	kfree(allow);
+}
+
+/* connect() on a bound socket: take STARTs from @addr (port 0: any). */
+static int p2pkp_allow_add(struct p2pkp_sock *ps,
+			   const struct sockaddr_storage *addr)
+{
+	struct p2pkp_allow e;
+	int i;
+
+	p2pkp_allow_of(&e, addr);
+	for (i = 0; i < ps->nallow; i++)
+		if (!memcmp(&ps->allow[i], &e, sizeof(e)))
+			return -EEXIST;
+	if (ps->nallow >= P2PKP_MAX_PEERS)
+		return -ENOSPC;
+	if (!ps->allow) {
+		struct p2pkp_allow *a = kcalloc(P2PKP_MAX_PEERS, sizeof(*a),
+						GFP_KERNEL);
+
+		if (!a)
+			return -ENOMEM;
+		spin_lock_bh(&ps->cfg_lock);
+		ps->allow = a;
+		spin_unlock_bh(&ps->cfg_lock);
+	}
+	spin_lock_bh(&ps->cfg_lock);
+	ps->allow[ps->nallow++] = e;
+	spin_unlock_bh(&ps->cfg_lock);
 	return 0;
 }
 
@@ -2289,8 +3039,10 @@ static int p2pkp_connect(struct socket *sock, struct sockaddr *uaddr,
 		return -EINVAL;
 	if (uaddr->sa_family == AF_UNSPEC) {
 		if (mutex_lock_interruptible(&ps->lock))
-			return -EINTR;
-		err = p2pkp_clear_peers(ps);
+			return -ERESTARTSYS;
+		err = ps->op == OP_RUNNING ? -EBUSY : 0;
+		if (!err)
+			p2pkp_clear_peers(ps);
 		mutex_unlock(&ps->lock);
 		return err;
 	}
@@ -2298,13 +3050,15 @@ static int p2pkp_connect(struct socket *sock, struct sockaddr *uaddr,
 	if (len < 0)
 		return len;
 	len = p2pkp_copy_addr(&addr, uaddr);
-	if (!p2pkp_addr_port(&addr))
-		return -EINVAL;
 
 	if (mutex_lock_interruptible(&ps->lock))
-		return -EINTR;
-	err = -EISCONN;
-	if (ps->bound)
+		return -ERESTARTSYS;
+	if (ps->bound) {
+		err = p2pkp_allow_add(ps, &addr);
+		goto unlock;
+	}
+	err = -EINVAL;
+	if (!p2pkp_addr_port(&addr))
 		goto unlock;
 	err = -EEXIST;
 	for (i = 0; i < ps->npeers; i++)
@@ -2319,8 +3073,9 @@ static int p2pkp_connect(struct socket *sock, struct sockaddr *uaddr,
 		goto unlock;
 	p->addr = addr;
 	p->addrlen = len;
-	err = p2pkp_ksock_open(ps, &p->ks, addr.ss_family, P2PKP_PEER_RCVBUF);
-	if (err)
+	err = p2pkp_ksock_open(ps, &p->ks, addr.ss_family, P2PKP_PEER_RCVBUF,
+			       P2PKP_SNDBUF);
+	if (err < 0)
 		goto free;
 	err = kernel_connect(p->ks.sock, (struct sockaddr *)&addr, len, 0);
 	if (err)
@@ -2344,7 +3099,7 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
 	struct sockaddr_storage addr;
 	u8 *buf;
-	int err, len;
+	int err, len, rcvbuf;
 
 	len = p2pkp_check_addr(uaddr, alen);
 	if (len < 0)
@@ -2352,7 +3107,7 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 	len = p2pkp_copy_addr(&addr, uaddr);
 
 	if (mutex_lock_interruptible(&ps->lock))
-		return -EINTR;
+		return -ERESTARTSYS;
 	err = -EINVAL;
 	if (ps->bound)
 		goto unlock;
@@ -2360,21 +3115,26 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 	if (ps->npeers)
 		goto unlock;
 	err = -ENOMEM;
-	buf = kmalloc(P2PKP_DGRAM_MAX, GFP_KERNEL);
+	buf = kvmalloc(P2PKP_DGRAM_MAX, GFP_KERNEL);
 	if (!buf)
 		goto unlock;
-	err = p2pkp_ksock_open(ps, &ps->rx, addr.ss_family, P2PKP_RCVBUF);
-	if (err)
+	rcvbuf = p2pkp_ksock_open(ps, &ps->rx, addr.ss_family, P2PKP_RCVBUF,
+				  P2PKP_SNDBUF);
+	if (rcvbuf < 0) {
+		err = rcvbuf;
 		goto free;
+	}
 	err = kernel_bind(ps->rx.sock, (struct sockaddr *)&addr, len);
 	if (err)
 		goto close;
 	err = kernel_getsockname(ps->rx.sock, (struct sockaddr *)&addr);
 	if (err < 0)
 		goto close;
+	get_random_bytes(&ps->ckey, sizeof(ps->ckey));
 	spin_lock_bh(&ps->cfg_lock);
 	ps->local_len = p2pkp_copy_addr(&ps->local, (struct sockaddr *)&addr);
 	ps->rxbuf = buf;
+	ps->rcvbuf = rcvbuf;
 	ps->bound = true;
 	spin_unlock_bh(&ps->cfg_lock);
 	mutex_unlock(&ps->lock);
@@ -2382,7 +3142,7 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 close:
 	p2pkp_ksock_close(&ps->rx);
 free:
-	kfree(buf);
+	kvfree(buf);
 unlock:
 	mutex_unlock(&ps->lock);
 	return err;
@@ -2412,6 +3172,47 @@ static int p2pkp_getname(struct socket *sock, struct sockaddr *uaddr,
 	return len;
 }
 
+/* P2PKP_KEY: a 32-byte key for hmac(sha256); optlen 0 removes it. */
+static int p2pkp_set_key(struct p2pkp_sock *ps, sockptr_t optval,
+			 unsigned int optlen)
+{
+	struct crypto_shash *tfm = NULL, *old;
+	u8 key[P2PKP_KEY_SIZE];
+	int err;
+
+	if (optlen && optlen != P2PKP_KEY_SIZE)
+		return -EINVAL;
+	if (optlen) {
+		if (copy_from_sockptr(key, optval, sizeof(key)))
+			return -EFAULT;
+		tfm = crypto_alloc_shash("hmac(sha256)", 0, 0);
+		if (IS_ERR(tfm)) {
+			memzero_explicit(key, sizeof(key));
+			return PTR_ERR(tfm);
+		}
+		err = crypto_shash_setkey(tfm, key, sizeof(key));
+		memzero_explicit(key, sizeof(key));
+		if (err) {
+			crypto_free_shash(tfm);
+			return err;
+		}
+	}
+	if (mutex_lock_interruptible(&ps->lock)) {
+		crypto_free_shash(tfm);		/* NULL-safe */
+		return -ERESTARTSYS;
+	}
+	if (ps->op == OP_RUNNING) {
+		mutex_unlock(&ps->lock);
+		crypto_free_shash(tfm);
+		return -EBUSY;
+	}
+	old = ps->mac;
+	WRITE_ONCE(ps->mac, tfm);
+	mutex_unlock(&ps->lock);
+	crypto_free_shash(old);		/* wipes the keyed state */
+	return 0;
+}
+
 static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			    sockptr_t optval, unsigned int optlen)
 {
@@ -2436,7 +3237,18 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			return -EINVAL;
 		if (copy_from_sockptr(&rate, optval, sizeof(rate)))
 			return -EFAULT;
+		if (rate > P2PKP_RATE_MAX)
+			return -EINVAL;
 		WRITE_ONCE(ps->rate, rate);
+		return 0;
+	case P2PKP_KEY:
+		return p2pkp_set_key(ps, optval, optlen);
+	case P2PKP_FSYNC:
+		if (optlen < sizeof(v))
+			return -EINVAL;
+		if (copy_from_sockptr(&v, optval, sizeof(v)))
+			return -EFAULT;
+		WRITE_ONCE(ps->fsync, !!v);
 		return 0;
 	default:
 		return -ENOPROTOOPT;
@@ -2450,7 +3262,7 @@ static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
 	int i, n;
 
 	if (mutex_lock_interruptible(&ps->lock))
-		return -EINTR;
+		return -ERESTARTSYS;
 	n = min_t(int, ps->npeers, len / (int)sizeof(r));
 	for (i = 0; i < n; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
@@ -2475,11 +3287,22 @@ static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
 	return put_user(n * (int)sizeof(r), optlen);
 }
 
+static int p2pkp_put_opt(char __user *optval, int __user *optlen, int len,
+			 const void *v, int size)
+{
+	if (len < size)
+		return -EINVAL;
+	if (copy_to_user(optval, v, size) || put_user(size, optlen))
+		return -EFAULT;
+	return 0;
+}
+
 static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 			    char __user *optval, int __user *optlen)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
 	struct p2pkp_transfer_info info;
+	u64 rate;
 	int len;
 	u32 v;
 
@@ -2491,36 +3314,24 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 		return -EINVAL;
 	switch (optname) {
 	case P2PKP_PEER_TIMEOUT:
-		if (len < (int)sizeof(v))
-			return -EINVAL;
 		v = READ_ONCE(ps->timeout_ms);
-		if (copy_to_user(optval, &v, sizeof(v)) ||
-		    put_user((int)sizeof(v), optlen))
-			return -EFAULT;
-		return 0;
-	case P2PKP_RATE: {
-		u64 rate = READ_ONCE(ps->rate);
-
-		if (len < (int)sizeof(rate))
-			return -EINVAL;
-		if (copy_to_user(optval, &rate, sizeof(rate)) ||
-		    put_user((int)sizeof(rate), optlen))
-			return -EFAULT;
-		return 0;
-	}
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_RATE:
+		rate = READ_ONCE(ps->rate);
+		return p2pkp_put_opt(optval, optlen, len, &rate, sizeof(rate));
+	case P2PKP_FSYNC:
+		v = READ_ONCE(ps->fsync);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_KEY:
+		return -EPERM;		/* never readable */
 	case P2PKP_PEER_RESULTS:
 		return p2pkp_get_results(ps, optval, len, optlen);
 	case P2PKP_LAST_TRANSFER:
-		if (len < (int)sizeof(info))
-			return -EINVAL;
 		if (mutex_lock_interruptible(&ps->lock))
-			return -EINTR;
+			return -ERESTARTSYS;
 		info = ps->info;
 		mutex_unlock(&ps->lock);
-		if (copy_to_user(optval, &info, sizeof(info)) ||
-		    put_user((int)sizeof(info), optlen))
-			return -EFAULT;
-		return 0;
+		return p2pkp_put_opt(optval, optlen, len, &info, sizeof(info));
 	default:
 		return -ENOPROTOOPT;
 	}
@@ -2533,34 +3344,80 @@ static __poll_t p2pkp_poll(struct file *file, struct socket *sock,
 	return EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
 }
 
+/* The engine of @ps stops for good (release): no kick, no timer. */
+static void p2pkp_stop_engine(struct p2pkp_sock *ps)
+{
+	hrtimer_cancel(&ps->timer);
+	cancel_work_sync(&ps->work);
+	hrtimer_cancel(&ps->timer);
+}
+
 static int p2pkp_release(struct socket *sock)
 {
 	struct sock *sk = sock->sk;
+	struct p2pkp_net *pn;
 	struct p2pkp_sock *ps;
+	struct p2pkp_ctx_saved saved;
+	struct p2pkp_tx *tx;
+	struct p2pkp_rx *rx;
 
 	if (!sk)
 		return 0;
 	ps = p2pkp_sk(sk);
-	mutex_lock(&p2pkp_list_lock);
-	list_del(&ps->node);
-	mutex_unlock(&p2pkp_list_lock);
+	pn = net_generic(sock_net(sk), p2pkp_net_id);
+
+	mutex_lock(&ps->lock);
+	WRITE_ONCE(ps->dead, true);
+	tx = ps->tx;
+	if (tx) {			/* cancel the write: ABORT to peers */
+		p2pkp_ctx_enter(&tx->ctx, &saved);
+		p2pkp_tx_finish(ps, -ECANCELED);
+		p2pkp_ctx_exit(&saved);
+		p2pkp_tx_free(tx);
+	}
+	rx = ps->rxo;
+	if (rx) {			/* cancel the read: ABORT to its sender */
+		p2pkp_ctx_enter(&rx->ctx, &saved);
+		if (rx->state == RS_RECV)
+			p2pkp_rx_send_status(ps, &rx->from, rx->fromlen,
+					     P2PKP_T_ABORT, rx->id, rx->cookie,
+					     0, ECANCELED);
+		if (rx->named)
+			p2pkp_rx_unlink(rx);
+		p2pkp_ctx_exit(&saved);
+		ps->rxo = NULL;
+		p2pkp_rx_free(rx);
+	}
+	p2pkp_op_clear(ps);
+	mutex_unlock(&ps->lock);
+	p2pkp_stop_engine(ps);
+
+	spin_lock_bh(&pn->lock);
+	hlist_del_init_rcu(&ps->node);
+	spin_unlock_bh(&pn->lock);
 
 	p2pkp_clear_peers(ps);
 	spin_lock_bh(&ps->cfg_lock);
 	ps->bound = false;
 	spin_unlock_bh(&ps->cfg_lock);
 	p2pkp_ksock_close(&ps->rx);
-	kfree(ps->rxbuf);
+	kvfree(ps->rxbuf);
 	ps->rxbuf = NULL;
+	crypto_free_shash(ps->mac);	/* NULL-safe; wipes the key */
+	ps->mac = NULL;
 
 	sock_orphan(sk);
 	sock->sk = NULL;
-	sock_put(sk);
+	sock_put(sk);			/* freed after an RCU grace period */
 	return 0;
 }
 
-static const struct proto_ops p2pkp_ops = {
-	.family		= P2PKP_FAMILY_DEFAULT,	/* not used by the core */
+/*
+ * Not const: .family follows the family parameter (set at load, like
+ * mptcp's stream ops); `make checkpatch` ignores CONST_STRUCT for this.
+ */
+static struct proto_ops p2pkp_ops __ro_after_init = {
+	.family		= P2PKP_FAMILY_DEFAULT,
 	.owner		= THIS_MODULE,
 	.release	= p2pkp_release,
 	.bind		= p2pkp_bind,
@@ -2586,9 +3443,35 @@ static struct proto p2pkp_proto = {
 	.obj_size	= sizeof(struct p2pkp_sock),
 };
 
+static void p2pkp_work(struct work_struct *work)
+{
+	struct p2pkp_sock *ps = container_of(work, struct p2pkp_sock, work);
+	struct p2pkp_ctx_saved saved;
+	struct p2pkp_tx *tx;
+	int err;
+
+	mutex_lock(&ps->lock);
+	if (READ_ONCE(ps->dead))
+		goto out;
+	tx = ps->tx;
+	if (tx) {
+		p2pkp_ctx_enter(&tx->ctx, &saved);
+		if (p2pkp_tx_step(ps, &err))
+			p2pkp_tx_finish(ps, err);
+		p2pkp_ctx_exit(&saved);
+		if (ps->tx != tx)
+			p2pkp_tx_free(tx);
+	} else if (ps->bound) {
+		p2pkp_rx_work(ps);
+	}
+out:
+	mutex_unlock(&ps->lock);
+}
+
 static int p2pkp_create(struct net *net, struct socket *sock, int protocol,
 			int kern)
 {
+	struct p2pkp_net *pn = net_generic(net, p2pkp_net_id);
 	struct p2pkp_sock *ps;
 	struct sock *sk;
 
@@ -2601,17 +3484,21 @@ static int p2pkp_create(struct net *net, struct socket *sock, int protocol,
 		return -ENOMEM;
 	sock->ops = &p2pkp_ops;
 	sock_init_data(sock, sk);
+	sock_set_flag(sk, SOCK_RCU_FREE);	/* /proc walks the list in RCU */
 
 	ps = p2pkp_sk(sk);
 	memset((char *)ps + sizeof(ps->sk), 0, sizeof(*ps) - sizeof(ps->sk));
 	mutex_init(&ps->lock);
 	spin_lock_init(&ps->cfg_lock);
-	init_waitqueue_head(&ps->wq);
+	INIT_WORK(&ps->work, p2pkp_work);
+	hrtimer_init(&ps->timer, CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
+	ps->timer.function = p2pkp_timer_fn;
 	ps->timeout_ms = P2PKP_TIMEOUT_DEF;
+	ps->fsync = true;
 
-	mutex_lock(&p2pkp_list_lock);
-	list_add_tail(&ps->node, &p2pkp_list);
-	mutex_unlock(&p2pkp_list_lock);
+	spin_lock_bh(&pn->lock);
+	hlist_add_head_rcu(&ps->node, &pn->socks);
+	spin_unlock_bh(&pn->lock);
 	return 0;
 }
 
@@ -2621,7 +3508,45 @@ static struct net_proto_family p2pkp_family_ops = {
 	.owner	= THIS_MODULE,
 };
 
-/* ---- /proc/net/p2pkp ------------------------------------------------ */
+/* ---- /proc/net/p2pkp: seq_file over the namespace's sockets (RCU) ------ */
+
+#define P2PKP_SEQ_TOTAL	((void *)2)
+
+static void *p2pkp_seq_after(struct seq_file *seq, void *v)
+{
+	struct p2pkp_net *pn = net_generic(seq_file_net(seq), p2pkp_net_id);
+	struct hlist_node *n;
+
+	if (v == P2PKP_SEQ_TOTAL)
+		return NULL;
+	n = v == SEQ_START_TOKEN ? rcu_dereference(hlist_first_rcu(&pn->socks)) :
+		rcu_dereference(hlist_next_rcu(&((struct p2pkp_sock *)v)->node));
+	return n ? hlist_entry(n, struct p2pkp_sock, node) : P2PKP_SEQ_TOTAL;
+}
+
+static void *p2pkp_seq_start(struct seq_file *seq, loff_t *pos)
+	__acquires(RCU)
+{
+	void *v = SEQ_START_TOKEN;
+	loff_t i;
+
+	rcu_read_lock();
+	for (i = 0; v && i < *pos; i++)
+		v = p2pkp_seq_after(seq, v);
+	return v;
+}
+
+static void *p2pkp_seq_next(struct seq_file *seq, void *v, loff_t *pos)
+{
+	++*pos;
+	return p2pkp_seq_after(seq, v);
+}
+
+static void p2pkp_seq_stop(struct seq_file *seq, void *v)
+	__releases(RCU)
+{
+	rcu_read_unlock();
+}
 
 static void p2pkp_show_stats(struct seq_file *seq, atomic64_t *stats)
 {
@@ -2633,61 +3558,74 @@ static void p2pkp_show_stats(struct seq_file *seq, atomic64_t *stats)
 	seq_putc(seq, '\n');
 }
 
-static int p2pkp_proc_show(struct seq_file *seq, void *v)
+static void p2pkp_show_sock(struct seq_file *seq, struct p2pkp_sock *ps)
 {
-	struct net *net = seq_file_single_net(seq);
-	struct p2pkp_net *pn = net_generic(net, p2pkp_net_id);
-	struct p2pkp_sock *ps;
+	unsigned long ino = sock_i_ino(&ps->sk);
 	int i;
 
-	seq_printf(seq, "p2pkp version=%d family=%d\n", P2PKP_VERSION, family);
-	mutex_lock(&p2pkp_list_lock);
-	list_for_each_entry(ps, &p2pkp_list, node) {
-		unsigned long ino = sock_i_ino(&ps->sk);
+	spin_lock_bh(&ps->cfg_lock);
+	seq_printf(seq, "sock inode=%lu role=%s state=%s", ino,
+		   ps->bound ? "receiver" : ps->npeers ? "sender" : "unbound",
+		   p2pkp_state_names[READ_ONCE(ps->state)]);
+	if (ps->bound)
+		seq_printf(seq, " local=%pISpc", (struct sockaddr *)&ps->local);
+	else
+		seq_puts(seq, " local=-");
+	seq_printf(seq, " peers=%d timeout_ms=%u", ps->npeers,
+		   READ_ONCE(ps->timeout_ms));
+	for (i = 0; i < ps->npeers; i++)
+		seq_printf(seq, " peer%d=%pISpc", i,
+			   (struct sockaddr *)&ps->peers[i]->addr);
+	seq_printf(seq, " allowed=%d auth=%d fsync=%d rcvbuf=%u", ps->nallow,
+		   !!READ_ONCE(ps->mac), READ_ONCE(ps->fsync),
+		   ps->bound ? ps->rcvbuf :
+		   ps->npeers ? READ_ONCE(ps->peers[0]->ks.sock->sk->sk_rcvbuf) : 0);
+	seq_printf(seq, " sndbuf=%u",
+		   ps->bound ? READ_ONCE(ps->rx.sock->sk->sk_sndbuf) :
+		   ps->npeers ? READ_ONCE(ps->peers[0]->ks.sock->sk->sk_sndbuf) : 0);
+	p2pkp_show_stats(seq, ps->stats);
+	for (i = 0; i < ps->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
 
-		if (!net_eq(sock_net(&ps->sk), net))
-			continue;
-		spin_lock_bh(&ps->cfg_lock);
-		seq_printf(seq, "sock inode=%lu role=%s state=%s", ino,
-			   ps->bound ? "receiver" :
-			   ps->npeers ? "sender" : "unbound",
-			   p2pkp_state_names[READ_ONCE(ps->state)]);
-		if (ps->bound)
-			seq_printf(seq, " local=%pISpc",
-				   (struct sockaddr *)&ps->local);
-		else
-			seq_puts(seq, " local=-");
-		seq_printf(seq, " peers=%d timeout_ms=%u", ps->npeers,
-			   READ_ONCE(ps->timeout_ms));
-		for (i = 0; i < ps->npeers; i++) {
-			struct p2pkp_peer *p = ps->peers[i];
-
-			seq_printf(seq, " peer%d=%pISpc", i,
-				   (struct sockaddr *)&p->addr);
-		}
-		spin_unlock_bh(&ps->cfg_lock);
-		p2pkp_show_stats(seq, ps->stats);
-		spin_lock_bh(&ps->cfg_lock);
-		for (i = 0; i < ps->npeers; i++) {
-			struct p2pkp_peer *p = ps->peers[i];
-
-			seq_printf(seq, "peer inode=%lu index=%d addr=%pISpc state=%s status=%d\n",
-				   ino, i, (struct sockaddr *)&p->addr,
-				   p2pkp_pstate_names[READ_ONCE(p->state)],
-				   READ_ONCE(p->status));
-		}
-		spin_unlock_bh(&ps->cfg_lock);
+		seq_printf(seq, "peer inode=%lu index=%d addr=%pISpc state=%s status=%d\n",
+			   ino, i, (struct sockaddr *)&p->addr,
+			   p2pkp_pstate_names[READ_ONCE(p->state)],
+			   READ_ONCE(p->status));
 	}
-	mutex_unlock(&p2pkp_list_lock);
-	seq_puts(seq, "total");
-	p2pkp_show_stats(seq, pn->stats);
+	spin_unlock_bh(&ps->cfg_lock);
+}
+
+static int p2pkp_seq_show(struct seq_file *seq, void *v)
+{
+	struct p2pkp_net *pn = net_generic(seq_file_net(seq), p2pkp_net_id);
+
+	if (v == SEQ_START_TOKEN) {
+		seq_printf(seq, "p2pkp version=%d family=%d\n", P2PKP_VERSION,
+			   family);
+	} else if (v == P2PKP_SEQ_TOTAL) {
+		seq_puts(seq, "total");
+		p2pkp_show_stats(seq, pn->stats);
+	} else {
+		p2pkp_show_sock(seq, v);
+	}
 	return 0;
 }
 
+static const struct seq_operations p2pkp_seq_ops = {
+	.start	= p2pkp_seq_start,
+	.next	= p2pkp_seq_next,
+	.stop	= p2pkp_seq_stop,
+	.show	= p2pkp_seq_show,
+};
+
 static int __net_init p2pkp_net_init(struct net *net)
 {
-	if (!proc_create_net_single("p2pkp", 0444, net->proc_net,
-				    p2pkp_proc_show, NULL))
+	struct p2pkp_net *pn = net_generic(net, p2pkp_net_id);
+
+	spin_lock_init(&pn->lock);
+	INIT_HLIST_HEAD(&pn->socks);
+	if (!proc_create_net("p2pkp", 0444, net->proc_net, &p2pkp_seq_ops,
+			     sizeof(struct seq_net_private)))
 		return -ENOMEM;
 	return 0;
 }
@@ -2716,10 +3654,14 @@ static int __init p2pkp_init(void)
 		return -EINVAL;
 	}
 	p2pkp_family_ops.family = family;
+	p2pkp_ops.family = family;
 
+	p2pkp_wq = alloc_workqueue("p2pkp", WQ_UNBOUND | WQ_FREEZABLE, 0);
+	if (!p2pkp_wq)
+		return -ENOMEM;
 	err = proto_register(&p2pkp_proto, 0);
 	if (err)
-		return err;
+		goto free_wq;
 	err = register_pernet_subsys(&p2pkp_net_ops);
 	if (err)
 		goto unreg_proto;
@@ -2737,6 +3679,8 @@ unreg_net:
 	unregister_pernet_subsys(&p2pkp_net_ops);
 unreg_proto:
 	proto_unregister(&p2pkp_proto);
+free_wq:
+	destroy_workqueue(p2pkp_wq);
 	return err;
 }
 
@@ -2744,7 +3688,9 @@ static void __exit p2pkp_exit(void)
 {
 	sock_unregister(family);
 	unregister_pernet_subsys(&p2pkp_net_ops);
+	rcu_barrier();			/* sockets freed after a grace period */
 	proto_unregister(&p2pkp_proto);
+	destroy_workqueue(p2pkp_wq);
 }
 
 module_init(p2pkp_init);

@@ -14,6 +14,7 @@
 #ifndef _UAPI_LINUX_P2PKP_H
 #define _UAPI_LINUX_P2PKP_H
 
+#include <linux/const.h>
 #include <linux/types.h>
 #include <linux/socket.h>
 
@@ -39,8 +40,14 @@
 /* Longest path accepted by write()/read(), without the NUL. */
 #define P2PKP_PATH_MAX		4095
 
-/* File bytes carried by one DATA datagram (fits a 1500-byte MTU, v4 and v6). */
+/*
+ * File bytes carried by one DATA datagram: the sender's default (fits a
+ * 1500-byte MTU, v4 and v6, with a MAC); a receiver accepts any chunk size
+ * announced in START within P2PKP_CHUNK_MIN..P2PKP_CHUNK_MAX.
+ */
 #define P2PKP_CHUNK_SIZE	1400
+#define P2PKP_CHUNK_MIN		512
+#define P2PKP_CHUNK_MAX		65000
 
 /* Level for setsockopt()/getsockopt(). */
 #define SOL_P2PKP		300
@@ -56,15 +63,28 @@
  *	the bytes filled in; a short buffer gets the first entries.
  * P2PKP_LAST_TRANSFER (struct p2pkp_transfer_info, get): the last
  *	completed or failed transfer on this socket (sender or receiver).
- * P2PKP_RATE (__u64 bytes per second, get/set, default 0 = no cap): sender:
- *	caps the DATA payload bytes (retransmissions included) the socket
- *	sends per second, all peers together (token bucket); takes effect at
- *	the next write().
+ * P2PKP_RATE (__u64 bytes per second, get/set, default 0 = no cap, at most
+ *	P2PKP_RATE_MAX, larger values are EINVAL): sender: caps the DATA
+ *	payload bytes (retransmissions included) the socket sends per second,
+ *	all peers together (token bucket); takes effect at the next write().
+ * P2PKP_KEY (P2PKP_KEY_SIZE bytes, set only; optlen 0 removes the key):
+ *	every datagram carries an HMAC-SHA256 tag under this key, and only
+ *	datagrams with a valid tag are accepted; both ends need the same key.
+ *	getsockopt() fails with EPERM; the key is wiped when replaced or on
+ *	close.  EBUSY while a write()/read() is in progress.
+ * P2PKP_FSYNC (int, get/set, default 1): receiver: the file and its
+ *	directory are fsynced before read() returns, so a file visible under
+ *	its final name survives a crash of the receiving machine.
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2
 #define P2PKP_LAST_TRANSFER	3
 #define P2PKP_RATE		4
+#define P2PKP_KEY		5
+#define P2PKP_FSYNC		6
+
+#define P2PKP_RATE_MAX		_BITULL(40)	/* bytes per second */
+#define P2PKP_KEY_SIZE		32
 
 /* p2pkp_peer_result.state */
 enum p2pkp_peer_state {
