@@ -281,6 +281,7 @@ struct p2pkp_ksock {
 	struct file *file;		/* holds the caller's credentials */
 	void (*saved_data_ready)(struct sock *sk);
 	void (*saved_error_report)(struct sock *sk);
+	void (*saved_write_space)(struct sock *sk);
 };
 
 struct p2pkp_peer {
@@ -293,6 +294,7 @@ struct p2pkp_peer {
 	u64 cookie;			/* the receiver's, from START_ACK */
 	bool cookie_known;
 	bool confirmed;			/* the receiver accepted the transfer */
+	bool blocked;			/* its socket buffer was full */
 	u64 cum;			/* chunks acked in order */
 	u64 next;			/* next chunk never sent */
 	u64 high;			/* 1 + highest SACKed chunk */
@@ -616,6 +618,16 @@ static void p2pkp_udp_ready(struct sock *sk)
 	read_unlock_bh(&sk->sk_callback_lock);
 }
 
+/* A send found the buffer full (SOCK_NOSPACE): kick once it half drained. */
+static void p2pkp_udp_write_space(struct sock *sk)
+{
+	struct socket *sock = sk->sk_socket;
+
+	if (sock && sock_writeable(sk) &&
+	    test_and_clear_bit(SOCK_NOSPACE, &sock->flags))
+		p2pkp_udp_ready(sk);
+}
+
 /*
  * A UDP socket of the caller: made as by socket(2) in the P2PKP socket's
  * network namespace (so LSM socket hooks see the caller and label the
@@ -640,7 +652,7 @@ static int p2pkp_ksock_open(struct p2pkp_sock *ps, struct p2pkp_ksock *ks,
 	if (IS_ERR(file))
 		return PTR_ERR(file);
 	sk = sock->sk;
-	if (!ns_capable(net->user_ns, CAP_NET_ADMIN)) {
+	if (!ns_capable_noaudit(net->user_ns, CAP_NET_ADMIN)) {
 		rcvbuf = min_t(u32, rcvbuf, READ_ONCE(sysctl_rmem_max));
 		sndbuf = min_t(u32, sndbuf, READ_ONCE(sysctl_wmem_max));
 	}
@@ -653,9 +665,11 @@ static int p2pkp_ksock_open(struct p2pkp_sock *ps, struct p2pkp_ksock *ks,
 	write_lock_bh(&sk->sk_callback_lock);
 	ks->saved_data_ready = sk->sk_data_ready;
 	ks->saved_error_report = sk->sk_error_report;
+	ks->saved_write_space = sk->sk_write_space;
 	sk->sk_user_data = ps;
 	sk->sk_data_ready = p2pkp_udp_ready;
 	sk->sk_error_report = p2pkp_udp_ready;
+	sk->sk_write_space = p2pkp_udp_write_space;
 	write_unlock_bh(&sk->sk_callback_lock);
 	ks->sock = sock;
 	ks->file = file;
@@ -673,6 +687,7 @@ static void p2pkp_ksock_close(struct p2pkp_ksock *ks)
 	sk->sk_user_data = NULL;
 	sk->sk_data_ready = ks->saved_data_ready;
 	sk->sk_error_report = ks->saved_error_report;
+	sk->sk_write_space = ks->saved_write_space;
 	write_unlock_bh(&sk->sk_callback_lock);
 	fput(ks->file);			/* releases the socket */
 	ks->sock = NULL;
@@ -1279,26 +1294,36 @@ static void p2pkp_data_sent(struct p2pkp_sock *ps, struct p2pkp_peer *p,
 	}
 }
 
-static void p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			      struct p2pkp_peer *p, u64 c, const u8 *data,
-			      u16 flags, bool retrans)
+/*
+ * Send chunk @c to @p.  -EAGAIN: the socket buffer is full, nothing went
+ * (its write_space callback runs the engine again).
+ */
+static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			     struct p2pkp_peer *p, u64 c, const u8 *data,
+			     u16 flags, bool retrans)
 {
 	u8 pkt[P2PKP_DATA_HLEN];
 	u32 plen = p2pkp_tx_len(tx, c);
+	u64 was = p->sent_ns[c % P2PKP_WIN];
 	int err;
 
 	if (retrans)
 		flags |= P2PKP_F_RETRANS;
 	p2pkp_data_hdr(ps, tx, p, pkt, c, flags, ktime_get_ns());
 	err = p2pkp_xmit(ps, p->ks.sock, NULL, 0, pkt, sizeof(pkt), data,
-			 plen, 0);
+			 plen, MSG_DONTWAIT);
+	if (err == -EAGAIN) {
+		p->sent_ns[c % P2PKP_WIN] = was;
+		return err;
+	}
 	if (p2pkp_soft_err(err))
-		return;		/* like a loss: retransmitted later */
+		return 0;	/* like a loss: retransmitted later */
 	if (err) {
 		p2pkp_peer_fail(ps, p, err);
-		return;
+		return 0;
 	}
 	p2pkp_data_sent(ps, p, 1, plen, retrans);
+	return 0;
 }
 
 /* ACK at once for the file's last chunk, the window's last and its middle. */
@@ -1332,10 +1357,11 @@ static u32 p2pkp_gso_max(const struct p2pkp_sock *ps,
  * cut into @n datagrams (every one with its own header and tag) by the
  * stack or the NIC.  A route that cannot (no checksum offload: EIO; path
  * MTU below one datagram: EINVAL, EMSGSIZE) turns batching off for this
- * file.
+ * file.  Returns how many chunks went (fewer than @n: the socket buffer
+ * is full).
  */
-static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			      struct p2pkp_peer *p, u64 c, u32 n)
+static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			     struct p2pkp_peer *p, u64 c, u32 n)
 {
 	union {
 		struct cmsghdr cm;
@@ -1344,7 +1370,7 @@ static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	struct msghdr msg = {
 		.msg_control = &ctl,
 		.msg_controllen = sizeof(ctl),
-		.msg_flags = MSG_NOSIGNAL,
+		.msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT,
 	};
 	const u8 *data = tx->blk + (c - tx->blk_first) * tx->chunk;
 	u32 mlen = ps->mac ? P2PKP_MAC_LEN : 0;
@@ -1369,7 +1395,7 @@ static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				continue;
 			if (p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
 				      tx->gtag[i]))
-				return;		/* like a loss */
+				return n;	/* like a loss */
 			tx->gvec[v].iov_base = tx->gtag[i];
 			tx->gvec[v++].iov_len = mlen;
 		}
@@ -1383,19 +1409,23 @@ static void p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, n);
 			p2pkp_stat(ps, P2PKP_ST_GSO_SENDS, 1);
 			p2pkp_data_sent(ps, p, n, bytes, false);
-			return;
+			return n;
 		}
+		if (err == -EAGAIN)
+			return 0;
 		if (p2pkp_soft_err(err))
-			return;		/* like a loss */
+			return n;	/* like a loss */
 		if (err != -EIO && err != -EINVAL && err != -EMSGSIZE) {
 			p2pkp_peer_fail(ps, p, err);
-			return;
+			return n;
 		}
 		tx->no_gso = true;
 	}
 	for (i = 0; i < n && p->state == PS_DATA; i++)
-		p2pkp_tx_data_one(ps, tx, p, c + i, data + i * tx->chunk,
-				  p2pkp_new_flags(tx, p, c + i), false);
+		if (p2pkp_tx_data_one(ps, tx, p, c + i, data + i * tx->chunk,
+				      p2pkp_new_flags(tx, p, c + i), false))
+			return i;
+	return n;
 }
 
 /*
@@ -1459,7 +1489,7 @@ static bool p2pkp_sack_due(const struct p2pkp_peer *p, u64 c, u64 now)
 static u64 p2pkp_lost(const struct p2pkp_peer *p, u64 c, u64 now,
 		      bool rto_ok)
 {
-	if (p->state != PS_DATA)
+	if (p->state != PS_DATA || p->blocked)
 		return U64_MAX;
 	for (c = max(c, p->cum); c < p->next; c++) {
 		if (test_bit(c - p->cum, p->sack))
@@ -1520,8 +1550,12 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 				p->rto_ns = now;
 				tx->rto_left[i]--;
 			}
-			p2pkp_tx_data_one(ps, tx, p, c, data,
-					  rto ? P2PKP_F_ACKREQ : 0, true);
+			if (p2pkp_tx_data_one(ps, tx, p, c, data,
+					      rto ? P2PKP_F_ACKREQ : 0, true)) {
+				p->blocked = true;	/* buffer full */
+				tx->cur[i] = U64_MAX;
+				continue;
+			}
 			tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
 		}
 	}
@@ -1535,18 +1569,20 @@ out:
 static bool p2pkp_may_send(const struct p2pkp_tx *tx,
 			   const struct p2pkp_peer *p)
 {
-	return p->state == PS_DATA && p->next < tx->count &&
+	return p->state == PS_DATA && !p->blocked && p->next < tx->count &&
 	       p->next < p->cum + p->win;
 }
 
 /* Retransmit what is lost, then send new chunks within every window. */
 static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
-	u32 n, gmax = p2pkp_gso_max(ps, tx);
+	u32 n, sent, gmax = p2pkp_gso_max(ps, tx);
 	int i, err = 0;
 	u64 c, end;
 
 	tx->pace_ns = 0;
+	for (i = 0; i < tx->npeers; i++)
+		ps->peers[i]->blocked = false;
 	err = p2pkp_tx_retrans(ps, tx);
 	if (err || tx->pace_ns)
 		return err;
@@ -1575,8 +1611,11 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 					    1, n);
 			if (!p2pkp_pace(ps, tx, p2pkp_run_len(tx, p->next, n)))
 				return 0;
-			p2pkp_tx_data_run(ps, tx, p, p->next, n);
-			p->next += n;
+			sent = p2pkp_tx_data_run(ps, tx, p, p->next, n);
+			p->next += sent;
+			/* buffer full: write_space brings us back */
+			if (sent < n)
+				p->blocked = true;
 		}
 		cond_resched();
 	}
@@ -2081,10 +2120,38 @@ static void p2pkp_rx_remember(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	ps->info.status = status;
 }
 
+/*
+ * Empty the destination file after an abandoned transfer, as ftruncate()
+ * on the caller's open file would (the engine cannot make a new file: it
+ * would not have the caller's umask): no partial data stays on disk.
+ */
+static int p2pkp_rx_empty(struct p2pkp_rx *rx)
+{
+	struct dentry *d = rx->file->f_path.dentry;
+	struct inode *inode = d_inode(d);
+	struct iattr ia = {
+		.ia_valid = ATTR_SIZE | ATTR_FILE | ATTR_MTIME | ATTR_CTIME,
+		.ia_size = 0,
+		.ia_file = rx->file,
+	};
+	int err;
+
+	sb_start_write(inode->i_sb);
+	inode_lock(inode);
+	err = notify_change(mnt_user_ns(rx->file->f_path.mnt), d, &ia, NULL);
+	inode_unlock(inode);
+	sb_end_write(inode->i_sb);
+	if (!err)
+		rx->dirty = false;
+	return err;
+}
+
 /* Abandon the transfer in progress (the read() keeps waiting). */
 static void p2pkp_rx_abandon(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			     int stat)
 {
+	if (rx->dirty)
+		p2pkp_rx_empty(rx);	/* else at the next accept */
 	p2pkp_stat(ps, stat, 1);
 	rx->state = RS_IDLE;
 	WRITE_ONCE(ps->state, P2PKP_WAITING);
@@ -2158,6 +2225,40 @@ static void p2pkp_rx_refuse(struct p2pkp_sock *ps, const struct p2pkp_hdr *h,
 			     be64_to_cpu(h->id), cookie, be32_to_cpu(h->ts), err);
 }
 
+/*
+ * The destination file, made by read() in the checked directory with the
+ * caller's credentials and umask: O_TMPFILE (no name until verified) or,
+ * where the file system has no O_TMPFILE, a hidden temporary name.
+ */
+static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
+{
+	struct file *f;
+	bool named = false;
+	int i;
+
+	f = file_open_root(&rx->dir, ".", O_TMPFILE | O_RDWR | O_LARGEFILE,
+			   0666);
+	for (i = 0; IS_ERR(f) && (PTR_ERR(f) == -EOPNOTSUPP ||
+				  PTR_ERR(f) == -EEXIST) &&
+		    i < P2PKP_TMP_TRIES; i++) {
+		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
+			 get_random_u64());
+		f = file_open_root(&rx->dir, rx->tmpname,
+				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
+				   O_NOFOLLOW, 0666);
+		named = !IS_ERR(f);
+	}
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	if (!S_ISREG(file_inode(f)->i_mode)) {
+		fput(f);
+		return -EINVAL;
+	}
+	rx->file = f;
+	rx->named = named;
+	return 0;
+}
+
 /* Take the transfer of a confirmed START into the armed read(). */
 static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			    const struct p2pkp_hdr *h, u64 size, u32 chunk,
@@ -2185,13 +2286,12 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	sha256_init(&rx->sha);
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
-	if (rx->dirty) {		/* what an abandoned transfer wrote */
-		err = vfs_truncate(&rx->file->f_path, 0);
+	if (rx->dirty) {		/* an abandoned transfer wrote to it */
+		err = p2pkp_rx_empty(rx);
 		if (err) {
 			p2pkp_rx_fail(ps, rx, err, echo);
 			return;
 		}
-		rx->dirty = false;
 	}
 	rx->state = RS_RECV;
 	WRITE_ONCE(ps->state, P2PKP_RECEIVING);
@@ -2287,7 +2387,6 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			return true;	/* for the next read() */
 		}
 		p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABORTED);
-		rx->dirty = true;
 	}
 	err = p2pkp_rx_space(rx, size);
 	if (err) {
@@ -2593,7 +2692,6 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		end = rx->last_rx + timeout_ns;
 		if (now >= end) {
 			p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABANDONED);
-			rx->dirty = true;
 			*more = true;
 			return false;
 		}
@@ -2637,17 +2735,15 @@ static void p2pkp_rx_work(struct p2pkp_sock *ps)
 /*
  * Arm a read() for @path (in the caller's context): the destination
  * directory is looked up and checked once, and the file is created in it
- * now, O_TMPFILE (no name until verified) or, where the file system has
- * no O_TMPFILE, under a hidden temporary name.
+ * now (p2pkp_rx_newfile), so that nothing a datagram does creates a file.
  */
 static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 {
 	char *base = strrchr(path, '/') + 1;
 	struct p2pkp_rx *rx;
 	struct path final;
-	struct file *f;
 	char saved;
-	int i, err;
+	int err;
 
 	if (!strcmp(base, ".") || !strcmp(base, ".."))
 		return -EINVAL;
@@ -2676,27 +2772,9 @@ static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 		if (err)
 			goto fail;
 	}
-	f = file_open_root(&rx->dir, ".", O_TMPFILE | O_RDWR | O_LARGEFILE,
-			   0666);
-	for (i = 0; IS_ERR(f) && (PTR_ERR(f) == -EOPNOTSUPP ||
-				  PTR_ERR(f) == -EEXIST) &&
-		    i < P2PKP_TMP_TRIES; i++) {
-		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
-			 get_random_u64());
-		f = file_open_root(&rx->dir, rx->tmpname,
-				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
-				   O_NOFOLLOW, 0666);
-		rx->named = !IS_ERR(f);
-	}
-	if (IS_ERR(f)) {
-		err = PTR_ERR(f);
+	err = p2pkp_rx_newfile(rx);
+	if (err)
 		goto fail;
-	}
-	rx->file = f;
-	if (!S_ISREG(file_inode(f)->i_mode)) {
-		err = -EINVAL;
-		goto fail;
-	}
 	rx->fsize = rlimit(RLIMIT_FSIZE);
 	rx->fsync = READ_ONCE(ps->fsync);
 	rx->state = RS_IDLE;

@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,9 @@ static void usage(FILE *f)
 		"  alarm:MS               SIGALRM after MS ms; the handler is installed\n"
 		"                         without SA_RESTART, so a blocked call fails\n"
 		"                         with EINTR; 0 cancels\n"
+		"  alarm-restart:MS       SIGALRM every MS ms, handler with SA_RESTART\n"
+		"                         (a blocked call is restarted); 0 cancels\n"
+		"  alarms                 print 'alarms = N' (signals handled so far)\n"
 		"  echo:TEXT              print TEXT (a marker for tests)\n"
 		"  pid                    print 'pid = N' (to signal this process)\n",
 		P2PKP_PORT_DEFAULT);
@@ -614,7 +618,8 @@ static void run(char *op)
 		fflush(stdout);
 		return;
 	}
-	if (!strcmp(op, "alarm")) {
+	if (!strcmp(op, "alarm") || !strcmp(op, "alarm-restart")) {
+		bool restart = !strcmp(op, "alarm-restart");
 		struct itimerval it;
 		struct sigaction sa;
 
@@ -624,15 +629,25 @@ static void run(char *op)
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = on_alarm;
 		sigemptyset(&sa.sa_mask);
-		sa.sa_flags = 0;	/* no SA_RESTART: blocked calls get EINTR */
+		/* alarm: no SA_RESTART, blocked calls get EINTR; alarm-restart:
+		 * SA_RESTART and repeating, like SIGCHLD in a busy program
+		 */
+		sa.sa_flags = restart ? SA_RESTART : 0;
 		sigaction(SIGALRM, &sa, NULL);
 		memset(&it, 0, sizeof(it));
 		it.it_value.tv_sec = ret / 1000;
 		it.it_value.tv_usec = (ret % 1000) * 1000;
+		if (restart)
+			it.it_interval = it.it_value;
 		ret = setitimer(ITIMER_REAL, &it, NULL);
 		e = errno;
 		snprintf(what, sizeof(what), "alarm %s", arg);
 		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "alarms")) {
+		printf("alarms = %d\n", (int)alarms);
+		fflush(stdout);
 		return;
 	}
 	if (!strcmp(op, "pid")) {

@@ -28,6 +28,10 @@ TOOL_PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "strace",
     "iperf3",
+    "nftables",
+    # the power-cut test (dm-flakey, ext4 on a loop device)
+    "dmsetup",
+    "e2fsprogs",
     "tmux",
     "kmod",
     "procps",
