@@ -209,6 +209,7 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_RL_PER_SEC	100U	/* replies to unproven sources, per s */
 #define P2PKP_RL_BURST		20U
 #define P2PKP_TMP_TRIES		4	/* temporary names tried at commit */
+#define P2PKP_COOKIE_SECS	64	/* a cookie is valid 64..128 s */
 
 /* Counters, per socket and per network namespace (section 5). */
 enum {
@@ -297,7 +298,6 @@ struct p2pkp_peer {
 	bool blocked;			/* its socket buffer was full */
 	u64 cum;			/* chunks acked in order */
 	u64 next;			/* next chunk never sent */
-	u64 high;			/* 1 + highest SACKed chunk */
 	u32 win;			/* window from START_ACK / ACK */
 	u32 srtt, rttvar, rto;		/* microseconds */
 	bool rtt_valid;
@@ -330,7 +330,8 @@ struct p2pkp_rx;
 
 struct p2pkp_sock {
 	struct sock sk;			/* must be first */
-	struct hlist_node node;		/* in p2pkp_net.socks (RCU) */
+	struct list_head node;		/* in p2pkp_net.socks (RCU) */
+	u64 seqno;			/* creation order, for /proc */
 	struct mutex lock;		/* system calls and the engine */
 	spinlock_t cfg_lock;		/* peers[], npeers, bound: for /proc */
 	struct work_struct work;	/* the engine */
@@ -339,6 +340,8 @@ struct p2pkp_sock {
 	int state;			/* P2PKP_IDLE.. */
 	u32 timeout_ms;
 	u64 rate;			/* sender: bytes/s, 0 = no cap */
+	u64 tx_size;			/* sender: the last write()'s file */
+	u32 tx_chunk;			/* ... and chunk size */
 	bool fsync;			/* receiver: fsync before naming */
 	struct crypto_shash *mac;	/* hmac(sha256) with the key, or NULL */
 	/* the write() or read() in progress, or done and not yet returned */
@@ -346,6 +349,7 @@ struct p2pkp_sock {
 	u32 op_seq;			/* bumped when an operation begins */
 	char *op_path;			/* its path, to recognise a restart */
 	int op_result;			/* 0 or -errno, when OP_DONE */
+	atomic_t op_waiters;		/* callers waiting for it */
 	u64 op_size;			/* receiver: size of the file */
 	struct sockaddr_storage op_from;	/* receiver: its sender */
 	int op_fromlen;
@@ -368,6 +372,7 @@ struct p2pkp_sock {
 	struct sockaddr_storage pend_addr;
 	int pend_alen;
 	u64 linger_end;			/* ns: drain without a read() until */
+	struct p2pkp_ctx linger_ctx;	/* ... as the last read()'s caller */
 	u32 rl_tokens;			/* replies to unproven sources */
 	u64 rl_ns;
 	/* last finished transfer, to answer late START/END */
@@ -381,7 +386,8 @@ struct p2pkp_sock {
 
 struct p2pkp_net {
 	spinlock_t lock;		/* socks (writers) */
-	struct hlist_head socks;
+	struct list_head socks;		/* by creation (seqno) */
+	u64 seqno;			/* of the last socket made */
 	atomic64_t stats[P2PKP_NSTATS];
 };
 
@@ -696,21 +702,48 @@ static void p2pkp_ksock_close(struct p2pkp_ksock *ks)
 
 /* ---- cookie and MAC ------------------------------------------------- */
 
-/* The receiver's cookie for transfer @id from @a (section 2.3). */
-static u64 p2pkp_cookie(const struct p2pkp_sock *ps, u64 id,
-			const struct sockaddr_storage *a)
+/*
+ * The receiver's cookie for transfer @id from @a in time slot @slot
+ * (section 2.3): a cookie seen once does not stay valid for ever.
+ */
+static u64 p2pkp_cookie_at(const struct p2pkp_sock *ps, u64 id,
+			   const struct sockaddr_storage *a, u32 slot)
 {
 	struct {
 		__be64 id;
+		__be32 slot;
 		struct p2pkp_allow who;
 	} __packed in;
 	u64 c;
 
 	memset(&in, 0, sizeof(in));
 	in.id = cpu_to_be64(id);
+	in.slot = cpu_to_be32(slot);
 	p2pkp_allow_of(&in.who, a);
 	c = siphash(&in, sizeof(in), &ps->ckey);
 	return c ? c : 1;
+}
+
+static u32 p2pkp_cookie_slot(void)
+{
+	return (u32)(ktime_get_seconds() / P2PKP_COOKIE_SECS);
+}
+
+/* The cookie handed out now for @id from @a. */
+static u64 p2pkp_cookie(const struct p2pkp_sock *ps, u64 id,
+			const struct sockaddr_storage *a)
+{
+	return p2pkp_cookie_at(ps, id, a, p2pkp_cookie_slot());
+}
+
+/* Was @c handed out for @id from @a in this slot or the one before? */
+static bool p2pkp_cookie_ok(const struct p2pkp_sock *ps, u64 id,
+			    const struct sockaddr_storage *a, u64 c)
+{
+	u32 slot = p2pkp_cookie_slot();
+
+	return c == p2pkp_cookie_at(ps, id, a, slot) ||
+	       c == p2pkp_cookie_at(ps, id, a, slot - 1);
 }
 
 /* Tag of a datagram: HMAC-SHA256(key, tail || head), first 16 bytes. */
@@ -1049,7 +1082,8 @@ static int p2pkp_tx_ctl(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				  p->cookie_known ? p->cookie : 0, 0);
 	int err;
 
-	memcpy(pkt + n, body, blen);
+	if (blen)
+		memcpy(pkt + n, body, blen);
 	err = p2pkp_xmit(ps, p->ks.sock, NULL, 0, pkt, n + blen, NULL, 0,
 			 MSG_DONTWAIT);
 	if (!err)
@@ -1114,15 +1148,11 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 	p->cum = cum;
 	bitmap_zero(p->sack, P2PKP_WIN);
-	p->high = cum;
-	for (i = 0; i < P2PKP_WIN && cum + i < p->next; i++) {
-		if (a->bitmap[i / 8] & (1U << (i % 8))) {
+	for (i = 0; i < P2PKP_WIN && cum + i < p->next; i++)
+		if (a->bitmap[i / 8] & (1U << (i % 8)))
 			__set_bit(i, p->sack);
-			p->high = cum + i + 1;
-		}
-	}
 	if (p->cum == tx->count && p->state == PS_DATA) {
-		p->state = PS_END;
+		WRITE_ONCE(p->state, PS_END);
 		p->last_ctl = 0;
 	}
 }
@@ -1134,11 +1164,10 @@ static void p2pkp_tx_busy(struct p2pkp_peer *p, u64 now)
 		return;
 	if (p->confirmed)
 		return;		/* stale: it accepted since */
-	p->state = PS_START;
+	WRITE_ONCE(p->state, PS_START);
 	p->cookie_known = false;
 	p->cum = 0;
 	p->next = 0;
-	p->high = 0;
 	bitmap_zero(p->sack, P2PKP_WIN);
 	p->last_ctl = now;	/* the next START after an RTO */
 }
@@ -1214,7 +1243,7 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p->cookie = cookie;
 			p->cookie_known = true;
 			p->win = w;
-			p->state = tx->count ? PS_DATA : PS_END;
+			WRITE_ONCE(p->state, tx->count ? PS_DATA : PS_END);
 			p->last_ctl = 0;	/* confirm at once */
 			break;
 		}
@@ -1536,6 +1565,7 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		data = p2pkp_get_chunk(tx, c, true, &err);
 		if (!data)
 			break;
+		cond_resched();
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 			bool rto;
@@ -1730,7 +1760,7 @@ static void p2pkp_tx_finish(struct p2pkp_sock *ps, int err)
 static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 {
 	struct p2pkp_tx *tx = ps->tx;
-	u64 timeout_ns = (u64)ps->timeout_ms * NSEC_PER_MSEC;
+	u64 timeout_ns = (u64)READ_ONCE(ps->timeout_ms) * NSEC_PER_MSEC;
 	u64 now, wait_ns = U64_MAX;
 	int i, err = 0, active = 0;
 
@@ -1775,7 +1805,7 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	struct p2pkp_tx *tx;
 	int i;
 
-	tx = kzalloc(sizeof(*tx), GFP_KERNEL);
+	tx = kzalloc(sizeof(*tx), GFP_KERNEL_ACCOUNT);
 	if (!tx)
 		return -ENOMEM;
 	tx->size = i_size_read(file_inode(f));
@@ -1785,9 +1815,9 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	}
 	tx->chunk = P2PKP_CHUNK_SIZE;
 	tx->blk_chunks = max_t(u32, 1, P2PKP_BLOCK_BYTES / tx->chunk);
-	tx->blk = kvmalloc(tx->blk_chunks * tx->chunk, GFP_KERNEL);
-	tx->one = kvmalloc(tx->chunk, GFP_KERNEL);
-	tx->rbuf = kmalloc(P2PKP_REPLY_MAX, GFP_KERNEL);
+	tx->blk = kvmalloc(tx->blk_chunks * tx->chunk, GFP_KERNEL_ACCOUNT);
+	tx->one = kvmalloc(tx->chunk, GFP_KERNEL_ACCOUNT);
+	tx->rbuf = kmalloc(P2PKP_REPLY_MAX, GFP_KERNEL_ACCOUNT);
 	if (!tx->blk || !tx->one || !tx->rbuf) {
 		p2pkp_tx_free(tx);
 		return -ENOMEM;
@@ -1820,7 +1850,6 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		p->confirmed = false;
 		p->cum = 0;
 		p->next = 0;
-		p->high = 0;
 		p->win = 0;
 		p->rto = P2PKP_RTO_INIT_US;
 		p->rtt_valid = false;
@@ -1836,6 +1865,8 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	}
 	p2pkp_ctx_get(&tx->ctx);
 	ps->tx = tx;
+	ps->tx_size = tx->size;
+	ps->tx_chunk = tx->chunk;
 	WRITE_ONCE(ps->state, P2PKP_SENDING);
 	p2pkp_kick(ps);
 	return 0;
@@ -1925,7 +1956,8 @@ static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 	}
 	n = p2pkp_hdr_fill(ps, pkt, type, flags | P2PKP_F_ECHO, id, cookie,
 			   echo);
-	memcpy(pkt + n, body, blen);
+	if (blen)
+		memcpy(pkt + n, body, blen);
 	p2pkp_xmit(ps, ps->rx.sock, to, tolen, pkt, n + blen, NULL, 0,
 		   MSG_DONTWAIT);
 }
@@ -1949,6 +1981,13 @@ static u64 p2pkp_rx_ack_ivl(const struct p2pkp_rx *rx)
 			    P2PKP_ACK_MAX_US) * NSEC_PER_USEC;
 }
 
+/* Bytes of one ACK: what the sender must have sent for it (credit). */
+static u32 p2pkp_ack_cost(const struct p2pkp_sock *ps)
+{
+	return P2PKP_HLEN + sizeof(struct p2pkp_ack) +
+	       (ps->mac ? P2PKP_MAC_LEN : 0);
+}
+
 static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
 	struct p2pkp_ack a = {
@@ -1956,7 +1995,7 @@ static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		.nbits = cpu_to_be16(P2PKP_WIN),
 		.window = cpu_to_be32(rx->window),
 	};
-	u32 i, cost = P2PKP_HLEN + sizeof(a) + (ps->mac ? P2PKP_MAC_LEN : 0);
+	u32 i, cost = p2pkp_ack_cost(ps);
 
 	rx->last_ack_ns = ktime_get_ns();
 	/* an ACK is larger than a short DATA/END: never amplify */
@@ -2011,12 +2050,58 @@ static void p2pkp_rx_unlink(struct p2pkp_rx *rx)
 	rx->named = false;
 }
 
+/* Link the O_TMPFILE at @d (a negative dentry in the locked directory). */
+static int p2pkp_rx_link(struct p2pkp_rx *rx, struct dentry *d)
+{
+	return vfs_link(rx->file->f_path.dentry, mnt_user_ns(rx->dir.mnt),
+			d_inode(rx->dir.dentry), d, NULL);
+}
+
 /*
- * Give the verified file its name: fsync it (P2PKP_FSYNC), link the
- * O_TMPFILE at a temporary name, rename that over the final name (a
- * symlink there is replaced, never followed), fsync the directory.  The
- * caller's credentials are in force; LSM hooks run (inode_link, and
- * path_rename + inode_rename).
+ * The temporary name of the file (in the locked directory): the named
+ * fallback's, or a new hidden name the O_TMPFILE is linked at.  Returns a
+ * dentry reference, or an ERR_PTR.
+ */
+static struct dentry *p2pkp_rx_tmpname(struct p2pkp_rx *rx, bool *linked)
+{
+	struct dentry *dir = rx->dir.dentry, *tmp;
+	int i, err;
+
+	if (rx->named) {
+		tmp = dget(rx->file->f_path.dentry);
+		if (p2pkp_rx_ours(rx, tmp))
+			return tmp;
+		dput(tmp);
+		return ERR_PTR(-ENOENT);
+	}
+	for (i = 0; i < P2PKP_TMP_TRIES; i++) {
+		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
+			 get_random_u64());
+		tmp = lookup_one(mnt_user_ns(rx->dir.mnt), rx->tmpname, dir,
+				 strlen(rx->tmpname));
+		if (IS_ERR(tmp))
+			return tmp;
+		if (d_really_is_negative(tmp)) {
+			err = p2pkp_rx_link(rx, tmp);
+			if (err) {
+				dput(tmp);
+				return ERR_PTR(err);
+			}
+			*linked = true;
+			return tmp;
+		}
+		dput(tmp);
+	}
+	return ERR_PTR(-EEXIST);
+}
+
+/*
+ * Give the verified file its name: fsync it (P2PKP_FSYNC); a free final
+ * name gets the O_TMPFILE linked at it; an existing file (or symlink,
+ * replaced, never followed) is replaced atomically by a rename from a
+ * hidden temporary name; then the directory is fsynced.  The caller's
+ * credentials are in force; LSM hooks run (inode_link, path_rename and
+ * inode_rename, path_unlink and inode_unlink).
  */
 static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 {
@@ -2025,7 +2110,7 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 	struct inode *dinode = d_inode(dir);
 	bool linked = false;
 	struct file *df;
-	int i, err;
+	int err;
 
 	if (rx->fsync) {
 		err = vfs_fsync(rx->file, 0);
@@ -2036,70 +2121,59 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 	if (err)
 		return err;
 	lock_rename(dir, dir);
-	if (rx->named) {
-		tmp = dget(rx->file->f_path.dentry);
-		if (!p2pkp_rx_ours(rx, tmp))
-			err = -ENOENT;
-	} else {
-		err = -EEXIST;
-		for (i = 0; i < P2PKP_TMP_TRIES && err == -EEXIST; i++) {
-			snprintf(rx->tmpname, sizeof(rx->tmpname),
-				 ".p2pkp-%016llx", get_random_u64());
-			tmp = lookup_one(uns, rx->tmpname, dir,
-					 strlen(rx->tmpname));
-			if (IS_ERR(tmp)) {
-				err = PTR_ERR(tmp);
-				tmp = NULL;
-				break;
-			}
-			if (d_really_is_positive(tmp)) {
-				dput(tmp);
-				tmp = NULL;
-				continue;
-			}
-			err = vfs_link(rx->file->f_path.dentry, uns, dinode,
-				       tmp, NULL);
-			linked = !err;
-		}
+	newd = lookup_one(uns, rx->name, dir, strlen(rx->name));
+	if (IS_ERR(newd)) {
+		err = PTR_ERR(newd);
+		goto unlock;
 	}
+	if (!rx->named && d_really_is_negative(newd)) {
+		err = p2pkp_rx_link(rx, newd);	/* no hidden name at all */
+		goto put;
+	}
+	tmp = p2pkp_rx_tmpname(rx, &linked);
+	if (IS_ERR(tmp)) {
+		err = PTR_ERR(tmp);
+		tmp = NULL;
+		goto put;
+	}
+	err = security_path_rename(&rx->dir, tmp, &rx->dir, newd, 0);
 	if (!err) {
-		newd = lookup_one(uns, rx->name, dir, strlen(rx->name));
-		if (IS_ERR(newd)) {
-			err = PTR_ERR(newd);
-		} else {
-			struct renamedata rd = {
-				.old_mnt_userns = uns,
-				.old_dir = dinode,
-				.old_dentry = tmp,
-				.new_mnt_userns = uns,
-				.new_dir = dinode,
-				.new_dentry = newd,
-			};
+		struct renamedata rd = {
+			.old_mnt_userns = uns,
+			.old_dir = dinode,
+			.old_dentry = tmp,
+			.new_mnt_userns = uns,
+			.new_dir = dinode,
+			.new_dentry = newd,
+		};
 
-			err = security_path_rename(&rx->dir, tmp, &rx->dir,
-						   newd, 0);
-			if (!err)
-				err = vfs_rename(&rd);
-			dput(newd);
-		}
-		if (err && linked && !security_path_unlink(&rx->dir, tmp))
-			vfs_unlink(uns, dinode, tmp, NULL);
+		err = vfs_rename(&rd);
 	}
-	unlock_rename(dir, dir);
+	if (err && linked && !security_path_unlink(&rx->dir, tmp))
+		vfs_unlink(uns, dinode, tmp, NULL);
 	dput(tmp);
+put:
+	dput(newd);
+unlock:
+	unlock_rename(dir, dir);
 	mnt_drop_write(rx->dir.mnt);
 	if (err)
 		return err;
 	rx->named = false;		/* it has its final name now */
-	if (rx->fsync) {
-		df = dentry_open(&rx->dir, O_RDONLY | O_DIRECTORY,
-				 current_cred());
-		if (IS_ERR(df))
-			return PTR_ERR(df);
-		err = vfs_fsync(df, 0);
+	if (!rx->fsync)
+		return 0;
+	/*
+	 * The file has its name: a failing directory fsync cannot undo that
+	 * and does not fail the read(); it is logged.
+	 */
+	df = dentry_open(&rx->dir, O_RDONLY | O_DIRECTORY, current_cred());
+	err = IS_ERR(df) ? PTR_ERR(df) : vfs_fsync(df, 0);
+	if (!IS_ERR(df))
 		fput(df);
-	}
-	return err;
+	if (err)
+		pr_warn_ratelimited("fsync of a destination directory failed: %d\n",
+				    err);
+	return 0;
 }
 
 static void p2pkp_rx_remember(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
@@ -2136,11 +2210,16 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 	};
 	int err;
 
-	sb_start_write(inode->i_sb);
-	inode_lock(inode);
-	err = notify_change(mnt_user_ns(rx->file->f_path.mnt), d, &ia, NULL);
-	inode_unlock(inode);
-	sb_end_write(inode->i_sb);
+	err = vfs_truncate(&rx->file->f_path, 0);
+	if (err == -EACCES || err == -EPERM) {
+		/* mode without write for the owner (umask): as ftruncate() */
+		sb_start_write(inode->i_sb);
+		inode_lock(inode);
+		err = notify_change(mnt_user_ns(rx->file->f_path.mnt), d, &ia,
+				    NULL);
+		inode_unlock(inode);
+		sb_end_write(inode->i_sb);
+	}
 	if (!err)
 		rx->dirty = false;
 	return err;
@@ -2318,6 +2397,7 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	u64 c = p2pkp_cookie(ps, id, from);
 	bool mine = rx && rx->state != RS_IDLE;
 	bool same = mine && p2pkp_addr_eq(from, &rx->from);
+	bool ours = same && id == rx->id;	/* the accepted transfer */
 	bool last = ps->last_valid && id == ps->last_id &&
 		    p2pkp_addr_eq(from, &ps->last_addr);
 	struct p2pkp_start_ack sa = {};
@@ -2333,27 +2413,30 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_SENDER);
 		return false;
 	}
-	if (cookie && cookie != c) {
+	/* the accepted and the last transfer keep their cookie for good */
+	if (cookie && !(ours && cookie == rx->cookie) &&
+	    !(last && cookie == ps->last_cookie) &&
+	    !p2pkp_cookie_ok(ps, id, from, cookie)) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_COOKIE);
 		return false;
 	}
-	if (same && id == rx->id) {
+	if (ours) {
 		/* ours again: our START_ACK was lost, or the transfer ended */
 		if (rx->state == RS_LINGER) {
 			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
-					     id, c, echo, rx->result);
+					     id, rx->cookie, echo, rx->result);
 			return false;
 		}
 		sa.window = cpu_to_be32(rx->window);
 		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK,
-			       cookie ? P2PKP_F_ACCEPTED : 0, id, c, echo,
-			       &sa, sizeof(sa));
+			       cookie ? P2PKP_F_ACCEPTED : 0, id, rx->cookie,
+			       echo, &sa, sizeof(sa));
 		return false;
 	}
 	if (last && (!mine || !same)) {
 		/* the last finished transfer: its DONE was lost */
-		p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE, id, c,
-				     echo, ps->last_status);
+		p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE, id,
+				     ps->last_cookie, echo, ps->last_status);
 		return false;
 	}
 	if (mine && !same) {
@@ -2646,6 +2729,11 @@ static void p2pkp_rx_complete(struct p2pkp_sock *ps)
 	ps->op_fromlen = rx->fromlen;
 	WRITE_ONCE(ps->state, P2PKP_IDLE);
 	p2pkp_op_done(ps, rx->result);
+	/* the linger answers as this caller (LSM hooks, memcg) */
+	p2pkp_ctx_put(&ps->linger_ctx);
+	ps->linger_ctx = rx->ctx;
+	rx->ctx.cred = NULL;
+	rx->ctx.memcg = NULL;
 	p2pkp_rx_free(rx);
 }
 
@@ -2657,7 +2745,7 @@ static void p2pkp_rx_complete(struct p2pkp_sock *ps)
 static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			 u64 *wait, bool *more)
 {
-	u64 timeout_ns = (u64)ps->timeout_ms * NSEC_PER_MSEC;
+	u64 timeout_ns = (u64)READ_ONCE(ps->timeout_ms) * NSEC_PER_MSEC;
 	int budget, fromlen = 0, n;
 	struct sockaddr_storage from;
 	u64 now, end;
@@ -2687,7 +2775,8 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return true;
 	if (rx->state == RS_RECV) {
 		/* queue drained: ACK what is pending, paced */
-		if (rx->unacked && now - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx))
+		if (rx->unacked && rx->credit >= p2pkp_ack_cost(ps) &&
+		    now - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx))
 			p2pkp_rx_send_ack(ps, rx);
 		end = rx->last_rx + timeout_ns;
 		if (now >= end) {
@@ -2695,7 +2784,7 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			*more = true;
 			return false;
 		}
-		if (rx->unacked)
+		if (rx->unacked && rx->credit >= p2pkp_ack_cost(ps))
 			end = min(end, rx->last_ack_ns + p2pkp_rx_ack_ivl(rx));
 		*wait = end - now;
 	} else if (rx->state == RS_LINGER) {
@@ -2710,17 +2799,21 @@ static void p2pkp_rx_work(struct p2pkp_sock *ps)
 {
 	struct p2pkp_rx *rx = ps->rxo;
 	struct p2pkp_ctx_saved saved;
+	struct p2pkp_ctx *ctx;
 	u64 wait = U64_MAX;
 	bool over, more = false;
 
-	if (!rx && ktime_get_ns() >= ps->linger_end)
+	if (!rx && ktime_get_ns() >= ps->linger_end) {
+		p2pkp_ctx_put(&ps->linger_ctx);
 		return;			/* no read(): datagrams wait */
-	if (rx)
-		p2pkp_ctx_enter(&rx->ctx, &saved);
+	}
+	ctx = rx ? &rx->ctx : ps->linger_ctx.cred ? &ps->linger_ctx : NULL;
+	if (ctx)
+		p2pkp_ctx_enter(ctx, &saved);
 	over = p2pkp_rx_run(ps, rx, &wait, &more);
-	if (over && rx->named)
+	if (rx && over && rx->named)
 		p2pkp_rx_unlink(rx);	/* as the caller */
-	if (rx)
+	if (ctx)
 		p2pkp_ctx_exit(&saved);
 	if (over) {
 		p2pkp_rx_complete(ps);
@@ -2747,11 +2840,11 @@ static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 
 	if (!strcmp(base, ".") || !strcmp(base, ".."))
 		return -EINVAL;
-	rx = kzalloc(sizeof(*rx), GFP_KERNEL);
+	rx = kzalloc(sizeof(*rx), GFP_KERNEL_ACCOUNT);
 	if (!rx)
 		return -ENOMEM;
-	rx->name = kstrdup(base, GFP_KERNEL);
-	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL);
+	rx->name = kstrdup(base, GFP_KERNEL_ACCOUNT);
+	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
 	err = -ENOMEM;
 	if (!rx->name || !rx->chunkbuf)
 		goto fail;
@@ -2764,14 +2857,20 @@ static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 	err = path_permission(&rx->dir, MAY_WRITE | MAY_EXEC);
 	if (err)
 		goto fail;
-	/* a directory at the final name would fail the rename at the end */
-	if (!kern_path(path, 0, &final)) {
+	/* what would fail the naming at the end fails now: a directory at
+	 * the final name, a name too long, ...
+	 */
+	err = strlen(rx->name) > NAME_MAX ? -ENAMETOOLONG :
+	      kern_path(path, 0, &final);
+	if (!err) {
 		if (d_is_dir(final.dentry))
 			err = -EISDIR;
 		path_put(&final);
-		if (err)
-			goto fail;
+	} else if (err == -ENOENT) {
+		err = 0;
 	}
+	if (err)
+		goto fail;
 	err = p2pkp_rx_newfile(rx);
 	if (err)
 		goto fail;
@@ -2816,8 +2915,8 @@ static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path)
 		return 0;
 	if (!strcmp(ps->op_path, path))
 		return 1;
-	if (ps->op == OP_RUNNING)
-		return -EBUSY;
+	if (ps->op == OP_RUNNING || atomic_read(&ps->op_waiters))
+		return -EBUSY;		/* running, or its result not taken */
 	p2pkp_op_clear(ps);		/* a result nobody asked for again */
 	return 0;
 }
@@ -2833,16 +2932,29 @@ static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path)
 }
 
 /*
- * Wait (without ps->lock) for operation @seq to end.  A signal, a stop or
- * the freezer returns -ERESTARTSYS at once and the operation goes on: the
- * call is restarted (no handler, SA_RESTART, after a stop or a freeze) or
- * returns EINTR, and the same call repeated finds the operation again.
+ * Wait (called with ps->lock, returns with it unless -EINTR) for operation
+ * @seq to end.  A signal, a stop or the freezer returns -ERESTARTSYS at
+ * once and the operation goes on: the call is restarted (no handler,
+ * SA_RESTART, after a stop or a freeze) or returns EINTR, and the same
+ * call repeated finds the operation again.  Taking the lock back waits for
+ * the engine's round (a file's fsync, at most); only a fatal signal ends
+ * that wait (-EINTR, the process is dying).
  */
 static int p2pkp_op_wait(struct p2pkp_sock *ps, u32 seq)
 {
-	return wait_event_interruptible(*sk_sleep(&ps->sk),
-					READ_ONCE(ps->op_seq) != seq ||
-					READ_ONCE(ps->op) != OP_RUNNING);
+	int err;
+
+	atomic_inc(&ps->op_waiters);
+	mutex_unlock(&ps->lock);
+	err = wait_event_interruptible(*sk_sleep(&ps->sk),
+				       READ_ONCE(ps->op_seq) != seq ||
+				       READ_ONCE(ps->op) != OP_RUNNING);
+	if (mutex_lock_killable(&ps->lock)) {
+		atomic_dec(&ps->op_waiters);
+		return -EINTR;
+	}
+	atomic_dec(&ps->op_waiters);
+	return err;
 }
 
 /* The result of operation @seq (under ps->lock); it is returned once. */
@@ -2869,7 +2981,7 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		return -EOPNOTSUPP;
 	if (!len)
 		return -EINVAL;
-	path = kmalloc(n + 1, GFP_KERNEL);
+	path = kmalloc(n + 1, GFP_KERNEL_ACCOUNT);
 	if (!path)
 		return -ENOMEM;
 	if (copy_from_iter(path, n, &msg->msg_iter) != n) {
@@ -2907,7 +3019,9 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		path_put(&pp);
 		if (err)
 			goto unlock;
-		f = filp_open(path, O_RDONLY | O_LARGEFILE, 0);
+		/* O_NONBLOCK: what was swapped in since cannot block open() */
+		f = filp_open(path, O_RDONLY | O_LARGEFILE | O_NONBLOCK |
+			      O_NOCTTY, 0);
 		if (IS_ERR(f)) {
 			err = PTR_ERR(f);
 			goto unlock;
@@ -2923,15 +3037,11 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		path = NULL;
 	}
 	seq = ps->op_seq;
-	mutex_unlock(&ps->lock);
 	err = p2pkp_op_wait(ps, seq);
-	if (err)
+	if (err == -EINTR)
 		goto out;
-	if (mutex_lock_interruptible(&ps->lock)) {
-		err = -ERESTARTSYS;
-		goto out;
-	}
-	err = p2pkp_op_collect(ps, seq);
+	if (!err || (ps->op_seq == seq && ps->op == OP_DONE))
+		err = p2pkp_op_collect(ps, seq);
 unlock:
 	mutex_unlock(&ps->lock);
 out:
@@ -2976,14 +3086,18 @@ static int p2pkp_rx_interrupted(struct p2pkp_sock *ps, u32 seq)
 {
 	struct p2pkp_rx *rx = ps->rxo;
 
-	if (ps->op_seq != seq || ps->op != OP_RUNNING || !rx)
+	if (ps->op_seq != seq)
+		return -ERESTARTSYS;
+	if (ps->op == OP_DONE)		/* it ended meanwhile */
+		return p2pkp_op_collect(ps, seq);
+	if (ps->op != OP_RUNNING || !rx)
 		return -ERESTARTSYS;
 	if (rx->state == RS_LINGER) {
 		p2pkp_rx_complete(ps);
 		return p2pkp_op_collect(ps, seq);
 	}
-	if (rx->state != RS_IDLE)
-		return -ERESTARTSYS;
+	if (rx->state != RS_IDLE || atomic_read(&ps->op_waiters))
+		return -ERESTARTSYS;	/* going on, or another caller waits */
 	ps->rxo = NULL;
 	WRITE_ONCE(ps->state, P2PKP_IDLE);
 	p2pkp_rx_free(rx);
@@ -3001,7 +3115,7 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 
 	if (flags & MSG_OOB)
 		return -EOPNOTSUPP;
-	path = kmalloc(P2PKP_PATH_MAX + 1, GFP_KERNEL);
+	path = kmalloc(P2PKP_PATH_MAX + 1, GFP_KERNEL_ACCOUNT);
 	if (!path)
 		return -ENOMEM;
 	err = p2pkp_user_path(msg, len, path);
@@ -3026,9 +3140,9 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		path = NULL;
 	}
 	seq = ps->op_seq;
-	mutex_unlock(&ps->lock);
 	err = p2pkp_op_wait(ps, seq);
-	mutex_lock(&ps->lock);
+	if (err == -EINTR)
+		goto out;
 	if (err)
 		err = p2pkp_rx_interrupted(ps, seq);
 	else
@@ -3091,7 +3205,7 @@ static int p2pkp_allow_add(struct p2pkp_sock *ps,
 		return -ENOSPC;
 	if (!ps->allow) {
 		struct p2pkp_allow *a = kcalloc(P2PKP_MAX_PEERS, sizeof(*a),
-						GFP_KERNEL);
+						GFP_KERNEL_ACCOUNT);
 
 		if (!a)
 			return -ENOMEM;
@@ -3146,7 +3260,7 @@ static int p2pkp_connect(struct socket *sock, struct sockaddr *uaddr,
 	if (ps->npeers >= P2PKP_MAX_PEERS)
 		goto unlock;
 	err = -ENOMEM;
-	p = kvzalloc(sizeof(*p), GFP_KERNEL);
+	p = kvzalloc(sizeof(*p), GFP_KERNEL_ACCOUNT);
 	if (!p)
 		goto unlock;
 	p->addr = addr;
@@ -3193,7 +3307,7 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 	if (ps->npeers)
 		goto unlock;
 	err = -ENOMEM;
-	buf = kvmalloc(P2PKP_DGRAM_MAX, GFP_KERNEL);
+	buf = kvmalloc(P2PKP_DGRAM_MAX, GFP_KERNEL_ACCOUNT);
 	if (!buf)
 		goto unlock;
 	rcvbuf = p2pkp_ksock_open(ps, &ps->rx, addr.ss_family, P2PKP_RCVBUF,
@@ -3352,8 +3466,8 @@ static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
 			  P2PKP_PEER_IDLE;
 		r.status = p->status;
 		r.bytes_acked = p->state == PS_IDLE ? 0 :
-				min_t(u64, p->cum * P2PKP_CHUNK_SIZE,
-				      ps->info.size);
+				p->state == PS_DONE ? ps->tx_size :
+				min_t(u64, p->cum * ps->tx_chunk, ps->tx_size);
 		r.datagrams_sent = p->sent;
 		r.datagrams_retransmitted = p->retrans;
 		if (copy_to_user(optval + i * sizeof(r), &r, sizeof(r))) {
@@ -3422,12 +3536,14 @@ static __poll_t p2pkp_poll(struct file *file, struct socket *sock,
 	return EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
 }
 
-/* The engine of @ps stops for good (release): no kick, no timer. */
+/*
+ * The engine of @ps stops for good (release, once no UDP callback can kick
+ * it): a work round sees @dead and neither arms the timer nor kicks.
+ */
 static void p2pkp_stop_engine(struct p2pkp_sock *ps)
 {
 	hrtimer_cancel(&ps->timer);
 	cancel_work_sync(&ps->work);
-	hrtimer_cancel(&ps->timer);
 }
 
 static int p2pkp_release(struct socket *sock)
@@ -3467,18 +3583,25 @@ static int p2pkp_release(struct socket *sock)
 		p2pkp_rx_free(rx);
 	}
 	p2pkp_op_clear(ps);
+	p2pkp_ctx_put(&ps->linger_ctx);
 	mutex_unlock(&ps->lock);
-	p2pkp_stop_engine(ps);
 
 	spin_lock_bh(&pn->lock);
-	hlist_del_init_rcu(&ps->node);
+	list_del_rcu(&ps->node);
 	spin_unlock_bh(&pn->lock);
 
+	/*
+	 * A work round from now on sees @dead and touches nothing.  The UDP
+	 * callbacks are restored first (write_lock_bh waits for one that
+	 * runs), so nothing can queue the work or arm the timer after the
+	 * engine is stopped.
+	 */
 	p2pkp_clear_peers(ps);
 	spin_lock_bh(&ps->cfg_lock);
 	ps->bound = false;
 	spin_unlock_bh(&ps->cfg_lock);
 	p2pkp_ksock_close(&ps->rx);
+	p2pkp_stop_engine(ps);
 	kvfree(ps->rxbuf);
 	ps->rxbuf = NULL;
 	crypto_free_shash(ps->mac);	/* NULL-safe; wipes the key */
@@ -3557,7 +3680,9 @@ static int p2pkp_create(struct net *net, struct socket *sock, int protocol,
 		return -ESOCKTNOSUPPORT;
 	if (protocol != 0)
 		return -EPROTONOSUPPORT;
-	sk = sk_alloc(net, family, GFP_KERNEL, &p2pkp_proto, kern);
+	if (kern)		/* would not hold its network namespace */
+		return -EPERM;
+	sk = sk_alloc(net, family, GFP_KERNEL_ACCOUNT, &p2pkp_proto, kern);
 	if (!sk)
 		return -ENOMEM;
 	sock->ops = &p2pkp_ops;
@@ -3575,7 +3700,8 @@ static int p2pkp_create(struct net *net, struct socket *sock, int protocol,
 	ps->fsync = true;
 
 	spin_lock_bh(&pn->lock);
-	hlist_add_head_rcu(&ps->node, &pn->socks);
+	ps->seqno = ++pn->seqno;
+	list_add_tail_rcu(&ps->node, &pn->socks);
 	spin_unlock_bh(&pn->lock);
 	return 0;
 }
@@ -3590,34 +3716,56 @@ static struct net_proto_family p2pkp_family_ops = {
 
 #define P2PKP_SEQ_TOTAL	((void *)2)
 
-static void *p2pkp_seq_after(struct seq_file *seq, void *v)
+/*
+ * A reader resumes after the last socket it was shown (by creation
+ * order), not at a position: sockets made or closed between two read()
+ * calls make it neither skip nor repeat the others, and the total line
+ * comes once, last.
+ */
+struct p2pkp_iter {
+	struct seq_net_private p;	/* must be first */
+	u64 last;			/* seqno of the last socket shown */
+	bool total;			/* the total line was shown */
+};
+
+static void *p2pkp_seq_from(struct seq_file *seq)
 {
 	struct p2pkp_net *pn = net_generic(seq_file_net(seq), p2pkp_net_id);
-	struct hlist_node *n;
+	struct p2pkp_iter *it = seq->private;
+	struct p2pkp_sock *ps;
 
-	if (v == P2PKP_SEQ_TOTAL)
-		return NULL;
-	n = v == SEQ_START_TOKEN ? rcu_dereference(hlist_first_rcu(&pn->socks)) :
-		rcu_dereference(hlist_next_rcu(&((struct p2pkp_sock *)v)->node));
-	return n ? hlist_entry(n, struct p2pkp_sock, node) : P2PKP_SEQ_TOTAL;
+	list_for_each_entry_rcu(ps, &pn->socks, node)
+		if (ps->seqno > it->last)
+			return ps;
+	return it->total ? NULL : P2PKP_SEQ_TOTAL;
 }
 
 static void *p2pkp_seq_start(struct seq_file *seq, loff_t *pos)
 	__acquires(RCU)
 {
-	void *v = SEQ_START_TOKEN;
-	loff_t i;
+	struct p2pkp_iter *it = seq->private;
 
 	rcu_read_lock();
-	for (i = 0; v && i < *pos; i++)
-		v = p2pkp_seq_after(seq, v);
-	return v;
+	if (!*pos) {
+		it->last = 0;
+		it->total = false;
+		return SEQ_START_TOKEN;
+	}
+	return p2pkp_seq_from(seq);
 }
 
 static void *p2pkp_seq_next(struct seq_file *seq, void *v, loff_t *pos)
 {
+	struct p2pkp_iter *it = seq->private;
+
 	++*pos;
-	return p2pkp_seq_after(seq, v);
+	if (v == P2PKP_SEQ_TOTAL) {
+		it->total = true;
+		return NULL;
+	}
+	if (v != SEQ_START_TOKEN)
+		it->last = ((struct p2pkp_sock *)v)->seqno;
+	return p2pkp_seq_from(seq);
 }
 
 static void p2pkp_seq_stop(struct seq_file *seq, void *v)
@@ -3701,9 +3849,9 @@ static int __net_init p2pkp_net_init(struct net *net)
 	struct p2pkp_net *pn = net_generic(net, p2pkp_net_id);
 
 	spin_lock_init(&pn->lock);
-	INIT_HLIST_HEAD(&pn->socks);
+	INIT_LIST_HEAD(&pn->socks);
 	if (!proc_create_net("p2pkp", 0444, net->proc_net, &p2pkp_seq_ops,
-			     sizeof(struct seq_net_private)))
+			     sizeof(struct p2pkp_iter)))
 		return -ENOMEM;
 	return 0;
 }
@@ -3737,7 +3885,7 @@ static int __init p2pkp_init(void)
 	p2pkp_wq = alloc_workqueue("p2pkp", WQ_UNBOUND | WQ_FREEZABLE, 0);
 	if (!p2pkp_wq)
 		return -ENOMEM;
-	err = proto_register(&p2pkp_proto, 0);
+	err = proto_register(&p2pkp_proto, 1);	/* SLAB_ACCOUNT */
 	if (err)
 		goto free_wq;
 	err = register_pernet_subsys(&p2pkp_net_ops);

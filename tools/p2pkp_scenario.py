@@ -155,8 +155,15 @@ class Scenario:
         return f"/tmp/p2pkp-{safe}"
 
     def setup(self) -> None:
+        # A tmpfs of its own: receivers create their files with O_TMPFILE, which the guests'
+        # /tmp (an overlayfs, without O_TMPFILE before 6.6) lacks; tests of the fallback make
+        # their own overlay directory.
+        d = q(self.dir)
         for vm in self.guests:
-            vm.run(f"rm -rf {q(self.dir)} && mkdir -p {q(self.dir)} && chmod 1777 {q(self.dir)}")
+            vm.run(
+                f"umount -l {d} 2>/dev/null; rm -rf {d} && mkdir -p {d} && "
+                f"mount -t tmpfs -o mode=1777 p2pkp-scn {d}"
+            )
 
     def teardown(self) -> None:
         errors: list[str] = []
@@ -167,9 +174,9 @@ class Scenario:
                 errors.append(f"{vm.name}: kill: {exc}")
         for vm in self.guests:
             try:
-                vm.run(f"rm -rf {q(self.dir)}", timeout=60.0)
+                vm.run(f"umount -l {q(self.dir)}; rm -rf {q(self.dir)}", timeout=60.0)
             except Exception as exc:
-                errors.append(f"{vm.name}: rm -rf {self.dir}: {exc}")
+                errors.append(f"{vm.name}: umount, rm -rf {self.dir}: {exc}")
         self.jobs.clear()
         if errors:
             raise AssertionError("scenario cleanup failed:\n" + "\n".join(errors))

@@ -16,9 +16,11 @@ from p2pkp_scenario import (
     listing,
     next_port,
     op,
+    op_lines,
     op_result,
     parse_peer_results,
     parse_received,
+    proc_total,
     q,
     rate_limited,
     send,
@@ -116,28 +118,74 @@ def test_nobody_cannot_store_into_root(scn: Scenario, cluster: ClusterView) -> N
         rx.run("umount /root")
 
 
-def test_sender_eintr_aborts_transfer(scn: Scenario, cluster: ClusterView) -> None:
-    """A signal interrupts write() with EINTR; the receiver discards the partial file."""
+def receiving(vm: Guest, port: int) -> str:
+    """A shell condition: vm's receiver on `port` has accepted a transfer and stored data."""
+    return (
+        f"grep -qE '^sock .*role=receiver state=receiving local=\\S+:{port} .*"
+        "bytes_received=[1-9]' /proc/net/p2pkp"
+    )
+
+
+def test_sender_eintr_transfer_goes_on(scn: Scenario, cluster: ClusterView) -> None:
+    """A signal (handler without SA_RESTART) makes write() return EINTR, but the transfer goes
+    on: the receiver gets the file, and write() repeated with the same path returns the result
+    of that same transfer instead of sending it again (docs/protocol.md section 1)."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    src, digest = scn.make_file(tx, "big", 8 * MiB)
+    port = next_port()
+    dst = scn.path("dst")
+    job = scn.receiver(rx, dst, port, count=1)
+    before = proc_total(tx)
+    with rate_limited(tx, RATE_MBIT):
+        # alarm:0 installs the SIGALRM handler (no SA_RESTART) without arming a timer.
+        ops = [
+            "pid",
+            "socket",
+            f"connect:{rx.ipv4}:{port}",
+            "alarm:0",
+            "echo:go",
+            f"write:{src}",
+            f"write:{src}",
+        ]
+        sender = scn.op_job(tx, ops, "go")
+        pid = int(op_result(sender.output(), "pid"))
+        rx.wait_for(receiving(rx, port), timeout=60.0, interval=0.1)
+        tx.run(f"kill -ALRM {pid}")
+        out = sender.wait(timeout=120.0).output
+    writes = [line for line in op_lines(out) if line.startswith("write ")]
+    assert writes == [f"write {src} = -1 EINTR", f"write {src} = {len(src)}"], out
+    res = job.wait(timeout=60.0)
+    assert parse_received(res.output) == [(dst, 8 * MiB)], res.output
+    assert sha256(rx, dst, 8 * MiB) == digest
+    after = proc_total(tx)
+    assert after["files_sent"] - before["files_sent"] == 1, (
+        f"{tx.name}: the repeated write sent the file again: {before} -> {after}"
+    )
+
+
+def test_sender_close_mid_transfer_aborts(scn: Scenario, cluster: ClusterView) -> None:
+    """close() during a transfer cancels it: ABORT to the receiver, which keeps nothing and
+    goes on receiving (its next file is the first it stores)."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     src, _ = scn.make_file(tx, "big", 8 * MiB)
     small, small_digest = scn.make_file(tx, "small", 5000)
     port = next_port()
     inbox = scn.path("in")
     rx.run(f"mkdir {inbox}")
-    job = scn.receiver(rx, inbox, port, count=1, timeout_ms=1000)
+    job = scn.receiver(rx, inbox, port, count=1, timeout_ms=60000)
     with rate_limited(tx, RATE_MBIT):
-        # alarm:0 installs the SIGALRM handler (no SA_RESTART) without arming a timer.
         ops = ["pid", "socket", f"connect:{rx.ipv4}:{port}", "alarm:0", "echo:go", f"write:{src}"]
-        sender = scn.op_job(tx, ops, "go")
+        sender = scn.op_job(tx, [*ops, "close"], "go")
         pid = int(op_result(sender.output(), "pid"))
-        # Signal the sender once the receiver has its temporary file: mid-transfer.
-        rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
+        rx.wait_for(receiving(rx, port), timeout=60.0, interval=0.1)
         tx.run(f"kill -ALRM {pid}")
         out = sender.wait(timeout=60.0).output
     assert op_result(out, f"write {src}") == "-1 EINTR", out
-    # The receiver must drop the aborted transfer: no file, no temporary left.
-    rx.wait_for(f'test -z "$(ls -A {q(inbox)})"', timeout=30.0)
-    # ... and go on receiving: the next file is its first.
+    rx.wait_for(
+        "grep -qE '^sock .*role=receiver state=waiting.* xfers_aborted=1( |$)' /proc/net/p2pkp",
+        timeout=30.0,
+    )
+    assert listing(rx, inbox) == [], f"{rx.name}: left behind in {inbox}"
     send(tx, [(rx, port)], [small], timeout=60.0)
     res = job.wait(timeout=60.0)
     assert parse_received(res.output) == [(f"{inbox}/file-0001", 5000)], res.output
@@ -242,38 +290,58 @@ def test_read_eintr_leaves_nothing(scn: Scenario, cluster: ClusterView) -> None:
     assert listing(rx, scn.dir) == []
 
 
-def test_read_eintr_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterView) -> None:
-    """A signal during a transfer aborts read() with EINTR; no partial or temporary file stays."""
+def test_read_eintr_mid_transfer_goes_on(scn: Scenario, cluster: ClusterView) -> None:
+    """A signal during a transfer makes read() return EINTR but the transfer goes on: nothing
+    shows under the final name until it is verified, read() repeated with the same path
+    returns the size, the file is bit-exact and the sender succeeds."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    src, digest = scn.make_file(tx, "big", 8 * MiB)
+    port = next_port()
+    dst = scn.path("dst")
+    ops = ["pid", "socket", f"bind:0.0.0.0:{port}", "alarm:0", "echo:bound", f"read:{dst}"]
+    job = scn.op_job(rx, [*ops, f"read:{dst}"], "bound")
+    pid = int(op_result(job.output(), "pid"))
+    with rate_limited(tx, RATE_MBIT):
+        sender = scn.spawn(tx, f"{OP} socket connect:{rx.ipv4}:{port} " + q("write:" + src))
+        rx.wait_for(receiving(rx, port), timeout=60.0, interval=0.1)
+        partial = listing(rx, scn.dir)
+        rx.run(f"kill -ALRM {pid}")
+        sent = sender.wait(timeout=120.0)
+    out = job.wait(timeout=60.0).output
+    reads = [line for line in op_lines(out) if line.startswith("read ")]
+    assert reads == [f"read {dst} = -1 EINTR", f"read {dst} = {8 * MiB}"], out
+    assert op_result(sent.output, f"write {src}") == str(len(src)), sent.output
+    assert partial == [], f"{rx.name}: visible mid-transfer: {partial}"
+    assert sha256(rx, dst, 8 * MiB) == digest
+
+
+def test_read_close_mid_transfer_leaves_nothing(scn: Scenario, cluster: ClusterView) -> None:
+    """close() of the receiver during a transfer: ABORT fails the sender's peer with
+    ECONNRESET, and nothing is left in the directory (the file never had a name)."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     src, _ = scn.make_file(tx, "big", 8 * MiB)
     port = next_port()
     inbox = scn.path("in")
     dst = f"{inbox}/dst"
     rx.run(f"mkdir {inbox}")
-    # The socket stays open after the read (sleep), so the sender hears the receiver's ABORT
-    # rather than an ICMP port unreachable for a closed port.
     ops = ["pid", "socket", f"bind:0.0.0.0:{port}", "alarm:0", "echo:bound", f"read:{dst}"]
-    job = scn.op_job(rx, [*ops, "sleep:30000"], "bound")
+    job = scn.op_job(rx, [*ops, "close", "echo:closed", "sleep:30000"], "bound")
     pid = int(op_result(job.output(), "pid"))
     with rate_limited(tx, RATE_MBIT):
         sender = scn.spawn(
             tx,
-            f"{OP} socket setsockopt:peer_timeout:2000 connect:{rx.ipv4}:{port} "
+            f"{OP} socket setsockopt:peer_timeout:5000 connect:{rx.ipv4}:{port} "
             + q("write:" + src),
         )
-        # Signal the receiver once the transfer has begun: its temporary file exists.
-        rx.wait_for(f'test -n "$(ls -A {q(inbox)})"', timeout=60.0, interval=0.1)
-        partial = rx.run(f"ls -A {q(inbox)}").output.split()
+        rx.wait_for(receiving(rx, port), timeout=60.0, interval=0.1)
         rx.run(f"kill -ALRM {pid}")
-        wait_output(job, r"^read .* = ", 60.0, f"{rx.name}: p2pkp-op read")
+        wait_output(job, r"^closed", 60.0, f"{rx.name}: p2pkp-op close")
         sent = sender.wait(timeout=120.0)
-    res_output = job.output()
-    assert op_result(res_output, f"read {dst}") == "-1 EINTR", res_output
-    # The receiver's ABORT fails the sender's peer with ECONNRESET (docs/protocol.md).
+    assert op_result(job.output(), f"read {dst}") == "-1 EINTR", job.output()
+    # The receiver's ABORT fails the sender's peer with ECONNRESET (docs/protocol.md 1.2).
     assert op_result(sent.output, f"write {src}") == "-1 ECONNRESET", (
         f"{tx.name}: the sender did not see the receiver's abort:\n{sent.output}"
     )
-    assert "dst" not in partial, f"{rx.name}: the final name showed mid-transfer: {partial}"
     assert listing(rx, inbox) == [], f"{rx.name}: left behind in {inbox}"
 
 
@@ -287,7 +355,9 @@ def test_receiver_and_option_errors(scn: Scenario, cluster: ClusterView) -> None
         f"bind:0.0.0.0:{port}",
         "read:relative",
         f"read:{scn.dir}/",  # a directory, not a file name
-        f"connect:{peer.ipv4}:{port}",  # a receiver cannot add peers
+        f"connect:{peer.ipv4}:{port}",  # a receiver: an allowed sender, not a peer
+        f"connect:{peer.ipv4}:{port}",  # ... once
+        f"connect:{peer.ipv4}:0",  # any port of that address
         "socket",
         f"connect:{peer.ipv4}:{port}",
         f"bind:0.0.0.0:{next_port()}",  # a sender cannot bind
@@ -299,14 +369,16 @@ def test_receiver_and_option_errors(scn: Scenario, cluster: ClusterView) -> None
     ]
     out = op(vm, ops)
     lines = [line for line in out.splitlines() if " = " in line]
-    assert all(re.fullmatch(r"socket = \d+", line) for line in (lines[0], lines[6])), out
-    got = [line.split(" = ", 1)[1] for i, line in enumerate(lines) if i not in (0, 6)]
+    assert all(re.fullmatch(r"socket = \d+", line) for line in (lines[0], lines[8])), out
+    got = [line.split(" = ", 1)[1] for i, line in enumerate(lines) if i not in (0, 8)]
     assert got == [
         "-1 EDESTADDRREQ",
         "0",
         "-1 EINVAL",
         "-1 EINVAL",
-        "-1 EISCONN",
+        "0",
+        "-1 EEXIST",
+        "0",
         "0",
         "-1 EISCONN",
         "-1 EINVAL",
@@ -340,6 +412,15 @@ def test_socket_call_errors(scn: Scenario, cluster: ClusterView) -> None:
         ("setsockopt-raw:300:99:00000000", "-1 ENOPROTOOPT"),  # unknown option
         ("setsockopt-raw:300:1:0000", "-1 EINVAL"),  # optlen < 4
         ("getsockopt-raw:300:3:8", "-1 EINVAL"),  # short P2PKP_LAST_TRANSFER buffer
+        # P2PKP_RATE above P2PKP_RATE_MAX (2^40 + 1, little endian); at the maximum: fine
+        ("setsockopt-raw:300:4:0100000000010000", "-1 EINVAL"),
+        ("setsockopt-raw:300:4:0000000000010000", "0"),
+        ("setsockopt-raw:300:5:" + "00" * 16, "-1 EINVAL"),  # P2PKP_KEY of 16 bytes
+        ("setsockopt-raw:300:5:" + "ab" * 32, "0"),  # a 32-byte key
+        ("getsockopt-raw:300:5:32", "-1 EPERM"),  # never readable
+        ("setsockopt-raw:300:5:", "0"),  # optlen 0: no key
+        ("setsockopt-raw:300:6:00", "-1 EINVAL"),  # P2PKP_FSYNC optlen < 4
+        ("getsockopt-raw:300:6:4", "0 optlen=4 data=01000000"),  # P2PKP_FSYNC is 1
         ("socket", None),
         (f"bind:0.0.0.0:{port}", "0"),
         (f"read:{subdir}", "-1 EISDIR"),  # the final name is a directory
