@@ -59,9 +59,9 @@
 #include <crypto/sha2.h>
 #include <crypto/hash.h>
 #include <crypto/algapi.h>
-#include <asm/unaligned.h>
 
 #include "p2pkp.h"
+#include "p2pkp_compat.h"
 
 /* ---- wire format (all integers big-endian), docs/protocol.md section 2 */
 
@@ -2041,7 +2041,7 @@ static void p2pkp_rx_unlink(struct p2pkp_rx *rx)
 		inode_lock_nested(d_inode(dir), I_MUTEX_PARENT);
 		if (p2pkp_rx_ours(rx, d) &&
 		    !security_path_unlink(&rx->dir, d))
-			vfs_unlink(mnt_user_ns(rx->dir.mnt), d_inode(dir), d,
+			vfs_unlink(p2pkp_idmap(rx->dir.mnt), d_inode(dir), d,
 				   NULL);
 		inode_unlock(d_inode(dir));
 		mnt_drop_write(rx->dir.mnt);
@@ -2053,7 +2053,7 @@ static void p2pkp_rx_unlink(struct p2pkp_rx *rx)
 /* Link the O_TMPFILE at @d (a negative dentry in the locked directory). */
 static int p2pkp_rx_link(struct p2pkp_rx *rx, struct dentry *d)
 {
-	return vfs_link(rx->file->f_path.dentry, mnt_user_ns(rx->dir.mnt),
+	return vfs_link(rx->file->f_path.dentry, p2pkp_idmap(rx->dir.mnt),
 			d_inode(rx->dir.dentry), d, NULL);
 }
 
@@ -2077,7 +2077,7 @@ static struct dentry *p2pkp_rx_tmpname(struct p2pkp_rx *rx, bool *linked)
 	for (i = 0; i < P2PKP_TMP_TRIES; i++) {
 		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
 			 get_random_u64());
-		tmp = lookup_one(mnt_user_ns(rx->dir.mnt), rx->tmpname, dir,
+		tmp = lookup_one(p2pkp_idmap(rx->dir.mnt), rx->tmpname, dir,
 				 strlen(rx->tmpname));
 		if (IS_ERR(tmp))
 			return tmp;
@@ -2106,7 +2106,7 @@ static struct dentry *p2pkp_rx_tmpname(struct p2pkp_rx *rx, bool *linked)
 static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 {
 	struct dentry *dir = rx->dir.dentry, *tmp = NULL, *newd;
-	struct user_namespace *uns = mnt_user_ns(rx->dir.mnt);
+	p2pkp_idmap_t *idmap = p2pkp_idmap(rx->dir.mnt);
 	struct inode *dinode = d_inode(dir);
 	bool linked = false;
 	struct file *df;
@@ -2121,7 +2121,7 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 	if (err)
 		return err;
 	lock_rename(dir, dir);
-	newd = lookup_one(uns, rx->name, dir, strlen(rx->name));
+	newd = lookup_one(idmap, rx->name, dir, strlen(rx->name));
 	if (IS_ERR(newd)) {
 		err = PTR_ERR(newd);
 		goto unlock;
@@ -2137,20 +2137,10 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 		goto put;
 	}
 	err = security_path_rename(&rx->dir, tmp, &rx->dir, newd, 0);
-	if (!err) {
-		struct renamedata rd = {
-			.old_mnt_userns = uns,
-			.old_dir = dinode,
-			.old_dentry = tmp,
-			.new_mnt_userns = uns,
-			.new_dir = dinode,
-			.new_dentry = newd,
-		};
-
-		err = vfs_rename(&rd);
-	}
+	if (!err)
+		err = p2pkp_vfs_rename(idmap, dinode, tmp, newd);
 	if (err && linked && !security_path_unlink(&rx->dir, tmp))
-		vfs_unlink(uns, dinode, tmp, NULL);
+		vfs_unlink(idmap, dinode, tmp, NULL);
 	dput(tmp);
 put:
 	dput(newd);
@@ -2215,7 +2205,7 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 		/* mode without write for the owner (umask): as ftruncate() */
 		sb_start_write(inode->i_sb);
 		inode_lock(inode);
-		err = notify_change(mnt_user_ns(rx->file->f_path.mnt), d, &ia,
+		err = notify_change(p2pkp_idmap(rx->file->f_path.mnt), d, &ia,
 				    NULL);
 		inode_unlock(inode);
 		sb_end_write(inode->i_sb);
@@ -3059,8 +3049,8 @@ static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 	if (iter_is_ubuf(it)) {
 		up = it->ubuf;
 	} else if (iter_is_iovec(it) && it->nr_segs) {
-		up = it->iov->iov_base;
-		len = min_t(size_t, len, it->iov->iov_len);
+		up = p2pkp_iter_iov(it)->iov_base;
+		len = min_t(size_t, len, p2pkp_iter_iov(it)->iov_len);
 	} else {
 		return -EINVAL;
 	}
@@ -3635,7 +3625,7 @@ static struct proto_ops p2pkp_ops __ro_after_init = {
 	.sendmsg	= p2pkp_sendmsg,
 	.recvmsg	= p2pkp_recvmsg,
 	.mmap		= sock_no_mmap,
-	.sendpage	= sock_no_sendpage,
+	P2PKP_OPS_SENDPAGE
 };
 
 static struct proto p2pkp_proto = {
