@@ -250,7 +250,7 @@ def proc_total(vm: Guest) -> dict[str, int]:
 
 def listing(vm: Guest, directory: str) -> list[str]:
     """Names in a directory (ls -A), sorted."""
-    out = vm.run(f"ls -A {q(directory)}").output
+    out = vm.run(f"ls -A1 {q(directory)}").output
     return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
