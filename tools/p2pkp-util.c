@@ -203,3 +203,39 @@ int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog)
 	}
 	return 0;
 }
+
+void p2pkp_json_str(FILE *f, const char *s)
+{
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch == '\n')
+			fputs("\\n", f);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+void p2pkp_json_error(const char *call, const char *arg, int err)
+{
+	fputs("{\"event\":\"error\",\"call\":", stdout);
+	p2pkp_json_str(stdout, call);
+	fputs(",\"arg\":", stdout);
+	p2pkp_json_str(stdout, arg);
+	fputs(",\"errno\":", stdout);
+	p2pkp_json_str(stdout, p2pkp_errname(err));
+	fputs(",\"message\":", stdout);
+	p2pkp_json_str(stdout, strerror(err));
+	fputs("}\n", stdout);
+	fflush(stdout);
+}

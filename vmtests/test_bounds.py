@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from p2pkp_scenario import WIRE, Guest, Scenario, listing, next_port, proc_total, q
-from p2pkpvm.cluster import ClusterView
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import WIRE, Guest, Scenario, listing, next_port, proc_total, q
 
 FLOOD = 20000  # STARTs of new transfers in the flood test
 FLOOD_PORTS = 200  # distinct source ports

@@ -15,7 +15,9 @@ import re
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario import toolout
+from p2pkpvm.scenario.scenario import (
     SEND,
     TOOLS,
     WIRE,
@@ -25,13 +27,13 @@ from p2pkp_scenario import (
     listing,
     module_ko,
     next_port,
+    parse_received,
     proc_total,
     q,
     rate_limited,
     sha256,
     transfer_deadline,
 )
-from p2pkpvm.cluster import ClusterView
 
 SYS = str(TOOLS / "p2pkp-fuzz-sys")
 # Receiver peer timeout during the wire campaigns: fake transfers left by the random phase
@@ -92,7 +94,7 @@ def wire_campaign(scn: Scenario, vm: Guest, per_phase: int, s: int) -> None:
         )
         assert sent.rc == 0, f"seed {s}: valid transfer after fuzzing failed:\n{sent.output}"
         got = job.wait(timeout=60.0)
-        assert got.rc == 0 and f"received {out} {MiB} bytes" in got.output, got.output
+        assert got.rc == 0 and parse_received(got.output) == [(out, MiB)], got.output
         assert sha256(vm, out, MiB) == digest, f"seed {s}: received file differs"
         assert listing(vm, scn.dir) == ["out"], f"seed {s}: leftovers in {scn.dir}"
     finally:
@@ -146,7 +148,8 @@ def test_wire_bad_digest_leaves_nothing(scn: Scenario, cluster: ClusterView) -> 
     )
     assert res.rc == 0, f"seed {s}: {res.output}"
     got = job.wait(timeout=60.0)
-    assert got.rc == 1 and re.search(r"read \S+: EBADMSG", got.output), got.output
+    errs = [(e.call, e.errno) for e in toolout.errors(got.output)]
+    assert got.rc == 1 and errs == [("read", "EBADMSG")], got.output
     assert listing(vm, scn.dir) == [], f"seed {s}: files left after EBADMSG"
 
 
@@ -200,7 +203,7 @@ def sys_campaign(vm: Guest, sequences: int, s: int, peers: str) -> None:
     vm.run(f"echo 0 > {counter}")
     rmmod = vm.spawn(
         f"n=0; while :; do if rmmod p2pkp 2>/dev/null; then n=$((n+1)); echo $n > {counter}; "
-        f"insmod {module_ko()}; fi; sleep 0.02; done"
+        f"insmod {module_ko(vm)}; fi; sleep 0.02; done"
     )
     try:
         res = vm.run(
@@ -217,9 +220,9 @@ def sys_campaign(vm: Guest, sequences: int, s: int, peers: str) -> None:
     assert res.rc == 0 and f"sequences={sequences}" in res.output, (
         f"{vm.name}: syscall fuzzer failed (seed {s}, rc {res.rc}):\n{res.output[-3000:]}"
     )
-    vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {module_ko()}")
+    vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {module_ko(vm)}")
     vm.wait_for("rmmod p2pkp", timeout=30.0)
-    vm.run(f"insmod {module_ko()}")
+    vm.run(f"insmod {module_ko(vm)}")
 
 
 @pytest.mark.topology("pair")

@@ -11,11 +11,11 @@ import time
 
 import pytest
 
-from p2pkpvm.cluster import ClusterView, default_module
+from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.errors import CommandTimeout, GuestDied
-from p2pkpvm.netns import list_namespaces
-from p2pkpvm.pin import project_root
-from p2pkpvm.session import leftovers
+from p2pkpvm.net.netns import list_namespaces
+from p2pkpvm.paths import project_root
+from p2pkpvm.plugin.session import leftovers
 
 pytestmark = pytest.mark.topology("quad")
 PANIC_DEADLINE_S = 60.0
@@ -39,7 +39,7 @@ def test_every_guest_reaches_every_other(cluster: ClusterView) -> None:
 
 
 def test_module_loads_and_unloads_in_every_guest(cluster: ClusterView) -> None:
-    module = default_module()
+    module = cluster.vms[0].module
     assert module.exists(), f"{module} is not built: run `make`"
     for vm in cluster.vms:
         vm.run("! grep -q '^p2pkp ' /proc/modules || rmmod p2pkp", timeout=60)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import (
     AS_NOBODY,
     WIRE,
     Guest,
@@ -26,7 +27,6 @@ from p2pkp_scenario import (
     send,
     sha256,
 )
-from p2pkpvm.cluster import ClusterView
 
 VICTIM_TEXT = "root-owned victim: must stay as it is"
 

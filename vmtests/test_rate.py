@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import (
     SEND,
     MiB,
     Scenario,
@@ -24,7 +25,6 @@ from p2pkp_scenario import (
     sha256,
     transfer_deadline,
 )
-from p2pkpvm.cluster import ClusterView
 
 pytestmark = pytest.mark.topology("pair")
 
