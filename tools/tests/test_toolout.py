@@ -56,6 +56,8 @@ def test_real_p2pkp_op_output_reads_as_calls() -> None:
     assert op_result(out, "socket") == "-1 EAFNOSUPPORT"
     assert t.call("connect 10.0.0.2:7").result == "-1 EBADF"
     assert "connect 10.0.0.2:7 = -1 EBADF\n" in t
+    # read again (a helper given a Transcript): the same calls, not a re-parse of the text
+    assert toolout.Transcript(t).calls == t.calls and op_result(t, "socket") == "-1 EAFNOSUPPORT"
 
 
 def test_peer_results_of_p2pkp_op() -> None:

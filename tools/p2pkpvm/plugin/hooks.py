@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -190,11 +190,27 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
     mgr.mark(view)
     request.node.stash[VIEW_KEY] = view
     yield view
-    # Crashes during teardown of the test's own fixtures are reported as a teardown error.
-    checks = mgr.collect(view)
+    # Crashes during teardown of the test's own fixtures are reported as a teardown error
+    # (on the test's current view: heal() may have replaced guests).
+    checks = mgr.collect(request.node.stash[VIEW_KEY])
     fresh = mgr.new_findings(checks)
     if fresh and request.node.get_closest_marker("expect_crash") is None:
         raise CrashDetected(crash_message(fresh))
+
+
+@pytest.fixture
+def heal(request: pytest.FixtureRequest, cluster: ClusterView) -> Callable[[], ClusterView]:
+    """heal() replaces the test's dead guests now (not before the next test) and returns the
+    healthy view, whose dmesg is marked afresh."""
+
+    def again() -> ClusterView:
+        mgr = request.config.stash[MANAGER_KEY]
+        view = mgr.view(_topology(request.node))
+        mgr.mark(view)
+        request.node.stash[VIEW_KEY] = view
+        return view
+
+    return again
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -41,6 +41,7 @@ class ClusterManager:
     boot_error: str | None = None
     kernel: KernelChoice = field(default_factory=stock)
     attached: bool = False  # the cluster belongs to a `vm-up` process: never closed here
+    accel_used: str = ""  # what the clusters of this session ran on (kvm or tcg)
 
     def _new_cluster(self, topology: Topology) -> Cluster:
         return Cluster(
@@ -79,6 +80,7 @@ class ClusterManager:
             self.cluster = cluster
             self.boots += 1
             self.boot_seconds += [(vm.name, vm.boot_seconds or 0.0) for vm in cluster.vms]
+        self.accel_used = self.cluster.accel
         view = ClusterView(self.cluster, topology)
         for vm in view.vms:
             self._ensure_healthy(vm)
@@ -86,6 +88,8 @@ class ClusterManager:
 
     def _ensure_healthy(self, vm: VM) -> None:
         assert self.cluster is not None
+        if not vm.alive and vm.dead_reason is not None:
+            self._crashed.discard(vm.name)  # replaced below, whatever killed it
         if vm.name in self._crashed:
             self._crashed.discard(vm.name)
             log.warning("%s had a kernel crash signature: replacing it", vm.name)
@@ -113,14 +117,15 @@ class ClusterManager:
             raise
 
     def mark(self, view: ClusterView) -> None:
+        """A fresh dmesg mark in every guest of the view, all at once."""
+        run_parallel(lambda vm: vm.mark_dmesg(), "dmesg mark", view.vms)
         for vm in view.vms:
-            vm.mark_dmesg()
             self._reported[vm.name] = 0
 
     def collect(self, view: ClusterView) -> list[DmesgCheck]:
         """Each guest's kernel log since mark() and the crash signatures in it."""
-        out = []
-        for vm in view.vms:
+
+        def check(vm: VM) -> DmesgCheck:
             died = not vm.alive
             text = ""
             if not died:
@@ -130,8 +135,9 @@ class ClusterManager:
                     died = True
             if died:
                 text = vm.kernel_log()  # host-side copy of the console, survives the guest
-            out.append(DmesgCheck(vm.name, text, crash.scan(text), died))
-        return out
+            return DmesgCheck(vm.name, text, crash.scan(text), died)
+
+        return run_parallel(check, "dmesg check", view.vms)
 
     def new_findings(self, checks: list[DmesgCheck]) -> list[DmesgCheck]:
         """Checks with findings not reported yet for this test (call vs teardown)."""

@@ -26,8 +26,7 @@ class RunSummary:
         self.vm_tests, self.tests = vm_tests, tests
 
     def render(self, mgr: ClusterManager) -> str:
-        cluster = mgr.cluster
-        accel = getattr(cluster, "accel", "") or (mgr.accel or "?")
+        accel = mgr.accel_used or mgr.accel or "?"
         boots = [s for _, s in mgr.boot_seconds]
         lines = [
             f"[p2pkp] accel: {accel}, kernel: {mgr.kernel.name} ({mgr.kernel.image.name})"

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from p2pkpvm import paths
+from p2pkpvm.cluster.cluster import run_parallel
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.net import netem
 from p2pkpvm.scenario import toolout
@@ -183,21 +184,32 @@ class Scenario:
         return f"/tmp/p2pkp-{safe}"
 
     def setup(self) -> None:
-        for vm in self.guests:
-            vm.run(f"rm -rf {q(self.dir)} && mkdir -p {q(self.dir)} && chmod 1777 {q(self.dir)}")
+        d = q(self.dir)
+        run_parallel(
+            lambda vm: vm.run(f"rm -rf {d} && mkdir -p {d} && chmod 1777 {d}"),
+            "scenario setup",
+            self.guests,
+        )
 
     def teardown(self) -> None:
+        """Kill the test's jobs and remove its directory, every guest at once; every guest is
+        cleaned even when one fails."""
         errors: list[str] = []
-        for vm, job in self.jobs:
-            try:
-                job.kill()
-            except Exception as exc:  # cleanup must reach every guest
-                errors.append(f"{vm.name}: kill: {exc}")
-        for vm in self.guests:
+
+        def clean(vm: Guest) -> None:
+            for owner, job in self.jobs:
+                if owner is vm:
+                    try:
+                        job.kill()
+                    except Exception as exc:  # cleanup must reach every job and guest
+                        errors.append(f"{vm.name}: kill: {exc}")
             try:
                 vm.run(f"rm -rf {q(self.dir)}", timeout=60.0)
             except Exception as exc:
                 errors.append(f"{vm.name}: rm -rf {self.dir}: {exc}")
+
+        others = [vm for vm, _ in self.jobs if all(vm is not g for g in self.guests)]
+        run_parallel(clean, "scenario teardown", [*self.guests, *others])
         self.jobs.clear()
         if errors:
             raise AssertionError("scenario cleanup failed:\n" + "\n".join(errors))

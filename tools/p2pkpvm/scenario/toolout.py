@@ -180,11 +180,15 @@ class Transcript(str):
     """p2pkp-op --json output read into calls; as a str, one text line per call."""
 
     calls: list[OpCall]
+    raw: str  # what p2pkp-op printed
 
     def __new__(cls, raw: str) -> Transcript:
+        if isinstance(raw, Transcript):
+            return raw  # already read: its text is the rendering, not the JSON
         calls = op_calls(raw)
         self = super().__new__(cls, "".join(c.line + "\n" for c in calls))
         self.calls = calls
+        self.raw = raw
         return self
 
     def call(self, what: str) -> OpCall:
@@ -192,4 +196,4 @@ class Transcript(str):
         for c in self.calls:
             if c.what == what:
                 return c
-        raise AssertionError(f"p2pkp-op output has no call {what!r}:\n{self}")
+        raise AssertionError(f"p2pkp-op output has no call {what!r}:\n{self.raw}")
