@@ -1,6 +1,6 @@
 """Bad networks (issue 4), fast suite: vm1 sends to vm2, vm3, vm4 over impaired links.
 
-The impairment is netem inside each *receiver*, on both directions of its link (p2pkpvm.netem):
+The impairment is netem inside each *receiver*, on both directions of its link (p2pkpvm.net.netem):
 data to it and its ACKs cross one impaired hop each; the sender's own link is clean.  Reduced
 matrix: 1 transfer of 2 MiB per link (the 20 x 8 MiB campaign and IPv6 single peer under loss
 are in test_badnet_long.py; a clean IPv6 single peer is test_transfer.py's).  Each

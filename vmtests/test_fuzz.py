@@ -1,4 +1,4 @@
-"""Hostile input: the wire fuzzer (tools/p2pkp-fuzz-wire) and the syscall fuzzer
+"""Hostile input: the wire fuzzer (tools/p2pkp_guest/p2pkp-fuzz-wire) and the syscall fuzzer
 (tools/p2pkp-fuzz-sys) against the module in a guest.
 
 Seeds: P2PKP_FUZZ_SEED (decimal) fixes the seed of every campaign; otherwise a random one is

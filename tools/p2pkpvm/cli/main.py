@@ -7,6 +7,7 @@ report, e.g. a console tail, goes to out/last-error.txt), never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import shlex
@@ -54,7 +55,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     with --serve answer `pytest --attach` on a unix socket until `down`."""
     t0 = time.monotonic()
     topo = _topology(args)
-    with Cluster(topo, accel=args.accel, kernel=select(args.kernel)) as cluster:
+    kernel = select(args.kernel)
+    if args.append:
+        kernel = dataclasses.replace(kernel, append=(*kernel.append, *args.append))
+    with Cluster(topo, accel=args.accel, kernel=kernel) as cluster:
         if args.module:
             cluster.load_module()
         server = ClusterServer(cluster, args.socket, topology_dict(topo)) if args.serve else None
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--serve", action="store_true", help="serve `pytest --attach` until `down` or a signal"
     )
     s.add_argument("--socket", type=Path, default=default_socket(), help="unix socket to serve")
+    s.add_argument(
+        "--append", action="append", default=[], help="add a kernel command line option"
+    )
     s.set_defaults(fn=cmd_up)
 
     s = sub.add_parser("down", help="shut down the cluster of `up --serve` (make vm-down)")
