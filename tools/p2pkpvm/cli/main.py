@@ -244,9 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--serve", action="store_true", help="serve `pytest --attach` until `down` or a signal"
     )
     s.add_argument("--socket", type=Path, default=default_socket(), help="unix socket to serve")
-    s.add_argument(
-        "--append", action="append", default=[], help="add a kernel command line option"
-    )
+    s.add_argument("--append", action="append", default=[], help="add a kernel command line option")
     s.set_defaults(fn=cmd_up)
 
     s = sub.add_parser("down", help="shut down the cluster of `up --serve` (make vm-down)")
