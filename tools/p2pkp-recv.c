@@ -183,7 +183,7 @@ int main(int argc, char **argv)
 	char *out = NULL, *base = NULL, *path;
 	enum { OUT_FIXED, OUT_DIR, OUT_PATTERN } mode;
 	long long count = 1, timeout = -1, k;
-	int have_addr = 0, verbose = 0, fd, c, family, convs;
+	int have_addr = 0, verbose = 0, fd, c, convs;
 	size_t plen;
 	struct stat st;
 
@@ -285,19 +285,9 @@ int main(int argc, char **argv)
 	if (mode == OUT_FIXED)
 		snprintf(path, plen, "%s", base);
 
-	family = p2pkp_family();
-	fd = socket(family, SOCK_DGRAM, 0);
-	if (fd < 0) {
-		int e = errno;
-
-		if (json)
-			p2pkp_json_error("socket", NULL, e);
-		else
-			fprintf(stderr, PROG ": socket(family %d): %s (%s)%s\n", family,
-				p2pkp_errname(e), strerror(e),
-				e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+	fd = p2pkp_socket(PROG, json);
+	if (fd < 0)
 		return 1;
-	}
 	if (timeout >= 0 && p2pkp_set_peer_timeout(fd, (__u32)timeout, PROG) < 0)
 		return 1;
 	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {

@@ -215,7 +215,7 @@ int main(int argc, char **argv)
 	int rate_set = 0;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
-	int c, i, fd, family;
+	int c, i, fd;
 
 	while ((c = getopt_long(argc, argv, "t:T:r:vjh", opts, NULL)) != -1) {
 		switch (c) {
@@ -292,19 +292,9 @@ int main(int argc, char **argv)
 		}
 	}
 
-	family = p2pkp_family();
-	fd = socket(family, SOCK_DGRAM, 0);
-	if (fd < 0) {
-		int e = errno;
-
-		if (json)
-			p2pkp_json_error("socket", NULL, e);
-		else
-			fprintf(stderr, PROG ": socket(family %d): %s (%s)%s\n", family,
-				p2pkp_errname(e), strerror(e),
-				e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+	fd = p2pkp_socket(PROG, json);
+	if (fd < 0)
 		return 1;
-	}
 	for (i = 0; i < npeers; i++) {
 		if (connect(fd, (struct sockaddr *)&peers[i].addr, peers[i].len) < 0) {
 			int e = errno;

@@ -40,6 +40,23 @@ int p2pkp_family(void)
 	return (int)v;
 }
 
+int p2pkp_socket(const char *prog, int json)
+{
+	int family = p2pkp_family();
+	int fd = socket(family, SOCK_DGRAM, 0);
+	int e = errno;
+
+	if (fd >= 0)
+		return fd;
+	if (json)
+		p2pkp_json_error("socket", NULL, e);
+	else
+		fprintf(stderr, "%s: socket(family %d): %s (%s)%s\n", prog, family,
+			p2pkp_errname(e), strerror(e),
+			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+	return -1;
+}
+
 long long p2pkp_parse_uint(const char *s, long long max)
 {
 	unsigned long long v;

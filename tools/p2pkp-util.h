@@ -37,6 +37,13 @@ const char *p2pkp_format_addr(const void *sa, char *buf, size_t buflen);
 /* "ENOENT" for ENOENT; "E<number>" when the name is unknown. */
 const char *p2pkp_errname(int err);
 
+/*
+ * socket(p2pkp_family(), SOCK_DGRAM, 0); on failure reports it (a JSON error
+ * event with json, else "PROG: socket(family N): ENAME (message)") and
+ * returns -1.
+ */
+int p2pkp_socket(const char *prog, int json);
+
 /* Parse a non-negative decimal number <= max; -1 on error. */
 long long p2pkp_parse_uint(const char *s, long long max);
 

@@ -15,6 +15,7 @@ import re
 
 import pytest
 
+from p2pkp_guest.wire import DROP_REASONS
 from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.scenario import toolout
 from p2pkpvm.scenario.scenario import (
@@ -39,19 +40,8 @@ SYS = str(TOOLS / "p2pkp-fuzz-sys")
 # Receiver peer timeout during the wire campaigns: fake transfers left by the random phase
 # are abandoned this fast, so the valid transfer afterwards is not answered BUSY for long.
 RX_TIMEOUT_MS = 3000
-# Reasons the stateless and xfer phases always produce (docs/protocol.md 2.1).
-EXPECTED_REASONS = (
-    "drop_short",
-    "drop_magic",
-    "drop_version",
-    "drop_type",
-    "drop_length",
-    "drop_field",
-    "drop_xfer",
-    "drop_peer",
-    "drop_window",
-    "drop_dup",
-)
+# Reasons the stateless and xfer phases always produce (docs/protocol.md 2.1): all of them.
+EXPECTED_REASONS = DROP_REASONS
 
 
 def seed() -> int:

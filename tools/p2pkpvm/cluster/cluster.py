@@ -69,12 +69,7 @@ class Cluster:
 
     # ---- access -------------------------------------------------------------------------
     def __getitem__(self, key: int | str) -> VM:
-        if isinstance(key, int):
-            return self.vms[key]
-        for vm in self.vms:
-            if vm.name == key:
-                return vm
-        raise KeyError(f"cluster has no guest {key!r} (guests: {[v.name for v in self.vms]})")
+        return guest_named(self.vms, key, "cluster")
 
     def __iter__(self) -> Iterator[VM]:
         return iter(self.vms)
@@ -332,6 +327,16 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         sys.exit(128 + signum)
 
 
+def guest_named(vms: list[VM], key: int | str, where: str) -> VM:
+    """vms[key] for an index, else the guest called key."""
+    if isinstance(key, int):
+        return vms[key]
+    for vm in vms:
+        if vm.name == key:
+            return vm
+    raise KeyError(f"{where} has no guest {key!r} (guests: {[v.name for v in vms]})")
+
+
 class ClusterView:
     """The guests of one topology inside a (possibly larger) booted cluster."""
 
@@ -341,12 +346,7 @@ class ClusterView:
         self.vms: list[VM] = [cluster[g.name] for g in topology.guests]
 
     def __getitem__(self, key: int | str) -> VM:
-        if isinstance(key, int):
-            return self.vms[key]
-        for vm in self.vms:
-            if vm.name == key:
-                return vm
-        raise KeyError(f"topology {self.topology.name} has no guest {key!r}")
+        return guest_named(self.vms, key, f"topology {self.topology.name}")
 
     def __iter__(self) -> Iterator[VM]:
         return iter(self.vms)
