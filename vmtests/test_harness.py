@@ -72,21 +72,6 @@ def test_command_failure_and_background_job(cluster: ClusterView) -> None:
 
 
 @pytest.mark.expect_crash
-def test_panic_is_reported_as_crash(cluster: ClusterView) -> None:
-    vm = cluster.vms[-1]
-    t0 = time.monotonic()
-    with pytest.raises(GuestDied) as info:
-        vm.run("echo c > /proc/sysrq-trigger", timeout=PANIC_DEADLINE_S)
-    elapsed = time.monotonic() - t0
-    err = info.value
-    assert elapsed < PANIC_DEADLINE_S
-    assert err.vm == vm.name
-    assert "sysrq" in err.crash_summary.lower(), f"no sysrq panic in the report:\n{err}"
-    assert "Kernel panic" in err.console_tail, f"console tail lacks the panic:\n{err}"
-    assert not vm.alive
-
-
-@pytest.mark.expect_crash
 def test_guest_after_panic_is_fresh(cluster: ClusterView, heal: Callable[[], ClusterView]) -> None:
     """A guest that panicked is replaced by a freshly booted one that reaches its peers."""
     vm = cluster.vms[-1]
@@ -100,6 +85,21 @@ def test_guest_after_panic_is_fresh(cluster: ClusterView, heal: Callable[[], Clu
     for peer in cluster.vms:
         if peer.name != fresh.name:
             fresh.run(f"ping -c1 -W5 {peer.ipv4}", timeout=30)
+
+
+@pytest.mark.expect_crash
+def test_panic_is_reported_as_crash(cluster: ClusterView) -> None:
+    vm = cluster.vms[-1]
+    t0 = time.monotonic()
+    with pytest.raises(GuestDied) as info:
+        vm.run("echo c > /proc/sysrq-trigger", timeout=PANIC_DEADLINE_S)
+    elapsed = time.monotonic() - t0
+    err = info.value
+    assert elapsed < PANIC_DEADLINE_S
+    assert err.vm == vm.name
+    assert "sysrq" in err.crash_summary.lower(), f"no sysrq panic in the report:\n{err}"
+    assert "Kernel panic" in err.console_tail, f"console tail lacks the panic:\n{err}"
+    assert not vm.alive
 
 
 def _read_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:

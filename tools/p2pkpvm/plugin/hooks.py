@@ -154,15 +154,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             items[:] = keep
     sizes: dict[str, int] = {}
 
-    def key(item: pytest.Item) -> tuple[int, int]:
+    def key(item: pytest.Item) -> tuple[int, int, int]:
         if not _uses_vms(item):
-            return (0, 0)
+            return (0, 0, 0)
         name = _topology_name(item)
         if name not in sizes:
             sizes[name] = len(load_topology(name).guests)
-        # Crash tests last within their cluster: a replaced guest boots once, at the end.
+        # Tests that crash a guest on purpose go last: the guest the last one kills is never
+        # booted again.
         crash = 1 if item.get_closest_marker("expect_crash") is not None else 0
-        return (1, -sizes[name] * 10 + crash)
+        return (1, crash, -sizes[name])
 
     items.sort(key=key)
 
