@@ -1,6 +1,6 @@
 """p2pkp.ko in a guest: load it when absent, reload it when the build changed (one rule).
 
-The guest remembers which build it loaded (the .ko's SHA-256 in /run, a tmpfs of the guest):
+The guest remembers which build it loaded (the build id in /run, a tmpfs of the guest):
 a module loaded by hand or by a test (insmod with parameters) counts as a different build.
 """
 
@@ -19,14 +19,19 @@ _digests: dict[tuple[str, int, int], str] = {}
 
 
 def build_id(ko: Path) -> str:
-    """SHA-256 of a built .ko, cached per file state (path, mtime, size)."""
+    """Which build of a .ko this is: SHA-256 of its bytes and its mtime, cached per file
+    state (path, mtime, size)."""
     try:
         st = ko.stat()
     except OSError as exc:
         raise HarnessError(f"module {ko} is not built: run `make`") from exc
     key = (str(ko), st.st_mtime_ns, st.st_size)
     if key not in _digests:
-        _digests[key] = hashlib.sha256(ko.read_bytes()).hexdigest()
+        # The file's time is part of the id: every rebuild is reloaded, also one that made
+        # the same bytes (a reload costs a second; a stale module costs a wrong result).
+        h = hashlib.sha256(ko.read_bytes())
+        h.update(str(st.st_mtime_ns).encode())
+        _digests[key] = h.hexdigest()
     return _digests[key]
 
 
