@@ -202,8 +202,10 @@ class RemoteVM(VM):
 
     def _run(self, cmd: str, timeout: float, check: bool) -> CommandResult:
         try:
+            # The exit code comes back either way; CommandFailed is raised here (its fields
+            # do not travel as an error reply).
             r = self._call(
-                {"op": "run", "cmd": cmd, "timeout": timeout, "check": check}, timeout + 120.0
+                {"op": "run", "cmd": cmd, "timeout": timeout, "check": False}, timeout + 120.0
             )
         except GuestDied:
             self.update(self._call({"op": "state"}, 30.0))
