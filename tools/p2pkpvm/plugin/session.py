@@ -82,29 +82,31 @@ class ClusterManager:
             self.boot_seconds += [(vm.name, vm.boot_seconds or 0.0) for vm in cluster.vms]
         self.accel_used = self.cluster.accel
         view = ClusterView(self.cluster, topology)
-        for vm in view.vms:
-            self._ensure_healthy(vm)
+        # Probe every guest at once; replace (boot) the ones that need it, one after another.
+        whys = run_parallel(self._why_replace, "health check", view.vms)
+        for vm, why in zip(view.vms, whys, strict=True):
+            if why:
+                log.warning("%s %s: replacing it", vm.name, why)
+                self._replace(vm.name)
         return ClusterView(self.cluster, topology)
 
-    def _ensure_healthy(self, vm: VM) -> None:
-        assert self.cluster is not None
+    def _why_replace(self, vm: VM) -> str:
+        """Why vm must be replaced before the next test ("" when it is healthy)."""
         if not vm.alive and vm.dead_reason is not None:
-            self._crashed.discard(vm.name)  # replaced below, whatever killed it
+            self._crashed.discard(vm.name)  # replaced, whatever killed it
+            return f"is dead ({vm.dead_reason})"
         if vm.name in self._crashed:
             self._crashed.discard(vm.name)
-            log.warning("%s had a kernel crash signature: replacing it", vm.name)
-            self._replace(vm.name)
-            return
+            return "had a kernel crash signature"
         if vm.alive:
             try:
                 vm.run("true", timeout=10)
-                return
+                return ""
             except CommandTimeout:
-                return  # the console recovered (a previous test left a command running)
+                return ""  # the console recovered (a previous test left a command running)
             except GuestDied:
                 pass
-        log.warning("%s is dead (%s): replacing it", vm.name, vm.dead_reason)
-        self._replace(vm.name)
+        return f"is dead ({vm.dead_reason})"
 
     def _replace(self, name: str) -> None:
         assert self.cluster is not None
