@@ -31,7 +31,8 @@ class RunSummary:
         lines = [
             f"[p2pkp] accel: {accel}, kernel: {mgr.kernel.name} ({mgr.kernel.image.name})"
             + (", attached cluster" if mgr.attached else ""),
-            f"[p2pkp] clusters booted: {mgr.boots}, guests replaced: {len(mgr.replacements)}"
+            f"[p2pkp] tests: {self.tests} selected, {self.vm_tests} on guests; clusters booted: "
+            f"{mgr.boots}, guests replaced: {len(mgr.replacements)}"
             + (f" ({', '.join(mgr.replacements)})" if mgr.replacements else ""),
         ]
         if boots:
