@@ -84,8 +84,8 @@ deps: venv
 
 # make vm-test prints how long deps and the build took, so the run summary has every stage.
 vm-test:
-	@t0=$$(date +%s); $(MAKE) --no-print-directory deps; t1=$$(date +%s); \
-	$(MAKE) --no-print-directory $(VM_TEST_BUILD); t2=$$(date +%s); \
+	@t0=$$(date +%s) && $(MAKE) --no-print-directory deps && t1=$$(date +%s) && \
+	$(MAKE) --no-print-directory $(VM_TEST_BUILD) && t2=$$(date +%s) && \
 	P2PKP_STAGE_DEPS_S=$$((t1 - t0)) P2PKP_STAGE_BUILD_S=$$((t2 - t1)) \
 	$(PYTEST) tools/tests vmtests --kernel $(KERNEL) $(PYTEST_ARGS)
 
