@@ -20,7 +20,7 @@ include kernel/kernel.mk
 
 .PHONY: all module tools bench-tools crashme deps venv vm-test vm-test-long vm-up vm-down \
 	vm-shell demo check unit w1 checkpatch lint clean help kernel debug-module \
-	debug-crashme bench lossbench
+	debug-crashme lean-kernel lean-module lean-crashme bench lossbench
 
 all: module tools bench-tools
 
@@ -34,6 +34,8 @@ help:
 	@echo "  make kernel          the debug kernel (KASAN, UBSAN, lockdep, kmemleak; cached)"
 	@echo "  make debug-module    p2pkp.ko for the debug kernel (out/debug-module)"
 	@echo "  make debug-crashme   crashme.ko for the debug kernel (out/debug-crashme)"
+	@echo "  make lean-kernel     the lean guest kernel (guest.config only: faster boots; cached)"
+	@echo "  make lean-module | lean-crashme   p2pkp.ko / crashme.ko for it (out/lean-*)"
 	@echo "  make clean           remove build output"
 	@echo "Set up"
 	@echo "  make deps            the pinned kernel, host tools and .venv (idempotent)"
@@ -53,7 +55,7 @@ help:
 	@echo "  make demo            boot 3 guests, send one file from vm1 to vm2 and vm3"
 	@echo "  make bench [QUICK=1] P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
 	@echo "  make lossbench       goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
-	@echo "Variables: KERNEL=stock|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
+	@echo "Variables: KERNEL=stock|lean|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
 	@echo "           P2PKP_ACCEL=kvm|tcg  BENCH_ARGS=...  LOSSBENCH_ARGS=..."
 	@echo "Everything in Python: $(CLI) --help"
 

@@ -1,23 +1,29 @@
 # Included by the Makefile: which kernel the module is built for and the guests boot, and
 # everything of the debug kernel (issue 6).  The pin is kernel/pin.sh (configs/kernel-pin.yaml),
 # the check of the build tree kernel/check-build.sh, the build itself p2pkpvm.kernel.kbuild.
-# KERNEL=stock (default): the pinned Debian kernel; KERNEL=debug: the cached sanitizer build
-# of `make kernel` (its module goes to out/debug-module, p2pkp.ko stays the stock build).
-# An explicit KDIR= still wins for the stock build.
+# KERNEL=stock (default): the pinned Debian kernel.  KERNEL=lean: the pinned source with
+# configs/kconfig/guest.config (`make lean-kernel`, cached), guests boot faster.  KERNEL=debug:
+# the sanitizer build of `make kernel`.  The module of a built kernel goes to
+# out/<kernel>-module (p2pkp.ko in the work tree stays the stock build).  An explicit KDIR=
+# still wins for the stock build.
 KERNEL   ?= stock
-ifeq ($(filter stock debug,$(KERNEL)),)
-$(error KERNEL=$(KERNEL): expected stock or debug)
+ifeq ($(filter stock lean debug,$(KERNEL)),)
+$(error KERNEL=$(KERNEL): expected stock, lean or debug)
 endif
 STOCK_KDIR := /lib/modules/$(ABI)/build
 DEBUG_KDIR  = $(shell $(CLI) kernel path || echo debug-kernel-not-built)
+LEAN_KDIR   = $(shell $(CLI) kernel path --flavour guest || echo lean-kernel-not-built)
 ifeq ($(KERNEL)$(origin KDIR),debugundefined)
 KDIR      = $(DEBUG_KDIR)
 endif
+ifeq ($(KERNEL)$(origin KDIR),leanundefined)
+KDIR      = $(LEAN_KDIR)
+endif
 KDIR     ?= $(STOCK_KDIR)
-ifeq ($(KERNEL),debug)
-VM_TEST_BUILD := tools bench-tools debug-module debug-crashme
-else
+ifeq ($(KERNEL),stock)
 VM_TEST_BUILD := all crashme
+else
+VM_TEST_BUILD := tools bench-tools $(KERNEL)-module $(KERNEL)-crashme
 endif
 
 # Builds the pinned linux-source with configs/kconfig/{guest,debug}.config into
@@ -25,6 +31,10 @@ endif
 # run is instant.
 kernel: venv
 	$(CLI) kernel build
+
+# The lean guest kernel: configs/kconfig/guest.config only (KERNEL=lean), cached the same way.
+lean-kernel: venv
+	$(CLI) kernel build --flavour guest
 
 # The module and crashme built against the debug tree from copies of their sources, so that
 # the stock p2pkp.ko / crashme.ko in the work tree stay as they are.
@@ -39,3 +49,15 @@ debug-crashme: vmtests/crashme/crashme.c
 	mkdir -p out/debug-crashme
 	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/debug-crashme/
 	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-crashme modules
+
+lean-module: p2pkp.c p2pkp.h Kbuild
+	@kernel/check-build.sh $(LEAN_KDIR)
+	mkdir -p out/lean-module
+	cp p2pkp.c p2pkp.h Kbuild out/lean-module/
+	$(MAKE) -C $(LEAN_KDIR) M=$(CURDIR)/out/lean-module modules
+
+lean-crashme: vmtests/crashme/crashme.c
+	@kernel/check-build.sh $(LEAN_KDIR)
+	mkdir -p out/lean-crashme
+	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/lean-crashme/
+	$(MAKE) -C $(LEAN_KDIR) M=$(CURDIR)/out/lean-crashme modules

@@ -231,4 +231,4 @@ def test_make_kernel_debug_uses_the_cached_tree(tmp_path: Path) -> None:
 def test_make_rejects_an_unknown_kernel(tmp_path: Path) -> None:
     proc = _make(["module", "KERNEL=bogus"], tmp_path)
     assert proc.returncode != 0
-    assert "KERNEL=bogus: expected stock or debug" in proc.stderr
+    assert "KERNEL=bogus: expected stock, lean or debug" in proc.stderr

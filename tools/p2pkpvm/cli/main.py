@@ -183,7 +183,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         return 0
     if not kb.complete():
         raise HarnessError(
-            f"the {args.flavour} kernel is not built ({kb.directory}): run `make kernel`"
+            f"the {args.flavour} kernel is not built ({kb.directory}): run `make "
+            + ("kernel`" if args.flavour == "debug" else "lean-kernel`")
         )
     print(kb.bzimage if args.action == "bzimage" else kb.directory)
     return 0
@@ -237,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="boot a cluster and hold it (with --serve: for pytest --attach; make vm-up)"
     )
     cluster_opts(s)
-    s.add_argument("--kernel", choices=KERNELS, default="stock", help="stock (default) or debug")
+    s.add_argument(
+        "--kernel", choices=KERNELS, default="stock", help="stock (default), lean, debug"
+    )
     s.add_argument("--module", action="store_true", help="insmod p2pkp.ko in every guest")
     s.add_argument("--hold", type=int, default=1, help="0: tear down right after READY")
     s.add_argument(

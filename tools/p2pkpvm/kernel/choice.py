@@ -1,6 +1,9 @@
-"""Which kernel a cluster boots (`--kernel stock|debug`) and what goes with it.
+"""Which kernel a cluster boots (`--kernel stock|lean|debug`) and what goes with it.
 
 stock: the pinned Debian image and `p2pkp.ko` in the work tree (the default).
+lean: the pinned source built with configs/kconfig/guest.config only (`make lean-kernel`,
+cached): everything the guests need built in, so they boot faster; the module built against
+it into `out/lean-module/` (`make KERNEL=lean lean-module`).
 debug: the cached sanitizer build of `make kernel` (p2pkpvm.kernel.kbuild), the module built
 against it into `out/debug-module/` (`make KERNEL=debug debug-module`), longer deadlines (KASAN +
 lockdep under TCG are several times slower) and `kasan_multi_shot`.
@@ -19,7 +22,9 @@ from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel.pin import load_pin
 from p2pkpvm.paths import project_root
 
-KERNELS = ("stock", "debug")
+KERNELS = ("stock", "lean", "debug")
+# kernel name -> kbuild flavour of the pinned source
+FLAVOURS = {"lean": "guest", "debug": "debug"}
 DEBUG_TIME_SCALE = 6.0
 
 
@@ -43,20 +48,28 @@ def stock() -> KernelChoice:
 
 
 def debug_module_dir() -> Path:
-    return project_root() / "out" / "debug-module"
+    return module_dir("debug")
+
+
+def module_dir(name: str) -> Path:
+    """Where `make KERNEL=name name-module` puts the module of a built kernel."""
+    return project_root() / "out" / f"{name}-module"
 
 
 def select(name: str) -> KernelChoice:
     """The kernel `name`; HarnessError with the command to run when it is not built."""
     if name == "stock":
         return stock()
-    if name != "debug":
+    if name not in FLAVOURS:
         raise HarnessError(f"unknown kernel {name!r}: expected one of {', '.join(KERNELS)}")
-    from p2pkpvm.kernel import kbuild  # only the debug kernel needs it
+    from p2pkpvm.kernel import kbuild  # only the built kernels need it
 
-    kb = kbuild.plan("debug")
+    kb = kbuild.plan(FLAVOURS[name])
     if not kb.complete():
-        raise HarnessError(f"the debug kernel is not built ({kb.directory}): run `make kernel`")
+        target = "kernel" if name == "debug" else f"{name}-kernel"
+        raise HarnessError(f"the {name} kernel is not built ({kb.directory}): run `make {target}`")
+    if name == "lean":
+        return KernelChoice("lean", kb.bzimage, module_dir("lean") / "p2pkp.ko")
     return KernelChoice(
         "debug",
         kb.bzimage,
@@ -95,10 +108,12 @@ def check_vermagic(module: Path, release: str, where: str) -> None:
     """HarnessError unless `module` was built for kernel `release` (booted in `where`)."""
     built_for = vermagic(module)
     if built_for != release:
+        built = [n for n in FLAVOURS if module.parent == module_dir(n)]
         hint = (
+            f"`make KERNEL={built[0]} {built[0]}-module`"
+            if built
+            else "`make` (stock), `make KERNEL=lean lean-module` or "
             "`make KERNEL=debug debug-module`"
-            if module.parent == debug_module_dir()
-            else "`make` (stock) or `make KERNEL=debug debug-module` (debug)"
         )
         raise HarnessError(
             f"{where}: {module} was built for kernel {built_for!r} but the guest runs "

