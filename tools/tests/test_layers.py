@@ -8,6 +8,9 @@ and from its own subpackage, never from a later layer or a sibling of the same r
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import pkgutil
 from pathlib import Path
 
 import pytest
@@ -105,3 +108,21 @@ def test_the_check_catches_an_upward_import(
     f.parent.mkdir(parents=True)
     f.write_text(source)
     assert bool(violations(f, root)) == caught, violations(f, root)
+
+
+def test_every_harness_error_derives_from_one_base() -> None:
+    """Every exception class the package defines is a HarnessError (the CLI prints those as
+    one line, never a traceback)."""
+    import p2pkpvm
+    from p2pkpvm.errors import HarnessError
+
+    bad = []
+    for info in pkgutil.walk_packages(p2pkpvm.__path__, "p2pkpvm."):
+        if info.name.endswith("__main__"):
+            continue
+        mod = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            own = cls.__module__ == info.name
+            if own and issubclass(cls, BaseException) and not issubclass(cls, HarnessError):
+                bad.append(f"{info.name}.{cls.__name__}")
+    assert not bad, f"exceptions outside the HarnessError tree: {bad}"

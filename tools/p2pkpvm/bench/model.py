@@ -10,6 +10,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from p2pkpvm.errors import HarnessError
+
 USER_HZ = 100  # /proc/stat unit on x86_64 Linux
 
 METHODS = ("p2pkp", "udp-rw", "udp-sendfile", "udp-gso", "tcp-sendfile")
@@ -22,7 +24,7 @@ METHOD_LABELS = {
 }
 
 
-class BenchParseError(ValueError):
+class BenchParseError(HarnessError, ValueError):
     """Guest output that does not have the expected form."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from p2pkpvm.errors import HarnessError
+
 HEADER_RE = re.compile(r"^\s*% time\s+seconds\s+usecs/call\s+calls\s+errors\s+syscall\s*$")
 RULE_RE = re.compile(r"^[-\s]+$")
 # "% time  seconds  usecs/call  calls  [errors]  name"; errors may be blank.
@@ -14,7 +16,7 @@ ROW_RE = re.compile(
 )
 
 
-class StraceParseError(ValueError):
+class StraceParseError(HarnessError, ValueError):
     """The text is not an `strace -c` summary table."""
 
 
