@@ -255,7 +255,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         signal.signal(signal.SIGALRM, previous)
         summary = item.config.stash.get(SUMMARY_KEY, None)
         if summary is not None:
-            summary.stage("tests" if _uses_vms(item) else "unit tests", time.monotonic() - t0)
+            on_vms = _uses_vms(item) or "vmtests" in item.path.parts
+            summary.stage("tests" if on_vms else "unit tests", time.monotonic() - t0)
         _check_guests(item)
 
 
