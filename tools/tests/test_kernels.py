@@ -95,3 +95,14 @@ def test_extra_append_keeps_the_defaults() -> None:
     argv = build_argv(spec)
     appended = [argv[i + 1] for i, a in enumerate(argv) if a == "--append"]
     assert appended == [*DEFAULT_APPEND, "kasan_multi_shot"]
+
+
+def test_each_boot_of_a_guest_logs_its_kernel_to_a_new_file(tmp_path: Path) -> None:
+    """QEMU truncates its console file: a replacement must not share (and truncate) the
+    log of the boot it replaces, whose crash report is the evidence."""
+    from p2pkpvm.vm.machine import fresh_log
+
+    first = fresh_log(tmp_path, "vm4", ".kmsg.log")
+    first.write_text("Kernel panic - not syncing: sysrq triggered crash\n")
+    second = fresh_log(tmp_path, "vm4", ".kmsg.log")
+    assert (first.name, second.name) == ("vm4.kmsg.log", "vm4-2.kmsg.log")

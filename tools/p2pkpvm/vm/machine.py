@@ -184,8 +184,12 @@ class VM(GuestOps):
         argv = build_argv(self.spec, vng=vng)
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
+        # QEMU truncates the file its console chardev writes to: every boot of a guest (a
+        # replacement) gets a file of its own, so the earlier boot's log stays and this one
+        # starts at offset 0.
+        self.kmsg_log = fresh_log(self.logdir, self.name, ".kmsg.log")
         argv = stderr_to_file(argv, self.kmsg_log)
-        self._kmsg_start = self.kmsg_log.stat().st_size if self.kmsg_log.exists() else 0
+        self._kmsg_start = 0
         log.info("%s: starting: %s", self.name, shlex.join(argv))
         t0 = time.monotonic()
         logf = self.console_log.open("a", encoding="utf-8", errors="replace")
@@ -305,6 +309,15 @@ class VM(GuestOps):
             # Not run(): the prompt changes, so there is no marker to wait for.
             self._child.sendline("stty echo; set -m; PS1='\\u@\\h:\\w\\$ '")
             self._child.interact()
+
+
+def fresh_log(logdir: Path, name: str, suffix: str) -> Path:
+    """logdir/NAME.SUFFIX, or NAME-2.SUFFIX, NAME-3.SUFFIX... when taken."""
+    path, n = logdir / f"{name}{suffix}", 1
+    while path.exists():
+        n += 1
+        path = logdir / f"{name}-{n}{suffix}"
+    return path
 
 
 def _group_alive(pgid: int) -> bool:
