@@ -36,28 +36,18 @@ kernel: venv
 lean-kernel: venv
 	$(CLI) kernel build --flavour guest
 
-# The module and crashme built against the debug tree from copies of their sources, so that
-# the stock p2pkp.ko / crashme.ko in the work tree stay as they are.
-debug-module: p2pkp.c p2pkp.h Kbuild
-	@kernel/check-build.sh $(DEBUG_KDIR)
-	mkdir -p out/debug-module
-	cp p2pkp.c p2pkp.h Kbuild out/debug-module/
-	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-module modules
+# The module and crashme built against a built kernel's tree (debug, lean) from copies of
+# their sources, so that the stock p2pkp.ko / crashme.ko in the work tree stay as they are.
+KDIR_OF_debug = $(DEBUG_KDIR)
+KDIR_OF_lean  = $(LEAN_KDIR)
+debug-module lean-module: %-module: p2pkp.c p2pkp.h Kbuild
+	@kernel/check-build.sh $(KDIR_OF_$*)
+	mkdir -p out/$*-module
+	cp p2pkp.c p2pkp.h Kbuild out/$*-module/
+	$(MAKE) -C $(KDIR_OF_$*) M=$(CURDIR)/out/$*-module modules
 
-debug-crashme: vmtests/crashme/crashme.c
-	@kernel/check-build.sh $(DEBUG_KDIR)
-	mkdir -p out/debug-crashme
-	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/debug-crashme/
-	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-crashme modules
-
-lean-module: p2pkp.c p2pkp.h Kbuild
-	@kernel/check-build.sh $(LEAN_KDIR)
-	mkdir -p out/lean-module
-	cp p2pkp.c p2pkp.h Kbuild out/lean-module/
-	$(MAKE) -C $(LEAN_KDIR) M=$(CURDIR)/out/lean-module modules
-
-lean-crashme: vmtests/crashme/crashme.c
-	@kernel/check-build.sh $(LEAN_KDIR)
-	mkdir -p out/lean-crashme
-	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/lean-crashme/
-	$(MAKE) -C $(LEAN_KDIR) M=$(CURDIR)/out/lean-crashme modules
+debug-crashme lean-crashme: %-crashme: vmtests/crashme/crashme.c
+	@kernel/check-build.sh $(KDIR_OF_$*)
+	mkdir -p out/$*-crashme
+	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/$*-crashme/
+	$(MAKE) -C $(KDIR_OF_$*) M=$(CURDIR)/out/$*-crashme modules
