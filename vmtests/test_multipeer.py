@@ -38,7 +38,7 @@ def test_multipeer_three_receivers(scn: Scenario, cluster: ClusterView, size: in
     src, digest = scn.make_file(tx, "src", size)
     port = next_port()
     dst = scn.path("dst")
-    jobs = [scn.receiver(rx, dst, port) for rx in rxs]
+    jobs = scn.receivers(rxs, dst, port)
     before = proc_total(tx)
     res = send(
         tx, [(rx, port) for rx in rxs], [src], timeout=transfer_deadline(3 * size), verbose=True

@@ -76,7 +76,7 @@ def one_run(cluster: Cluster, scn: Scenario, src: str, digest: str, size: int, l
     dst = scn.path("dst")
     for rx in rxs:
         rx.run(f"rm -f {q(dst)}")
-    jobs = [scn.receiver(rx, dst, port) for rx in rxs]
+    jobs = scn.receivers(rxs, dst, port)
     addrs = [peer_addr(rx, port, False) for rx in rxs]
     rx_before = [proc_total(rx) for rx in rxs]
     before = proc_total(tx)

@@ -178,7 +178,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
     """The guests of this test's topology: booted once per session (or attached), healthy,
-    running the current p2pkp.ko build when one is loaded, dmesg marked."""
+    running the current p2pkp.ko build when one is loaded (ClusterManager.view), dmesg
+    marked."""
     mgr = request.config.stash[MANAGER_KEY]
     summary = request.config.stash[SUMMARY_KEY]
     t0 = time.monotonic()
@@ -187,8 +188,6 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
     if mgr.boots + len(mgr.replacements) != boots:
         summary.stage("boot", time.monotonic() - t0)
     summary.used_vms = True
-    # A rebuilt module is reloaded where one is loaded (the fast loop of `vm-up` + --attach).
-    run_parallel(lambda vm: ensure_module(vm, load=False), "module check", view.vms)
     mgr.mark(view)
     request.node.stash[VIEW_KEY] = view
     yield view

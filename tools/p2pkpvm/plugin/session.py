@@ -14,6 +14,7 @@ from p2pkpvm.net.netns import list_namespaces
 from p2pkpvm.net.topology import Topology
 from p2pkpvm.vm import crash
 from p2pkpvm.vm.machine import VM
+from p2pkpvm.vm.module import ensure_module
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class ClusterManager:
             return "had a kernel crash signature"
         if vm.alive:
             try:
-                vm.run("true", timeout=10)
+                # The probe is useful work: a rebuilt p2pkp.ko is reloaded where one is loaded
+                # (the fast loop of `vm-up` + --attach), a missing one stays missing.
+                ensure_module(vm, load=False)
                 return ""
             except CommandTimeout:
                 return ""  # the console recovered (a previous test left a command running)

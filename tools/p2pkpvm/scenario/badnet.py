@@ -120,7 +120,7 @@ def transfer_rounds(
     port = next_port()
     host = "::" if ipv6 else "0.0.0.0"
     pattern = scn.path("in-%03d")
-    jobs = [scn.receiver(rx, pattern, port, count=rounds, host=host) for rx in rxs]
+    jobs = scn.receivers(rxs, pattern, port, count=rounds, host=host)
     addrs = {rx.name: peer_addr(rx, port, ipv6) for rx in rxs}
     report = RoundsReport()
     src = scn.path("src")

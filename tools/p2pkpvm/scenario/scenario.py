@@ -244,6 +244,14 @@ class Scenario:
         self.jobs.append((vm, job))
         return job
 
+    def receivers(
+        self, vms: Sequence[Guest], out: str, port: int, count: int = 1, host: str = "0.0.0.0"
+    ) -> list[Job]:
+        """receiver() on every guest of vms at once (they are independent); in vms' order."""
+        return run_parallel(
+            lambda vm: self.receiver(vm, out, port, count=count, host=host), "receivers", vms
+        )
+
     def op_job(self, vm: Guest, ops: Iterable[str], ready: str, prefix: str = "") -> OpJob:
         """Start p2pkp-op --json OPS in the background on vm; wait for a call whose line
         starts with `ready` (an echo's text, or e.g. 'bind 0.0.0.0:7200 = 0')."""
