@@ -27,7 +27,8 @@ from p2pkpvm.vm.guest import Job, Result
 TOOLS = paths.TOOLS
 SEND = str(paths.SEND)
 RECV = str(paths.RECV)
-OP = str(paths.OP)
+# p2pkp-op as tests run it: machine-readable (read with op_result, Transcript).
+OP = f"{paths.OP} --json"
 SYS = str(paths.FUZZ_SYS)
 # Guest-side payloads run with the project's interpreter (the guest sees the host's tree, so
 # .venv/bin/python finds package p2pkp_guest), without .pyc writes into the guest-visible tree
@@ -255,7 +256,7 @@ class Scenario:
     def op_job(self, vm: Guest, ops: Iterable[str], ready: str, prefix: str = "") -> OpJob:
         """Start p2pkp-op --json OPS in the background on vm; wait for a call whose line
         starts with `ready` (an echo's text, or e.g. 'bind 0.0.0.0:7200 = 0')."""
-        cmd = f"{prefix}{OP} --json " + " ".join(q(o) for o in ops)
+        cmd = f"{prefix}{OP} " + " ".join(q(o) for o in ops)
         job = OpJob(self.spawn(vm, cmd))
         deadline = time.monotonic() + 60.0 * vm.time_scale
         while not any(c.line.startswith(ready) for c in job.output().calls):
@@ -272,7 +273,7 @@ def op(
 ) -> toolout.Transcript:
     """Run p2pkp-op --json OPS on vm (it exits 0 unless an OP is malformed); its calls, which
     read as text lines 'NAME ARGS = RET'."""
-    cmd = f"{prefix}{OP} --json " + " ".join(q(o) for o in ops)
+    cmd = f"{prefix}{OP} " + " ".join(q(o) for o in ops)
     return toolout.Transcript(vm.run(cmd, timeout=timeout).output)
 
 
