@@ -1,50 +1,63 @@
-# P2PKP: module, tools, VM harness.  `make help` lists the targets.
+# P2PKP: module, tools, VM harness.  `make help` lists every target.
 #
 # Everything that needs the pinned kernel or the Python environment depends on
-# `deps`, which is idempotent and quick once done.
+# `deps`, which is idempotent and quick once done.  Python jobs go through one
+# command line, $(CLI) = python -m p2pkpvm SUBCOMMAND (each has --help).
 
 ABI      := $(shell kernel/pin.sh abi)
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
-KERNEL   ?= stock
-# ---- debug kernel (issue 6): KDIR selection --------------------------------
-# KERNEL=debug builds against the cached debug tree of `make kernel`
-# (tools/p2pkpvm/kbuild.py prints its path); an explicit KDIR= still wins.
-ifeq ($(filter stock debug,$(KERNEL)),)
-$(error KERNEL=$(KERNEL): expected stock or debug)
-endif
-ifeq ($(KERNEL)$(origin KDIR),debugundefined)
-KDIR     := $(shell PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/tools \
-		$(PY) -m p2pkpvm.kbuild path || echo debug-kernel-not-built)
-endif
-# ---- end debug kernel --------------------------------------------------------
-KDIR     ?= /lib/modules/$(ABI)/build
+CLI      := $(PY) -m p2pkpvm
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-export PYTHONPATH := $(CURDIR)/tools
 PYTEST   := $(PY) -m pytest
 PYTEST_ARGS ?=
-VMS      ?= 2
+VMS      ?= 4
 
-.PHONY: all module tools deps venv vm-test vm-test-long vm-shell demo check unit w1 \
-	checkpatch lint clean help crashme kernel debug-module debug-crashme \
-	bench bench-tools lossbench
+# The kernel the module is built for and the guests boot (KERNEL=stock|debug, KDIR), the
+# debug kernel's build and the module built for it: all in one place, kernel/kernel.mk.
+.DEFAULT_GOAL := all
+include kernel/kernel.mk
+
+.PHONY: all module tools bench-tools crashme deps venv vm-test vm-test-long vm-up vm-down \
+	vm-shell demo check unit w1 checkpatch lint clean help kernel debug-module \
+	debug-crashme lean-kernel lean-module lean-crashme bench lossbench
 
 all: module tools bench-tools
 
 help:
-	@echo "make            build p2pkp.ko (against the pinned kernel) and tools/"
-	@echo "make deps       install the pinned kernel, host tools and .venv (idempotent)"
-	@echo "make vm-test    deps + build + the whole suite (unit tests, then VMs)"
-	@echo "make vm-test-long  the long campaigns (marker 'long')"
-	@echo "make vm-shell VMS=n  interactive shells on n networked guests, module loaded"
-	@echo "make demo       boot 3 guests, send one file from vm1 to vm2 and vm3"
-	@echo "make check      checkpatch --strict, W=1 build, ruff, mypy, unit tests"
-	@echo "make clean      remove build output"
-	@echo "make bench [QUICK=1]  P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
-	@echo "make lossbench  goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
-	@echo "make kernel     build the debug kernel (KASAN, UBSAN, lockdep, kmemleak; cached)"
-	@echo "make vm-test KERNEL=debug  the suite on the debug kernel (module in out/debug-module)"
-	@echo "Variables: KERNEL=stock|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'  P2PKP_ACCEL=kvm|tcg"
+	@echo "Build"
+	@echo "  make                 p2pkp.ko (against the pinned kernel), tools/ and tools/bench/"
+	@echo "  make module          p2pkp.ko only (KDIR=<build tree> overrides the tree)"
+	@echo "  make tools           p2pkp-send, p2pkp-recv, p2pkp-op, p2pkp-fuzz-sys"
+	@echo "  make bench-tools     the baselines of make bench (tools/bench)"
+	@echo "  make crashme         the test-only crash module (vmtests/crashme)"
+	@echo "  make kernel          the debug kernel (KASAN, UBSAN, lockdep, kmemleak; cached)"
+	@echo "  make debug-module    p2pkp.ko for the debug kernel (out/debug-module)"
+	@echo "  make debug-crashme   crashme.ko for the debug kernel (out/debug-crashme)"
+	@echo "  make lean-kernel     the lean guest kernel (guest.config only: faster boots; cached)"
+	@echo "  make lean-module | lean-crashme   p2pkp.ko / crashme.ko for it (out/lean-*)"
+	@echo "  make clean           remove build output"
+	@echo "Set up"
+	@echo "  make deps            the pinned kernel, host tools and .venv (idempotent)"
+	@echo "  make venv            .venv with the harness installed (pip install -e .)"
+	@echo "Test"
+	@echo "  make check           checkpatch --strict, W=1 build, ruff, mypy, unit tests"
+	@echo "  make checkpatch | w1 | lint | unit   one part of make check"
+	@echo "  make vm-test         deps + build + unit tests + every VM test not marked long"
+	@echo "  make vm-test-long    the long campaigns (marker 'long')"
+	@echo "Fast loop"
+	@echo "  make vm-up [VMS=4]   boot a cluster, module loaded, and keep it (Ctrl-C or vm-down)"
+	@echo "  make vm-down         shut the vm-up cluster down"
+	@echo "                       then: make module && .venv/bin/pytest --attach vmtests -k ..."
+	@echo "                       (a rebuilt p2pkp.ko is reloaded in every guest before a test)"
+	@echo "Use"
+	@echo "  make vm-shell VMS=n  interactive shells on n networked guests, module loaded"
+	@echo "  make demo            boot 3 guests, send one file from vm1 to vm2 and vm3"
+	@echo "  make bench [QUICK=1] P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
+	@echo "  make lossbench       goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
+	@echo "Variables: KERNEL=stock|lean|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
+	@echo "           P2PKP_ACCEL=kvm|tcg  BENCH_ARGS=...  LOSSBENCH_ARGS=..."
+	@echo "Everything in Python: $(CLI) --help"
 
 module: p2pkp.c p2pkp.h p2pkp_compat.h Kbuild
 	@kernel/check-build.sh $(KDIR)
@@ -53,39 +66,49 @@ module: p2pkp.c p2pkp.h p2pkp_compat.h Kbuild
 tools:
 	$(MAKE) -C tools
 
-$(VENV)/.stamp: requirements.txt
+bench-tools:
+	$(MAKE) -C tools/bench
+
+crashme:
+	@kernel/check-build.sh $(KDIR)
+	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme modules
+
+$(VENV)/.stamp: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e .
 	touch $@
 
 venv: $(VENV)/.stamp
 
 deps: venv
-	$(PY) -m p2pkpvm.deps install
+	$(CLI) deps install
 
-# KERNEL=debug: the module is built into out/debug-module (p2pkp.ko in the work
-# tree stays the stock build) and the guests boot the debug bzImage.
-ifeq ($(KERNEL),debug)
-VM_TEST_BUILD := tools bench-tools debug-module debug-crashme
-else
-VM_TEST_BUILD := all crashme
-endif
-
-vm-test: deps
-	$(MAKE) $(VM_TEST_BUILD)
-	$(PYTEST) tools/tests vmtests -m "not long" --kernel $(KERNEL) $(PYTEST_ARGS)
+# make vm-test prints how long deps and the build took, so the run summary has every stage.
+vm-test:
+	@t0=$$(date +%s) && $(MAKE) --no-print-directory deps && t1=$$(date +%s) && \
+	$(MAKE) --no-print-directory $(VM_TEST_BUILD) && t2=$$(date +%s) && \
+	P2PKP_STAGE_DEPS_S=$$((t1 - t0)) P2PKP_STAGE_BUILD_S=$$((t2 - t1)) \
+	$(PYTEST) tools/tests vmtests --kernel $(KERNEL) $(PYTEST_ARGS)
 
 vm-test-long: deps
 	$(MAKE) $(filter-out crashme debug-crashme,$(VM_TEST_BUILD))
-	$(PYTEST) vmtests -m long --kernel $(KERNEL) $(PYTEST_ARGS)
+	$(PYTEST) vmtests --long -m long --kernel $(KERNEL) $(PYTEST_ARGS)
+
+vm-up: deps
+	$(MAKE) $(VM_TEST_BUILD)
+	$(CLI) up --vms $(VMS) --kernel $(KERNEL) --module --serve
+
+vm-down: venv
+	$(CLI) down
 
 vm-shell: deps
 	$(MAKE) all
-	$(PY) -m p2pkpvm shell --vms $(VMS)
+	$(CLI) shell --vms $(VMS)
 
 demo: deps
 	$(MAKE) all
-	$(PY) -m p2pkpvm demo
+	$(CLI) demo
 
 unit: venv
 	$(PYTEST) tools/tests $(PYTEST_ARGS)
@@ -97,7 +120,7 @@ unit: venv
 CHECKPATCH_FILES := p2pkp.c p2pkp.h vmtests/crashme/crashme.c
 CHECKPATCH_COMPAT_IGNORE := LINUX_VERSION_CODE,CONSTANT_COMPARISON,NEW_TYPEDEFS
 checkpatch: deps
-	@cp=$$($(PY) -m p2pkpvm.deps checkpatch) && for f in $(CHECKPATCH_FILES); do \
+	@cp=$$($(CLI) deps checkpatch) && for f in $(CHECKPATCH_FILES); do \
 		echo "checkpatch --strict $$f"; \
 		$$cp --no-tree --strict --quiet --ignore CONST_STRUCT -f $$f || exit 1; \
 	done && echo "checkpatch --strict p2pkp_compat.h" && \
@@ -121,24 +144,17 @@ w1: deps
 check: checkpatch w1 lint unit
 	$(MAKE) -C tools
 
-bench-tools:
-	$(MAKE) -C tools/bench
-
 # Benchmarks (issue 5) and loss measurements (issue 4): numbers, never assertions.
 QUICK ?=
 BENCH_ARGS ?=
 LOSSBENCH_ARGS ?=
 bench: deps
 	$(MAKE) all
-	$(PY) -m p2pkpvm.bench $(if $(QUICK),--quick) $(BENCH_ARGS)
+	$(CLI) bench -- $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 lossbench: deps
 	$(MAKE) all
-	$(PY) -m p2pkpvm lossbench $(LOSSBENCH_ARGS)
-
-crashme:
-	@kernel/check-build.sh $(KDIR)
-	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme modules
+	$(CLI) lossbench $(LOSSBENCH_ARGS)
 
 clean:
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR) clean
@@ -146,29 +162,3 @@ clean:
 	-$(MAKE) -C tools clean
 	-$(MAKE) -C tools/bench clean
 	rm -rf .pytest_cache .mypy_cache .ruff_cache out/debug-module out/debug-crashme
-
-# ---- debug kernel (issue 6) ---------------------------------------------------
-# Builds the pinned linux-source with configs/kconfig/{guest,debug}.config into
-# $(P2PKP_CACHE:-/var/cache/p2pkp)/kernel, keyed by source version + config
-# hash: a second run is instant.  `make KERNEL=debug` then builds the module
-# against it.
-kernel: venv
-	$(PY) -m p2pkpvm.kbuild build
-
-# The module and crashme built against the debug tree from copies of their
-# sources, so that the stock p2pkp.ko / crashme.ko in the work tree stay as
-# they are.  `pytest --kernel debug` loads out/debug-module/p2pkp.ko.
-DEBUG_KDIR = $(shell PATH=$(CURDIR)/$(VENV)/bin:$$PATH PYTHONPATH=$(CURDIR)/tools \
-		$(PY) -m p2pkpvm.kbuild path || echo debug-kernel-not-built)
-debug-module: p2pkp.c p2pkp.h p2pkp_compat.h Kbuild
-	@kernel/check-build.sh $(DEBUG_KDIR)
-	mkdir -p out/debug-module
-	cp p2pkp.c p2pkp.h p2pkp_compat.h Kbuild out/debug-module/
-	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-module modules
-
-debug-crashme: vmtests/crashme/crashme.c
-	@kernel/check-build.sh $(DEBUG_KDIR)
-	mkdir -p out/debug-crashme
-	cp vmtests/crashme/crashme.c vmtests/crashme/Kbuild out/debug-crashme/
-	$(MAKE) -C $(DEBUG_KDIR) M=$(CURDIR)/out/debug-crashme modules
-# ---- end debug kernel --------------------------------------------------------

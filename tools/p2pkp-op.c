@@ -37,14 +37,17 @@ static int socks[MAX_SOCKS];
 static int nsocks;
 static int cur = -1;		/* the current fd */
 static volatile sig_atomic_t alarms;
+static int json;		/* --json: one JSON object per call on stdout */
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: " PROG " OP...\n"
+		"Usage: " PROG " [--json] OP...\n"
 		"Run system calls on AF_P2PKP sockets; one output line per call:\n"
 		"'NAME ARGS = RET' or 'NAME ARGS = -1 ENAME'.  The script goes on after a\n"
 		"failed call; exit 0 unless an OP is malformed (exit 2).\n"
+		"--json: one JSON object per call instead, {\"op\":NAME,\"arg\":ARGS,\"ret\":RET,\n"
+		"\"errno\":ENAME|null, ...call-specific fields}.\n"
 		"Operations (on the current socket = the last created or chosen):\n"
 		"  socket[:TYPE[:PROTO[:FAMILY]]]  TYPE dgram|stream|seqpacket|raw|N\n"
 		"                         (default dgram), PROTO number (0), FAMILY\n"
@@ -89,8 +92,36 @@ static void on_alarm(int sig)
 	alarms++;
 }
 
+/* --json: {"op":..,"arg":..,"ret":..,"errno":.. left open for more fields. */
+static void json_begin(const char *what, long long ret, int err)
+{
+	const char *sp = strchr(what, ' ');
+
+	fputs("{\"op\":", stdout);
+	if (sp) {
+		printf("\"%.*s\",\"arg\":", (int)(sp - what), what);
+		p2pkp_json_str(stdout, sp + 1);
+	} else {
+		p2pkp_json_str(stdout, what);
+		fputs(",\"arg\":null", stdout);
+	}
+	printf(",\"ret\":%lld,\"errno\":", ret < 0 ? -1 : ret);
+	p2pkp_json_str(stdout, ret < 0 ? p2pkp_errname(err) : NULL);
+}
+
+static void json_end(void)
+{
+	fputs("}\n", stdout);
+	fflush(stdout);
+}
+
 static void result(const char *what, long long ret, int err)
 {
+	if (json) {
+		json_begin(what, ret, err);
+		json_end();
+		return;
+	}
 	if (ret < 0)
 		printf("%s = -1 %s\n", what, p2pkp_errname(err));
 	else
@@ -193,6 +224,24 @@ static void do_getsockopt(const char *op, const char *what)
 			result("getsockopt peer_results", -1, e);
 			return;
 		}
+		if (json) {
+			json_begin("getsockopt peer_results", 0, 0);
+			fputs(",\"peers\":[", stdout);
+			for (i = 0; i < len / sizeof(res[0]); i++) {
+				printf("%s{\"addr\":", i ? "," : "");
+				p2pkp_json_str(stdout, p2pkp_format_addr(&res[i].addr, abuf,
+									 sizeof(abuf)));
+				printf(",\"state\":\"%s\",\"status\":\"%s\",\"bytes_acked\":%llu,\"datagrams_sent\":%llu,\"datagrams_retransmitted\":%llu}",
+				       p2pkp_peer_state_name(res[i].state),
+				       status_name(res[i].status),
+				       (unsigned long long)res[i].bytes_acked,
+				       (unsigned long long)res[i].datagrams_sent,
+				       (unsigned long long)res[i].datagrams_retransmitted);
+			}
+			fputs("]", stdout);
+			json_end();
+			return;
+		}
 		printf("getsockopt peer_results = 0 n=%zu\n", len / sizeof(res[0]));
 		for (i = 0; i < len / sizeof(res[0]); i++)
 			printf("  peer[%zu] addr=%s state=%s status=%s bytes_acked=%llu datagrams_sent=%llu datagrams_retransmitted=%llu\n",
@@ -212,6 +261,18 @@ static void do_getsockopt(const char *op, const char *what)
 			result("getsockopt last_transfer", -1, e);
 			return;
 		}
+		if (json) {
+			json_begin("getsockopt last_transfer", 0, 0);
+			fputs(",\"peer\":", stdout);
+			p2pkp_json_str(stdout, p2pkp_format_addr(&info.peer, abuf, sizeof(abuf)));
+			printf(",\"id\":\"%016llx\",\"size\":%llu,\"duration_ns\":%llu,\"status\":\"%s\",\"digest\":\"",
+			       (unsigned long long)info.id, (unsigned long long)info.size,
+			       (unsigned long long)info.duration_ns, status_name(info.status));
+			print_hex(info.digest, sizeof(info.digest));
+			fputs("\"", stdout);
+			json_end();
+			return;
+		}
 		printf("getsockopt last_transfer = 0 peer=%s id=%016llx size=%llu duration_ns=%llu status=%s digest=",
 		       p2pkp_format_addr(&info.peer, abuf, sizeof(abuf)),
 		       (unsigned long long)info.id, (unsigned long long)info.size,
@@ -228,6 +289,12 @@ static void do_getsockopt(const char *op, const char *what)
 			result("getsockopt peer_timeout", -1, e);
 			return;
 		}
+		if (json) {
+			json_begin("getsockopt peer_timeout", 0, 0);
+			printf(",\"value\":%u", ms);
+			json_end();
+			return;
+		}
 		printf("getsockopt peer_timeout = 0 value=%u\n", ms);
 	} else if (!strcmp(what, "rate")) {
 		__u64 rate = 0;
@@ -237,6 +304,12 @@ static void do_getsockopt(const char *op, const char *what)
 		e = errno;
 		if (ret < 0) {
 			result("getsockopt rate", -1, e);
+			return;
+		}
+		if (json) {
+			json_begin("getsockopt rate", 0, 0);
+			printf(",\"value\":%llu", (unsigned long long)rate);
+			json_end();
 			return;
 		}
 		printf("getsockopt rate = 0 value=%llu\n", (unsigned long long)rate);
@@ -316,8 +389,8 @@ static void run(char *op)
 		if (ret < 1)
 			bad(op, "no such socket number");
 		cur = socks[ret - 1];
-		printf("use %lld = %d\n", ret, cur);
-		fflush(stdout);
+		snprintf(what, sizeof(what), "use %lld", ret);
+		result(what, cur, 0);
 		return;
 	}
 	if (!strcmp(op, "bind") || !strcmp(op, "connect")) {
@@ -446,6 +519,17 @@ static void run(char *op)
 		msg.msg_iovlen = 1;
 		ret = recvmsg(cur, &msg, 0);
 		e = errno;
+		if (json) {
+			snprintf(what, sizeof(what), "recvmsg %s", arg);
+			json_begin(what, ret, e);
+			if (ret >= 0) {
+				fputs(",\"from\":", stdout);
+				p2pkp_json_str(stdout, p2pkp_format_addr(&from, abuf, sizeof(abuf)));
+				printf(",\"namelen\":%u", msg.msg_namelen);
+			}
+			json_end();
+			return;
+		}
 		if (ret >= 0)
 			snprintf(what, sizeof(what), "recvmsg %s from=%s namelen=%u",
 				 arg, p2pkp_format_addr(&from, abuf, sizeof(abuf)),
@@ -533,6 +617,12 @@ static void run(char *op)
 				 level, name, n);
 			if (ret < 0) {
 				result(what, ret, e);
+			} else if (json) {
+				json_begin(what, ret, e);
+				printf(",\"optlen\":%u,\"data\":\"", len);
+				print_hex(buf, len < n ? len : (size_t)n);
+				fputs("\"", stdout);
+				json_end();
 			} else {
 				printf("%s = %lld optlen=%u data=", what, ret, len);
 				print_hex(buf, len < n ? len : (size_t)n);
@@ -591,6 +681,12 @@ static void run(char *op)
 		e = errno;
 		if (ret < 0) {
 			result(op, ret, e);
+		} else if (json) {
+			json_begin(op, ret, e);
+			fputs(",\"addr\":", stdout);
+			p2pkp_json_str(stdout, p2pkp_format_addr(&ss, abuf, sizeof(abuf)));
+			printf(",\"len\":%u", len);
+			json_end();
 		} else {
 			printf("%s = 0 addr=%s len=%u\n", op,
 			       p2pkp_format_addr(&ss, abuf, sizeof(abuf)), len);
@@ -614,8 +710,8 @@ static void run(char *op)
 		ts.tv_nsec = (ret % 1000) * 1000000L;
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
-		printf("sleep %lld = 0\n", ret);
-		fflush(stdout);
+		snprintf(what, sizeof(what), "sleep %lld", ret);
+		result(what, 0, 0);
 		return;
 	}
 	if (!strcmp(op, "alarm") || !strcmp(op, "alarm-restart")) {
@@ -646,17 +742,21 @@ static void run(char *op)
 		return;
 	}
 	if (!strcmp(op, "alarms")) {
-		printf("alarms = %d\n", (int)alarms);
-		fflush(stdout);
+		result("alarms", alarms, 0);
 		return;
 	}
 	if (!strcmp(op, "pid")) {
-		printf("pid = %d\n", (int)getpid());
-		fflush(stdout);
+		result("pid", getpid(), 0);
 		return;
 	}
 	if (!strcmp(op, "echo")) {
-		printf("%s\n", arg ? arg : "");
+		if (json) {
+			fputs("{\"op\":\"echo\",\"arg\":", stdout);
+			p2pkp_json_str(stdout, arg ? arg : "");
+			fputs(",\"ret\":0,\"errno\":null}\n", stdout);
+		} else {
+			printf("%s\n", arg ? arg : "");
+		}
 		fflush(stdout);
 		return;
 	}
@@ -665,17 +765,21 @@ static void run(char *op)
 
 int main(int argc, char **argv)
 {
-	int i;
+	int i = 1;
 
-	if (argc < 2) {
+	if (argc > 1 && (!strcmp(argv[1], "--json") || !strcmp(argv[1], "-j"))) {
+		json = 1;
+		i = 2;
+	}
+	if (argc <= i) {
 		usage(stderr);
 		return 2;
 	}
-	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+	if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 		usage(stdout);
 		return 0;
 	}
-	for (i = 1; i < argc; i++)
+	for (; i < argc; i++)
 		run(argv[i]);
 	return 0;
 }

@@ -25,11 +25,13 @@
 
 #define PROG "p2pkp-recv"
 
+static int json;		/* --json: one JSON object per line on stdout */
+
 static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: " PROG " --listen ADDR[:PORT] --out PATH [--count N] [--timeout MS]\n"
-		"                  [--verbose]\n"
+		"                  [--verbose] [--json]\n"
 		"Receive files on one AF_P2PKP socket, one read() per file.\n"
 		"\n"
 		"  -l, --listen ADDR[:PORT] local IPv4 dotted quad or [IPv6] literal to\n"
@@ -39,6 +41,9 @@ static void usage(FILE *f)
 		"  -T, --timeout MS         P2PKP_PEER_TIMEOUT: a transfer whose sender is\n"
 		"                           silent this long is abandoned\n"
 		"  -v, --verbose            also print sender, transfer id, digest, duration\n"
+		"  -j, --json               machine-readable: one JSON object per line on\n"
+		"                           stdout, {\"event\":\"listening\"|\"received\"|\"error\",\n"
+		"                           ...} (implies --verbose; errors too go to stdout)\n"
 		"  -h, --help               this text\n"
 		"\n"
 		"PATH (made absolute from the current directory if relative):\n"
@@ -124,9 +129,29 @@ static void print_info(int fd, const char *path, ssize_t n, int verbose)
 		} else {
 			int e = errno;
 
-			fprintf(stderr, PROG ": getsockopt P2PKP_LAST_TRANSFER: %s (%s)\n",
-				p2pkp_errname(e), strerror(e));
+			if (json)
+				p2pkp_json_error("getsockopt", "P2PKP_LAST_TRANSFER", e);
+			else
+				fprintf(stderr, PROG ": getsockopt P2PKP_LAST_TRANSFER: %s (%s)\n",
+					p2pkp_errname(e), strerror(e));
 		}
+	}
+	if (json) {
+		fputs("{\"event\":\"received\",\"path\":", stdout);
+		p2pkp_json_str(stdout, path);
+		printf(",\"size\":%llu", size);
+		if (have) {
+			for (i = 0; i < P2PKP_DIGEST_SIZE; i++)
+				snprintf(hex + 2 * i, 3, "%02x", info.digest[i]);
+			fputs(",\"from\":", stdout);
+			p2pkp_json_str(stdout, p2pkp_format_addr(&info.peer, abuf, sizeof(abuf)));
+			printf(",\"id\":\"%016llx\",\"duration_ns\":%llu,\"sha256\":\"%s\"",
+			       (unsigned long long)info.id,
+			       (unsigned long long)info.duration_ns, hex);
+		}
+		fputs("}\n", stdout);
+		fflush(stdout);
+		return;
 	}
 	printf("received %s %llu bytes\n", path, size);
 	if (verbose && have) {
@@ -148,6 +173,7 @@ int main(int argc, char **argv)
 		{ "count", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -157,11 +183,11 @@ int main(int argc, char **argv)
 	char *out = NULL, *base = NULL, *path;
 	enum { OUT_FIXED, OUT_DIR, OUT_PATTERN } mode;
 	long long count = 1, timeout = -1, k;
-	int have_addr = 0, verbose = 0, fd, c, family, convs;
+	int have_addr = 0, verbose = 0, fd, c, convs;
 	size_t plen;
 	struct stat st;
 
-	while ((c = getopt_long(argc, argv, "l:o:c:T:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:o:c:T:vjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (p2pkp_parse_addr(optarg, P2PKP_PORT_DEFAULT, &addr,
@@ -190,6 +216,10 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'v':
+			verbose = 1;
+			break;
+		case 'j':
+			json = 1;
 			verbose = 1;
 			break;
 		case 'h':
@@ -255,27 +285,29 @@ int main(int argc, char **argv)
 	if (mode == OUT_FIXED)
 		snprintf(path, plen, "%s", base);
 
-	family = p2pkp_family();
-	fd = socket(family, SOCK_DGRAM, 0);
-	if (fd < 0) {
-		int e = errno;
-
-		fprintf(stderr, PROG ": socket(family %d): %s (%s)%s\n", family,
-			p2pkp_errname(e), strerror(e),
-			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+	fd = p2pkp_socket(PROG, json);
+	if (fd < 0)
 		return 1;
-	}
 	if (timeout >= 0 && p2pkp_set_peer_timeout(fd, (__u32)timeout, PROG) < 0)
 		return 1;
 	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {
 		int e = errno;
 
-		fprintf(stderr, PROG ": bind %s: %s (%s)\n",
-			p2pkp_format_addr(&addr, abuf, sizeof(abuf)),
-			p2pkp_errname(e), strerror(e));
+		p2pkp_format_addr(&addr, abuf, sizeof(abuf));
+		if (json)
+			p2pkp_json_error("bind", abuf, e);
+		else
+			fprintf(stderr, PROG ": bind %s: %s (%s)\n", abuf,
+				p2pkp_errname(e), strerror(e));
 		return 1;
 	}
-	printf("listening %s\n", p2pkp_format_addr(&addr, abuf, sizeof(abuf)));
+	if (json) {
+		fputs("{\"event\":\"listening\",\"addr\":", stdout);
+		p2pkp_json_str(stdout, p2pkp_format_addr(&addr, abuf, sizeof(abuf)));
+		fputs("}\n", stdout);
+	} else {
+		printf("listening %s\n", p2pkp_format_addr(&addr, abuf, sizeof(abuf)));
+	}
 	fflush(stdout);
 
 	for (k = 1; count == 0 || k <= count; k++) {
@@ -294,8 +326,11 @@ int main(int argc, char **argv)
 		if (n < 0) {
 			int e = errno;
 
-			fprintf(stderr, PROG ": read %s: %s (%s)\n", path,
-				p2pkp_errname(e), strerror(e));
+			if (json)
+				p2pkp_json_error("read", path, e);
+			else
+				fprintf(stderr, PROG ": read %s: %s (%s)\n", path,
+					p2pkp_errname(e), strerror(e));
 			return 1;
 		}
 		print_info(fd, path, n, verbose);

@@ -27,6 +27,8 @@
 
 #define PROG "p2pkp-send"
 
+static int json;		/* --json: one JSON object per line on stdout */
+
 struct peer {
 	struct sockaddr_storage addr;
 	socklen_t len;
@@ -37,7 +39,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: " PROG " --to HOST[:PORT] [--to HOST[:PORT] ...] [--timeout MS]\n"
-		"                  [--rate BYTES/s] [--verbose] FILE...\n"
+		"                  [--rate BYTES/s] [--verbose] [--json] FILE...\n"
 		"Send every FILE, in order, to every receiver over one AF_P2PKP socket.\n"
 		"\n"
 		"  -t, --to HOST[:PORT]  a receiver: IPv4 dotted quad or [IPv6] literal,\n"
@@ -49,6 +51,9 @@ static void usage(FILE *f)
 		"                        K, M, G = 1000, 1000^2, 1000^3; 0 = no cap\n"
 		"  -v, --verbose         print one line per file (size, duration) and the\n"
 		"                        per-peer results (extra getsockopt calls)\n"
+		"  -j, --json            machine-readable: one JSON object per line on stdout,\n"
+		"                        {\"event\":\"sent\"|\"peer\"|\"error\",...} (implies --verbose;\n"
+		"                        errors too go to stdout)\n"
 		"  -h, --help            this text\n"
 		"\n"
 		"Relative FILE names are made absolute from the current directory\n"
@@ -90,7 +95,27 @@ static int parse_rate(const char *s, unsigned long long *rate)
 	return 0;
 }
 
-static void print_peer_results(int fd, FILE *f, const char *prefix)
+/* --json: {"event":"peer","file":F,"addr":A,"state":S,"error":E|null,...} */
+static void json_peer(const char *file, const struct p2pkp_peer_result *r)
+{
+	char abuf[80];
+
+	fputs("{\"event\":\"peer\",\"file\":", stdout);
+	p2pkp_json_str(stdout, file);
+	fputs(",\"addr\":", stdout);
+	p2pkp_json_str(stdout, p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)));
+	fputs(",\"state\":", stdout);
+	p2pkp_json_str(stdout, p2pkp_peer_state_name(r->state));
+	fputs(",\"error\":", stdout);
+	p2pkp_json_str(stdout, r->status ? p2pkp_errname(-r->status) : NULL);
+	printf(",\"bytes_acked\":%llu,\"datagrams_sent\":%llu,\"retransmitted\":%llu}\n",
+	       (unsigned long long)r->bytes_acked,
+	       (unsigned long long)r->datagrams_sent,
+	       (unsigned long long)r->datagrams_retransmitted);
+}
+
+static void print_peer_results(int fd, FILE *f, const char *prefix,
+			       const char *file)
 {
 	struct p2pkp_peer_result res[P2PKP_MAX_PEERS];
 	socklen_t len = sizeof(res);
@@ -100,13 +125,21 @@ static void print_peer_results(int fd, FILE *f, const char *prefix)
 	if (getsockopt(fd, SOL_P2PKP, P2PKP_PEER_RESULTS, res, &len) < 0) {
 		int e = errno;
 
-		fprintf(f, "%sgetsockopt P2PKP_PEER_RESULTS: %s (%s)\n", prefix,
-			p2pkp_errname(e), strerror(e));
+		if (json)
+			p2pkp_json_error("getsockopt", "P2PKP_PEER_RESULTS", e);
+		else
+			fprintf(f, "%sgetsockopt P2PKP_PEER_RESULTS: %s (%s)\n", prefix,
+				p2pkp_errname(e), strerror(e));
 		return;
 	}
 	n = len / sizeof(res[0]);
 	for (i = 0; i < n; i++) {
 		struct p2pkp_peer_result *r = &res[i];
+
+		if (json) {
+			json_peer(file, r);
+			continue;
+		}
 
 		fprintf(f, "%speer %s: %s", prefix,
 			p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)),
@@ -127,7 +160,18 @@ static void print_transfer(int fd, const char *file, int npeers)
 	struct p2pkp_transfer_info info;
 	socklen_t len = sizeof(info);
 
-	if (getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) < 0) {
+	if (json) {
+		int ok = getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) == 0;
+
+		fputs("{\"event\":\"sent\",\"file\":", stdout);
+		p2pkp_json_str(stdout, file);
+		if (ok)
+			printf(",\"size\":%llu,\"peers\":%d,\"duration_ns\":%llu}\n",
+			       (unsigned long long)info.size, npeers,
+			       (unsigned long long)info.duration_ns);
+		else
+			printf(",\"size\":null,\"peers\":%d,\"duration_ns\":null}\n", npeers);
+	} else if (getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) < 0) {
 		printf("sent %s to %d peer%s\n", file, npeers, npeers == 1 ? "" : "s");
 	} else {
 		printf("sent %s (%llu bytes) to %d peer%s in %.3f ms\n", file,
@@ -159,6 +203,7 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
+		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -170,9 +215,9 @@ int main(int argc, char **argv)
 	int rate_set = 0;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
-	int c, i, fd, family;
+	int c, i, fd;
 
-	while ((c = getopt_long(argc, argv, "t:T:r:vh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:T:r:vjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (npeers > P2PKP_MAX_PEERS) {
@@ -206,6 +251,10 @@ int main(int argc, char **argv)
 			rate_set = 1;
 			break;
 		case 'v':
+			verbose = 1;
+			break;
+		case 'j':
+			json = 1;
 			verbose = 1;
 			break;
 		case 'h':
@@ -243,23 +292,19 @@ int main(int argc, char **argv)
 		}
 	}
 
-	family = p2pkp_family();
-	fd = socket(family, SOCK_DGRAM, 0);
-	if (fd < 0) {
-		int e = errno;
-
-		fprintf(stderr, PROG ": socket(family %d): %s (%s)%s\n", family,
-			p2pkp_errname(e), strerror(e),
-			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+	fd = p2pkp_socket(PROG, json);
+	if (fd < 0)
 		return 1;
-	}
 	for (i = 0; i < npeers; i++) {
 		if (connect(fd, (struct sockaddr *)&peers[i].addr, peers[i].len) < 0) {
 			int e = errno;
 
-			fprintf(stderr, PROG ": connect %s: %s (%s)\n",
-				p2pkp_format_addr(&peers[i].addr, abuf, sizeof(abuf)),
-				p2pkp_errname(e), strerror(e));
+			p2pkp_format_addr(&peers[i].addr, abuf, sizeof(abuf));
+			if (json)
+				p2pkp_json_error("connect", abuf, e);
+			else
+				fprintf(stderr, PROG ": connect %s: %s (%s)\n", abuf,
+					p2pkp_errname(e), strerror(e));
 			return 1;
 		}
 	}
@@ -283,7 +328,7 @@ int main(int argc, char **argv)
 		if (n == (ssize_t)len) {
 			if (verbose) {
 				print_transfer(fd, files[i], npeers);
-				print_peer_results(fd, stdout, "  ");
+				print_peer_results(fd, stdout, "  ", files[i]);
 			}
 			continue;
 		}
@@ -291,15 +336,21 @@ int main(int argc, char **argv)
 		if (n < 0) {
 			int e = errno;
 
-			fprintf(stderr, PROG ": write %s: %s (%s)\n", files[i],
-				p2pkp_errname(e), strerror(e));
-			print_peer_results(fd, stderr, PROG ":   ");
+			if (json)
+				p2pkp_json_error("write", files[i], e);
+			else
+				fprintf(stderr, PROG ": write %s: %s (%s)\n", files[i],
+					p2pkp_errname(e), strerror(e));
+			print_peer_results(fd, stderr, PROG ":   ", files[i]);
 			if (e == EINTR)
 				break;
 		} else {
-			fprintf(stderr, PROG ": write %s: short write %zd of %zu\n",
-				files[i], n, len);
-			print_peer_results(fd, stderr, PROG ":   ");
+			if (json)
+				p2pkp_json_error("write", files[i], EIO);
+			else
+				fprintf(stderr, PROG ": write %s: short write %zd of %zu\n",
+					files[i], n, len);
+			print_peer_results(fd, stderr, PROG ":   ", files[i]);
 		}
 	}
 	close(fd);

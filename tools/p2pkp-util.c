@@ -40,6 +40,23 @@ int p2pkp_family(void)
 	return (int)v;
 }
 
+int p2pkp_socket(const char *prog, int json)
+{
+	int family = p2pkp_family();
+	int fd = socket(family, SOCK_DGRAM, 0);
+	int e = errno;
+
+	if (fd >= 0)
+		return fd;
+	if (json)
+		p2pkp_json_error("socket", NULL, e);
+	else
+		fprintf(stderr, "%s: socket(family %d): %s (%s)%s\n", prog, family,
+			p2pkp_errname(e), strerror(e),
+			e == EAFNOSUPPORT ? " - is the p2pkp module loaded?" : "");
+	return -1;
+}
+
 long long p2pkp_parse_uint(const char *s, long long max)
 {
 	unsigned long long v;
@@ -202,4 +219,40 @@ int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog)
 		return -1;
 	}
 	return 0;
+}
+
+void p2pkp_json_str(FILE *f, const char *s)
+{
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			fprintf(f, "\\%c", ch);
+		else if (ch == '\n')
+			fputs("\\n", f);
+		else if (ch < 0x20 || ch == 0x7f)
+			fprintf(f, "\\u%04x", ch);
+		else
+			fputc(ch, f);
+	}
+	fputc('"', f);
+}
+
+void p2pkp_json_error(const char *call, const char *arg, int err)
+{
+	fputs("{\"event\":\"error\",\"call\":", stdout);
+	p2pkp_json_str(stdout, call);
+	fputs(",\"arg\":", stdout);
+	p2pkp_json_str(stdout, arg);
+	fputs(",\"errno\":", stdout);
+	p2pkp_json_str(stdout, p2pkp_errname(err));
+	fputs(",\"message\":", stdout);
+	p2pkp_json_str(stdout, strerror(err));
+	fputs("}\n", stdout);
+	fflush(stdout);
 }

@@ -8,6 +8,7 @@
 #define P2PKP_UTIL_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include "p2pkp.h"
@@ -36,6 +37,13 @@ const char *p2pkp_format_addr(const void *sa, char *buf, size_t buflen);
 /* "ENOENT" for ENOENT; "E<number>" when the name is unknown. */
 const char *p2pkp_errname(int err);
 
+/*
+ * socket(p2pkp_family(), SOCK_DGRAM, 0); on failure reports it (a JSON error
+ * event with json, else "PROG: socket(family N): ENAME (message)") and
+ * returns -1.
+ */
+int p2pkp_socket(const char *prog, int json);
+
 /* Parse a non-negative decimal number <= max; -1 on error. */
 long long p2pkp_parse_uint(const char *s, long long max);
 
@@ -47,5 +55,17 @@ const char *p2pkp_peer_state_name(__u32 state);
  * "PROG: setsockopt P2PKP_PEER_TIMEOUT MS: ENAME (message)" and returns -1.
  */
 int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog);
+
+/*
+ * --json output (one JSON object per line, on stdout): a string, quoted and
+ * escaped, or "null" for NULL.
+ */
+void p2pkp_json_str(FILE *f, const char *s);
+
+/*
+ * {"event":"error","call":CALL,"arg":ARG,"errno":"ENAME","message":"..."}: a
+ * failed call in --json mode.
+ */
+void p2pkp_json_error(const char *call, const char *arg, int err);
 
 #endif /* P2PKP_UTIL_H */

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from p2pkp_badnet import netem_drops, transfer_rounds
-from p2pkp_scenario import MiB, Scenario
-from p2pkpvm.cluster import ClusterView
-from p2pkpvm.impair import impair
-from test_badnet import LINKS, run_link_matrix
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.net.impair import impair
+from p2pkpvm.scenario.badnet import LINKS, netem_drops, run_link_matrix, transfer_rounds
+from p2pkpvm.scenario.scenario import MiB, Scenario
 
 ROUNDS = 20
 SIZE = 8 * MiB

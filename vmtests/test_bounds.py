@@ -4,8 +4,8 @@ A flood of fake transfers must not exhaust kernel memory or disk; a stale transf
 abandoned and its temporary file removed; replies to spoofable sources are rate-limited;
 files above the maximum size or the free space are refused.  Memory and disk are measured
 before and after and compared with generous documented bounds (bounds, not timings).
-Tests of bounds the loaded module does not implement yet (no such counter in
-/proc/net/p2pkp, no such module parameter) are skipped with the reason.
+A module without one of these bounds (no such counter in /proc/net/p2pkp, no such module
+parameter) fails the test that needs it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,17 @@ import re
 
 import pytest
 
-from p2pkp_scenario import WIRE, Guest, Scenario, listing, next_port, proc_total, q
-from p2pkpvm.cluster import ClusterView
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import (
+    FORGE,
+    WIRE,
+    Guest,
+    Scenario,
+    listing,
+    next_port,
+    proc_total,
+    q,
+)
 
 FLOOD = 20000  # STARTs of new transfers in the flood test
 FLOOD_PORTS = 200  # distinct source ports
@@ -77,10 +86,10 @@ def test_start_flood_bounded(scn: Scenario, cluster: ClusterView) -> None:
     assert slab < SLAB_BOUND_KIB, f"Slab grew {slab} KiB under a START flood"
     assert avail < MEMAVAIL_BOUND_KIB, f"MemAvailable fell {avail} KiB under a START flood"
     assert disk < DISK_BOUND_KIB, f"disk use grew {disk} KiB under a START flood"
-    if "replies_limited" not in c1:
-        pytest.skip(
-            f"module has no reply rate limit yet: {replies} replies to {sent} spoofable STARTs"
-        )
+    assert "replies_limited" in c1, (
+        f"module has no reply rate limit (no replies_limited counter): {replies} replies to "
+        f"{sent} spoofable STARTs"
+    )
     bound = RL_BURST + RL_PER_SEC * (secs + 1.0)
     assert replies <= bound, f"{replies} replies to {sent} STARTs in {secs:.1f}s > {bound:.0f}"
     assert c1["replies_limited"] > c0.get("replies_limited", 0)
@@ -93,10 +102,11 @@ def test_stale_transfer_abandoned(scn: Scenario, cluster: ClusterView) -> None:
     port = next_port()
     c0 = proc_total(vm)
     job = scn.receiver(vm, scn.path("out"), port, host="127.0.0.1", timeout_ms=3000)
-    # one complete forged START + DATA of the first chunk, then silence (a stale transfer)
+    # a forged START, DATA of the first chunk once the receiver has accepted the transfer
+    # (its START_ACK), then silence: a stale transfer
     vm.run(
-        f"python3 -c {q(_start_and_one_chunk(port))}",
-        timeout=30.0,
+        f"{FORGE} --target 127.0.0.1:{port} --id 5ca1ab1e --size {10 * 1400} --chunks 1",
+        timeout=60.0,
     )
     vm.wait_for(f"ls -A {q(scn.dir)} | grep -q p2pkp-", timeout=30.0)
     vm.wait_for(f"! ls -A {q(scn.dir)} | grep -q p2pkp-", timeout=60.0)
@@ -109,24 +119,12 @@ def test_stale_transfer_abandoned(scn: Scenario, cluster: ClusterView) -> None:
     assert job.wait(timeout=30.0).rc == 0
 
 
-def _start_and_one_chunk(port: int) -> str:
-    size = 10 * 1400
-    return (
-        "import socket,struct;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-        "h=lambda t:struct.pack('>IBBHQII',0x5032504b,1,t,0,0x5ca1ab1e,0,0);"
-        f"s.sendto(h(1)+struct.pack('>QQII',{size},10,1400,0),('127.0.0.1',{port}));"
-        "import time;time.sleep(0.3);"
-        f"s.sendto(h(4)+struct.pack('>Q',0)+bytes(1400),('127.0.0.1',{port}))"
-    )
-
-
 def test_max_file_size_refused(scn: Scenario, cluster: ClusterView) -> None:
     """A START above the max_file_size module parameter is refused with DONE(-EFBIG) and
     counted as refused_size; nothing is created; read() keeps waiting."""
     vm = cluster["vm1"]
     param = "/sys/module/p2pkp/parameters/max_file_size"
-    if vm.run(f"test -w {param}", check=False).rc != 0:
-        pytest.skip("module has no max_file_size parameter yet")
+    assert vm.run(f"test -w {param}", check=False).rc == 0, f"module has no writable {param}"
     old = vm.run(f"cat {param}").output.strip()
     vm.run(f"echo 10000 > {param}")
     try:
@@ -149,8 +147,7 @@ def test_free_space_refused(scn: Scenario, cluster: ClusterView) -> None:
     DONE(-ENOSPC) before anything is written; counted as refused_space."""
     vm = cluster["vm1"]
     c0 = proc_total(vm)
-    if "refused_space" not in c0:
-        pytest.skip("module has no free-space check yet (no refused_space counter)")
+    assert "refused_space" in c0, "module has no free-space check (no refused_space counter)"
     small = scn.path("small")
     vm.run(f"mkdir {small} && mount -t tmpfs -o size=1m p2pkp-small {small}")
     try:

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import (
     AS_NOBODY,
     OP,
     SEND,
@@ -27,7 +28,6 @@ from p2pkp_scenario import (
     sha256,
     wait_output,
 )
-from p2pkpvm.cluster import ClusterView
 
 # The module's documented errors (docs/protocol.md).
 DUPLICATE_PEER = "EEXIST"
@@ -110,9 +110,9 @@ def test_nobody_cannot_store_into_root(scn: Scenario, cluster: ClusterView) -> N
         assert op_result(res.output, f"read {dst}") == "-1 EACCES", res.output
         assert rx.run("ls -A /root").output.split() == [], f"{rx.name}: /root not empty"
         # Control: root stores there with the same tools, so the denial is about the caller.
-        job = scn.receiver(rx, dst, port)
+        receiver = scn.receiver(rx, dst, port)
         send(tx, [(rx, port)], [src], timeout=60.0)
-        assert job.wait(timeout=60.0).rc == 0
+        assert receiver.wait(timeout=60.0).rc == 0
         assert sha256(rx, dst) == digest
     finally:
         rx.run("umount /root")

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
-from p2pkpvm.cluster import ClusterView, default_module
+from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.errors import CommandTimeout, GuestDied
-from p2pkpvm.netns import list_namespaces
-from p2pkpvm.pin import project_root
-from p2pkpvm.session import leftovers
+from p2pkpvm.net.netns import list_namespaces
+from p2pkpvm.plugin.session import leftovers
 
 pytestmark = pytest.mark.topology("quad")
 PANIC_DEADLINE_S = 60.0
-_state: dict[str, str] = {}
 
 
 def test_every_guest_reaches_every_other(cluster: ClusterView) -> None:
@@ -39,7 +37,7 @@ def test_every_guest_reaches_every_other(cluster: ClusterView) -> None:
 
 
 def test_module_loads_and_unloads_in_every_guest(cluster: ClusterView) -> None:
-    module = default_module()
+    module = cluster.vms[0].module
     assert module.exists(), f"{module} is not built: run `make`"
     for vm in cluster.vms:
         vm.run("! grep -q '^p2pkp ' /proc/modules || rmmod p2pkp", timeout=60)
@@ -74,10 +72,24 @@ def test_command_failure_and_background_job(cluster: ClusterView) -> None:
 
 
 @pytest.mark.expect_crash
+def test_guest_after_panic_is_fresh(cluster: ClusterView, heal: Callable[[], ClusterView]) -> None:
+    """A guest that panicked is replaced by a freshly booted one that reaches its peers."""
+    vm = cluster.vms[-1]
+    boot_id = vm.run("cat /proc/sys/kernel/random/boot_id").output.strip()
+    with pytest.raises(GuestDied):
+        vm.run("echo c > /proc/sysrq-trigger", timeout=PANIC_DEADLINE_S)
+    assert not vm.alive
+    fresh = heal()[vm.name]
+    assert fresh.alive
+    assert fresh.run("cat /proc/sys/kernel/random/boot_id").output.strip() != boot_id
+    for peer in cluster.vms:
+        if peer.name != fresh.name:
+            fresh.run(f"ping -c1 -W5 {peer.ipv4}", timeout=30)
+
+
+@pytest.mark.expect_crash
 def test_panic_is_reported_as_crash(cluster: ClusterView) -> None:
     vm = cluster.vms[-1]
-    _state["name"] = vm.name
-    _state["boot_id"] = vm.run("cat /proc/sys/kernel/random/boot_id").output.strip()
     t0 = time.monotonic()
     with pytest.raises(GuestDied) as info:
         vm.run("echo c > /proc/sysrq-trigger", timeout=PANIC_DEADLINE_S)
@@ -88,17 +100,6 @@ def test_panic_is_reported_as_crash(cluster: ClusterView) -> None:
     assert "sysrq" in err.crash_summary.lower(), f"no sysrq panic in the report:\n{err}"
     assert "Kernel panic" in err.console_tail, f"console tail lacks the panic:\n{err}"
     assert not vm.alive
-
-
-def test_guest_after_panic_is_fresh(cluster: ClusterView) -> None:
-    if "name" not in _state:
-        pytest.skip("runs after test_panic_is_reported_as_crash")
-    vm = cluster[_state["name"]]
-    assert vm.alive
-    assert vm.run("cat /proc/sys/kernel/random/boot_id").output.strip() != _state["boot_id"]
-    for peer in cluster.vms:
-        if peer is not vm:
-            vm.run(f"ping -c1 -W5 {peer.ipv4}", timeout=30)
 
 
 def _read_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
@@ -124,10 +125,7 @@ def test_sigterm_tears_everything_down(request: pytest.FixtureRequest) -> None:
     argv = [sys.executable, "-m", "p2pkpvm", "up", "--vms", "1"]
     if accel:
         argv += ["--accel", accel]
-    env = dict(os.environ, PYTHONPATH=str(project_root() / "tools"))
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = _read_line(proc, "READY", timeout=480)
         fields = dict(f.split("=", 1) for f in line.split()[1:])

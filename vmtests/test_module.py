@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from p2pkp_scenario import SEND, Guest, Scenario, module_ko, next_port, op, op_result, q
-from p2pkpvm.cluster import ClusterView
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import SEND, Guest, Scenario, module_ko, next_port, op, op_result, q
 
 FAMILY_PARAM = "/sys/module/p2pkp/parameters/family"
 # A family number no Debian 6.1 module or built-in claims (NETBEUI was never implemented).
@@ -21,7 +21,7 @@ def scn(scn: Scenario, cluster: ClusterView) -> Iterator[Scenario]:
     its defaults."""
     yield scn
     for vm in cluster.vms:
-        vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {module_ko()}")
+        vm.run(f"grep -q '^p2pkp ' /proc/modules || insmod {module_ko(vm)}")
 
 
 def loaded(vm: Guest) -> bool:
@@ -47,7 +47,7 @@ def test_load_unload_ten_times(scn: Scenario, cluster: ClusterView) -> None:
     vm.run("rmmod p2pkp")
     before = vm.run("dmesg | grep -cE 'WARNING|BUG|Oops|refcount' || true").output.strip()
     for i in range(10):
-        vm.run(f"insmod {module_ko()}")
+        vm.run(f"insmod {module_ko(vm)}")
         out = op(vm, ["socket", "close"])
         assert re.search(r"^socket = \d+$", out, re.MULTILINE), f"cycle {i}: {out}"
         vm.run("rmmod p2pkp")
@@ -107,12 +107,12 @@ def test_family_param_readable(scn: Scenario, cluster: ClusterView) -> None:
     out = op(vm, [f"socket:dgram:0:{family}"])
     assert re.search(r"^socket = \d+$", out, re.MULTILINE), out
     vm.run("rmmod p2pkp")
-    vm.run(f"insmod {module_ko()} family={OTHER_FAMILY}")
+    vm.run(f"insmod {module_ko(vm)} family={OTHER_FAMILY}")
     assert vm.run(f"cat {FAMILY_PARAM}").output.strip() == str(OTHER_FAMILY)
     out = op(vm, [f"socket:dgram:0:{family}", f"socket:dgram:0:{OTHER_FAMILY}", "socket"])
     assert op_result(out, "socket").startswith("-1 EAFNOSUPPORT"), out
     fds = re.findall(r"^socket = (\d+)$", out, re.MULTILINE)
     assert len(fds) == 2, f"family {OTHER_FAMILY} (explicit and from sysfs) should work:\n{out}"
     vm.run("rmmod p2pkp")
-    res = vm.run(f"insmod {module_ko()} family=2 2>&1", check=False)
+    res = vm.run(f"insmod {module_ko(vm)} family=2 2>&1", check=False)
     assert res.rc != 0, f"family=2 (AF_INET, taken) was accepted:\n{res.output}"

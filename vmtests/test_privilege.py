@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import (
     AS_NOBODY,
+    FORGE,
     WIRE,
     Guest,
     Scenario,
@@ -26,7 +28,6 @@ from p2pkp_scenario import (
     send,
     sha256,
 )
-from p2pkpvm.cluster import ClusterView
 
 VICTIM_TEXT = "root-owned victim: must stay as it is"
 
@@ -144,10 +145,11 @@ def test_proc_shows_no_paths_and_temp_is_private(scn: Scenario, cluster: Cluster
     port = next_port()
     job = scn.receiver(rx, dest, port, host="127.0.0.1", timeout_ms=20000)
     xid = "0123456789abcdef"
-    # a forged sender STARTs a large transfer and stops: the receiver holds it in RECV
+    # a forged sender STARTs a large transfer, sends its first chunk once the receiver has
+    # accepted it (START_ACK; the chunk confirms it) and stops: the receiver holds it in RECV
     rx.run(
-        f"python3 -c {q(_start_only(port, int(xid, 16)))}",
-        timeout=30.0,
+        f"{FORGE} --target 127.0.0.1:{port} --id {xid} --size {1 << 20} --chunks 1",
+        timeout=60.0,
     )
     tmp = scn.path(f".private-name.p2pkp-{xid}")
     rx.wait_for(f"test -f {tmp}", timeout=30.0)
@@ -162,18 +164,6 @@ def test_proc_shows_no_paths_and_temp_is_private(scn: Scenario, cluster: Cluster
     job.kill()
 
 
-def _start_only(port: int, xid: int) -> str:
-    """Python one-liner source: a forged sender STARTs a 1 MiB transfer, sends its first
-    chunk (so the receiver confirms it) and goes silent."""
-    return (
-        "import socket,struct,time;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-        f"h=lambda t:struct.pack('>IBBHQII',0x5032504b,1,t,0,{xid},0,0);"
-        f"s.sendto(h(1)+struct.pack('>QQII',1048576,{(1048576 + 1399) // 1400},1400,0),"
-        f"('127.0.0.1',{port}));time.sleep(0.3);"
-        f"s.sendto(h(4)+struct.pack('>Q',0)+bytes(1400),('127.0.0.1',{port}))"
-    )
-
-
 def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -> None:
     """Forged transfers whose bytes are paths ("../../etc/passwd", "/etc/shadow", ...) plus the
     random wire campaign: the only new file in the guest's writable trees is the one the
@@ -181,7 +171,11 @@ def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -
     rx = cluster["vm2"]
     dest = scn.path("only-here")
     marker = f"{scn.dir}-marker"
-    rx.run(f"touch {marker} && sleep 1")
+    # Files count as new when their mtime is after the marker's: wait until the file clock
+    # (coarse, a jiffy) has moved past it instead of sleeping.
+    rx.run(f"touch {marker}")
+    rx.wait_for(f"touch {marker}.probe && test {marker}.probe -nt {marker}", timeout=10.0)
+    rx.run(f"rm -f {marker}.probe")
     port = next_port()
     job = scn.receiver(rx, dest, port, host="127.0.0.1", timeout_ms=2000)
     # stateless first: its drop reasons are predicted exactly, which holds only while no
@@ -192,18 +186,18 @@ def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -
         check=False,
     )
     assert res.rc == 0, res.output
+    # Fake transfers of the random phase may hold the receiver until its peer timeout (2 s):
+    # wait until it waits for a new transfer (/proc/net/p2pkp), then send the real one.
+    rx.wait_for(
+        f"grep -qE '^sock .*role=receiver state=waiting local=127\\.0\\.0\\.1:{port} ' "
+        "/proc/net/p2pkp",
+        timeout=60.0,
+    )
     res = rx.run(
         f"{WIRE} --target 127.0.0.1:{port} --seed 12 --phases send --size 20000",
         timeout=120.0,
         check=False,
     )
-    # fake transfers of the random phase may still hold the receiver: retry until served
-    if "done_status=0" not in res.output:
-        res = rx.run(
-            f"sleep 3; {WIRE} --target 127.0.0.1:{port} --seed 13 --phases send --size 20000",
-            timeout=120.0,
-            check=False,
-        )
     assert "done_status=0" in res.output, res.output
     assert job.wait(timeout=60.0).rc == 0
     # The guest's writable trees are its own mounts: tmpfs, or overlays whose upper layer (a

@@ -12,12 +12,13 @@ import time
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.net.impair import link_cut
+from p2pkpvm.scenario.scenario import (
     AS_NOBODY,
     OP,
     SEND,
     Guest,
-    Job,
     MiB,
     Scenario,
     listing,
@@ -31,8 +32,8 @@ from p2pkp_scenario import (
     sha256,
     wait_output,
 )
-from p2pkpvm.cluster import ClusterView
-from p2pkpvm.impair import link_cut
+from p2pkpvm.scenario.toolout import Transcript
+from p2pkpvm.vm.guest import Job
 
 KEY_A = "a5" * 32
 KEY_B = "5a" * 32
@@ -270,7 +271,7 @@ def test_security_8_no_stack_bytes(scn: Scenario, cluster: ClusterView) -> None:
             f"getsockopt-raw:300:3:{INFO_SIZE}",
         ],
     )
-    out_rx = recv.wait(timeout=60.0).output
+    out_rx = Transcript(recv.wait(timeout=60.0).output)
     for vm, out in ((tx, out_tx), (rx, out_rx)):
         m = re.search(
             r"^getsockopt-raw 300:3 \d+ = 0 optlen=(\d+) data=([0-9a-f]+)$", out, re.MULTILINE

@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from p2pkp_scenario import (
+from p2pkpvm.cluster.cluster import ClusterView
+from p2pkpvm.scenario.scenario import (
     SEND,
     MiB,
     Scenario,
@@ -19,7 +20,6 @@ from p2pkp_scenario import (
     sha256,
     transfer_deadline,
 )
-from p2pkpvm.cluster import ClusterView
 
 CHUNK = 1400  # P2PKP_CHUNK_SIZE
 
@@ -129,15 +129,17 @@ def test_recvmsg_names_the_sender(scn: Scenario, cluster: ClusterView) -> None:
     job = scn.op_job(rx, ops, f"bind 0.0.0.0:{port} = 0")
     send(tx, [(rx, port)], [src], timeout=60.0)
     out = job.wait(timeout=60.0).output
-    m = re.search(rf"^recvmsg {re.escape(dst)} from=(\S+) namelen=16 = 5000$", out, re.M)
-    assert m and m[1].startswith(f"{tx.ipv4}:"), f"{rx.name}: recvmsg said:\n{out}"
+    call = out.call(f"recvmsg {dst}")
+    sender = str(call.extra.get("from", ""))
+    assert (call.ret, call.extra.get("namelen")) == (5000, 16), f"{rx.name}: recvmsg:\n{out}"
+    assert sender.startswith(f"{tx.ipv4}:"), f"{rx.name}: recvmsg said:\n{out}"
     info = re.search(
         r"^getsockopt last_transfer = 0 peer=(\S+) .*size=5000 .*status=OK "
         r"digest=([0-9a-f]{64})$",
         out,
         re.M,
     )
-    assert info and info[1] == m[1], f"{rx.name}: last_transfer said:\n{out}"
+    assert info and info[1] == sender, f"{rx.name}: last_transfer said:\n{out}"
     assert info[2] == digest, "P2PKP_LAST_TRANSFER digest is not the file's SHA-256"
     assert sha256(rx, dst) == digest
 

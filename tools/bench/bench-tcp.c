@@ -139,7 +139,7 @@ static int do_recv(int argc, char **argv)
 		die("bind port %d", port);
 	if (listen(ls, 1) < 0)
 		die("listen");
-	printf("listening %d\n", port);
+	printf("{\"event\":\"listening\",\"addr\":\"0.0.0.0:%d\"}\n", port);
 	fflush(stdout);
 	{
 		struct pollfd pfd = { ls, POLLIN, 0 };

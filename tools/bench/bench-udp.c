@@ -372,7 +372,7 @@ static int do_recv(int argc, char **argv)
 	me.sin_port = htons(port);
 	if (bind(sock, (struct sockaddr *)&me, sizeof(me)) < 0)
 		die("bind port %d", port);
-	printf("listening %d\n", port);
+	printf("{\"event\":\"listening\",\"addr\":\"0.0.0.0:%d\"}\n", port);
 	fflush(stdout);
 
 	for (;;) {

@@ -1,7 +1,7 @@
-"""python -m p2pkpvm: see p2pkpvm.cli."""
+"""python -m p2pkpvm: see p2pkpvm.cli.main."""
 
 import sys
 
-from p2pkpvm.cli import main
+from p2pkpvm.cli.main import main
 
 sys.exit(main())

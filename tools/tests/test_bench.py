@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm.bench_model import (
+from p2pkpvm.bench.model import (
     BenchParseError,
     BenchRun,
     Iperf,
@@ -19,8 +19,8 @@ from p2pkpvm.bench_model import (
     parse_sha256,
     parse_timeit,
 )
-from p2pkpvm.bench_runner import recv_cmd, send_cmd
-from p2pkpvm.bench_tables import fmt_s, fmt_size, latex, markdown, targets
+from p2pkpvm.bench.runner import recv_cmd, send_cmd
+from p2pkpvm.bench.tables import fmt_s, fmt_size, latex, markdown, targets
 
 DATA = Path(__file__).parent / "data" / "bench"
 MiB = 1 << 20
@@ -169,14 +169,16 @@ def test_commands() -> None:
     assert send_cmd("udp-gso", ["10.99.0.2", "10.99.0.3"], 7601, "/f").endswith(
         "bench-udp send --mode gso --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
     )
-    assert "p2pkp-recv --listen 0.0.0.0:7601 --out /o --count 1" in recv_cmd("p2pkp", 7601, "/o")
+    assert "p2pkp-recv --json --listen 0.0.0.0:7601 --out /o --count 1" in recv_cmd(
+        "p2pkp", 7601, "/o"
+    )
     with pytest.raises(ValueError, match="unknown method"):
         send_cmd("ftp", ["10.99.0.2"], 1, "/f")
 
 
 def test_plot_writes_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from p2pkpvm.bench_plot import plot
+    from p2pkpvm.bench.plot import plot
 
     run = run_of([sample("p2pkp", 2.0, size=s) for s in (4096, MiB, 64 * MiB)])
     plot(run, tmp_path / "p.png")
@@ -184,7 +186,7 @@ def test_plot_writes_png(tmp_path: Path) -> None:
 
 
 def test_render_rewrites_a_results_folder_from_raw_json(tmp_path: Path) -> None:
-    from p2pkpvm.bench import main
+    from p2pkpvm.bench.main import main
 
     run = run_of([sample("p2pkp", 2.0), sample("tcp-sendfile", 0.5)])
     # the meta of a real run (docs/results/raw.json of 2026-11-25)
@@ -218,7 +220,7 @@ def test_render_rewrites_a_results_folder_from_raw_json(tmp_path: Path) -> None:
 def test_render_names_an_unreadable_raw_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from p2pkpvm.bench import main
+    from p2pkpvm.bench.main import main
 
     # raw data without the meta that README.md needs
     (tmp_path / "raw.json").write_text(run_of([sample("p2pkp", 2.0)]).to_json())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from p2pkpvm.console import clean, split_literal
 from p2pkpvm.errors import CommandFailed, CommandTimeout, GuestDied
+from p2pkpvm.vm.console import clean, split_literal
 
 
 def test_split_literal_prints_token_without_containing_it() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm.crash import KINDS, MAX_EXCERPT_LINES, CrashReport, main, normalize_lines, scan
+from p2pkpvm.cli.main import main as cli_main
+from p2pkpvm.vm.crash import KINDS, MAX_EXCERPT_LINES, CrashReport, normalize_lines, scan
 
 DATA = Path(__file__).resolve().parent / "data" / "crash"
 
@@ -489,11 +490,11 @@ def test_console_capture_panic_on_oops() -> None:
 
 
 def test_cli_reports_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([str(DATA / "boot-normal.log")]) == 0
+    assert cli_main(["crash-scan", str(DATA / "boot-normal.log")]) == 0
     assert capsys.readouterr().out == ""
-    assert main([str(DATA / "boot-normal.log"), str(DATA / "warn.log")]) == 1
+    assert cli_main(["crash-scan", str(DATA / "boot-normal.log"), str(DATA / "warn.log")]) == 1
     out = capsys.readouterr().out
     assert out.count("\n") == 1
     assert "warn.log: kernel warning: WARNING: CPU: 1 PID: 249" in out
-    assert main([str(DATA / "no-such.log")]) == 2
+    assert cli_main(["crash-scan", str(DATA / "no-such.log")]) == 2
     assert "cannot read" in capsys.readouterr().err

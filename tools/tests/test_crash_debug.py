@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm import crash
+from p2pkpvm.vm import crash
 
 DATA = Path(__file__).parent / "data" / "crash"
 

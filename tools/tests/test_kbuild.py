@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm import kbuild
-from p2pkpvm.pin import project_root
+from p2pkpvm.cli.main import main as cli_main
+from p2pkpvm.kernel import kbuild
+from p2pkpvm.paths import project_root
 
 _VALUE = r"(y|m|n|-?\d+|0x[0-9a-fA-F]+|\"[^\"]*\")"
 FRAGMENT_LINE = re.compile(
@@ -186,8 +187,9 @@ def test_path_of_an_unbuilt_kernel_fails_clearly(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("P2PKP_CACHE", str(tmp_path))
-    assert kbuild.main(["path"]) == 1
+    assert cli_main(["kernel", "path"]) == 1
     err = capsys.readouterr().err
+    assert err.count("\n") == 1, f"not one line: {err!r}"
     assert "not built" in err
     assert "make kernel" in err
     assert str(tmp_path) in err
@@ -229,4 +231,4 @@ def test_make_kernel_debug_uses_the_cached_tree(tmp_path: Path) -> None:
 def test_make_rejects_an_unknown_kernel(tmp_path: Path) -> None:
     proc = _make(["module", "KERNEL=bogus"], tmp_path)
     assert proc.returncode != 0
-    assert "KERNEL=bogus: expected stock or debug" in proc.stderr
+    assert "KERNEL=bogus: expected stock, lean or debug" in proc.stderr

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm import crashscan, kernels
 from p2pkpvm.errors import HarnessError
-from p2pkpvm.pin import project_root
-from p2pkpvm.vng import DEFAULT_APPEND, VngSpec, build_argv
+from p2pkpvm.kernel import choice as kernels
+from p2pkpvm.kernel.pin import load_pin
+from p2pkpvm.paths import project_root
+from p2pkpvm.vm import crash
+from p2pkpvm.vm.machine import VM
+from p2pkpvm.vm.vng import DEFAULT_APPEND, VngSpec, build_argv
 
 DATA = Path(__file__).parent / "data" / "crash"
 
@@ -45,7 +48,7 @@ def fake_module(tmp_path: Path, vermagic: str) -> Path:
 
 def test_stock_is_the_work_tree_module() -> None:
     k = kernels.select("stock")
-    assert k.image is None
+    assert k.image == load_pin().vmlinuz
     assert k.module == project_root() / "p2pkp.ko"
     assert k.time_scale == 1.0 and k.append == () and not k.kmemleak
 
@@ -55,11 +58,14 @@ def test_unknown_kernel() -> None:
         kernels.select("rt")
 
 
-def test_module_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(kernels.MODULE_ENV, raising=False)
-    assert kernels.module_path(Path("/a/p2pkp.ko")) == Path("/a/p2pkp.ko")
-    monkeypatch.setenv(kernels.MODULE_ENV, str(tmp_path / "d.ko"))
-    assert kernels.module_path(Path("/a/p2pkp.ko")) == tmp_path / "d.ko"
+def test_kernel_choice_travels_with_the_guest() -> None:
+    """The module a guest loads comes from the kernel it booted, not from the environment."""
+    debug = kernels.KernelChoice("debug", Path("/k/bzImage"), Path("/x/out/debug-module/p2pkp.ko"))
+    spec = VngSpec(kernel=debug.image, name="vm1")
+    vm = VM(spec, Path("/nonexistent"), kernel=debug)
+    assert vm.module == Path("/x/out/debug-module/p2pkp.ko")
+    stock = kernels.stock()
+    assert VM(spec, Path("/nonexistent"), kernel=stock).module == project_root() / "p2pkp.ko"
 
 
 def test_vermagic_match_and_mismatch(tmp_path: Path) -> None:
@@ -79,9 +85,9 @@ def test_kmemleak_file_record_is_a_finding() -> None:
     # What `cat /sys/kernel/debug/kmemleak` prints (captured from the debug kernel),
     # as it comes back over the console (CRLF).
     text = (DATA / "debug-kmemleak-record.log").read_text().replace("\n", "\r\n")
-    found = [f for f in crashscan.scan(text) if f.kind == "kmemleak"]
+    found = [f for f in crash.scan(text) if f.kind == "kmemleak"]
     assert found, "a kmemleak record must fail the module"
-    assert "crashme_leak" in found[0].summary
+    assert "crashme_leak" in found[0].summary()
 
 
 def test_extra_append_keeps_the_defaults() -> None:
@@ -91,11 +97,12 @@ def test_extra_append_keeps_the_defaults() -> None:
     assert appended == [*DEFAULT_APPEND, "kasan_multi_shot"]
 
 
-def test_scenario_module_follows_the_env_set_after_import(monkeypatch: pytest.MonkeyPatch) -> None:
-    """conftest imports p2pkp_scenario before pytest_configure sets P2PKP_MODULE."""
-    import p2pkp_scenario
+def test_each_boot_of_a_guest_logs_its_kernel_to_a_new_file(tmp_path: Path) -> None:
+    """QEMU truncates its console file: a replacement must not share (and truncate) the
+    log of the boot it replaces, whose crash report is the evidence."""
+    from p2pkpvm.vm.machine import fresh_log
 
-    monkeypatch.delenv(kernels.MODULE_ENV, raising=False)
-    assert p2pkp_scenario.module_ko().endswith("/p2pkp.ko")
-    monkeypatch.setenv(kernels.MODULE_ENV, "/x/out/debug-module/p2pkp.ko")
-    assert p2pkp_scenario.module_ko() == "/x/out/debug-module/p2pkp.ko"
+    first = fresh_log(tmp_path, "vm4", ".kmsg.log")
+    first.write_text("Kernel panic - not syncing: sysrq triggered crash\n")
+    second = fresh_log(tmp_path, "vm4", ".kmsg.log")
+    assert (first.name, second.name) == ("vm4.kmsg.log", "vm4-2.kmsg.log")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm import kvm
+from p2pkpvm.vm import kvm
 
 
 def test_env_forces(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,6 +33,6 @@ def test_cache_roundtrip_keyed_by_boot_and_kernel(
 
 
 def test_probe_without_dev_kvm(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("p2pkpvm.kvm.os.access", lambda *_a: False)
+    monkeypatch.setattr("p2pkpvm.vm.kvm.os.access", lambda *_a: False)
     ok, detail = kvm.probe_kvm(Path("/boot/k"), "vng", {})
     assert not ok and "/dev/kvm" in detail

@@ -6,9 +6,8 @@ import shlex
 
 import pytest
 
-from p2pkp_badnet import PeerLine, parse_netem_drops, parse_peer_lines
 from p2pkpvm.errors import TopologyError
-from p2pkpvm.netem import (
+from p2pkpvm.net.netem import (
     IFB,
     QUEUE_LIMIT,
     REORDER_DELAY_MS,
@@ -21,7 +20,8 @@ from p2pkpvm.netem import (
     qdisc_cmd,
     script,
 )
-from p2pkpvm.topology import parse_topology
+from p2pkpvm.net.topology import parse_topology
+from p2pkpvm.scenario.badnet import parse_netem_drops
 
 
 def test_issue4_matrix_links() -> None:
@@ -228,19 +228,3 @@ qdisc ingress ffff: parent ffff:fff1 ----------------
 def test_netem_drops_counts_only_netem() -> None:
     assert parse_netem_drops(TC_STATS) == 17
     assert parse_netem_drops("qdisc fq_codel 0: root refcnt 2\n Sent 1 bytes (dropped 9, x)") == 0
-
-
-def test_peer_lines_of_p2pkp_send() -> None:
-    out = (
-        "sent /tmp/src (2097152 bytes) to 2 peers in 1222.348 ms\n"
-        "  peer 10.99.0.2:7200: DONE, 2097152 bytes acked, 1731 datagrams sent, "
-        "230 retransmitted\n"
-        "p2pkp-send: write /tmp/src: ETIMEDOUT (Connection timed out)\n"
-        "p2pkp-send:   peer [fd00:99::4]:7200: FAILED ETIMEDOUT (Connection timed out), "
-        "1400 bytes acked, 90 datagrams sent, 3 retransmitted\n"
-    )
-    peers = parse_peer_lines(out)
-    assert peers["10.99.0.2:7200"] == PeerLine("10.99.0.2:7200", "DONE", "", 2097152, 1731, 230)
-    assert peers["[fd00:99::4]:7200"] == PeerLine(
-        "[fd00:99::4]:7200", "FAILED", "ETIMEDOUT", 1400, 90, 3
-    )

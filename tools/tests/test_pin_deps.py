@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm import deps
-from p2pkpvm.pin import PinError, load_pin, parse_pin
+from p2pkpvm.kernel import deps
+from p2pkpvm.kernel.pin import PinError, load_pin, parse_pin
 
 DATA = Path(__file__).parent / "data"
 

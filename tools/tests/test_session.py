@@ -8,11 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from p2pkpvm import crashscan
 from p2pkpvm.errors import CommandTimeout
-from p2pkpvm.kernels import KernelChoice
-from p2pkpvm.netns import NS_PREFIX, unique_ns_name
-from p2pkpvm.session import ClusterManager, DmesgCheck, crash_message, leftovers, per_test_dir
+from p2pkpvm.kernel.choice import KernelChoice
+from p2pkpvm.net.netns import NS_PREFIX, unique_ns_name
+from p2pkpvm.plugin.session import (
+    ClusterManager,
+    DmesgCheck,
+    crash_message,
+    leftovers,
+    per_test_dir,
+)
+from p2pkpvm.vm import crash
 
 PANIC = """[   20.1] sysrq: Trigger a crash
 [   20.1] Kernel panic - not syncing: sysrq triggered crash
@@ -28,7 +34,7 @@ PANIC = """[   20.1] sysrq: Trigger a crash
 
 def test_findings_reported_once_per_test() -> None:
     mgr = ClusterManager()
-    findings = crashscan.scan(PANIC)
+    findings = crash.scan(PANIC)
     assert findings, "the crash scanner found nothing in a real panic"
     check = DmesgCheck("vm2", PANIC, findings, died=True)
     fresh = mgr.new_findings([check])
@@ -40,7 +46,7 @@ def test_findings_reported_once_per_test() -> None:
 
 def test_clean_dmesg_has_no_findings() -> None:
     text = "[    1.0] p2pkp: loaded, family 12, wire version 1\n[    1.1] hello\n"
-    assert crashscan.scan(text) == []
+    assert crash.scan(text) == []
 
 
 def test_per_test_dir_is_a_safe_name(tmp_path: Path) -> None:
@@ -92,10 +98,10 @@ def test_kmemleak_scans_run_at_once_and_report_leaks() -> None:
         _FakeVM("vm4", record, None, alive=False),  # dead guests are not scanned
     ]
     mgr = ClusterManager()
-    mgr.kernel = KernelChoice("debug", None, Path("p2pkp.ko"), kmemleak=True)
+    mgr.kernel = KernelChoice("debug", Path("bzImage"), Path("p2pkp.ko"), kmemleak=True)
     mgr.cluster = cast(Any, type("C", (), {"vms": vms})())
     found = mgr.kmemleak_check()
     assert [c.vm for c in found] == ["vm2"]
     assert found[0].findings[0].kind == "kmemleak"
-    mgr.kernel = KernelChoice("stock", None, Path("p2pkp.ko"))
+    mgr.kernel = KernelChoice("stock", Path("vmlinuz"), Path("p2pkp.ko"))
     assert mgr.kmemleak_check() == []  # stock kernels have no kmemleak: no scan

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from p2pkpvm.errors import TopologyError
-from p2pkpvm.topology import load_topology, parse_topology, topologies_dir, topology_of_size
+from p2pkpvm.net.topology import load_topology, parse_topology, topologies_dir, topology_of_size
 
 GOOD = """
 name: t

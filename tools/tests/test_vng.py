@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pkpvm.vng import (
+from p2pkpvm.vm.vng import (
     NicSpec,
     VngSpec,
     build_argv,

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from p2pkpvm import wirefuzz as wf
+from p2pkp_guest import wirefuzz as wf
 
 SAMPLE_PROC = """p2pkp version=1 family=12
 sock inode=77 role=receiver state=waiting local=127.0.0.1:7200 peers=0 timeout_ms=3000 \

@@ -1,0 +1,1 @@
+"""Measurements: `make bench` (P2PKP against baselines) and `lossbench`."""

@@ -1,0 +1,266 @@
+"""`python -m p2pkpvm bench [--quick]` (make bench): boot the quad cluster, run the matrix,
+write results/<timestamp>/ (table.md, table.tex, plot.png, raw.json, raw.csv, README.md) and
+copy it to docs/results/."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from p2pkpvm.bench.model import METHODS, BenchParseError, BenchRun
+from p2pkpvm.bench.plot import plot
+from p2pkpvm.bench.runner import FULL, QUICK, BenchConfig, BenchRunner
+from p2pkpvm.bench.tables import fmt_size, latex, markdown
+from p2pkpvm.cluster.cluster import Cluster
+from p2pkpvm.errors import HarnessError, VMError
+from p2pkpvm.net.topology import load_topology
+from p2pkpvm.paths import project_root
+
+log = logging.getLogger("p2pkpvm.bench")
+NEEDED = (
+    "tools/bench/bench-udp",
+    "tools/bench/bench-tcp",
+    "tools/bench/bench-timeit",
+    "tools/p2pkp-send",
+    "tools/p2pkp-recv",
+    "p2pkp.ko",
+)
+
+
+def progress(line: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+
+def _host_meta() -> dict[str, str]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    rev = subprocess.run(
+        ["git", "-C", str(project_root()), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "host": platform.node(),
+        "host_kernel": platform.release(),
+        "cpu": cpu,
+        "host_cpus": str(os.cpu_count()),
+        "commit": rev or "?",
+        "module_sha256": hashlib.sha256((project_root() / "p2pkp.ko").read_bytes()).hexdigest()[
+            :16
+        ],
+    }
+
+
+def describe(run: BenchRun) -> str:
+    m = run.meta
+    return (
+        "# Benchmark results\n\n"
+        f"Made by `{m['command']}` on {m['date']} (commit {m['commit']}).\n\n"
+        f"- Host: {m['cpu']}, {m['host_cpus']} cores, host kernel {m['host_kernel']}; "
+        f"load average at start {m['loadavg']}.\n"
+        f"- Guests: topology `quad` (vm1 sends, vm2..vm4 receive), {m['guest']}, "
+        f"accelerator **{m['accel'].upper()}**"
+        + (
+            " (software emulation: KVM does not work on this machine, so every number is "
+            "far slower than on real hardware; compare methods within this run only)"
+            if m["accel"] == "tcg"
+            else ""
+        )
+        + ".\n"
+        f"- Guest kernel: {m['kernel']}; P2PKP module (p2pkp.ko SHA-256 "
+        f"{m['module_sha256']}...) and tools from this checkout.\n"
+        f"- Matrix: sizes {', '.join(fmt_size(s) for s in m['sizes'])}; peers "
+        f"{', '.join(str(p) for p in m['peers'])}; page cache {', '.join(m['caches'])}; "
+        f"{m['reps']} repetition(s) per cell (median, min-max).\n"
+        "- Wall: from the sender's start (fork in `bench-timeit`) until the sender exits, "
+        "which every method does only once each receiver has the whole file (the baselines "
+        "wait for a receiver's final confirmation sent after write + close; P2PKP's write() "
+        "returns once every peer acknowledged). Every received file's SHA-256 is then "
+        "compared with the source's; a mismatch or a receiver failure is a failed sample.\n"
+        "- Sender syscalls: a separate run under `strace -f -c` (includes process start-up).\n"
+        "- CPU: busy ticks (all but idle and iowait) of /proc/stat on the sender and the "
+        "receivers taking part, kworkers and softirqs included (10 ms resolution).\n"
+        "- Throughput: file size x peers / median wall.\n"
+        "- Cold cache: the source file lives on ext4 on a loop device in the sender; "
+        "`sync; echo 3 > /proc/sys/vm/drop_caches` before the run. Warm: `cat FILE` before.\n"
+        "- Link limit: `iperf3 -u -b 0 -l 1416` vm1 -> vm2.\n"
+        "- The machine is shared with other jobs (TCG guests of other work, builds): "
+        "expect noise.\n"
+    )
+
+
+def write_results(run: BenchRun, outdir: Path) -> None:
+    """Every file of a results folder; the texts are made first, so that a run whose data
+    cannot be rendered changes nothing."""
+    texts = {
+        "raw.json": run.to_json() + "\n",
+        "raw.csv": run.samples_csv(),
+        "table.md": markdown(run),
+        "table.tex": latex(run),
+        "README.md": describe(run),
+    }
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        (outdir / name).write_text(text)
+    if run.samples:
+        plot(run, outdir / "plot.png")
+
+
+def publish(outdir: Path, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("raw.json", "raw.csv", "table.md", "table.tex", "README.md", "plot.png"):
+        if (outdir / name).exists():
+            shutil.copy2(outdir / name, dest / name)
+
+
+def render(outdir: Path) -> int:
+    """Rewrite a results folder from its raw data (after a change to the tables or plot)."""
+    raw = outdir / "raw.json"
+    try:
+        write_results(BenchRun.from_json(raw.read_text()), outdir)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"bench: cannot read {raw}: {exc}", file=sys.stderr)
+        return 2
+    progress(f"bench: rendered {outdir} from {raw.name}")
+    return 0
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m p2pkpvm bench", description=__doc__)
+    p.add_argument(
+        "--quick", action="store_true", help="4 KiB, 1 MiB, 8 MiB; 1 and 3 peers; 1 repetition"
+    )
+    p.add_argument("--reps", type=int, help="repetitions per cell")
+    p.add_argument("--sizes", help="comma-separated file sizes in bytes (overrides the mode's)")
+    p.add_argument("--peers", help="comma-separated peer counts, 1..3 (overrides the mode's)")
+    p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--no-strace", action="store_true", help="skip the syscall-count runs")
+    p.add_argument("--accel", choices=("kvm", "tcg"), help="force the accelerator")
+    p.add_argument("--out", type=Path, help="results folder (default results/<timestamp>)")
+    p.add_argument("--no-publish", action="store_true", help="do not copy to docs/results")
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="DIR",
+        help="boot nothing: rewrite DIR's tables, plot and README from its raw.json",
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    cfg = QUICK if args.quick else FULL
+    if args.reps:
+        cfg = replace(cfg, reps=args.reps)
+    if args.methods:
+        methods = tuple(m.strip() for m in args.methods.split(","))
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise SystemExit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+        cfg = replace(cfg, methods=methods)
+    if args.sizes:
+        cfg = replace(cfg, sizes=tuple(int(x) for x in args.sizes.split(",")))
+    if args.peers:
+        peers = tuple(int(x) for x in args.peers.split(","))
+        if not all(1 <= p <= 3 for p in peers):
+            raise SystemExit(f"--peers {args.peers}: each must be 1..3 (topology quad)")
+        cfg = replace(cfg, peers=peers)
+    if args.no_strace:
+        cfg = replace(cfg, strace=False)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    root = project_root()
+    if args.render:
+        return render(args.render)
+    missing = [n for n in NEEDED if not (root / n).exists()]
+    if missing:
+        print(
+            f"bench: not built: {', '.join(missing)} (run `make` and `make -C tools/bench`)",
+            file=sys.stderr,
+        )
+        return 2
+    cfg = config_from(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    outdir = args.out or root / "results" / stamp
+    meta: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["python -m p2pkpvm bench", *(sys.argv[1:] if argv is None else argv)]),
+        "sizes": list(cfg.sizes),
+        "peers": list(cfg.peers),
+        "caches": list(cfg.caches),
+        "reps": cfg.reps,
+        "methods": list(cfg.methods),
+        "loadavg": " ".join(Path("/proc/loadavg").read_text().split(" ")[0:3]),
+        **_host_meta(),
+    }
+    run = BenchRun(meta=meta)
+    t0 = time.monotonic()
+    progress(f"bench: booting 4 guests (topology quad); results in {outdir}")
+    try:
+        with Cluster(load_topology("quad"), accel=args.accel) as cluster:
+            cluster.load_module()
+            g = cluster.topology.guests[0]
+            meta.update(
+                accel=cluster.accel,
+                kernel=cluster[0].run("uname -r").output.strip(),
+                guest=f"{g.cpus} vCPU / {g.memory} each",
+            )
+            progress(f"bench: cluster up ({cluster.accel}) after {time.monotonic() - t0:.0f} s")
+            runner = BenchRunner(list(cluster), cfg, progress)
+            runner.prepare()
+            try:
+                run.iperf = runner.iperf()
+                progress(
+                    f"bench: iperf3 -u link limit {run.iperf.received_bps / 8e6:.1f} MB/s "
+                    f"({run.iperf.lost_percent:.1f}% lost)"
+                )
+            except (VMError, BenchParseError) as exc:
+                progress(f"bench: iperf3 -u FAILED (no link limit in this run): {exc}")
+            try:
+                runner.run(run.samples.append, run.syscalls.append)
+            finally:
+                meta["duration_s"] = round(time.monotonic() - t0)
+                write_results(run, outdir)
+                runner.cleanup()
+    except HarnessError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        if run.samples:
+            write_results(run, outdir)
+            print(f"bench: partial results in {outdir}", file=sys.stderr)
+        return 1
+    if not args.no_publish:
+        publish(outdir, root / "docs" / "results")
+    failed = sum(not s.ok for s in run.samples) + sum(not s.ok for s in run.syscalls)
+    progress(
+        f"bench: done in {time.monotonic() - t0:.0f} s; {len(run.samples)} timed runs, "
+        f"{failed} failed; {outdir}/table.md"
+    )
+    print(markdown(run))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

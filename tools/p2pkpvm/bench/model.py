@@ -1,0 +1,240 @@
+"""Result model of `make bench`: samples, parsers of guest output, JSON/CSV, aggregation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from p2pkpvm.errors import HarnessError
+
+USER_HZ = 100  # /proc/stat unit on x86_64 Linux
+
+METHODS = ("p2pkp", "udp-rw", "udp-sendfile", "udp-gso", "tcp-sendfile")
+METHOD_LABELS = {
+    "p2pkp": "P2PKP",
+    "udp-rw": "UDP read/sendto",
+    "udp-sendfile": "UDP sendfile/datagram",
+    "udp-gso": "UDP GSO",
+    "tcp-sendfile": "TCP sendfile",
+}
+
+
+class BenchParseError(HarnessError, ValueError):
+    """Guest output that does not have the expected form."""
+
+
+@dataclass(frozen=True)
+class Timeit:
+    wall_ns: int
+    rc: int
+    utime_us: int
+    stime_us: int
+
+
+TIMEIT_RE = re.compile(
+    r"^timeit wall_ns=(\d+) rc=(\d+) utime_us=(\d+) stime_us=(\d+)\s*$", re.MULTILINE
+)
+
+
+def parse_timeit(text: str, where: str = "bench-timeit output") -> Timeit:
+    """The last 'timeit ...' line of bench-timeit."""
+    found = TIMEIT_RE.findall(text)
+    if not found:
+        raise BenchParseError(f"{where}: no 'timeit wall_ns=...' line in:\n{text[-1500:]}")
+    w, rc, u, s = (int(x) for x in found[-1])
+    return Timeit(wall_ns=w, rc=rc, utime_us=u, stime_us=s)
+
+
+@dataclass(frozen=True)
+class CpuTicks:
+    """The aggregate 'cpu' line of /proc/stat: busy (all but idle, iowait) and total ticks."""
+
+    busy: int
+    total: int
+
+
+CPU_RE = re.compile(r"^cpu\s+(\d+(?:\s+\d+)+)\s*$", re.MULTILINE)
+
+
+def parse_cpu_lines(text: str, where: str = "/proc/stat") -> list[CpuTicks]:
+    """Every aggregate 'cpu ...' line of /proc/stat found in text, in order."""
+    out = []
+    for m in CPU_RE.finditer(text):
+        v = [int(x) for x in m[1].split()]
+        if len(v) < 8:
+            raise BenchParseError(f"{where}: 'cpu' line with {len(v)} fields: {m[0]!r}")
+        # user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+        idle = v[3] + v[4]
+        total = sum(v[:8])
+        out.append(CpuTicks(busy=total - idle, total=total))
+    return out
+
+
+def cpu_seconds(text: str, where: str) -> float:
+    """Busy CPU seconds between the first and the last 'cpu' line of /proc/stat in text."""
+    lines = parse_cpu_lines(text, where)
+    if len(lines) < 2:
+        raise BenchParseError(f"{where}: expected two /proc/stat 'cpu' lines, got {len(lines)}")
+    return (lines[-1].busy - lines[0].busy) / USER_HZ
+
+
+SHA_RE = re.compile(r"^([0-9a-f]{64})\s", re.MULTILINE)
+
+
+def parse_sha256(text: str, where: str) -> str:
+    m = SHA_RE.search(text)
+    if not m:
+        raise BenchParseError(f"{where}: no SHA-256 in {text[-500:]!r}")
+    return m[1]
+
+
+IPERF_RE = re.compile(r"^iperf bps=([0-9.eE+]+) lost_percent=([0-9.eE+-]+)\s*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Iperf:
+    """iperf3 -u between two guests: offered rate and loss; `rate` is what arrived."""
+
+    sender_bps: float
+    lost_percent: float
+
+    @property
+    def received_bps(self) -> float:
+        return self.sender_bps * (1.0 - self.lost_percent / 100.0)
+
+
+def parse_iperf(text: str, where: str = "iperf3") -> Iperf:
+    m = IPERF_RE.search(text)
+    if not m:
+        raise BenchParseError(f"{where}: no 'iperf bps=... lost_percent=...' line in:\n{text}")
+    return Iperf(sender_bps=float(m[1]), lost_percent=float(m[2]))
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One timed transfer: method, file size, peers, page cache state, repetition."""
+
+    method: str
+    size: int
+    peers: int
+    cache: str  # "cold" | "warm"
+    rep: int
+    wall_s: float
+    cpu_s: float  # busy CPU seconds on the sender and the receivers involved
+    sender_cpu_s: float  # the sender process's user + system time (rusage)
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SyscallSample:
+    method: str
+    size: int
+    peers: int
+    total: int
+    calls: dict[str, int]
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class BenchRun:
+    meta: dict[str, Any]
+    samples: list[Sample] = field(default_factory=list)
+    syscalls: list[SyscallSample] = field(default_factory=list)
+    iperf: Iperf | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "meta": self.meta,
+                "samples": [asdict(s) for s in self.samples],
+                "syscalls": [asdict(s) for s in self.syscalls],
+                "iperf": asdict(self.iperf) if self.iperf else None,
+            },
+            indent=1,
+            sort_keys=True,
+        )
+
+    @staticmethod
+    def from_json(text: str) -> BenchRun:
+        d = json.loads(text)
+        ip = d.get("iperf")
+        return BenchRun(
+            meta=d["meta"],
+            samples=[Sample(**s) for s in d["samples"]],
+            syscalls=[SyscallSample(**s) for s in d["syscalls"]],
+            iperf=Iperf(**ip) if ip else None,
+        )
+
+    def samples_csv(self) -> str:
+        buf = io.StringIO()
+        names = list(Sample.__dataclass_fields__)
+        w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+        w.writeheader()
+        for s in self.samples:
+            w.writerow(asdict(s))
+        return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a (method, size, peers, cache) cell over its repetitions."""
+
+    method: str
+    size: int
+    peers: int
+    cache: str
+    n_ok: int
+    n_failed: int
+    wall_med: float | None
+    wall_min: float | None
+    wall_max: float | None
+    cpu_med: float | None
+    syscalls: int | None
+
+    @property
+    def throughput_bps(self) -> float | None:
+        """Bytes delivered (size x peers) per second of median wall time."""
+        if not self.wall_med:
+            return None
+        return self.size * self.peers / self.wall_med
+
+
+def aggregate(run: BenchRun) -> list[Row]:
+    """Rows sorted by size, peers, cache, method order; failed samples are counted, not timed."""
+    keys = sorted(
+        {(s.method, s.size, s.peers, s.cache) for s in run.samples},
+        key=lambda k: (k[1], k[2], k[3], METHODS.index(k[0]) if k[0] in METHODS else 99),
+    )
+    sc = {(s.method, s.size, s.peers): s.total for s in run.syscalls if s.ok}
+    rows = []
+    for method, size, peers, cache in keys:
+        cell = [
+            s
+            for s in run.samples
+            if (s.method, s.size, s.peers, s.cache) == (method, size, peers, cache)
+        ]
+        good = [s for s in cell if s.ok]
+        walls = [s.wall_s for s in good]
+        rows.append(
+            Row(
+                method=method,
+                size=size,
+                peers=peers,
+                cache=cache,
+                n_ok=len(good),
+                n_failed=len(cell) - len(good),
+                wall_med=statistics.median(walls) if walls else None,
+                wall_min=min(walls) if walls else None,
+                wall_max=max(walls) if walls else None,
+                cpu_med=statistics.median([s.cpu_s for s in good]) if good else None,
+                syscalls=sc.get((method, size, peers)),
+            )
+        )
+    return rows

@@ -1,0 +1,1 @@
+"""The command line: `python -m p2pkpvm SUBCOMMAND` (make targets call it)."""

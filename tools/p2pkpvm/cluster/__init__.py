@@ -1,0 +1,1 @@
+"""Cluster layer: the guests of a topology on one bridge; the attach server (`vm-up`)."""

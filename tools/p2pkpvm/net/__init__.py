@@ -1,0 +1,1 @@
+"""Network layer: private namespace with bridge and taps, topologies, link impairment."""

@@ -1,0 +1,1 @@
+"""The pytest plugin: session cluster, fixtures, deadlines, crash checks, run summary."""

@@ -1,0 +1,1 @@
+"""Scenario layer: what VM tests share (tool paths, tool output, receivers, ports, deadlines)."""

@@ -1,0 +1,336 @@
+"""Helpers for the module's VM scenario tests: tool paths, test files, receivers, p2pkp-op.
+
+Every command runs in a guest through the harness (`vm.run` / `vm.spawn`), so a failure names
+the VM and the command.  Each test gets a `Scenario`: a fresh directory under /tmp on every guest
+and background jobs that are killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shlex
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from p2pkpvm import paths
+from p2pkpvm.cluster.cluster import run_parallel
+from p2pkpvm.errors import HarnessError
+from p2pkpvm.net import netem
+from p2pkpvm.scenario import toolout
+from p2pkpvm.vm.guest import Guest as Guest
+from p2pkpvm.vm.guest import Job, Result
+
+TOOLS = paths.TOOLS
+SEND = str(paths.SEND)
+RECV = str(paths.RECV)
+# p2pkp-op as tests run it: machine-readable (read with op_result, Transcript).
+OP = f"{paths.OP} --json"
+SYS = str(paths.FUZZ_SYS)
+# Guest-side payloads run with the project's interpreter (the guest sees the host's tree, so
+# .venv/bin/python finds package p2pkp_guest), without .pyc writes into the guest-visible tree
+# (test_privilege looks for files the guest created).
+GUEST_PY = f"PYTHONDONTWRITEBYTECODE=1 {paths.VENV_BIN / 'python'}"
+WIRE = f"{GUEST_PY} -m p2pkp_guest.wirefuzz"
+FORGE = f"{GUEST_PY} -m p2pkp_guest.forge"
+MiB = 1 << 20
+
+
+def module_ko(vm: Guest) -> str:
+    """The p2pkp.ko built for vm's kernel (the kernel choice travels with the cluster)."""
+    return str(vm.module)
+
+
+# Run a command as nobody:nogroup with no supplementary groups.
+AS_NOBODY = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
+
+# The one port allocator: unique within a process; processes (e.g. sessions on one attached
+# cluster, or bench next to tests) start at different bases.
+_ports = itertools.count(10000 + (os.getpid() % 500) * 100)
+
+
+def next_port() -> int:
+    """A port no earlier test of this process used (receivers never collide)."""
+    return next(_ports)
+
+
+def transfer_deadline(size: int, peers: int = 1) -> float:
+    """The one deadline rule (s) for moving `size` bytes to `peers` receivers under TCG on a
+    loaded machine: generous; a deadline, not a measurement."""
+    return 60.0 + 10.0 * peers * size / MiB
+
+
+def q(s: str) -> str:
+    return shlex.quote(s)
+
+
+def wait_output(job: Job, pattern: str, timeout: float, what: str) -> re.Match[str]:
+    """Poll a background job's output until `pattern` matches; fail with the output."""
+    rx = re.compile(pattern, re.MULTILINE)
+    deadline = time.monotonic() + timeout
+    while True:
+        out = job.output()
+        m = rx.search(out)
+        if m:
+            return m
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what}: no line matching {pattern!r} within {timeout:.0f}s; output:\n{out}"
+            )
+        time.sleep(0.2)
+
+
+def recv_cmd(
+    port: int, out: str, count: int = 1, host: str = "0.0.0.0", timeout_ms: int | None = None
+) -> str:
+    """p2pkp-recv --json on host:port into out (opts: timeout_ms)."""
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cmd = f"{RECV} --json --listen {listen} --out {q(out)} --count {count}"
+    if timeout_ms is not None:
+        cmd += f" --timeout {timeout_ms}"
+    return cmd
+
+
+def start_receiver(vm: Guest, cmd: str, within: float = 60.0) -> Job:
+    """The one receiver start-and-wait: spawn cmd (a p2pkp-recv --json command line, maybe
+    wrapped) on vm and wait until it has bound ("listening"); killed and an error naming vm
+    and cmd when it fails or does not bind in time."""
+    job = vm.spawn(cmd)
+    deadline = time.monotonic() + within * vm.time_scale
+    while True:
+        out = job.output()
+        if toolout.listening(out) is not None:
+            return job
+        failed = toolout.errors(out)
+        if failed or time.monotonic() > deadline:
+            job.kill("KILL")
+            why = "failed" if failed else f"not listening within {within:g} s"
+            raise HarnessError(f"[{vm.name}] receiver {why}\n  command: {cmd!r}\n{out}")
+        time.sleep(0.1)
+
+
+def op_lines(output: str) -> list[str]:
+    """The result lines of p2pkp-op --json output ("NAME ARGS = RET ...")."""
+    return [c.line for c in toolout.op_calls(output) if c.op != "echo"]
+
+
+def op_result(output: str, call: str) -> str:
+    """The result ("0", "3", "-1 EACCES", ...) of the first p2pkp-op call named `call`."""
+    return toolout.Transcript(output).call(call).result
+
+
+def parse_received(output: str) -> list[tuple[str, int]]:
+    """(path, size) of every file p2pkp-recv --json received."""
+    return toolout.received(output)
+
+
+@dataclass
+class PeerResult:
+    addr: str
+    state: str
+    status: str
+    bytes_acked: int
+
+
+def parse_peer_results(output: str) -> list[PeerResult]:
+    """The peers of p2pkp-op's `getsockopt:peer_results` call."""
+    call = toolout.Transcript(output).call("getsockopt peer_results")
+    return [
+        PeerResult(str(p["addr"]), str(p["state"]), str(p["status"]), int(p["bytes_acked"]))
+        for p in call.extra.get("peers", [])
+    ]
+
+
+class OpJob:
+    """A p2pkp-op --json job whose output reads as a Transcript."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+
+    @property
+    def pid(self) -> int:
+        return self.job.pid
+
+    def wait(self, timeout: float) -> OpResult:
+        res = self.job.wait(timeout)
+        return OpResult(res.rc, toolout.Transcript(res.output))
+
+    def output(self) -> toolout.Transcript:
+        return toolout.Transcript(self.job.output())
+
+    def kill(self, sig: str = "TERM") -> None:
+        self.job.kill(sig)
+
+
+@dataclass(frozen=True)
+class OpResult:
+    rc: int
+    output: toolout.Transcript
+
+
+@dataclass
+class Scenario:
+    """One test's directory on every guest and its background jobs."""
+
+    guests: Sequence[Guest]
+    name: str
+    jobs: list[tuple[Guest, Job]] = field(default_factory=list)
+
+    @property
+    def dir(self) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
+        return f"/tmp/p2pkp-{safe}"
+
+    def setup(self) -> None:
+        # A tmpfs of its own: receivers create their files with O_TMPFILE, which the guests'
+        # /tmp (an overlayfs, without O_TMPFILE before 6.6) lacks; tests of the fallback make
+        # their own overlay directory.
+        d = q(self.dir)
+        run_parallel(
+            lambda vm: vm.run(
+                f"umount -l {d} 2>/dev/null; rm -rf {d} && mkdir -p {d} && "
+                f"mount -t tmpfs -o mode=1777 p2pkp-scn {d}"
+            ),
+            "scenario setup",
+            self.guests,
+        )
+
+    def teardown(self) -> None:
+        """Kill the test's jobs and remove its directory, every guest at once; every guest is
+        cleaned even when one fails."""
+        errors: list[str] = []
+
+        def clean(vm: Guest) -> None:
+            for owner, job in self.jobs:
+                if owner is vm:
+                    try:
+                        job.kill()
+                    except Exception as exc:  # cleanup must reach every job and guest
+                        errors.append(f"{vm.name}: kill: {exc}")
+            try:
+                vm.run(f"umount -l {q(self.dir)} 2>/dev/null; rm -rf {q(self.dir)}", timeout=60.0)
+            except Exception as exc:
+                errors.append(f"{vm.name}: umount, rm -rf {self.dir}: {exc}")
+
+        others = [vm for vm, _ in self.jobs if all(vm is not g for g in self.guests)]
+        run_parallel(clean, "scenario teardown", [*self.guests, *others])
+        self.jobs.clear()
+        if errors:
+            raise AssertionError("scenario cleanup failed:\n" + "\n".join(errors))
+
+    def path(self, name: str) -> str:
+        return f"{self.dir}/{name}"
+
+    def spawn(self, vm: Guest, cmd: str) -> Job:
+        job = vm.spawn(cmd)
+        self.jobs.append((vm, job))
+        return job
+
+    def make_file(self, vm: Guest, name: str, size: int) -> tuple[str, str]:
+        """A file of `size` random bytes on vm; returns (path, sha256)."""
+        path = self.path(name)
+        vm.run(f"head -c {size} /dev/urandom > {q(path)}", timeout=transfer_deadline(size))
+        return path, sha256(vm, path, size)
+
+    def receiver(
+        self,
+        vm: Guest,
+        out: str,
+        port: int,
+        count: int = 1,
+        timeout_ms: int | None = None,
+        prefix: str = "",
+        host: str = "0.0.0.0",
+    ) -> Job:
+        """Start p2pkp-recv --json on vm and wait until it has bound (its 'listening')."""
+        cmd = prefix + recv_cmd(port, out, count, host, timeout_ms=timeout_ms)
+        job = start_receiver(vm, cmd)
+        self.jobs.append((vm, job))
+        return job
+
+    def receivers(
+        self, vms: Sequence[Guest], out: str, port: int, count: int = 1, host: str = "0.0.0.0"
+    ) -> list[Job]:
+        """receiver() on every guest of vms at once (they are independent); in vms' order."""
+        return run_parallel(
+            lambda vm: self.receiver(vm, out, port, count=count, host=host), "receivers", vms
+        )
+
+    def op_job(self, vm: Guest, ops: Iterable[str], ready: str, prefix: str = "") -> OpJob:
+        """Start p2pkp-op --json OPS in the background on vm; wait for a call whose line
+        starts with `ready` (an echo's text, or e.g. 'bind 0.0.0.0:7200 = 0')."""
+        cmd = f"{prefix}{OP} " + " ".join(q(o) for o in ops)
+        job = OpJob(self.spawn(vm, cmd))
+        deadline = time.monotonic() + 60.0 * vm.time_scale
+        while not any(c.line.startswith(ready) for c in job.output().calls):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{vm.name}: {cmd}: no call {ready!r} within 60 s; output:\n{job.output()}"
+                )
+            time.sleep(0.2)
+        return job
+
+
+def op(
+    vm: Guest, ops: Iterable[str], timeout: float = 60.0, prefix: str = ""
+) -> toolout.Transcript:
+    """Run p2pkp-op --json OPS on vm (it exits 0 unless an OP is malformed); its calls, which
+    read as text lines 'NAME ARGS = RET'."""
+    cmd = f"{prefix}{OP} " + " ".join(q(o) for o in ops)
+    return toolout.Transcript(vm.run(cmd, timeout=timeout).output)
+
+
+def sha256(vm: Guest, path: str, size: int = 0) -> str:
+    out = vm.run(f"sha256sum {q(path)}", timeout=transfer_deadline(size)).output
+    m = re.search(r"^([0-9a-f]{64})\s", out, re.MULTILINE)
+    if not m:
+        raise AssertionError(f"{vm.name}: sha256sum {path}: unexpected output {out!r}")
+    return m[1]
+
+
+def proc_total(vm: Guest) -> dict[str, int]:
+    """The namespace counters (`total` line of /proc/net/p2pkp) of vm."""
+    out = vm.run("cat /proc/net/p2pkp", timeout=30.0).output
+    for line in out.splitlines():
+        if line.startswith("total "):
+            return {k: int(v) for k, v in (w.split("=", 1) for w in line.split()[1:])}
+    raise AssertionError(f"{vm.name}: /proc/net/p2pkp has no 'total' line:\n{out}")
+
+
+def listing(vm: Guest, directory: str) -> list[str]:
+    """Names in a directory (ls -A1: the console is a tty), sorted."""
+    out = vm.run(f"ls -A1 {q(directory)}").output
+    return sorted(line.strip() for line in out.splitlines() if line.strip())
+
+
+def send(
+    vm: Guest,
+    peers: Sequence[tuple[Guest, int]],
+    files: Sequence[str],
+    timeout: float,
+    timeout_ms: int | None = None,
+    check: bool = True,
+    verbose: bool = False,
+) -> Result:
+    """Run p2pkp-send on vm to every (guest, port) in peers; verbose: --json (read the
+    output with p2pkpvm.scenario.toolout.sent/peers)."""
+    cmd = SEND + (" --json" if verbose else "")
+    cmd += "".join(f" --to {g.ipv4}:{p}" for g, p in peers)
+    if timeout_ms is not None:
+        cmd += f" --timeout {timeout_ms}"
+    cmd += "".join(f" {q(f)}" for f in files)
+    return vm.run(cmd, timeout=timeout, check=check)
+
+
+@contextmanager
+def rate_limited(vm: Guest, rate_mbit: float, dev: str = "eth0") -> Iterator[None]:
+    """Limit vm's egress on dev with netem so a transfer lasts long enough to be interrupted
+    on purpose, whatever the accelerator; removed on exit."""
+    vm.run(netem.script(netem.apply_cmds(netem.Link(rate_mbit=rate_mbit), dev, "egress")))
+    try:
+        yield
+    finally:
+        vm.run(netem.script(netem.clear_cmds(dev)))

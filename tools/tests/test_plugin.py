@@ -1,0 +1,81 @@
+"""The p2pkp pytest plugin's per-test deadline (timeout_s) stops a hanging test (no VM); long
+tests are deselected unless asked for."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HANGING = """
+import time
+import pytest
+
+@pytest.mark.timeout_s(1)
+def test_hangs():
+    time.sleep(120)
+
+def test_next_one_still_runs():
+    assert True
+"""
+
+
+def test_timeout_s_fails_the_test_and_the_session_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "test_hang.py").write_text(HANGING)
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_hang.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    elapsed = time.monotonic() - t0
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "no result within 1 s" in out, out
+    assert "1 failed, 1 passed" in out, out
+    assert elapsed < 60, f"the 1 s deadline took {elapsed:.0f} s"
+
+
+LONG = """
+import pytest
+
+@pytest.mark.long
+def test_campaign():
+    assert True
+
+def test_everyday():
+    assert True
+"""
+
+
+def run_pytest(tmp_path: Path, *args: str) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-c", os.devnull,
+         "--rootdir", str(tmp_path), *args, str(tmp_path / "test_long.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    return res.stdout + res.stderr
+
+
+def test_long_tests_are_opt_in(tmp_path: Path) -> None:
+    (tmp_path / "test_long.py").write_text(LONG)
+    assert "1 passed, 1 deselected" in run_pytest(tmp_path)
+    assert "1 passed, 1 deselected" in run_pytest(tmp_path, "-k", "campaign or everyday")
+    assert "2 passed" in run_pytest(tmp_path, "--long")
+    assert "1 passed, 1 deselected" in run_pytest(tmp_path, "-m", "long")

@@ -1,0 +1,78 @@
+"""The one reader of the tools' --json output: real output of the built tools where the host
+can produce it (no module loaded: the socket calls fail), the documented events otherwise."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from p2pkpvm import paths
+from p2pkpvm.scenario import toolout
+from p2pkpvm.scenario.scenario import op_result, parse_peer_results, parse_received
+
+SEND_JSON = """\
+{"event":"sent","file":"/tmp/src","size":2097152,"peers":2,"duration_ns":1222348000}
+{"event":"peer","file":"/tmp/src","addr":"10.99.0.2:7200","state":"DONE","error":null,\
+"bytes_acked":2097152,"datagrams_sent":1731,"retransmitted":230}
+{"event":"peer","file":"/tmp/src","addr":"[fd00:99::4]:7200","state":"FAILED",\
+"error":"ETIMEDOUT","bytes_acked":1400,"datagrams_sent":90,"retransmitted":3}
+"""
+
+
+def tool(*argv: object) -> str:
+    return subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+
+
+def test_sent_and_peers() -> None:
+    (f,) = toolout.sent(SEND_JSON)
+    assert (f.file, f.size, f.peers, f.ms) == ("/tmp/src", 2097152, 2, 1222.348)
+    assert f.results["10.99.0.2:7200"] == toolout.Peer(
+        "/tmp/src", "10.99.0.2:7200", "DONE", "", 2097152, 1731, 230
+    )
+    failed = toolout.peers(SEND_JSON)["[fd00:99::4]:7200"]
+    assert (failed.state, failed.errname, failed.acked) == ("FAILED", "ETIMEDOUT", 1400)
+
+
+def test_broken_json_names_the_line() -> None:
+    with pytest.raises(toolout.ToolOutputError, match=r"p2pkp-send:2: not a JSON object"):
+        toolout.sent('{"event":"sent"}\n{"event": oops\n')
+
+
+def test_non_json_lines_are_skipped() -> None:
+    assert toolout.received('Killed\n{"event":"received","path":"/x","size":3}\n') == [("/x", 3)]
+
+
+@pytest.mark.skipif(not paths.OP.exists(), reason="tools not built (make tools)")
+def test_real_p2pkp_op_output_reads_as_calls() -> None:
+    out = tool(paths.OP, "--json", "echo:ready", "pid", "socket", "connect:10.0.0.2:7", "close")
+    t = toolout.Transcript(out)
+    assert [c.op for c in t.calls] == ["echo", "pid", "socket", "connect", "close"]
+    assert t.calls[0].line == "ready"
+    assert int(t.call("pid").result) > 0
+    # no module on the host: the family is not supported; the other calls get EBADF
+    assert op_result(out, "socket") == "-1 EAFNOSUPPORT"
+    assert t.call("connect 10.0.0.2:7").result == "-1 EBADF"
+    assert "connect 10.0.0.2:7 = -1 EBADF\n" in t
+    # read again (a helper given a Transcript): the same calls, not a re-parse of the text
+    assert toolout.Transcript(t).calls == t.calls and op_result(t, "socket") == "-1 EAFNOSUPPORT"
+
+
+def test_peer_results_of_p2pkp_op() -> None:
+    out = (
+        '{"op":"getsockopt","arg":"peer_results","ret":0,"errno":null,"peers":['
+        '{"addr":"10.99.0.2:7200","state":"DONE","status":"OK","bytes_acked":5,'
+        '"datagrams_sent":1,"datagrams_retransmitted":0}]}\n'
+    )
+    (p,) = parse_peer_results(out)
+    assert (p.addr, p.state, p.status, p.bytes_acked) == ("10.99.0.2:7200", "DONE", "OK", 5)
+
+
+@pytest.mark.skipif(not paths.RECV.exists(), reason="tools not built (make tools)")
+def test_real_receiver_error_event(tmp_path: object) -> None:
+    out = tool(paths.RECV, "--json", "--listen", "127.0.0.1:9", "--out", "/tmp/x")
+    (e,) = toolout.errors(out)
+    assert (e.call, e.errno) == ("socket", "EAFNOSUPPORT")
+    assert toolout.listening(out) is None and parse_received(out) == []
