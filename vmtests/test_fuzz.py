@@ -239,9 +239,9 @@ def test_wire_spoofed_id_of_real_transfer(scn: Scenario, cluster: ClusterView) -
     out = scn.path("out")
     job = scn.receiver(rx, out, port, timeout_ms=30000)
     base = sock_counters(rx, local)
-    # ~28 s for 8 MiB with the sender's own rate cap (no netem queue to drop the injected
+    # ~42 s for 8 MiB with the sender's own rate cap (no netem queue to drop the injected
     # packets of the sender's guest): time to sniff and inject twice.
-    rate = int(300_000 / tx.time_scale)
+    rate = int(200_000 / tx.time_scale)
     sender = scn.spawn(tx, f"{SEND} --timeout 30000 --rate {rate} --to {rx.ipv4}:{port} {q(src)}")
     res = rx.run(
         f"{WIRE} --target {rx.ipv4}:{port} --local {local} --seed {s} --phases spoof --count 3000",

@@ -781,9 +781,10 @@ def sniff_match(pkt: bytes, target: tuple[str, int]) -> Sniffed | None:
 
 def sniff(target: tuple[str, int], timeout: float) -> Sniffed:
     """Learn id, cookie and source of a real transfer to target from the wire (AF_PACKET,
-    every interface, incoming and outgoing)."""
-    eth_p_ip = 0x0800
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(eth_p_ip))
+    every interface, incoming and outgoing: ETH_P_ALL, as only taps of every protocol see
+    outgoing packets; IPv4 kept by the link-level protocol)."""
+    eth_p_all, eth_p_ip = 0x0003, 0x0800
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(eth_p_all))
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -796,7 +797,9 @@ def sniff(target: tuple[str, int], timeout: float) -> Sniffed:
             r, _, _ = select.select([s], [], [], min(left, 1.0))
             if not r:
                 continue
-            pkt = s.recv(65535)
+            pkt, addr = s.recvfrom(65535)
+            if addr[1] != eth_p_ip:
+                continue
             m = sniff_match(pkt, target)
             if m is not None:
                 return m
@@ -988,10 +991,21 @@ class Campaign:
         self._account(reason, counter)
 
     def sync(self) -> None:
-        """Wait until the receiver has counted every datagram sent so far."""
-        if self.local == "-" or self.concurrent:  # no counters, or others' traffic: pace
+        """Wait until the receiver has counted every datagram sent so far (concurrent: until
+        the counters this phase predicts have risen by what it sent so far; no counters:
+        only pace)."""
+        if self.local == "-":
             self.drain()
             time.sleep(0.01)
+            self.pending = 0
+            return
+        if self.concurrent:
+            if not self.settle()[1]:
+                # not counted as predicted (e.g. the transfer ended): no longer exact, and
+                # no point in waiting per batch
+                print(f"counters stopped following the prediction after {self.sent}", flush=True)
+                self.exact = False
+                self.local = "-"
             self.pending = 0
             return
         deadline = time.monotonic() + self.sync_timeout
@@ -1019,9 +1033,9 @@ class Campaign:
             time.sleep(0.005)
         self.pending = 0
 
-    def settle(self) -> dict[str, int]:
+    def settle(self) -> tuple[dict[str, int], bool]:
         """Concurrent phases: wait until the predicted counters have risen by the predicted
-        total (or the deadline), then return their deltas."""
+        total (or the deadline); their deltas, and whether they got there."""
         deadline = time.monotonic() + self.sync_timeout
         keys = [k for k, v in self.expected.items() if v]
         want = sum(self.expected[k] for k in keys)
@@ -1029,8 +1043,10 @@ class Campaign:
             self.drain()
             now = read_counters(self.local)
             got = {k: counter_delta(now, self.base, k) for k in (*REASONS, *OTHERS, *INFO)}
-            if sum(got[k] for k in keys) >= want or time.monotonic() > deadline:
-                return got
+            if sum(got[k] for k in keys) >= want:
+                return got, True
+            if time.monotonic() > deadline:
+                return got, False
             time.sleep(0.01)
 
     def wait_for(
@@ -1088,7 +1104,7 @@ class Campaign:
             if self.local == "-":
                 return {}
             try:
-                delta = self.settle()
+                delta = self.settle()[0]
             except FuzzError:
                 if self.exact:
                     raise
@@ -1348,7 +1364,7 @@ def phase_spoof(c: Campaign, rng: random.Random, n: int, xid: int | None) -> Non
     print(f"expect drop_peer={peer} drop_cookie={cookie}", flush=True)
     if c.local != "-":
         try:
-            delta = c.settle()
+            delta = c.settle()[0]
             states.append(c.receiver_words().get("state"))
         except FuzzError:
             delta = {"drop_peer": -1, "drop_cookie": -1}  # the receiver returned

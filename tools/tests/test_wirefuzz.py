@@ -499,3 +499,36 @@ def test_fake_receiver_follows_the_handshake(key: bytes | None) -> None:
     finally:
         t.join(30.0)
     assert result == [0], "the fake receiver saw the DONE_ACK"
+
+
+def test_sniff_sees_outgoing_loopback_datagrams() -> None:
+    """sniff() learns id, cookie and source from a datagram this host sends (on lo it is
+    outgoing and incoming; on a sender's guest only outgoing: ETH_P_ALL).  Needs
+    CAP_NET_RAW."""
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(3)).close()
+    except PermissionError:
+        pytest.skip("no CAP_NET_RAW for AF_PACKET")
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    sport = tx.getsockname()[1]
+    stop = threading.Event()
+
+    def keep_sending() -> None:
+        while not stop.wait(0.05):
+            tx.sendto(wf.data(0xFEED, 1, b"x", cookie=0xC0C0), ("127.0.0.1", port))
+
+    t = threading.Thread(target=keep_sending)
+    t.start()
+    try:
+        m = wf.sniff(("127.0.0.1", port), 10.0)
+    finally:
+        stop.set()
+        t.join()
+        tx.close()
+        rx.close()
+    assert (m.xid, m.cookie, m.type_) == (0xFEED, 0xC0C0, wf.T_DATA)
+    assert m.src == ("127.0.0.1", sport)
