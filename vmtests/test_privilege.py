@@ -147,7 +147,8 @@ def test_proc_shows_no_paths_and_partial_file_is_private(
     names, no ids), and cannot read the partly received file: an O_TMPFILE has no name; where
     the file system has no O_TMPFILE (overlayfs before 6.6, e.g. the guests' /tmp) the
     fallback .p2pkp-<random> must not be readable by others, as v1's 0600 temporary file
-    was not."""
+    was not.  Fails at 29c11bf: p2pkp_rx_arm() creates the fallback with mode 0666 (0644
+    under umask 022), at read() time, and nobody reads it."""
     rx = cluster["vm2"]
     dest = scn.path("private-name")
     port = next_port()

@@ -208,7 +208,11 @@ def test_security_item7_receiver_churn(scn: Scenario, cluster: ClusterView, rxdi
     drop_cookie and every unconfirmed one only costs a cookie (cookies_sent), exactly; and
     the replies those STARTs draw (START_ACKs towards the real sender) stay within the
     documented bound for replies to unproven sources (100/s, burst 20): a START with a new id
-    proves nothing about its source, even when that is the accepted sender's address."""
+    proves nothing about its source, even when that is the accepted sender's address.
+
+    Fails at 29c11bf on the last claim only: all 5,000 START_ACKs went to the real sender
+    in 31.8 s (replies_limited +0; the sender counted them as drop_xfer), because
+    p2pkp_rx_reply() exempts every reply addressed to the accepted sender."""
     rx, tx = cluster["vm1"], cluster["vm2"]
     size = 8 * MiB
     port = next_port()
