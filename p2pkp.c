@@ -1886,6 +1886,7 @@ struct p2pkp_rx {
 	bool fsync;
 	u64 fsize;			/* the caller's RLIMIT_FSIZE */
 	char tmpname[32];
+	umode_t mode;			/* final mode (the named fallback) */
 	int state;			/* RS_* */
 	bool finished;
 	int result;			/* 0 or -errno for read() */
@@ -1935,13 +1936,14 @@ static bool p2pkp_rx_rl(struct p2pkp_sock *ps)
 }
 
 /*
- * Send a reply.  Only the sender of the accepted transfer (it proved its
- * address with the cookie) is answered freely (its ACKs are bounded by
- * credit, see p2pkp_rx_send_ack); any other source (spoofable) is answered
- * at most P2PKP_RL_PER_SEC times a second, never with more bytes than it
- * sent.
+ * Send a reply; false if the rate limit kept it back.  Replies about the
+ * accepted transfer to its sender (it proved its address with the cookie)
+ * go freely (its ACKs are bounded by credit, see p2pkp_rx_send_ack); any
+ * other reply, also to that sender's address about another id, goes
+ * through the token bucket: P2PKP_RL_PER_SEC a second, never more bytes
+ * than the datagram it answers.
  */
-static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
+static bool p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 			   int tolen, u8 type, u16 flags, u64 id, u64 cookie,
 			   u32 echo, const void *body, size_t blen)
 {
@@ -1949,10 +1951,10 @@ static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 	u8 pkt[P2PKP_CTL_MAX];
 	size_t n;
 
-	if (!(rx && rx->state != RS_IDLE && p2pkp_addr_eq(to, &rx->from)) &&
-	    !p2pkp_rx_rl(ps)) {
+	if (!(rx && rx->state != RS_IDLE && id == rx->id &&
+	      p2pkp_addr_eq(to, &rx->from)) && !p2pkp_rx_rl(ps)) {
 		p2pkp_stat(ps, P2PKP_ST_REPLIES_LIMITED, 1);
-		return;
+		return false;
 	}
 	n = p2pkp_hdr_fill(ps, pkt, type, flags | P2PKP_F_ECHO, id, cookie,
 			   echo);
@@ -1960,6 +1962,7 @@ static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 		memcpy(pkt + n, body, blen);
 	p2pkp_xmit(ps, ps->rx.sock, to, tolen, pkt, n + blen, NULL, 0,
 		   MSG_DONTWAIT);
+	return true;
 }
 
 /*
@@ -2095,6 +2098,23 @@ static struct dentry *p2pkp_rx_tmpname(struct p2pkp_rx *rx, bool *linked)
 	return ERR_PTR(-EEXIST);
 }
 
+/* The named fallback gets the mode a new file of the caller's would have. */
+static int p2pkp_rx_chmod(struct p2pkp_rx *rx)
+{
+	struct dentry *d = rx->file->f_path.dentry;
+	struct inode *inode = d_inode(d);
+	struct iattr ia = {
+		.ia_valid = ATTR_MODE | ATTR_CTIME,
+		.ia_mode = rx->mode | (inode->i_mode & ~S_IALLUGO),
+	};
+	int err;
+
+	inode_lock(inode);
+	err = notify_change(p2pkp_idmap(rx->file->f_path.mnt), d, &ia, NULL);
+	inode_unlock(inode);
+	return err;
+}
+
 /*
  * Give the verified file its name: fsync it (P2PKP_FSYNC); a free final
  * name gets the O_TMPFILE linked at it; an existing file (or symlink,
@@ -2120,6 +2140,11 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 	err = mnt_want_write(rx->dir.mnt);
 	if (err)
 		return err;
+	if (rx->named) {
+		err = p2pkp_rx_chmod(rx);
+		if (err)
+			goto drop;
+	}
 	lock_rename(dir, dir);
 	newd = lookup_one(idmap, rx->name, dir, strlen(rx->name));
 	if (IS_ERR(newd)) {
@@ -2146,6 +2171,7 @@ put:
 	dput(newd);
 unlock:
 	unlock_rename(dir, dir);
+drop:
 	mnt_drop_write(rx->dir.mnt);
 	if (err)
 		return err;
@@ -2312,9 +2338,12 @@ static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
 		    i < P2PKP_TMP_TRIES; i++) {
 		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
 			 get_random_u64());
+		/* private until verified: other users must not read a
+		 * partial file; its final mode is set when it is named
+		 */
 		f = file_open_root(&rx->dir, rx->tmpname,
 				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
-				   O_NOFOLLOW, 0666);
+				   O_NOFOLLOW, 0600);
 		named = !IS_ERR(f);
 	}
 	if (IS_ERR(f))
@@ -2325,6 +2354,7 @@ static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
 	}
 	rx->file = f;
 	rx->named = named;
+	rx->mode = 0666 & ~current_umask();
 	return 0;
 }
 
@@ -2430,9 +2460,9 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return false;
 	}
 	if (mine && !same) {
-		p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
-		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_BUSY, 0, id, c, echo,
-			       NULL, 0);
+		if (p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_BUSY, 0, id, c, echo,
+				   NULL, 0))
+			p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
 		return false;
 	}
 	if (size > p2pkp_rx_max(rx)) {
@@ -2442,10 +2472,10 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	if (!cookie) {
 		/* no state, no file: hand out the cookie (section 2.3) */
-		p2pkp_stat(ps, P2PKP_ST_COOKIES_SENT, 1);
 		sa.window = cpu_to_be32(p2pkp_rx_window(ps, chunk));
-		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, 0, id, c,
-			       echo, &sa, sizeof(sa));
+		if (p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, 0, id,
+				   c, echo, &sa, sizeof(sa)))
+			p2pkp_stat(ps, P2PKP_ST_COOKIES_SENT, 1);
 		return false;
 	}
 	/* a confirmed START: the sender proved its address */

@@ -1,9 +1,10 @@
-"""The P2PKP wire format for Python, defined once (docs/protocol.md section 2).
+"""The P2PKP wire format for Python, defined once (docs/protocol.md section 2, version 2).
 
-Stdlib only: guest payloads import it.  tools/tests/test_wire.py parses p2pkp.c and p2pkp.h
-and fails when anything here differs from the C definitions (header layout, message types,
-body lengths, flags, limits, counter names), so the copies cannot drift: when the module's
-wire format changes, this file changes with it.
+Stdlib only: guest payloads import it (the wire fuzzer takes every constant from here).
+tools/tests/test_wire.py parses p2pkp.c and p2pkp.h and fails when anything here differs from
+the C definitions (header layout, message types, fixed body lengths, flags and which type
+takes which, limits, counter names), so the copies cannot drift: when the module's wire
+format changes, this file changes with it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import struct
 
 MAGIC = 0x5032504B  # "P2PK"
-VERSION = 1
+VERSION = 2
 
 # Message types (enum P2PKP_T_*).
 TYPES = {
@@ -34,13 +35,20 @@ T_END = TYPES["END"]
 T_DONE = TYPES["DONE"]
 T_DONE_ACK = TYPES["DONE_ACK"]
 T_ABORT = TYPES["ABORT"]
+T_MAX = T_ABORT
+TO_RECEIVER = (T_START, T_DATA, T_END, T_DONE_ACK, T_ABORT)  # P2PKP_S2R
+TO_SENDER = (T_START_ACK, T_BUSY, T_ACK, T_DONE, T_ABORT)  # P2PKP_R2S
 
-# Header: magic u32, version u8, type u8, flags u16, id u64, ts u32, echo u32 (struct p2pkp_hdr).
-HEADER = struct.Struct(">IBBHQII")
-# Fixed body length of each type (p2pkp_body_len[]); DATA's payload follows its body.
-BODY_LEN = {
-    T_START: 24,
-    T_START_ACK: 8,
+# Header: magic u32, version u8, type u8, flags u16, id u64, cookie u64, ts u32, echo u32
+# (struct p2pkp_hdr).
+HEADER = struct.Struct(">IBBHQQII")
+HDR = HEADER
+HLEN = HEADER.size
+# Fixed body length of each type (p2pkp_fixed_len[]); a tail follows (DATA payload, START
+# extensions), then the tag with MAC.
+FIXED_LEN = {
+    T_START: 16,
+    T_START_ACK: 16,
     T_BUSY: 0,
     T_DATA: 8,
     T_ACK: 80,
@@ -49,17 +57,47 @@ BODY_LEN = {
     T_DONE_ACK: 0,
     T_ABORT: 8,
 }
-START_BODY = struct.Struct(">QQII")  # size, count, chunk, reserved
-DATA_BODY = struct.Struct(">Q")  # index
+START_BODY = struct.Struct(">QIHH")  # size, chunk, epoch, reserved
+START_ACK_BODY = struct.Struct(">IHHQ")  # window, epoch, reserved, base
+ACK_BODY = struct.Struct(">QHHI64s")  # cum, epoch, nbits, window, bitmap
 STATUS_BODY = struct.Struct(">iI")  # DONE / ABORT: status, reserved
+GROUP_EXT = 20  # struct p2pkp_group
+DIGEST_EXT = 32
 
-FLAGS = {"ACKREQ": 0x0001, "ECHO": 0x0002}
+FLAGS = {
+    "ACKREQ": 0x0001,
+    "ECHO": 0x0002,
+    "MAC": 0x0004,
+    "ACCEPTED": 0x0008,
+    "GROUP": 0x0010,
+    "DIGEST": 0x0020,
+    "RETRANS": 0x0040,
+}
+F_ACKREQ = FLAGS["ACKREQ"]
+F_ECHO = FLAGS["ECHO"]
+F_MAC = FLAGS["MAC"]
+F_ACCEPTED = FLAGS["ACCEPTED"]
+F_GROUP = FLAGS["GROUP"]
+F_DIGEST = FLAGS["DIGEST"]
+F_RETRANS = FLAGS["RETRANS"]
+# Flags a type may carry besides ECHO and MAC (p2pkp_type_flags[]).
+TYPE_FLAGS = {
+    T_START: F_GROUP | F_DIGEST,
+    T_START_ACK: F_ACCEPTED,
+    T_DATA: F_ACKREQ | F_GROUP | F_RETRANS,
+}
 
 # Limits (#define P2PKP_*).
-CHUNK_SIZE = 1400  # p2pkp.h
-WIN = 512
+CHUNK_SIZE = 1400  # p2pkp.h: what the kernel's sender uses
+CHUNK = CHUNK_SIZE
+CHUNK_MIN = 512
+CHUNK_MAX = 65000
 MAX_SIZE = 1 << 40
-DGRAM_MAX = 2048
+WIN = 512
+MAC_LEN = 16
+KEY_LEN = 32  # P2PKP_KEY_SIZE
+DGRAM_MAX = HLEN + FIXED_LEN[T_DATA] + CHUNK_MAX + MAC_LEN  # longer is MSG_TRUNC
+INDEX_MAX = (1 << 48) - 1
 
 # /proc/net/p2pkp counters, in the module's order (p2pkp_stat_names[]); the drop reasons are
 # the ones named drop_*.
@@ -77,45 +115,26 @@ STAT_NAMES = (
     "drop_magic",
     "drop_version",
     "drop_type",
+    "drop_auth",
     "drop_length",
     "drop_field",
+    "drop_sender",
     "drop_xfer",
     "drop_peer",
+    "drop_cookie",
     "drop_window",
     "drop_dup",
     "busy_sent",
+    "cookies_sent",
     "xfers_abandoned",
     "xfers_aborted",
     "peers_failed",
     "refused_size",
     "refused_space",
-    "xfers_unconfirmed",
     "replies_limited",
     "acks_sent",
     "rate_waits",
     "gso_sends",
+    "icmp_errors",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))
-
-
-def header(type_: int, xid: int, flags: int = 0, ts: int = 0, echo: int = 0) -> bytes:
-    return HEADER.pack(MAGIC, VERSION, type_, flags, xid, ts & 0xFFFFFFFF, echo & 0xFFFFFFFF)
-
-
-def start(xid: int, size: int, chunk: int = CHUNK_SIZE) -> bytes:
-    count = (size + chunk - 1) // chunk
-    return header(T_START, xid) + START_BODY.pack(size, count, chunk, 0)
-
-
-def data(xid: int, index: int, payload: bytes) -> bytes:
-    return header(T_DATA, xid) + DATA_BODY.pack(index) + payload
-
-
-def parse(buf: bytes) -> tuple[int, int] | None:
-    """(type, id) of a datagram of this version, None for anything else."""
-    if len(buf) < HEADER.size:
-        return None
-    magic, version, type_, _flags, xid, _ts, _echo = HEADER.unpack_from(buf)
-    if magic != MAGIC or version != VERSION:
-        return None
-    return type_, xid

@@ -1,28 +1,48 @@
-"""Wire fuzzer for a P2PKP receiver (docs/protocol.md section 2), stdlib only.
+"""Wire fuzzer for P2PKP, wire version 2 (docs/protocol.md section 2), stdlib only.
 
 Runs in a guest next to a receiver waiting in read() (tools/p2pkp-recv) and sends it crafted
-UDP datagrams from its own sockets.  Every campaign is seeded (the seed is printed first) and
-counts the datagrams it sends.  The stateless and xfer phases predict the drop reason of every
-datagram; the fuzzer reads the receiver's `sock` line of /proc/net/p2pkp after each batch
-(which also paces it: the next batch goes only when the receiver has counted this one) and
-fails if a counter differs from the prediction.
+UDP datagrams from its own sockets (and, for the spoofing phases, raw IPv4 packets with a
+forged source).  Every campaign is seeded (the seed is printed first) and counts what it sends.
+The exact phases predict the drop reason (and the cookies_sent / refused_size / busy_sent
+counters) of every datagram; the fuzzer reads the receiver's `sock` line of /proc/net/p2pkp
+after each batch (which also paces it: the next batch goes only when the receiver has counted
+this one) and fails if a counter differs from the prediction.
 
-Phases:
-  stateless  header/length/field errors (short, magic, version, type, length, START fields,
-             DATA/END/ABORT of unknown transfers): exact drop-reason accounting.
-  xfer       fake transfers: START, then DATA past count, wrong lengths, beyond the window,
-             duplicates, forged ids, other source ports, END with a wrong size; ABORT at the
-             end.  Exact accounting (receiver must be idle and its timeout > a batch).
+Phases (receiver idle, i.e. in read() with no transfer accepted, unless said otherwise):
+  stateless  header, length, flag and field errors, datagrams of unknown transfers, STARTs with
+             a guessed cookie: exact (the validation order of p2pkp_parse(), 2.7).
+  xfer       fake transfers by a legitimate fake sender: START, the cookie from START_ACK, the
+             confirmed START (START_ACK with ACCEPTED), then crafted DATA (past count, wrong
+             lengths, beyond the window, duplicates, wrong epoch), the transfer's id with a
+             wrong cookie (drop_cookie) or from other ports (drop_peer), END with a wrong size,
+             competing STARTs (BUSY); ABORT at the end.  Exact.
   random     mutations of valid datagrams (boundary values, bit flips, truncation) from many
-             ports; only "every datagram was counted" is checked.
-  send       one complete valid transfer (--size bytes of path-like content, --id or a
-             random id) with the right digest: prints the DONE status.
+             ports.  Exact: without the cookie nothing can be accepted, so the receiver stays
+             idle and every reason follows from the datagram alone (predict_idle()).
   empty      zero-length datagrams: each must count as drop_short.
-  flood      STARTs of new transfers from many source ports; counts the replies (BUSY).
-  baddigest  one complete fake transfer whose END carries a wrong SHA-256: expects DONE
-             with -EBADMSG.
-  spoof      waits for a real transfer's temporary file in --watch DIR (or takes --id), and
-             injects DATA/END/ABORT with that id from other source ports: drop_peer.
+  flood      STARTs of new transfers from many source ports (cookie 0, or a guessed one):
+             exact; the replies (START_ACK, BUSY) are counted for the caller.
+  badmac     with --key (keyed receiver): no tag, a wrong tag, a tag under another key, a
+             modified datagram: drop_auth; without --key: datagrams with a tag: drop_auth.
+  baddigest  one complete transfer whose END carries a wrong SHA-256: expects DONE -EBADMSG.
+  send       one complete valid transfer (--size bytes of path-like content, --id or a random
+             id) with the right digest: prints its SHA-256 and the DONE status.
+  stale      a confirmed transfer of --size bytes of which only the last chunk is sent, then
+             silence (the receiver must abandon it after its peer timeout).
+  spoof      on-path attacker (IPv4): sniffs (AF_PACKET) the real transfer to the target port,
+             learns its id, cookie and source, then injects DATA/END/ABORT with them from other
+             source ports (drop_peer) and, with raw IP_HDRINCL packets from the real source
+             address and port, with a wrong cookie (drop_cookie).
+  forge      blind forger (IPv4): from --spoof-src ADDR[:PORT] (an address no guest owns), a
+             complete transfer: START, confirmed STARTs with --count guessed cookies, all DATA,
+             END with the right SHA-256, ABORT.  Expects cookies_sent, drop_cookie, drop_xfer.
+  churn      --count STARTs with fresh ids from --spoof-src ADDR:PORT (the accepted sender),
+             half unconfirmed, half with a guessed cookie, while a real transfer runs.
+  fake-receiver  a minimal v2 receiver bound to --target: stateless START_ACK with a cookie,
+             ACCEPTED on the confirmed START, ACKs, and DONE(--done-status) on END.
+
+--key HEX (32 bytes): every datagram carries the tag of section 2.4 (HMAC-SHA256 under the
+key of tail || head, first 16 bytes), for a receiver with P2PKP_KEY.
 """
 
 from __future__ import annotations
@@ -30,6 +50,7 @@ from __future__ import annotations
 import argparse
 import errno
 import hashlib
+import hmac
 import os
 import random
 import re
@@ -42,43 +63,55 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MAGIC = 0x5032504B
-VERSION = 1
-T_START, T_START_ACK, T_BUSY, T_DATA, T_ACK, T_END, T_DONE, T_DONE_ACK, T_ABORT = range(1, 10)
-T_MAX = T_ABORT
-BODY_LEN = {
-    T_START: 24,
-    T_START_ACK: 8,
-    T_BUSY: 0,
-    T_DATA: 8,
-    T_ACK: 80,
-    T_END: 40,
-    T_DONE: 8,
-    T_DONE_ACK: 0,
-    T_ABORT: 8,
-}
-TO_RECEIVER = (T_START, T_DATA, T_END, T_DONE_ACK, T_ABORT)
-TO_SENDER = (T_START_ACK, T_BUSY, T_ACK, T_DONE)
-F_ACKREQ = 0x1
-F_ECHO = 0x2
-CHUNK = 1400
-MAX_SIZE = 1 << 40
-DGRAM_MAX = 2048
-WIN = 512
-HDR = struct.Struct(">IBBHQII")
-REASONS = (
-    "drop_short",
-    "drop_magic",
-    "drop_version",
-    "drop_type",
-    "drop_length",
-    "drop_field",
-    "drop_xfer",
-    "drop_peer",
-    "drop_window",
-    "drop_dup",
+from p2pkp_guest.wire import (
+    CHUNK,
+    CHUNK_MAX,
+    CHUNK_MIN,
+    DGRAM_MAX,
+    DIGEST_EXT,
+    F_ACCEPTED,
+    F_ACKREQ,
+    F_DIGEST,
+    F_ECHO,
+    F_GROUP,
+    F_MAC,
+    F_RETRANS,
+    FIXED_LEN,
+    GROUP_EXT,
+    HDR,
+    HLEN,
+    INDEX_MAX,
+    KEY_LEN,
+    MAC_LEN,
+    MAGIC,
+    MAX_SIZE,
+    T_ABORT,
+    T_ACK,
+    T_BUSY,
+    T_DATA,
+    T_DONE,
+    T_DONE_ACK,
+    T_END,
+    T_MAX,
+    T_START,
+    T_START_ACK,
+    TO_RECEIVER,
+    TYPE_FLAGS,
+    VERSION,
+    WIN,
 )
+from p2pkp_guest.wire import DROP_REASONS as REASONS
+
+UDP4_MAX = 65507
+ERESTARTSYS = 512  # kernel-internal, never for user space
+# Other counters a phase predicts.  "start_answered" = cookies_sent + refused_size: a valid
+# START with cookie 0 hands out a cookie unless its size is above the receiver's limit
+# (max_file_size, the caller's RLIMIT_FSIZE), which the fuzzer does not know.
+OTHERS = ("start_answered", "busy_sent", "xfers_aborted", "xfers_abandoned")
+# Counters only reported.
+INFO = ("cookies_sent", "refused_size", "replies_limited", "dgrams_sent", "dgrams_dropped")
 U64_EDGES = (0, 1, 2, (1 << 31) - 1, 1 << 32, (1 << 63) - 1, 1 << 63, (1 << 64) - 2, (1 << 64) - 1)
+U64 = (1 << 64) - 1
 
 
 class FuzzError(Exception):
@@ -91,67 +124,222 @@ class FuzzError(Exception):
 def header(
     type_: int,
     xid: int,
+    cookie: int = 0,
     flags: int = 0,
     ts: int = 0,
     echo: int = 0,
     magic: int = MAGIC,
     version: int = VERSION,
 ) -> bytes:
-    return HDR.pack(magic, version, type_, flags, xid, ts & 0xFFFFFFFF, echo & 0xFFFFFFFF)
+    return HDR.pack(
+        magic, version, type_, flags, xid & U64, cookie & U64, ts & 0xFFFFFFFF, echo & 0xFFFFFFFF
+    )
 
 
-def count_for(size: int) -> int:
-    return (size + CHUNK - 1) // CHUNK
+def count_for(size: int, chunk: int = CHUNK) -> int:
+    return (size + chunk - 1) // chunk
 
 
-def chunk_len(size: int, index: int) -> int:
+def chunk_len(size: int, index: int, chunk: int = CHUNK) -> int:
     """Payload length of chunk `index` of a `size`-byte file (0 if past the end)."""
-    return max(0, min(CHUNK, size - CHUNK * index))
+    return max(0, min(chunk, size - chunk * index))
 
 
-def start(xid: int, size: int, count: int | None = None, chunk: int = CHUNK, rsv: int = 0) -> bytes:
-    n = count_for(size) if count is None else count
-    return header(T_START, xid) + struct.pack(">QQII", size, n, chunk, rsv)
+def start(
+    xid: int,
+    size: int,
+    chunk: int = CHUNK,
+    cookie: int = 0,
+    epoch: int = 0,
+    rsv: int = 0,
+    flags: int = 0,
+    ext: bytes = b"",
+) -> bytes:
+    return (
+        header(T_START, xid, cookie, flags)
+        + struct.pack(">QIHH", size & U64, chunk & 0xFFFFFFFF, epoch, rsv)
+        + ext
+    )
 
 
-def data(xid: int, index: int, payload: bytes, flags: int = 0) -> bytes:
-    return header(T_DATA, xid, flags) + struct.pack(">Q", index) + payload
+def data(
+    xid: int, index: int, payload: bytes, cookie: int = 0, flags: int = 0, epoch: int = 0
+) -> bytes:
+    return (
+        header(T_DATA, xid, cookie, flags)
+        + struct.pack(">H", epoch)
+        + (index & INDEX_MAX).to_bytes(6, "big")
+        + payload
+    )
 
 
-def end(xid: int, size: int, digest: bytes) -> bytes:
-    return header(T_END, xid) + struct.pack(">Q", size) + digest
+def end(xid: int, size: int, digest: bytes, cookie: int = 0) -> bytes:
+    return header(T_END, xid, cookie) + struct.pack(">Q", size & U64) + digest
 
 
-def abort(xid: int, reason: int = errno.EINTR) -> bytes:
-    return header(T_ABORT, xid) + struct.pack(">II", reason, 0)
+def abort(xid: int, reason: int = errno.EINTR, cookie: int = 0) -> bytes:
+    return header(T_ABORT, xid, cookie) + struct.pack(">II", reason & 0xFFFFFFFF, 0)
 
 
-def done_ack(xid: int) -> bytes:
-    return header(T_DONE_ACK, xid)
+def done_ack(xid: int, cookie: int = 0) -> bytes:
+    return header(T_DONE_ACK, xid, cookie)
+
+
+def start_ack(
+    xid: int, cookie: int, window: int, flags: int = 0, echo: int = 0, epoch: int = 0
+) -> bytes:
+    return header(T_START_ACK, xid, cookie, flags | F_ECHO, echo=echo) + struct.pack(
+        ">IHHQ", window, epoch, 0, 0
+    )
+
+
+def ack(xid: int, cookie: int, cum: int, bitmap: bytes, echo: int, window: int = WIN) -> bytes:
+    return (
+        header(T_ACK, xid, cookie, F_ECHO, echo=echo)
+        + struct.pack(">QHHI", cum, 0, WIN, window)
+        + bitmap
+    )
+
+
+def done(xid: int, cookie: int, status: int, echo: int = 0) -> bytes:
+    return header(T_DONE, xid, cookie, F_ECHO, echo=echo) + struct.pack(">iI", status, 0)
 
 
 def body(type_: int, rng: random.Random) -> bytes:
-    """A random body of the exact documented length of `type_`."""
-    return rng.randbytes(BODY_LEN[type_])
+    """A random body of the exact fixed length of `type_`."""
+    return rng.randbytes(FIXED_LEN[type_])
+
+
+def start_tail(flags: int) -> int:
+    """Length of the START extensions announced by `flags` (p2pkp_start_tail)."""
+    return (GROUP_EXT if flags & F_GROUP else 0) + (DIGEST_EXT if flags & F_DIGEST else 0)
+
+
+def fields(d: bytes) -> tuple[int, int, int, int, int, int, int, int]:
+    """(magic, version, type, flags, id, cookie, ts, echo) of a datagram of >= 32 bytes."""
+    magic, version, type_, flags, xid, cookie, ts, echo = HDR.unpack_from(d)
+    return magic, version, type_, flags, xid, cookie, ts, echo
+
+
+# ---- the MAC (section 2.4) ---------------------------------------------------------------
+
+
+def tag(key: bytes, d: bytes) -> bytes:
+    """Tag of datagram d (without its tag): HMAC-SHA256(key, tail || head)[:16], head = the
+    header and the type's fixed body, tail = the rest."""
+    t = d[5] if len(d) > 5 else 0
+    fixed = HLEN + FIXED_LEN.get(t, 0)
+    return hmac.new(key, d[fixed:] + d[:fixed], hashlib.sha256).digest()[:MAC_LEN]
+
+
+def seal(d: bytes, key: bytes | None) -> bytes:
+    """d with the MAC flag and its tag, when a key is given and d holds a header."""
+    if key is None or len(d) < HLEN:
+        return d
+    flags = struct.unpack_from(">H", d, 6)[0] | F_MAC
+    d = d[:6] + struct.pack(">H", flags) + d[8:]
+    return d + tag(key, d)
+
+
+def mac_ok(d: bytes, key: bytes) -> bool:
+    return len(d) >= HLEN + MAC_LEN and hmac.compare_digest(tag(key, d[:-MAC_LEN]), d[-MAC_LEN:])
+
+
+# ---- what an idle receiver does with a datagram (p2pkp_parse, p2pkp_rx_start/handle) ------
+
+
+def parse_reason(d: bytes, key: bytes | None) -> str | None:
+    """Drop reason of p2pkp_parse() for a datagram to a receiver (with or without a key),
+    None when it passes.  The order is the code's: size, magic, version, type/direction, MAC
+    flag vs key, fixed part, tag, flags, tail length."""
+    if len(d) > DGRAM_MAX:
+        return "drop_length"  # MSG_TRUNC
+    if len(d) < HLEN:
+        return "drop_short"
+    magic, version, type_, flags, *_ = fields(d)
+    if magic != MAGIC:
+        return "drop_magic"
+    if version != VERSION:
+        return "drop_version"
+    if type_ not in TO_RECEIVER:
+        return "drop_type"
+    if bool(flags & F_MAC) != (key is not None):
+        return "drop_auth"
+    fixed = HLEN + FIXED_LEN[type_]
+    n = len(d) - (MAC_LEN if key is not None else 0)
+    if n < fixed:
+        return "drop_length"
+    if key is not None and not mac_ok(d, key):
+        return "drop_auth"
+    if flags & ~(F_ECHO | F_MAC | TYPE_FLAGS.get(type_, 0)) & 0xFFFF:
+        return "drop_field"
+    t = n - fixed
+    if type_ == T_DATA:
+        if not 1 <= t <= CHUNK_MAX:
+            return "drop_length"
+    elif t != (start_tail(flags) if type_ == T_START else 0):
+        return "drop_length"
+    return None
+
+
+def start_field_bad(d: bytes) -> bool:
+    """START fields this release refuses (drop_field): chunk outside 512..65000, size above
+    1 TiB, epoch != 0, an extension (GROUP, DIGEST)."""
+    flags = struct.unpack_from(">H", d, 6)[0]
+    size, chunk, epoch, _ = struct.unpack_from(">QIHH", d, HLEN)
+    return (
+        not CHUNK_MIN <= chunk <= CHUNK_MAX
+        or size > MAX_SIZE
+        or epoch != 0
+        or bool(flags & (F_GROUP | F_DIGEST))
+    )
+
+
+@dataclass
+class Outcome:
+    reason: str | None  # a drop counter, or None
+    counter: str | None = None  # another counter it bumps (OTHERS)
+
+
+def predict_idle(d: bytes, key: bytes | None) -> Outcome:
+    """What a receiver in read() with no transfer accepted (no allow list, no earlier
+    transfer with this id) does with d."""
+    r = parse_reason(d, key)
+    if r is not None:
+        return Outcome(r)
+    type_ = d[5]
+    if type_ == T_START:
+        if start_field_bad(d):
+            return Outcome("drop_field")
+        if fields(d)[5]:
+            return Outcome("drop_cookie")  # a guessed cookie: 2^-64 to be right
+        return Outcome(None, "start_answered")
+    return Outcome("drop_xfer")  # DATA, END, DONE_ACK, ABORT of no accepted transfer
 
 
 @dataclass
 class Reply:
     type_: int
     xid: int
+    cookie: int
+    flags: int
+    ts: int
     status: int | None  # DONE status
+    window: int | None  # START_ACK window
 
 
 def parse_reply(buf: bytes) -> Reply | None:
-    if len(buf) < HDR.size:
+    if len(buf) < HLEN:
         return None
-    magic, version, type_, _flags, xid, _ts, _echo = HDR.unpack_from(buf)
+    magic, version, type_, flags, xid, cookie, ts, _echo = fields(buf)
     if magic != MAGIC or version != VERSION:
         return None
-    status = None
-    if type_ == T_DONE and len(buf) >= HDR.size + 8:
-        status = struct.unpack_from(">i", buf, HDR.size)[0]
-    return Reply(type_, xid, status)
+    status = window = None
+    if type_ == T_DONE and len(buf) >= HLEN + 8:
+        status = struct.unpack_from(">i", buf, HLEN)[0]
+    if type_ == T_START_ACK and len(buf) >= HLEN + 16:
+        window = struct.unpack_from(">I", buf, HLEN)[0]
+    return Reply(type_, xid, cookie, flags, ts, status, window)
 
 
 # ---- stateless cases ---------------------------------------------------------------------
@@ -162,86 +350,146 @@ class Case:
     dgram: bytes
     reason: str | None  # the drop counter it must bump, None: not dropped
     what: str
+    counter: str | None = None  # another counter it bumps (OTHERS)
 
 
 def _rand_xid(rng: random.Random) -> int:
     return rng.choice((rng.getrandbits(64) | 1, *U64_EDGES[1:]))
 
 
+def _rand_cookie(rng: random.Random) -> int:
+    """A guessed (non-zero) cookie."""
+    return rng.choice((rng.getrandbits(64) | 1, *U64_EDGES[1:]))
+
+
+def _valid_start_body(rng: random.Random) -> tuple[int, int]:
+    size = rng.choice((0, 1, CHUNK, rng.randrange(1 << 30)))
+    chunk = rng.choice((CHUNK_MIN, CHUNK, 8192, CHUNK_MAX, rng.randrange(CHUNK_MIN, CHUNK_MAX + 1)))
+    return size, chunk
+
+
 def stateless_case(rng: random.Random) -> Case:
-    """One datagram whose drop reason does not depend on the receiver's state (idle)."""
-    kind = rng.randrange(11)
+    """One datagram whose fate does not depend on the receiver's state (idle).  Flags carry no
+    MAC: the phase seals it (seal()) for a keyed receiver, which changes no reason."""
+    kind = rng.randrange(15)
     xid = _rand_xid(rng)
+    cookie = rng.choice((0, _rand_cookie(rng)))
     if kind == 0:
-        n = rng.randrange(1, HDR.size)  # empty datagrams: phase "empty"
+        n = rng.randrange(1, HLEN)  # empty datagrams: phase "empty"
         return Case(rng.randbytes(n), "drop_short", f"short {n}")
     if kind == 1:
         magic = rng.choice((0, MAGIC ^ (1 << rng.randrange(32)), 0xFFFFFFFF, rng.getrandbits(32)))
         if magic == MAGIC:
             magic ^= 1
         t = rng.randrange(256)
-        return Case(
-            header(t, xid, magic=magic) + rng.randbytes(rng.randrange(64)), "drop_magic", "magic"
-        )
+        d = header(t, xid, cookie, magic=magic) + rng.randbytes(rng.randrange(64))
+        return Case(d, "drop_magic", "magic")
     if kind == 2:
-        v = rng.choice((0, 2, 0xFF, rng.randrange(256)))
+        v = rng.choice((0, 1, 3, 0xFF, rng.randrange(256)))
         if v == VERSION:
-            v = 0
-        return Case(
-            header(T_START, xid, version=v) + body(T_START, rng), "drop_version", f"version {v}"
-        )
+            v = 1
+        if v == 1 and rng.randrange(2):
+            # a complete version-1 START (24-byte header, size count chunk rsv)
+            d = struct.pack(">IBBHQII", MAGIC, 1, T_START, 0, xid, 0, 0) + struct.pack(
+                ">QQII", 5000, 4, 1400, 0
+            )
+            return Case(d, "drop_version", "version 1 START")
+        d = header(T_START, xid, cookie, version=v) + body(T_START, rng)
+        return Case(d, "drop_version", f"version {v}")
     if kind == 3:
         t = rng.choice((0, T_MAX + 1, 0xFF, rng.randrange(T_MAX + 1, 256)))
-        return Case(header(t, xid) + rng.randbytes(rng.randrange(32)), "drop_type", f"type {t}")
+        return Case(
+            header(t, xid, cookie) + rng.randbytes(rng.randrange(32)), "drop_type", f"type {t}"
+        )
     if kind == 4:
-        t = rng.choice(list(BODY_LEN))
-        exact = BODY_LEN[t]
-        if t == T_DATA:
-            n = rng.choice(
-                (0, 7, 8 + CHUNK + 1, rng.randrange(8 + CHUNK + 1, DGRAM_MAX - HDR.size))
-            )
-            n = n if n < 8 or n > 8 + CHUNK else 7
-        else:
-            n = rng.choice((0, exact - 1, exact + 1, rng.randrange(200)))
-            n = n if n >= 0 and n != exact else exact + 1
-        return Case(header(t, xid) + rng.randbytes(n), "drop_length", f"type {t} body {n}")
+        return _bad_length(rng, xid, cookie)
     if kind == 5:
-        n = rng.choice((DGRAM_MAX + 1, DGRAM_MAX + rng.randrange(1, 4000), 65000))
-        t = rng.choice(list(BODY_LEN))
-        return Case(header(t, xid) + rng.randbytes(n - HDR.size), "drop_length", f"oversize {n}")
+        n = rng.choice((DGRAM_MAX + 1, rng.randrange(DGRAM_MAX + 1, UDP4_MAX - MAC_LEN + 1)))
+        t = rng.choice(TO_RECEIVER)
+        d = header(t, xid, cookie) + rng.randbytes(n - HLEN)
+        return Case(d, "drop_length", f"oversize {n}")
     if kind == 6:
-        t = rng.choice(TO_SENDER)
-        return Case(header(t, xid) + body(t, rng), "drop_type", f"wrong direction {t}")
+        t = rng.choice((T_START_ACK, T_BUSY, T_ACK, T_DONE))
+        return Case(header(t, xid, cookie) + body(t, rng), "drop_type", f"wrong direction {t}")
     if kind == 7:
-        return _bad_start(rng, xid)
+        return _bad_start(rng, xid, cookie)
     if kind == 8:
-        idx = rng.choice((0, 1, *U64_EDGES))
-        plen = rng.choice((0, 1, CHUNK - 1, CHUNK))
-        return Case(data(xid, idx, rng.randbytes(plen)), "drop_xfer", "data unknown id")
+        return _bad_flags(rng, xid, cookie)
     if kind == 9:
+        idx = rng.choice((0, 1, INDEX_MAX, rng.randrange(INDEX_MAX)))
+        plen = rng.choice((1, CHUNK_MIN - 1, CHUNK, CHUNK_MAX, rng.randrange(1, 2000)))
+        flags = rng.choice((0, F_ACKREQ, F_RETRANS, F_GROUP, F_ECHO | F_ACKREQ))
+        epoch = rng.choice((0, 0, 1, 0xFFFF))
+        d = data(xid, idx, rng.randbytes(plen), cookie, flags, epoch)
+        return Case(d, "drop_xfer", "data unknown id")
+    if kind == 10:
         size = rng.choice(U64_EDGES)
-        return Case(end(xid, size, rng.randbytes(32)), "drop_xfer", "end unknown id")
-    return Case(abort(xid, rng.getrandbits(32)), "drop_xfer", "abort unknown id")
+        return Case(end(xid, size, rng.randbytes(32), cookie), "drop_xfer", "end unknown id")
+    if kind == 11:
+        return Case(abort(xid, rng.getrandbits(32), cookie), "drop_xfer", "abort unknown id")
+    if kind == 12:
+        return Case(done_ack(xid, cookie), "drop_xfer", "done_ack unknown id")
+    size, chunk = _valid_start_body(rng)
+    if kind == 13:
+        c = _rand_cookie(rng)
+        return Case(start(xid, size, chunk, c), "drop_cookie", f"start guessed cookie {c:x}")
+    return Case(start(xid, size, chunk), None, "start cookie 0", "start_answered")
 
 
-def _bad_start(rng: random.Random, xid: int) -> Case:
-    size = rng.choice((*U64_EDGES, MAX_SIZE + 1, MAX_SIZE, rng.randrange(1 << 20)))
-    good = count_for(size)
-    which = rng.randrange(3)
-    if which == 0 or size > MAX_SIZE:
-        chunk = rng.choice((0, 1, CHUNK - 1, CHUNK + 1, 0xFFFFFFFF))
-        return Case(
-            start(xid, size, good & ((1 << 64) - 1), chunk),
-            "drop_field",
-            f"start chunk {chunk} size {size}",
-        )
+def _bad_length(rng: random.Random, xid: int, cookie: int) -> Case:
+    t = rng.choice(TO_RECEIVER)
+    exact = FIXED_LEN[t]
+    if t == T_DATA:
+        # fixed part cut short, no payload, or a payload above CHUNK_MAX
+        n = rng.choice((0, 7, 8, 8 + CHUNK_MAX + 1, rng.randrange(8 + CHUNK_MAX + 1, 65400)))
+    else:
+        n = rng.choice((0, exact - 1, exact + 1, exact + 20, exact + 32, rng.randrange(200)))
+        if n == exact or n < 0:
+            n = exact + 1
+    return Case(header(t, xid, cookie) + rng.randbytes(n), "drop_length", f"type {t} body {n}")
+
+
+def _bad_start(rng: random.Random, xid: int, cookie: int) -> Case:
+    """A START of valid length whose fields this release refuses: drop_field before the cookie
+    is looked at."""
+    size, chunk = _valid_start_body(rng)
+    which = rng.randrange(5)
+    if which == 0:
+        chunk = rng.choice((0, 1, CHUNK_MIN - 1, CHUNK_MAX + 1, 0xFFFFFFFF))
+        return Case(start(xid, size, chunk, cookie), "drop_field", f"start chunk {chunk}")
     if which == 1:
-        big = rng.choice((MAX_SIZE + 1, (1 << 63), (1 << 64) - 1, MAX_SIZE + CHUNK))
+        big = rng.choice((MAX_SIZE + 1, 1 << 63, U64, MAX_SIZE + CHUNK))
+        return Case(start(xid, big, chunk, cookie), "drop_field", f"start size {big}")
+    if which == 2:
+        ep = rng.choice((1, 2, 0xFFFF))
+        return Case(start(xid, size, chunk, cookie, epoch=ep), "drop_field", f"start epoch {ep}")
+    if which == 3:
+        grp = bytes([4, 0, 0x1B, 0xCD, 239, 1, 2, 3]) + bytes(12)
         return Case(
-            start(xid, big, count_for(big) & ((1 << 64) - 1)), "drop_field", f"start size {big}"
+            start(xid, size, chunk, cookie, flags=F_GROUP, ext=grp), "drop_field", "start group"
         )
-    bad = rng.choice((good + 1, (good - 1) % (1 << 64), (1 << 64) - 1, 1 << 63))
-    return Case(start(xid, size, bad), "drop_field", f"start size {size} count {bad}")
+    flags = rng.choice((F_DIGEST, F_GROUP | F_DIGEST))
+    d = start(xid, size, chunk, cookie, flags=flags, ext=rng.randbytes(start_tail(flags)))
+    return Case(d, "drop_field", f"start extensions {flags:#x}")
+
+
+def _bad_flags(rng: random.Random, xid: int, cookie: int) -> Case:
+    """A datagram of valid length with a flag its type does not take: drop_field (the flags
+    are checked before the tail's length)."""
+    t = rng.choice(TO_RECEIVER)
+    allowed = F_ECHO | F_MAC | TYPE_FLAGS.get(t, 0)
+    bad = [b for b in range(16) if not (1 << b) & allowed]
+    flags = (1 << rng.choice(bad)) | (rng.getrandbits(16) & ~F_MAC & 0xFFFF)
+    flags &= ~(F_GROUP | F_DIGEST) if t == T_START else 0xFFFF  # START: no extension length
+    if not flags & ~allowed:
+        flags |= 1 << 15
+    if t == T_DATA:
+        d = data(xid, 0, rng.randbytes(rng.randrange(1, 1500)), cookie, flags)
+    elif t == T_START:
+        d = start(xid, 1, CHUNK, cookie, flags=flags)
+    else:
+        d = header(t, xid, cookie, flags) + body(t, rng)
+    return Case(d, "drop_field", f"type {t} flags {flags:#x}")
 
 
 # ---- transfer model (xfer phase) ---------------------------------------------------------
@@ -253,12 +501,18 @@ class FakeXfer:
 
     xid: int
     size: int
+    chunk: int = CHUNK
+    cookie: int = 0  # the receiver's, from START_ACK
+    window: int = WIN  # from the accepting START_ACK
     count: int = 0
     stored: set[int] = field(default_factory=set)
     cum: int = 0
 
     def __post_init__(self) -> None:
-        self.count = count_for(self.size)
+        self.count = count_for(self.size, self.chunk)
+
+    def clen(self, idx: int) -> int:
+        return chunk_len(self.size, idx, self.chunk)
 
     def store(self, idx: int) -> None:
         self.stored.add(idx)
@@ -267,83 +521,126 @@ class FakeXfer:
             self.cum += 1
 
     def is_dup(self, idx: int) -> bool:
+        """Below cum, or its slot of the 512-chunk ring holds a stored chunk (aliasing)."""
         return idx < self.cum or any(j % WIN == idx % WIN for j in self.stored)
 
     def complete(self) -> bool:
         return self.cum == self.count
 
-
-def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
-    """A datagram for transfer x and the source index (0: the STARTing socket) it goes from."""
-    kind = rng.randrange(10)
-    if kind == 0:
-        idx = rng.choice((x.count, x.count + 1, *U64_EDGES[5:]))
-        return Case(
-            data(x.xid, idx, rng.randbytes(rng.randrange(CHUNK + 1))),
-            "drop_field",
-            f"data index {idx} >= count {x.count}",
-        ), 0
-    if kind == 1:
-        idx = rng.randrange(x.count)
-        want = chunk_len(x.size, idx)
-        n = rng.choice(
-            [v for v in (0, 1, want - 1, want + 1, CHUNK) if 0 <= v <= CHUNK and v != want] or [0]
-        )
-        if n == want:
-            n = want - 1 if want > 0 else 1
-        return Case(
-            data(x.xid, idx, rng.randbytes(n)), "drop_length", f"data {idx} len {n} != {want}"
-        ), 0
-    if kind in (2, 3, 4):
-        lo, hi = x.cum, min(x.count, x.cum + WIN)
-        if kind == 4 and x.count > x.cum + WIN:
-            idx = rng.randrange(x.cum + WIN, x.count)
-        elif hi > lo and kind == 2:
-            idx = rng.randrange(lo, hi)
-        else:
-            idx = rng.randrange(0, max(1, hi))
-        reason = _data_reason(x, idx)
-        if reason is None:
-            x.store(idx)
-        return Case(
-            data(x.xid, idx, rng.randbytes(chunk_len(x.size, idx)), rng.choice((0, F_ACKREQ))),
-            reason,
-            f"data {idx}",
-        ), 0
-    if kind == 5:
-        t = rng.choice((T_DATA, T_END, T_ABORT))
-        b = {
-            T_DATA: struct.pack(">Q", 0) + rng.randbytes(chunk_len(x.size, 0)),
-            T_END: struct.pack(">Q", x.size) + rng.randbytes(32),
-            T_ABORT: struct.pack(">II", errno.EINTR, 0),
-        }[t]
-        return Case(header(t, x.xid) + b, "drop_peer", f"forged type {t} other port"), 1
-    if kind == 6:
-        other = rng.getrandbits(64) | 1
-        return Case(
-            data(other, 0, rng.randbytes(chunk_len(x.size, 0))), "drop_xfer", "data other id"
-        ), 0
-    if kind == 7:
-        bad = rng.choice((x.size + 1, x.size - 1, 0, (1 << 64) - 1))
-        if bad == x.size:
-            bad += 1
-        return Case(
-            end(x.xid, bad & ((1 << 64) - 1), rng.randbytes(32)), "drop_field", f"end size {bad}"
-        ), 0
-    if kind == 8:
-        return Case(start(x.xid, x.size, chunk=CHUNK + 1), "drop_field", "start bad chunk"), 0
-    # a competing valid START from another port: answered BUSY, not a drop
-    return Case(start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 20)), None, "busy start"), 1
+    def wrong_cookie(self, rng: random.Random) -> int:
+        c = rng.choice((0, _rand_cookie(rng), self.cookie ^ 1, self.cookie ^ (1 << 63)))
+        return c if c != self.cookie else self.cookie ^ 2
 
 
-def _data_reason(x: FakeXfer, idx: int) -> str | None:
+def data_reason(x: FakeXfer, idx: int, plen: int) -> str | None:
+    """Reason for DATA idx with a plen-byte payload of x, epoch 0, right cookie and source."""
     if idx >= x.count:
+        return "drop_field"
+    if plen != x.clen(idx):
         return "drop_field"
     if x.is_dup(idx):
         return "drop_dup"
-    if idx >= x.cum + WIN:
+    if idx >= x.cum + x.window:
         return "drop_window"
     return None
+
+
+def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
+    """A datagram for transfer x and the source index it goes from (0: the accepted sender,
+    1: another port of the same address)."""
+    kind = rng.randrange(17)
+    c = x.cookie
+    if kind == 0:
+        idx = rng.choice((x.count, x.count + 1, INDEX_MAX))
+        d = data(x.xid, idx, rng.randbytes(rng.randrange(1, CHUNK + 1)), c)
+        return Case(d, "drop_field", f"data index {idx} >= count {x.count}"), 0
+    if kind == 1:
+        idx = rng.randrange(x.count)
+        want = x.clen(idx)
+        n = rng.choice([v for v in (1, want - 1, want + 1, x.chunk + 1, CHUNK_MAX) if v >= 1])
+        if n == want:
+            n = want + 1
+        why = "drop_field" if n <= CHUNK_MAX else "drop_length"
+        return Case(data(x.xid, idx, rng.randbytes(n), c), why, f"data {idx} len {n}"), 0
+    if kind in (2, 3, 4, 5):
+        lo, hi = x.cum, min(x.count, x.cum + x.window)
+        if kind == 4 and x.count > x.cum + x.window:
+            idx = rng.randrange(x.cum + x.window, x.count)
+        elif hi > lo and kind in (2, 5):
+            idx = rng.randrange(lo, hi)
+        else:
+            idx = rng.randrange(0, max(1, hi))
+        reason = data_reason(x, idx, x.clen(idx))
+        if reason is None:
+            x.store(idx)
+        flags = rng.choice((0, F_ACKREQ, F_RETRANS, F_ECHO))
+        d = data(x.xid, idx, rng.randbytes(x.clen(idx)), c, flags)
+        return Case(d, reason, f"data {idx}"), 0
+    if kind == 6:
+        # the transfer's id from another port: drop_peer, whatever the cookie
+        t = rng.choice((T_DATA, T_END, T_ABORT, T_DONE_ACK))
+        ck = rng.choice((c, x.wrong_cookie(rng)))
+        d = {
+            T_DATA: lambda: data(x.xid, 0, rng.randbytes(x.clen(0) or 1), ck),
+            T_END: lambda: end(x.xid, x.size, rng.randbytes(32), ck),
+            T_ABORT: lambda: abort(x.xid, errno.EINTR, ck),
+            T_DONE_ACK: lambda: done_ack(x.xid, ck),
+        }[t]()
+        return Case(d, "drop_peer", f"forged type {t} other port"), 1
+    if kind == 7:
+        other = rng.getrandbits(64) | 1
+        d = data(other, 0, rng.randbytes(x.clen(0) or 1), c)
+        return Case(d, "drop_xfer", "data other id"), 0
+    if kind == 8:
+        bad = rng.choice((x.size + 1, x.size - 1, 0, U64))
+        if bad == x.size:
+            bad += 1
+        d = end(x.xid, bad, rng.randbytes(32), c)
+        return Case(d, "drop_field", f"end size {bad}"), 0
+    if kind == 9:
+        d = start(x.xid, x.size, rng.choice((CHUNK_MIN - 1, CHUNK_MAX + 1)), c)
+        return Case(d, "drop_field", "start bad chunk"), 0
+    if kind == 10:
+        # a competing START from another port: answered BUSY, not a drop
+        d = start(rng.choice((x.xid, rng.getrandbits(64) | 1)), rng.randrange(1, 1 << 20))
+        return Case(d, None, "busy start", "busy_sent"), 1
+    if kind == 11:
+        # the transfer's id and source with a wrong cookie
+        t = rng.choice((T_DATA, T_END, T_ABORT, T_DONE_ACK))
+        ck = x.wrong_cookie(rng)
+        d = {
+            T_DATA: lambda: data(x.xid, 0, rng.randbytes(x.clen(0) or 1), ck),
+            T_END: lambda: end(x.xid, x.size, rng.randbytes(32), ck),
+            T_ABORT: lambda: abort(x.xid, errno.EINTR, ck),
+            T_DONE_ACK: lambda: done_ack(x.xid, ck),
+        }[t]()
+        return Case(d, "drop_cookie", f"type {t} cookie {ck:x}"), 0
+    if kind == 12:
+        # another epoch (this release: 0 only): stale
+        ep = rng.choice((1, 2, 0xFFFF))
+        idx = rng.randrange(x.count) if x.count else 0
+        d = data(x.xid, idx, rng.randbytes(x.clen(idx) or 1), c, epoch=ep)
+        return Case(d, "drop_xfer", f"data epoch {ep}"), 0
+    if kind == 13:
+        ep = rng.choice((1, 0xFFFF))
+        d = start(x.xid, x.size, x.chunk, c, epoch=ep)
+        return Case(d, "drop_field", f"start epoch {ep}"), 0
+    if kind == 14:
+        # STARTs from the accepted source: its own (START_ACK again), a new id with cookie 0
+        # (a cookie is handed out), a new id or another source with a guessed cookie
+        which = rng.randrange(4)
+        if which == 0:
+            return Case(start(x.xid, x.size, x.chunk, c), None, "start again"), 0
+        if which == 1:
+            d = start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 20))
+            return Case(d, None, "start new id", "start_answered"), 0
+        d = start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 20), cookie=_rand_cookie(rng))
+        return Case(d, "drop_cookie", "start new id guessed cookie"), which - 2
+    if kind == 15:
+        return Case(done_ack(x.xid, c), "drop_xfer", "done_ack while receiving"), 0
+    ck = _rand_cookie(rng)
+    d = start(x.xid, x.size, x.chunk, ck if ck != x.cookie else ck ^ 2)
+    return Case(d, "drop_cookie", "start own id wrong cookie"), rng.randrange(2)
 
 
 # ---- random mutations --------------------------------------------------------------------
@@ -351,15 +648,18 @@ def _data_reason(x: FakeXfer, idx: int) -> str | None:
 
 def template(rng: random.Random) -> bytes:
     xid = _rand_xid(rng)
+    cookie = rng.choice((0, 0, _rand_cookie(rng)))
     size = rng.choice((*U64_EDGES, MAX_SIZE, rng.randrange(1 << 24)))
     t = rng.randrange(1, T_MAX + 1)
     if t == T_START:
-        return start(xid, size, count_for(size) % (1 << 64))
+        flags = rng.choice((0, 0, 0, F_GROUP, F_DIGEST, F_GROUP | F_DIGEST))
+        chunk = rng.choice((CHUNK, CHUNK_MIN, CHUNK_MAX))
+        return start(xid, size, chunk, cookie, flags=flags, ext=rng.randbytes(start_tail(flags)))
     if t == T_DATA:
-        return data(xid, rng.choice(U64_EDGES), rng.randbytes(rng.randrange(CHUNK + 1)))
+        return data(xid, rng.randrange(INDEX_MAX), rng.randbytes(rng.randrange(CHUNK + 1)), cookie)
     if t == T_END:
-        return end(xid, size, rng.randbytes(32))
-    return header(t, xid, rng.getrandbits(16)) + body(t, rng)
+        return end(xid, size, rng.randbytes(32), cookie)
+    return header(t, xid, cookie, rng.getrandbits(16)) + body(t, rng)
 
 
 def mutate(buf: bytes, rng: random.Random) -> bytes:
@@ -382,12 +682,115 @@ def mutate(buf: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
+def random_dgram(rng: random.Random, key: bytes | None) -> bytes:
+    """A mutated datagram; with a key, mostly sealed (before or after the mutation)."""
+    d = template(rng)
+    if key is None:
+        return mutate(d, rng)
+    how = rng.randrange(3)
+    if how == 0:
+        return seal(mutate(d, rng), key)
+    if how == 1:
+        return mutate(seal(d, key), rng)
+    return mutate(d, rng)
+
+
+# ---- raw IPv4 (forged sources) and AF_PACKET (sniffing) ----------------------------------
+
+
+def inet_sum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s: int = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def udp4_packet(src: tuple[str, int], dst: tuple[str, int], payload: bytes) -> bytes:
+    """An IPv4 + UDP packet for an IP_HDRINCL socket: the kernel fills the IP checksum and
+    the packet id; the UDP checksum is computed here (pseudo header)."""
+    s, d = socket.inet_aton(src[0]), socket.inet_aton(dst[0])
+    ulen = 8 + len(payload)
+    udp = struct.pack("!HHHH", src[1], dst[1], ulen, 0) + payload
+    csum = 0xFFFF - inet_sum(s + d + struct.pack("!BBH", 0, socket.IPPROTO_UDP, ulen) + udp)
+    udp = udp[:6] + struct.pack("!H", csum or 0xFFFF) + udp[8:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 0, 0, 64, socket.IPPROTO_UDP, 0, s, d)
+    return ip + udp
+
+
+@dataclass
+class Sniffed:
+    xid: int
+    cookie: int
+    src: tuple[str, int]
+    type_: int
+
+
+def parse_ip4_udp(pkt: bytes) -> tuple[tuple[str, int], tuple[str, int], bytes] | None:
+    """(source, destination, UDP payload) of an IPv4/UDP packet (first fragment), or None."""
+    if len(pkt) < 28 or pkt[0] >> 4 != 4 or pkt[9] != socket.IPPROTO_UDP:
+        return None
+    ihl = (pkt[0] & 0xF) * 4
+    if struct.unpack_from("!H", pkt, 6)[0] & 0x1FFF:  # not the first fragment
+        return None
+    sport, dport, ulen = struct.unpack_from("!HHH", pkt, ihl)
+    src = (socket.inet_ntoa(pkt[12:16]), sport)
+    dst = (socket.inet_ntoa(pkt[16:20]), dport)
+    return src, dst, pkt[ihl + 8 : ihl + ulen]
+
+
+def sniff_match(pkt: bytes, target: tuple[str, int]) -> Sniffed | None:
+    """A datagram of an accepted transfer (confirmed START, DATA, END: cookie != 0) to the
+    target, in an IPv4 packet."""
+    p = parse_ip4_udp(pkt)
+    if p is None:
+        return None
+    src, dst, payload = p
+    if dst[1] != target[1] or (target[0] not in ("0.0.0.0", dst[0])):
+        return None
+    if len(payload) < HLEN:
+        return None
+    magic, version, type_, flags, xid, cookie, _ts, _echo = fields(payload)
+    if magic != MAGIC or version != VERSION or not cookie or flags & F_GROUP:
+        return None
+    if type_ not in (T_START, T_DATA, T_END):
+        return None
+    return Sniffed(xid, cookie, src, type_)
+
+
+def sniff(target: tuple[str, int], timeout: float) -> Sniffed:
+    """Learn id, cookie and source of a real transfer to target from the wire (AF_PACKET,
+    every interface, incoming and outgoing: ETH_P_ALL, as only taps of every protocol see
+    outgoing packets; IPv4 kept by the link-level protocol)."""
+    eth_p_all, eth_p_ip = 0x0003, 0x0800
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(eth_p_all))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FuzzError(
+                    f"no datagram of an accepted transfer to {target[0]}:{target[1]} "
+                    f"seen within {timeout:.0f}s"
+                )
+            r, _, _ = select.select([s], [], [], min(left, 1.0))
+            if not r:
+                continue
+            pkt, addr = s.recvfrom(65535)
+            if addr[1] != eth_p_ip:
+                continue
+            m = sniff_match(pkt, target)
+            if m is not None:
+                return m
+    finally:
+        s.close()
+
+
 # ---- /proc/net/p2pkp ---------------------------------------------------------------------
 
 
-def proc_counters(text: str, local: str) -> dict[str, int]:
-    """Counters of the receiver socket bound to `local` ("127.0.0.1:7117"), or of the
-    `total` line if local is "total"."""
+def proc_line(text: str, local: str) -> list[str]:
     for line in text.splitlines():
         words = line.split()
         if not words:
@@ -395,20 +798,48 @@ def proc_counters(text: str, local: str) -> dict[str, int]:
         if (local == "total" and words[0] == "total") or (
             words[0] == "sock" and f"local={local}" in words
         ):
-            return {
-                k: int(v)
-                for k, _, v in (w.partition("=") for w in words[1:])
-                if v.lstrip("-").isdigit()
-            }
+            return words
     raise FuzzError(f"/proc/net/p2pkp has no socket bound to {local}:\n{text}")
 
 
-def read_counters(local: str) -> dict[str, int]:
+def proc_counters(text: str, local: str) -> dict[str, int]:
+    """Counters of the receiver socket bound to `local` ("127.0.0.1:7117"), or of the
+    `total` line if local is "total"."""
+    return {
+        k: int(v)
+        for k, _, v in (w.partition("=") for w in proc_line(text, local)[1:])
+        if v.lstrip("-").isdigit()
+    }
+
+
+def proc_words(text: str, local: str) -> dict[str, str]:
+    """Every key=value of the socket's line (state, auth, allowed, counters)."""
+    return {k: v for k, _, v in (w.partition("=") for w in proc_line(text, local)[1:])}
+
+
+def read_proc() -> str:
     with open("/proc/net/p2pkp") as f:
-        return proc_counters(f.read(), local)
+        return f.read()
+
+
+def read_counters(local: str) -> dict[str, int]:
+    return proc_counters(read_proc(), local)
+
+
+def counter_delta(now: dict[str, int], base: dict[str, int], key: str) -> int:
+    if key == "start_answered":
+        return sum(now.get(k, 0) - base.get(k, 0) for k in ("cookies_sent", "refused_size"))
+    return now.get(key, 0) - base.get(key, 0)
 
 
 # ---- the campaign ------------------------------------------------------------------------
+
+
+@dataclass
+class StartAck:
+    cookie: int
+    window: int
+    accepted: bool
 
 
 @dataclass
@@ -417,17 +848,23 @@ class Campaign:
     local: str
     seed: int
     sources: list[str]
+    key: bytes | None = None
     batch: int = 128
     sync_timeout: float = 30.0
     nsocks: int = 16
     socks: list[socket.socket] = field(default_factory=list)
+    raw: socket.socket | None = None
     sent: int = 0
     expected: Counter[str] = field(default_factory=Counter)
     replies: Counter[int] = field(default_factory=Counter)
     done_status: dict[int, int] = field(default_factory=dict)
+    start_acks: dict[int, StartAck] = field(default_factory=dict)
     base: dict[str, int] = field(default_factory=dict)
     pending: int = 0
     exact: bool = True
+    # concurrent: another transfer runs, so dgrams_received cannot pace us and only the
+    # counters this phase predicts are compared (after they settle)
+    concurrent: bool = False
 
     def open(self) -> None:
         fam = socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET
@@ -437,13 +874,29 @@ class Campaign:
             s.bind((self.sources[i % len(self.sources)], 0))
             s.setblocking(False)
             self.socks.append(s)
+        self.rebase()
+
+    def rebase(self) -> None:
+        """Counters from now on: a phase that waited (sniffing) starts its accounting here."""
         if self.local != "-":
             self.base = read_counters(self.local)
+            self.sent = 0
+            self.pending = 0
+            self.expected.clear()
 
     def close(self) -> None:
         for s in self.socks:
             s.close()
         self.socks.clear()
+        if self.raw is not None:
+            self.raw.close()
+            self.raw = None
+
+    def seal(self, d: bytes) -> bytes:
+        return seal(d, self.key)
+
+    def receiver_words(self) -> dict[str, str]:
+        return proc_words(read_proc(), self.local)
 
     def drain(self) -> None:
         for s in self.socks:
@@ -453,31 +906,86 @@ class Campaign:
                 except BlockingIOError:
                     break
                 r = parse_reply(buf)
-                if r is not None:
-                    self.replies[r.type_] += 1
-                    if r.type_ == T_DONE and r.status is not None:
-                        self.done_status[r.xid] = r.status
+                if r is None:
+                    continue
+                self.replies[r.type_] += 1
+                if r.type_ == T_DONE and r.status is not None:
+                    self.done_status[r.xid] = r.status
+                if r.type_ == T_START_ACK and r.window is not None:
+                    prev = self.start_acks.get(r.xid)
+                    acc = bool(r.flags & F_ACCEPTED)
+                    if prev is None or acc or not prev.accepted:
+                        self.start_acks[r.xid] = StartAck(r.cookie, r.window, acc)
 
-    def send(self, dgram: bytes, src: int = 0, reason: str | None = None) -> None:
+    def _account(self, reason: str | None, counter: str | None) -> None:
+        self.sent += 1
+        self.pending += 1
+        if reason is not None:
+            self.expected[reason] += 1
+        if counter is not None:
+            self.expected[counter] += 1
+        if self.pending >= self.batch:
+            self.sync()
+
+    def send(
+        self, dgram: bytes, src: int = 0, reason: str | None = None, counter: str | None = None
+    ) -> None:
         s = self.socks[src % len(self.socks)]
+        deadline = time.monotonic() + self.sync_timeout
         while True:
             try:
                 s.sendto(dgram, self.target)
                 break
             except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise FuzzError(f"socket not writable for {self.sync_timeout:.0f}s") from None
                 select.select([], [s], [], 1.0)
-        self.sent += 1
-        self.pending += 1
-        if reason is not None:
-            self.expected[reason] += 1
-        if self.pending >= self.batch:
-            self.sync()
+        self._account(reason, counter)
+
+    def send_raw(
+        self,
+        dgram: bytes,
+        src: tuple[str, int],
+        reason: str | None = None,
+        counter: str | None = None,
+    ) -> None:
+        """dgram as a UDP datagram from the forged source src (raw IPv4, IP_HDRINCL)."""
+        if ":" in self.target[0] or ":" in src[0]:
+            raise FuzzError("forged sources: IPv4 only")
+        if self.raw is None:
+            self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self.raw.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+        pkt = udp4_packet(src, self.target, dgram)
+        deadline = time.monotonic() + self.sync_timeout
+        while True:
+            try:
+                self.raw.sendto(pkt, (self.target[0], 0))
+                break
+            except (BlockingIOError, OSError) as exc:
+                if isinstance(exc, BlockingIOError) or exc.errno == errno.ENOBUFS:
+                    if time.monotonic() > deadline:
+                        raise FuzzError(f"raw send blocked for {self.sync_timeout:.0f}s") from exc
+                    select.select([], [self.raw], [], 0.05)
+                    continue
+                raise
+        self._account(reason, counter)
 
     def sync(self) -> None:
-        """Wait until the receiver has counted every datagram sent so far."""
-        if self.local == "-":  # receiver elsewhere: no counters, just pace
+        """Wait until the receiver has counted every datagram sent so far (concurrent: until
+        the counters this phase predicts have risen by what it sent so far; no counters:
+        only pace)."""
+        if self.local == "-":
             self.drain()
             time.sleep(0.01)
+            self.pending = 0
+            return
+        if self.concurrent:
+            if not self.settle()[1]:
+                # not counted as predicted (e.g. the transfer ended): no longer exact, and
+                # no point in waiting per batch
+                print(f"counters stopped following the prediction after {self.sent}", flush=True)
+                self.exact = False
+                self.local = "-"
             self.pending = 0
             return
         deadline = time.monotonic() + self.sync_timeout
@@ -505,87 +1013,149 @@ class Campaign:
             time.sleep(0.005)
         self.pending = 0
 
-    def wait_reply(
+    def settle(self) -> tuple[dict[str, int], bool]:
+        """Concurrent phases: wait until the predicted counters have risen by the predicted
+        total (or the deadline); their deltas, and whether they got there."""
+        deadline = time.monotonic() + self.sync_timeout
+        keys = [k for k, v in self.expected.items() if v]
+        want = sum(self.expected[k] for k in keys)
+        while True:
+            self.drain()
+            now = read_counters(self.local)
+            got = {k: counter_delta(now, self.base, k) for k in (*REASONS, *OTHERS, *INFO)}
+            if sum(got[k] for k in keys) >= want:
+                return got, True
+            if time.monotonic() > deadline:
+                return got, False
+            time.sleep(0.01)
+
+    def wait_for(
         self,
-        type_: int,
-        want: int,
-        xid: int | None = None,
+        cond: Callable[[], bool],
+        what: str,
         timeout: float = 10.0,
         resend: bytes | None = None,
+        src: int = 0,
+        counter: str | None = None,
     ) -> None:
-        """Wait until `want` replies of `type_` arrived in total (DONE: or one for xid).
-        `resend` goes again every 0.25 s, like a sender's retransmission: a START_ACK to a
-        source not yet confirmed is rate-limited by the receiver (100/s shared with BUSY)."""
+        """Wait until cond() holds; `resend` goes again every 0.25 s, like a sender's
+        retransmission (a START_ACK to a source not yet accepted is rate-limited by the
+        receiver: 100/s shared with BUSY and DONE of refusals)."""
         deadline = time.monotonic() + timeout
         again = time.monotonic() + 0.25
         self.drain()
-        while self.replies[type_] < want:
+        while not cond():
             if resend is not None and time.monotonic() > again:
-                self.send(resend, 0)
+                self.send(resend, src, None, counter)
                 again = time.monotonic() + 0.25
-            if xid is not None and xid in self.done_status:
-                return
             if time.monotonic() > deadline:
-                raise FuzzError(
-                    f"no reply of type {type_} within {timeout:.0f}s (seed {self.seed})"
-                )
+                raise FuzzError(f"{what}: nothing within {timeout:.0f}s (seed {self.seed})")
             select.select(self.socks, [], [], 0.05)
             self.drain()
 
+    def handshake(self, x: FakeXfer, src: int = 0, timeout: float = 10.0) -> None:
+        """START with cookie 0, the cookie from START_ACK, the confirmed START until START_ACK
+        with ACCEPTED (section 2.3).  Fills x.cookie and x.window."""
+        first = self.seal(start(x.xid, x.size, x.chunk))
+        self.send(first, src, None, "start_answered")
+        self.wait_for(
+            lambda: x.xid in self.start_acks,
+            f"START_ACK (cookie) for id {x.xid:016x}",
+            timeout,
+            resend=first,
+            src=src,
+            counter="start_answered",
+        )
+        x.cookie = self.start_acks[x.xid].cookie
+        confirmed = self.seal(start(x.xid, x.size, x.chunk, x.cookie))
+        self.send(confirmed, src)
+        self.wait_for(
+            lambda: self.start_acks[x.xid].accepted,
+            f"START_ACK with ACCEPTED for id {x.xid:016x}",
+            timeout,
+            resend=confirmed,
+            src=src,
+        )
+        x.window = self.start_acks[x.xid].window
+
     def check(self) -> dict[str, int]:
-        """Delta of every drop counter; FuzzError if an exact phase's prediction failed."""
-        self.sync()
-        if self.local == "-":
-            return {}
-        try:
-            now = read_counters(self.local)
-        except FuzzError:
-            if self.exact:
-                raise
-            return {}  # the receiver returned and closed since sync() (as sync() allows)
-        delta = {
-            k: now.get(k, 0) - self.base.get(k, 0)
-            for k in (*REASONS, "dgrams_dropped", "busy_sent", "xfers_aborted")
-        }
+        """Delta of every predicted counter; FuzzError if an exact phase's prediction failed."""
+        if self.concurrent:
+            if self.local == "-":
+                return {}
+            try:
+                delta = self.settle()[0]
+            except FuzzError:
+                if self.exact:
+                    raise
+                return {}  # the receiver returned (its transfer ended)
+            keys = [k for k, v in self.expected.items() if v]
+        else:
+            self.sync()
+            if self.local == "-":
+                return {}
+            try:
+                now = read_counters(self.local)
+            except FuzzError:
+                if self.exact:
+                    raise
+                return {}  # the receiver returned and closed since sync() (as sync() allows)
+            delta = {k: counter_delta(now, self.base, k) for k in (*REASONS, *OTHERS, *INFO)}
+            keys = [*REASONS, *OTHERS]
         if self.exact:
             wrong = [
                 f"{r}: expected {self.expected[r]}, counted {delta[r]}"
-                for r in REASONS
+                for r in keys
                 if delta[r] != self.expected[r]
             ]
             if wrong:
                 raise FuzzError(
-                    f"drop counters differ from the prediction (seed {self.seed}): "
-                    + "; ".join(wrong)
+                    f"counters differ from the prediction (seed {self.seed}): " + "; ".join(wrong)
                 )
         return delta
+
+
+# ---- phases ------------------------------------------------------------------------------
 
 
 def phase_stateless(c: Campaign, rng: random.Random, n: int) -> None:
     for _ in range(n):
         case = stateless_case(rng)
-        c.send(case.dgram, rng.randrange(len(c.socks)), case.reason)
+        c.send(c.seal(case.dgram), rng.randrange(len(c.socks)), case.reason, case.counter)
 
 
 def phase_xfer(c: Campaign, rng: random.Random, n: int) -> None:
     left = n
     while left > 0:
-        sizes = (1, CHUNK, CHUNK + 1, 40 * CHUNK, rng.randrange(1, 2000 * CHUNK))
         # the first transfer is larger than the window: DATA beyond it is drop_window
-        size = 2000 * CHUNK - rng.randrange(CHUNK) if left == n else rng.choice(sizes)
-        x = FakeXfer(rng.getrandbits(64) | 1, size)
-        want = c.replies[T_START_ACK] + 1
-        c.send(start(x.xid, x.size), 0)
-        c.wait_reply(T_START_ACK, want, resend=start(x.xid, x.size))
-        per = min(left - 2, rng.randrange(50, 600))
-        for i in range(max(0, per)):
-            if i % 64 == 63:  # keep the transfer alive: same START again -> START_ACK
-                c.send(start(x.xid, x.size), 0)
+        if left == n:
+            chunk = CHUNK
+            size = 2000 * CHUNK - rng.randrange(CHUNK)
+        else:
+            chunk = rng.choice((CHUNK_MIN, CHUNK, CHUNK, 4096, 9000, CHUNK_MAX))
+            size = rng.choice((1, chunk, chunk + 1, 40 * chunk, rng.randrange(1, 2000 * chunk)))
+        x = FakeXfer(rng.getrandbits(64) | 1, size, chunk)
+        before = c.sent
+        c.handshake(x)
+        per = max(0, min(left - 2, rng.randrange(50, 600)))
+        for i in range(per):
+            if i % 32 == 31 and x.count:
+                # keep the transfer alive (its peer timeout): a valid DATA, stored or a dup
+                idx = rng.randrange(min(x.count, x.cum + x.window))
+                reason = data_reason(x, idx, x.clen(idx))
+                if reason is None:
+                    x.store(idx)
+                c.send(c.seal(data(x.xid, idx, rng.randbytes(x.clen(idx)), x.cookie)), 0, reason)
             case, src = xfer_case(rng, x)
-            c.send(case.dgram, src if src == 0 else rng.randrange(1, len(c.socks)), case.reason)
-        c.send(abort(x.xid), 0)
+            c.send(
+                c.seal(case.dgram),
+                src if src == 0 else rng.randrange(1, len(c.socks)),
+                case.reason,
+                case.counter,
+            )
+        c.send(c.seal(abort(x.xid, errno.EINTR, x.cookie)), 0, None, "xfers_aborted")
         c.sync()
-        left -= max(0, per) + 2 + max(0, per) // 64
+        left -= c.sent - before
 
 
 def phase_empty(c: Campaign, rng: random.Random, n: int) -> None:
@@ -594,37 +1164,80 @@ def phase_empty(c: Campaign, rng: random.Random, n: int) -> None:
 
 
 def phase_random(c: Campaign, rng: random.Random, n: int) -> None:
-    c.exact = False
     for _ in range(n):
-        c.send(mutate(template(rng), rng), rng.randrange(len(c.socks)))
+        d = random_dgram(rng, c.key)
+        o = predict_idle(d, c.key)
+        c.send(d, rng.randrange(len(c.socks)), o.reason, o.counter)
 
 
 def phase_flood(c: Campaign, rng: random.Random, n: int) -> None:
-    c.exact = False
     for _ in range(n):
-        c.send(
-            start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 30)), rng.randrange(len(c.socks))
+        guess = rng.randrange(8) == 0
+        ck = _rand_cookie(rng) if guess else 0
+        d = c.seal(start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 30), cookie=ck))
+        src = rng.randrange(len(c.socks))
+        if guess:
+            c.send(d, src, "drop_cookie")
+        else:
+            c.send(d, src, None, "start_answered")
+
+
+def phase_badmac(c: Campaign, rng: random.Random, n: int) -> None:
+    """drop_auth cases: a keyed receiver (--key) gets no tag, a wrong tag, a tag under another
+    key, a datagram changed after sealing; an unkeyed one gets datagrams with a tag."""
+    if c.local != "-":
+        auth = c.receiver_words().get("auth")
+        if auth is not None and auth != ("1" if c.key else "0"):
+            raise FuzzError(f"receiver has auth={auth}, but --key {'given' if c.key else 'not'}")
+    for _ in range(n):
+        size, chunk = _valid_start_body(rng)
+        xid = _rand_xid(rng)
+        base = rng.choice(
+            (
+                start(xid, size, chunk),
+                data(xid, rng.randrange(1 << 20), rng.randbytes(rng.randrange(1, 1500))),
+                end(xid, size, rng.randbytes(32)),
+                abort(xid),
+                done_ack(xid),
+            )
         )
+        if c.key is None:
+            other = rng.randbytes(KEY_LEN)
+            d = seal(base, other) if rng.randrange(2) else seal(base, other)[:-MAC_LEN] + bytes(16)
+            c.send(d, rng.randrange(len(c.socks)), "drop_auth")
+            continue
+        how = rng.randrange(4)
+        if how == 0:
+            d = base  # no MAC flag, no tag
+        elif how == 1:
+            d = seal(base, c.key)[:-MAC_LEN] + rng.randbytes(MAC_LEN)
+        elif how == 2:
+            d = seal(base, rng.randbytes(KEY_LEN))
+        else:
+            s = bytearray(seal(base, c.key))
+            i = rng.randrange(8, len(s))  # id, cookie, ts, echo, body, tail or the tag
+            s[i] ^= 1 << rng.randrange(8)
+            d = bytes(s)
+        c.send(d, rng.randrange(len(c.socks)), "drop_auth")
 
 
 def phase_baddigest(c: Campaign, rng: random.Random, n: int) -> None:
     c.exact = False
     size = rng.randrange(1, 20 * CHUNK)
     x = FakeXfer(rng.getrandbits(64) | 1, size)
-    want = c.replies[T_START_ACK] + 1
-    c.send(start(x.xid, size), 0)
-    c.wait_reply(T_START_ACK, want, resend=start(x.xid, size))
+    c.handshake(x)
     for i in range(x.count):
-        c.send(data(x.xid, i, rng.randbytes(chunk_len(size, i))), 0)
-    c.send(end(x.xid, size, bytes(32)), 0)
-    c.wait_reply(T_DONE, c.replies[T_DONE] + 1, x.xid)
+        c.send(c.seal(data(x.xid, i, rng.randbytes(x.clen(i)), x.cookie)), 0)
+    bad = c.seal(end(x.xid, size, bytes(32), x.cookie))
+    c.send(bad, 0)
+    c.wait_for(lambda: x.xid in c.done_status, f"DONE for id {x.xid:016x}", resend=bad)
     status = c.done_status.get(x.xid)
     print(f"baddigest id={x.xid:016x} size={size} done_status={status}")
     if status != -errno.EBADMSG:
         raise FuzzError(
             f"DONE status {status}, expected {-errno.EBADMSG} (EBADMSG) (seed {c.seed})"
         )
-    c.send(done_ack(x.xid), 0)
+    c.send(c.seal(done_ack(x.xid, x.cookie)), 0)
 
 
 PATHISH = (
@@ -637,60 +1250,281 @@ PATHISH = (
 )
 
 
+def path_content(rng: random.Random, size: int) -> bytes:
+    return b"".join(rng.choice(PATHISH) for _ in range(size // 8 + 1))[:size]
+
+
 def phase_send(c: Campaign, rng: random.Random, n: int, xid: int | None, size: int) -> None:
-    """A complete, valid transfer of `size` bytes filled with path-like bytes, as a forged
-    sender choosing its own id: prints the DONE status the receiver answers."""
+    """A complete, valid transfer of `size` bytes filled with path-like bytes, as a sender
+    choosing its own id: prints the DONE status the receiver answers (a refusal, DONE(-EFBIG)
+    or DONE(-ENOSPC), may come instead of a START_ACK)."""
     c.exact = False
     x = FakeXfer(xid if xid is not None else rng.getrandbits(64) | 1, size)
-    content = b"".join(rng.choice(PATHISH) for _ in range(size // 8 + 1))[:size]
-    want = c.replies[T_START_ACK] + 1
-    deadline = time.monotonic() + 30.0
-    # like a real sender: START every 0.5 s (BUSY means another transfer holds the receiver)
-    while c.replies[T_START_ACK] < want and x.xid not in c.done_status:
-        if time.monotonic() > deadline:
-            raise FuzzError(f"no START_ACK/DONE for id {x.xid:016x} within 30s")
-        c.send(start(x.xid, size), 0)
-        end_wait = time.monotonic() + 0.5
-        while time.monotonic() < end_wait and c.replies[T_START_ACK] < want:
-            select.select(c.socks, [], [], 0.05)
-            c.drain()
-            if x.xid in c.done_status:
-                break
+    content = path_content(rng, size)
+    digest = hashlib.sha256(content).digest()
+    # like a real sender: START again and again (BUSY: another transfer holds the receiver)
+    first = c.seal(start(x.xid, size))
+    c.send(first, 0)
+    c.wait_for(
+        lambda: x.xid in c.start_acks or x.xid in c.done_status,
+        f"START_ACK or DONE for id {x.xid:016x}",
+        30.0,
+        resend=first,
+    )
+    if x.xid not in c.done_status:
+        x.cookie = c.start_acks[x.xid].cookie
+        confirmed = c.seal(start(x.xid, size, CHUNK, x.cookie))
+        c.send(confirmed, 0)
+        c.wait_for(
+            lambda: c.start_acks[x.xid].accepted or x.xid in c.done_status,
+            f"START_ACK with ACCEPTED for id {x.xid:016x}",
+            resend=confirmed,
+        )
     if x.xid not in c.done_status:
         for i in range(x.count):
-            c.send(data(x.xid, i, content[i * CHUNK : i * CHUNK + chunk_len(size, i)]), 0)
-        c.send(end(x.xid, size, hashlib.sha256(content).digest()), 0)
-        c.wait_reply(T_DONE, c.replies[T_DONE] + 1, x.xid)
+            c.send(c.seal(data(x.xid, i, content[i * CHUNK : i * CHUNK + x.clen(i)], x.cookie)))
+        fin = c.seal(end(x.xid, size, digest, x.cookie))
+        c.send(fin, 0)
+        c.wait_for(lambda: x.xid in c.done_status, f"DONE for id {x.xid:016x}", 30.0, fin)
     status = c.done_status.get(x.xid)
-    print(f"send id={x.xid:016x} size={size} done_status={status}", flush=True)
-    c.send(done_ack(x.xid), 0)
+    print(
+        f"send id={x.xid:016x} size={size} sha256={digest.hex()} done_status={status}",
+        flush=True,
+    )
+    c.send(c.seal(done_ack(x.xid, x.cookie)), 0)
 
 
-TMP_RX = re.compile(r"^\..+\.p2pkp-([0-9a-f]{16})$")
-
-
-def phase_spoof(c: Campaign, rng: random.Random, n: int, watch: str, xid: int | None) -> None:
+def phase_stale(c: Campaign, rng: random.Random, n: int, size: int) -> None:
+    """A confirmed transfer of which only the last chunk arrives (at the highest offset of the
+    receiver's file), then silence: the receiver must abandon it (xfers_abandoned) and must
+    not let its bytes reach the next file."""
     c.exact = False
-    deadline = time.monotonic() + 60.0
-    while xid is None:
-        for name in os.listdir(watch):
-            m = TMP_RX.match(name)
-            if m:
-                xid = int(m[1], 16)
-        if xid is None:
-            if time.monotonic() > deadline:
-                raise FuzzError(f"no temporary file .*.p2pkp-ID in {watch} within 60s")
-            time.sleep(0.01)
-    print(f"spoofing transfer id {xid:016x}")
+    x = FakeXfer(rng.getrandbits(64) | 1, size)
+    c.handshake(x)
+    last = x.count - 1
+    c.send(c.seal(data(x.xid, last, b"\xaa" * x.clen(last), x.cookie, F_ACKREQ)), 0)
+    c.sync()
+    print(f"stale id={x.xid:016x} size={size} sent chunk {last} of {x.count}", flush=True)
+
+
+def _inject(c: Campaign, rng: random.Random, t: int, xid: int, cookie: int) -> bytes:
+    if t == T_DATA:
+        return c.seal(data(xid, rng.randrange(64), rng.randbytes(CHUNK), cookie, F_ACKREQ))
+    if t == T_END:
+        return c.seal(end(xid, rng.randrange(1 << 30), rng.randbytes(32), cookie))
+    return c.seal(abort(xid, errno.EINTR, cookie))
+
+
+def phase_spoof(c: Campaign, rng: random.Random, n: int, xid: int | None) -> None:
+    """On-path attacker: learn the real transfer's id, cookie and source by sniffing, then
+    inject with them from other ports (drop_peer) and with a wrong cookie from the real
+    source (raw IPv4, drop_cookie).  Exact when the receiver's counters are local and the
+    transfer is still in progress when the injection has been counted."""
+    c.concurrent = True
+    seen = sniff(c.target, 60.0)
+    if xid is not None and xid != seen.xid:
+        raise FuzzError(f"sniffed id {seen.xid:016x}, expected {xid:016x}")
+    print(
+        f"spoofing transfer id {seen.xid:016x} cookie {seen.cookie:016x} "
+        f"from {seen.src[0]}:{seen.src[1]}",
+        flush=True,
+    )
+    c.rebase()
+    states = [c.receiver_words().get("state")] if c.local != "-" else []
+    peer = cookie = 0
     for i in range(n):
         t = rng.choice((T_DATA, T_DATA, T_DATA, T_END, T_ABORT))
-        if t == T_DATA:
-            d = data(xid, rng.randrange(64), rng.randbytes(CHUNK), F_ACKREQ)
-        elif t == T_END:
-            d = end(xid, rng.randrange(1 << 30), rng.randbytes(32))
+        if i % 2 == 0:
+            c.send(_inject(c, rng, t, seen.xid, seen.cookie), i // 2, "drop_peer")
+            peer += 1
         else:
-            d = abort(xid)
-        c.send(d, i)
+            bad = seen.cookie ^ (1 << rng.randrange(64))
+            c.send_raw(_inject(c, rng, t, seen.xid, bad), seen.src, "drop_cookie")
+            cookie += 1
+    print(f"expect drop_peer={peer} drop_cookie={cookie}", flush=True)
+    if c.local != "-":
+        try:
+            delta = c.settle()[0]
+            states.append(c.receiver_words().get("state"))
+        except FuzzError:
+            delta = {"drop_peer": -1, "drop_cookie": -1}  # the receiver returned
+            states.append("gone")
+        if states != ["receiving", "receiving"]:
+            c.exact = False  # the transfer was not in progress throughout: not exact
+            print(f"receiver state before/after: {states}: not exact", flush=True)
+        print(f"counted drop_peer={delta['drop_peer']} drop_cookie={delta['drop_cookie']}")
+
+
+def _spoof_src(a: argparse.Namespace, need_port: bool) -> tuple[str, int]:
+    if not a.spoof_src:
+        raise FuzzError("this phase needs --spoof-src ADDR" + (":PORT" if need_port else "[:PORT]"))
+    m = re.fullmatch(r"(\d+\.\d+\.\d+\.\d+)(?::(\d+))?", a.spoof_src)
+    if not m or (need_port and not m[2]):
+        raise FuzzError(
+            f"--spoof-src {a.spoof_src!r}: expected IPv4 ADDR"
+            + (":PORT" if need_port else "[:PORT]")
+        )
+    return m[1], int(m[2]) if m[2] else random.Random(a.spoof_src).randrange(20000, 60000)
+
+
+def phase_forge(c: Campaign, rng: random.Random, n: int, src: tuple[str, int], size: int) -> None:
+    """A blind forger from src (which never sees a reply): START (cookie 0), n confirmed
+    STARTs with guessed cookies, all DATA and the END with the right SHA-256 (with a guessed
+    cookie), ABORT.  Nothing may be accepted."""
+    xid = rng.getrandbits(64) | 1
+    content = path_content(rng, size)
+    digest = hashlib.sha256(content).digest()
+    x = FakeXfer(xid, size)
+    c.send_raw(c.seal(start(xid, size)), src, None, "start_answered")
+    guesses = [*U64_EDGES[1:], xid, *(rng.getrandbits(64) | 1 for _ in range(n))][:n]
+    for g in guesses:
+        c.send_raw(c.seal(start(xid, size, CHUNK, g)), src, "drop_cookie")
+    g = guesses[-1] if guesses else 1
+    for i in range(x.count):
+        d = data(xid, i, content[i * CHUNK : i * CHUNK + x.clen(i)], g)
+        c.send_raw(c.seal(d), src, "drop_xfer")
+    c.send_raw(c.seal(end(xid, size, digest, g)), src, "drop_xfer")
+    c.send_raw(c.seal(abort(xid, errno.EINTR, g)), src, "drop_xfer")
+    print(
+        f"forge id={xid:016x} from {src[0]}:{src[1]} size={size} sha256={digest.hex()} "
+        f"expect start_answered=1 drop_cookie={len(guesses)} drop_xfer={x.count + 2}",
+        flush=True,
+    )
+
+
+def phase_churn(c: Campaign, rng: random.Random, n: int, src: tuple[str, int]) -> None:
+    """n STARTs with fresh ids from src (the accepted sender's address and port, while its
+    transfer runs): even ones unconfirmed (cookie 0: a cookie is computed and sent to src),
+    odd ones with a guessed cookie (drop_cookie)."""
+    c.concurrent = True
+    unconfirmed = guessed = 0
+    t0 = time.monotonic()
+    for i in range(n):
+        xid = rng.getrandbits(64) | 1
+        size = rng.randrange(1, 1 << 30)
+        if i % 2 == 0:
+            c.send_raw(c.seal(start(xid, size)), src, None, "start_answered")
+            unconfirmed += 1
+        else:
+            c.send_raw(c.seal(start(xid, size, CHUNK, _rand_cookie(rng))), src, "drop_cookie")
+            guessed += 1
+    print(
+        f"churn from {src[0]}:{src[1]} starts={n} secs={time.monotonic() - t0:.1f} "
+        f"expect start_answered={unconfirmed} drop_cookie={guessed}",
+        flush=True,
+    )
+
+
+# ---- a fake receiver (to test a real sender) ---------------------------------------------
+
+
+@dataclass
+class FakeRx:
+    xid: int
+    cookie: int
+    size: int = 0
+    chunk: int = CHUNK
+    count: int = 0
+    accepted: bool = False
+    got: set[int] = field(default_factory=set)
+    cum: int = 0
+    unacked: int = 0
+    status_sent: bool = False
+
+    def ack_body(self) -> tuple[int, bytes]:
+        while self.cum in self.got:
+            self.cum += 1
+        bm = bytearray(WIN // 8)
+        for i in range(1, WIN):
+            if self.cum + i in self.got:
+                bm[i // 8] |= 1 << (i % 8)
+        return self.cum, bytes(bm)
+
+
+def fake_receiver(
+    bind: tuple[str, int], key: bytes | None, status: int, timeout: float, rng: random.Random
+) -> int:
+    """Serve one transfer as a minimal receiver of wire version 2: a stateless START_ACK with
+    a cookie for a START with cookie 0, START_ACK with ACCEPTED for the confirmed START, ACKs
+    (on ACKREQ, every 16 chunks, at the end), DONE(status) for END, until DONE_ACK.  Returns 0
+    when the sender acknowledged the DONE."""
+    fam = socket.AF_INET6 if ":" in bind[0] else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(bind)
+    print(f"fake-receiver listening {bind[0]}:{bind[1]} done_status={status}", flush=True)
+    xfers: dict[int, FakeRx] = {}
+    stats: Counter[str] = Counter()
+    deadline = time.monotonic() + timeout
+
+    def reply(d: bytes, to: tuple[str, int]) -> None:
+        s.sendto(seal(d, key), to)
+        stats[f"sent_{d[5]}"] += 1
+
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([s], [], [], min(1.0, max(0.0, deadline - time.monotonic())))
+            if not r:
+                continue
+            buf, peer = s.recvfrom(70000)
+            reason = parse_reason(buf, key)
+            if reason is not None:
+                stats[reason] += 1
+                continue
+            n = len(buf) - (MAC_LEN if key is not None else 0)
+            _m, _v, type_, flags, xid, cookie, ts, _e = fields(buf)
+            x = xfers.get(xid)
+            if type_ == T_START:
+                size, chunk, _ep, _r = struct.unpack_from(">QIHH", buf, HLEN)
+                if x is None:
+                    x = xfers[xid] = FakeRx(xid, rng.getrandbits(64) | 1)
+                if cookie == 0:
+                    reply(start_ack(xid, x.cookie, WIN, echo=ts), peer)
+                elif cookie == x.cookie:
+                    x.accepted, x.size, x.chunk = True, size, chunk
+                    x.count = count_for(size, chunk)
+                    reply(start_ack(xid, x.cookie, WIN, F_ACCEPTED, echo=ts), peer)
+                else:
+                    stats["drop_cookie"] += 1
+                continue
+            if x is None or cookie != x.cookie or not x.accepted:
+                stats["drop_xfer"] += 1
+                continue
+            if type_ == T_DATA:
+                idx = int.from_bytes(buf[HLEN + 2 : HLEN + 8], "big")
+                plen = n - HLEN - 8
+                if idx < x.count and plen == chunk_len(x.size, idx, x.chunk):
+                    x.got.add(idx)
+                x.unacked += 1
+                cum, bm = x.ack_body()
+                if flags & F_ACKREQ or x.unacked >= 16 or cum == x.count:
+                    reply(ack(xid, x.cookie, cum, bm, ts), peer)
+                    x.unacked = 0
+            elif type_ == T_END:
+                cum, bm = x.ack_body()
+                if cum < x.count:
+                    reply(ack(xid, x.cookie, cum, bm, ts), peer)
+                else:
+                    reply(done(xid, x.cookie, status, ts), peer)
+                    x.status_sent = True
+            elif type_ == T_DONE_ACK and x.status_sent:
+                print(
+                    f"fake-receiver id={xid:016x} size={x.size} chunks={len(x.got)} "
+                    f"done_status={status} done_ack=1 {dict(stats)}",
+                    flush=True,
+                )
+                return 0
+            elif type_ == T_ABORT:
+                reason_errno = struct.unpack_from(">I", buf, HLEN)[0]
+                print(f"fake-receiver id={xid:016x} abort={reason_errno}", flush=True)
+                return 1
+    finally:
+        s.close()
+    print(f"fake-receiver: no DONE_ACK within {timeout:.0f}s {dict(stats)}", flush=True)
+    return 1
+
+
+# ---- main --------------------------------------------------------------------------------
 
 
 PHASES: dict[str, Callable[[Campaign, random.Random, int], None]] = {
@@ -699,8 +1533,10 @@ PHASES: dict[str, Callable[[Campaign, random.Random, int], None]] = {
     "random": phase_random,
     "empty": phase_empty,
     "flood": phase_flood,
+    "badmac": phase_badmac,
     "baddigest": phase_baddigest,
 }
+OTHER_PHASES = ("send", "stale", "spoof", "forge", "churn", "fake-receiver")
 
 
 def split_hostport(s: str) -> tuple[str, int]:
@@ -710,56 +1546,90 @@ def split_hostport(s: str) -> tuple[str, int]:
     return (m[1], int(m[2])) if m[1] else (m[3], int(m[4]))
 
 
+def parse_key(s: str) -> bytes:
+    try:
+        k = bytes.fromhex(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError("--key: not hex") from None
+    if len(k) != KEY_LEN:
+        raise argparse.ArgumentTypeError(f"--key: {len(k)} bytes, expected {KEY_LEN}")
+    return k
+
+
+def run_phase(name: str, c: Campaign, rng: random.Random, a: argparse.Namespace) -> None:
+    if name == "spoof":
+        phase_spoof(c, rng, a.count, a.id)
+    elif name == "send":
+        phase_send(c, rng, a.count, a.id, a.size)
+    elif name == "stale":
+        phase_stale(c, rng, a.count, a.size)
+    elif name == "forge":
+        phase_forge(c, rng, a.count, _spoof_src(a, False), a.size)
+    elif name == "churn":
+        phase_churn(c, rng, a.count, _spoof_src(a, True))
+    elif name in PHASES:
+        PHASES[name](c, rng, a.count)
+    else:
+        raise FuzzError(f"unknown phase {name!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="p2pkp-fuzz-wire",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--target", required=True, type=split_hostport, help="receiver ADDR:PORT")
-    ap.add_argument("--local", help="the receiver's local= in /proc/net/p2pkp (default: target)")
+    ap.add_argument(
+        "--target",
+        required=True,
+        type=split_hostport,
+        help="receiver ADDR:PORT (fake-receiver: where to listen)",
+    )
+    ap.add_argument(
+        "--local", help="the receiver's local= in /proc/net/p2pkp (default: target; - : none)"
+    )
     ap.add_argument(
         "--phases",
         default="stateless,xfer,random",
-        help="comma-separated: " + ",".join([*PHASES, "spoof", "send"]),
+        help="comma-separated: " + ",".join([*PHASES, *OTHER_PHASES]),
     )
-    ap.add_argument("--count", type=int, default=10000, help="datagrams per phase")
+    ap.add_argument("--count", type=int, default=10000, help="datagrams (or guesses) per phase")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--sources", default="", help="comma-separated local source addresses")
     ap.add_argument("--socks", type=int, default=16, help="source sockets (ports)")
-    ap.add_argument("--watch", help="spoof: destination directory of the real transfer")
-    ap.add_argument("--id", type=lambda v: int(v, 16), help="spoof: the transfer id (hex)")
-    ap.add_argument("--size", type=int, default=5000, help="send: file size")
+    ap.add_argument("--id", type=lambda v: int(v, 16), help="send: the transfer id (hex)")
+    ap.add_argument("--size", type=int, default=5000, help="send, stale, forge: file size")
+    ap.add_argument("--key", type=parse_key, help="P2PKP_KEY of the receiver, 64 hex digits")
+    ap.add_argument(
+        "--spoof-src", help="forge: ADDR[:PORT] no guest owns; churn: the sender's ADDR:PORT"
+    )
+    ap.add_argument("--done-status", type=int, default=0, help="fake-receiver: DONE status for END")
+    ap.add_argument("--timeout", type=float, default=120.0, help="fake-receiver: seconds")
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "big")
     print(f"seed={seed}", flush=True)
     host, port = a.target
+    if a.phases == "fake-receiver":
+        return fake_receiver(
+            (host, port), a.key, a.done_status, a.timeout, random.Random(f"{seed}-fake")
+        )
     local = a.local or (f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     sources = [s for s in a.sources.split(",") if s] or ["::" if ":" in host else "0.0.0.0"]
     total = 0
     ok = True
     for name in a.phases.split(","):
         rng = random.Random(f"{seed}-{name}")
-        c = Campaign((host, port), local, seed, sources, nsocks=a.socks)
-        c.open()
+        c = Campaign((host, port), local, seed, sources, a.key, nsocks=a.socks)
         t0 = time.monotonic()
+        delta: dict[str, int] = {}
         try:
-            if name == "spoof":
-                if not a.watch and a.id is None:
-                    raise FuzzError("--phases spoof needs --watch DIR or --id HEX")
-                phase_spoof(c, rng, a.count, a.watch or "", a.id)
-            elif name == "send":
-                phase_send(c, rng, a.count, a.id, a.size)
-            elif name in PHASES:
-                PHASES[name](c, rng, a.count)
-            else:
-                raise FuzzError(f"unknown phase {name!r}")
+            c.open()
+            run_phase(name, c, rng, a)
             delta = c.check()
-        except FuzzError as exc:
+        except (FuzzError, OSError) as exc:
             print(f"FAIL phase={name} sent={c.sent}: {exc}", flush=True)
             ok = False
             total += c.sent
-            c.close()
             break
         finally:
             c.close()

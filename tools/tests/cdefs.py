@@ -30,7 +30,7 @@ class CDefs:
 
     def value(self, expr: str) -> int:
         """An integer C expression of literals, known names, BIT(), sizeof(struct X)."""
-        e = re.sub(r"/\*.*?\*/", "", expr).strip()
+        e = " ".join(re.sub(r"/\*.*?\*/", "", expr, flags=re.DOTALL).split())
         e = re.sub(r"sizeof\s*\(\s*struct\s+(\w+)\s*\)", lambda m: str(self.sizeof(m[1])), e)
         e = re.sub(r"\bBIT(?:_ULL)?\s*\(", "(1 << ", e)
         e = re.sub(r"\b(0x[0-9a-fA-F]+|\d+)[uUlL]+\b", r"\1", e)
@@ -54,11 +54,19 @@ class CDefs:
 
 def parse(text: str) -> CDefs:
     text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"\\\n", " ", text)  # a #define continued on the next line
     d = CDefs()
-    for m in re.finditer(r"^#define\s+(\w+)\s+(.+?)\s*$", text, re.MULTILINE):
-        # not an integer: a string, a macro with arguments, sizeof of an unknown struct...
-        with contextlib.suppress(KeyError, SyntaxError, ValueError):
-            d.defines[m[1]] = d.value(m[2])
+    pending = re.findall(r"^#define\s+(\w+)\s+(.+?)\s*$", text, re.MULTILINE)
+
+    def defines() -> None:
+        """Evaluate what can be now (a #define may use an enum or a struct's size, defined
+        later); not an integer (a string, a macro with arguments...) stays pending."""
+        for name, expr in list(pending):
+            with contextlib.suppress(KeyError, SyntaxError, ValueError):
+                d.defines[name] = d.value(expr)
+                pending.remove((name, expr))
+
+    defines()
     for m in re.finditer(r"\benum\s*\w*\s*\{(.*?)\}", text, re.DOTALL):
         nxt = 0
         for item in re.sub(r"/\*.*?\*/", "", m[1], flags=re.DOTALL).split(","):
@@ -69,6 +77,7 @@ def parse(text: str) -> CDefs:
             nxt = d.value(val) if val.strip() else nxt
             d.enums[name.strip()] = nxt
             nxt += 1
+    defines()
     for m in re.finditer(
         r"\bstruct\s+(\w+)\s*\{([^{}]*)\}\s*(?:__packed|__attribute__\(\(packed\)\))", text
     ):
@@ -81,6 +90,7 @@ def parse(text: str) -> CDefs:
             count = d.value(f[3]) if f[3] else 1
             fields.append((f[2], TYPE_SIZES[f[1]] * count))
         d.structs[m[1]] = fields
+    defines()
     for m in re.finditer(
         r"static\s+const\s+char\s*\*\s*const\s+(\w+)\s*\[[^\]]*\]\s*=\s*\{(.*?)\};", text, re.DOTALL
     ):

@@ -5,6 +5,7 @@ constants (tools/p2pkp_guest/wirefuzz.py) are held to the same C."""
 
 from __future__ import annotations
 
+import ast
 import struct
 from pathlib import Path
 
@@ -54,15 +55,35 @@ def test_header_layout(c: cdefs.CDefs) -> None:
 
 
 def test_body_lengths(c: cdefs.CDefs) -> None:
-    body = c.arrays["p2pkp_body_len"]
+    body = c.arrays["p2pkp_fixed_len"]
     want = {c.enums[k]: v for k, v in body.items()}
-    assert want == wire.BODY_LEN
+    assert want == wire.FIXED_LEN
+    for name, s in (
+        ("p2pkp_start", wire.START_BODY),
+        ("p2pkp_start_ack", wire.START_ACK_BODY),
+        ("p2pkp_ack", wire.ACK_BODY),
+        ("p2pkp_status", wire.STATUS_BODY),
+    ):
+        assert s.size == c.sizeof(name), name
+    assert c.sizeof("p2pkp_group") == wire.GROUP_EXT
+
+
+def test_type_flags_and_directions(c: cdefs.CDefs) -> None:
+    flags = {c.enums[k]: v for k, v in c.arrays["p2pkp_type_flags"].items()}
+    assert flags == wire.TYPE_FLAGS
+    s2r, r2s = c.defines["P2PKP_S2R"], c.defines["P2PKP_R2S"]
+    assert {t for t in wire.TYPES.values() if s2r & (1 << t)} == set(wire.TO_RECEIVER)
+    assert {t for t in wire.TYPES.values() if r2s & (1 << t)} == set(wire.TO_SENDER)
 
 
 def test_limits(c: cdefs.CDefs) -> None:
     assert c.defines["P2PKP_CHUNK_SIZE"] == wire.CHUNK_SIZE
+    assert c.defines["P2PKP_CHUNK_MIN"] == wire.CHUNK_MIN
+    assert c.defines["P2PKP_CHUNK_MAX"] == wire.CHUNK_MAX
     assert c.defines["P2PKP_WIN"] == wire.WIN
     assert c.defines["P2PKP_MAX_SIZE"] == wire.MAX_SIZE
+    assert c.defines["P2PKP_MAC_LEN"] == wire.MAC_LEN
+    assert c.defines["P2PKP_KEY_SIZE"] == wire.KEY_LEN
     assert c.defines["P2PKP_DGRAM_MAX"] == wire.DGRAM_MAX
 
 
@@ -72,15 +93,26 @@ def test_counter_names_and_drop_reasons(c: cdefs.CDefs) -> None:
     assert [n for n in names if n.startswith("drop_")] == list(wire.DROP_REASONS)
 
 
-def test_wire_fuzzer_matches_the_c(c: cdefs.CDefs) -> None:
-    """The fuzzer keeps its own copies (it is rewritten with each wire version): they too
-    must be the module's."""
-    assert (wirefuzz.MAGIC, wirefuzz.VERSION) == (wire.MAGIC, wire.VERSION)
-    assert fmt_sizes(wirefuzz.HDR) == [size for _, size in c.structs["p2pkp_hdr"]]
-    assert c.enums["P2PKP_T_MAX"] == wirefuzz.T_MAX
-    assert wirefuzz.BODY_LEN == wire.BODY_LEN
-    assert list(wirefuzz.REASONS) == list(wire.DROP_REASONS)
-    assert (wirefuzz.CHUNK, wirefuzz.WIN) == (wire.CHUNK_SIZE, wire.WIN)
+def test_wire_fuzzer_has_no_copy_of_its_own() -> None:
+    """The fuzzer takes the wire's constants from p2pkp_guest.wire: it assigns none of
+    their names itself (parsed from its source), so it cannot drift from the C either."""
+    tree = ast.parse(Path(wirefuzz.__file__).read_text())
+    assigned = {
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
+    own = {n for n in vars(wire) if n.isupper()} & assigned
+    assert not own, f"wirefuzz.py defines its own {sorted(own)}"
+    imported = {
+        a.asname or a.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == "p2pkp_guest.wire"
+        for a in node.names
+    }
+    assert {"MAGIC", "VERSION", "HDR", "FIXED_LEN", "REASONS", "TYPE_FLAGS"} <= imported
 
 
 def test_reader_sees_a_changed_c_definition(tmp_path: Path) -> None:

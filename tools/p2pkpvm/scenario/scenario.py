@@ -35,7 +35,6 @@ SYS = str(paths.FUZZ_SYS)
 # (test_privilege looks for files the guest created).
 GUEST_PY = f"PYTHONDONTWRITEBYTECODE=1 {paths.VENV_BIN / 'python'}"
 WIRE = f"{GUEST_PY} -m p2pkp_guest.wirefuzz"
-FORGE = f"{GUEST_PY} -m p2pkp_guest.forge"
 MiB = 1 << 20
 
 
@@ -298,6 +297,84 @@ def proc_total(vm: Guest) -> dict[str, int]:
         if line.startswith("total "):
             return {k: int(v) for k, v in (w.split("=", 1) for w in line.split()[1:])}
     raise AssertionError(f"{vm.name}: /proc/net/p2pkp has no 'total' line:\n{out}")
+
+
+def proc_sock(vm: Guest, local: str) -> dict[str, str]:
+    """Every key=value of the `sock` line of /proc/net/p2pkp for the socket bound to `local`
+    ("0.0.0.0:7200"): state, auth, rcvbuf and the counters (as strings)."""
+    out = vm.run("cat /proc/net/p2pkp", timeout=30.0).output
+    for line in out.splitlines():
+        words = line.split()
+        if words[:1] == ["sock"] and f"local={local}" in words:
+            return dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    raise AssertionError(f"{vm.name}: /proc/net/p2pkp has no socket bound to {local}:\n{out}")
+
+
+def sock_counters(vm: Guest, local: str) -> dict[str, int]:
+    """The counters of the receiver socket bound to `local`."""
+    return {k: int(v) for k, v in proc_sock(vm, local).items() if v.lstrip("-").isdigit()}
+
+
+def wait_counters(
+    vm: Guest, local: str, base: dict[str, int], want: dict[str, int], timeout: float
+) -> dict[str, int]:
+    """Poll until every counter in `want` has risen by at least its value over `base` (the
+    datagrams were counted); return the deltas of every counter then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = sock_counters(vm, local)
+        delta = {k: now.get(k, 0) - base.get(k, 0) for k in now}
+        if all(delta.get(k, 0) >= v for k, v in want.items()):
+            return delta
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{vm.name}: counters of {local} did not reach {want}: {delta}")
+        time.sleep(0.2)
+
+
+def udp_source_to(vm: Guest, dst: tuple[str, int]) -> tuple[str, int]:
+    """Local address and port of vm's UDP socket connected to dst (IPv4): e.g. the kernel
+    socket a P2PKP sender uses for that peer (from /proc/net/udp)."""
+
+    def hexaddr(a: str, p: int) -> str:
+        return "".join(f"{int(o):02X}" for o in reversed(a.split("."))) + f":{p:04X}"
+
+    out = vm.run("cat /proc/net/udp").output
+    want = hexaddr(*dst)
+    for line in out.splitlines()[1:]:
+        f = line.split()
+        if len(f) > 2 and f[2] == want:
+            ip, port = f[1].split(":")
+            addr = ".".join(str(int(ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
+            return addr, int(port, 16)
+    raise AssertionError(f"{vm.name}: no UDP socket connected to {dst}:\n{out}")
+
+
+@dataclass
+class DirSampler:
+    """Lists a directory on a guest every 50 ms in the background (a sampling interval, not a
+    wait), to tell afterwards every name seen in it."""
+
+    vm: Guest
+    directory: str
+    log: str
+    job: Job | None = None
+
+    def start(self, scn: Scenario) -> DirSampler:
+        d, log = q(self.directory), q(self.log)
+        self.job = scn.spawn(
+            self.vm, f": > {log}; while :; do ls -A {d} >> {log}; echo . >> {log}; sleep 0.05; done"
+        )
+        self.vm.wait_for(f"grep -q '^\\.$' {log}", timeout=30.0)
+        return self
+
+    def names(self) -> tuple[set[str], int]:
+        """(every name seen, number of samples)."""
+        if self.job is not None:
+            self.job.kill()
+            self.job = None
+        out = self.vm.run(f"cat {q(self.log)}", timeout=60.0).output
+        lines = [ln.strip() for ln in out.splitlines() if ln.strip()]
+        return {ln for ln in lines if ln != "."}, lines.count(".")
 
 
 def listing(vm: Guest, directory: str) -> list[str]:
