@@ -31,6 +31,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: " PROG " --listen ADDR[:PORT] --out PATH [--count N] [--timeout MS]\n"
+		"                  [--key-file FILE] [--allow ADDR[:PORT]]... [--no-fsync]\n"
 		"                  [--verbose] [--json]\n"
 		"Receive files on one AF_P2PKP socket, one read() per file.\n"
 		"\n"
@@ -40,6 +41,13 @@ static void usage(FILE *f)
 		"  -c, --count N            files to receive, default 1; 0 = forever\n"
 		"  -T, --timeout MS         P2PKP_PEER_TIMEOUT: a transfer whose sender is\n"
 		"                           silent this long is abandoned\n"
+		"  -k, --key-file FILE      P2PKP_KEY: accept only datagrams authenticated\n"
+		"                           with the 32-byte key in FILE (raw, or 64 hex\n"
+		"                           digits); the sender needs the same key\n"
+		"  -a, --allow ADDR[:PORT]  accept files only from this sender (any port\n"
+		"                           if none is given); repeat for more\n"
+		"  -F, --no-fsync           P2PKP_FSYNC 0: do not fsync the file and its\n"
+		"                           directory before read() returns\n"
 		"  -v, --verbose            also print sender, transfer id, digest, duration\n"
 		"  -j, --json               machine-readable: one JSON object per line on\n"
 		"                           stdout, {\"event\":\"listening\"|\"received\"|\"error\",\n"
@@ -172,6 +180,9 @@ int main(int argc, char **argv)
 		{ "out", required_argument, NULL, 'o' },
 		{ "count", required_argument, NULL, 'c' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "key-file", required_argument, NULL, 'k' },
+		{ "allow", required_argument, NULL, 'a' },
+		{ "no-fsync", no_argument, NULL, 'F' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -183,11 +194,18 @@ int main(int argc, char **argv)
 	char *out = NULL, *base = NULL, *path;
 	enum { OUT_FIXED, OUT_DIR, OUT_PATTERN } mode;
 	long long count = 1, timeout = -1, k;
+	static struct {
+		struct sockaddr_storage addr;
+		socklen_t len;
+		const char *spec;
+	} allow[P2PKP_MAX_PEERS];
+	const char *key_file = NULL;
+	int nallow = 0, no_fsync = 0, i;
 	int have_addr = 0, verbose = 0, fd, c, convs;
 	size_t plen;
 	struct stat st;
 
-	while ((c = getopt_long(argc, argv, "l:o:c:T:vjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:o:c:T:k:a:Fvjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (p2pkp_parse_addr(optarg, P2PKP_PORT_DEFAULT, &addr,
@@ -214,6 +232,25 @@ int main(int argc, char **argv)
 					optarg);
 				return 2;
 			}
+			break;
+		case 'k':
+			key_file = optarg;
+			break;
+		case 'a':
+			if (nallow == P2PKP_MAX_PEERS) {
+				fprintf(stderr, PROG ": too many --allow (module limit %d)\n",
+					P2PKP_MAX_PEERS);
+				return 2;
+			}
+			if (p2pkp_parse_addr(optarg, 0, &allow[nallow].addr,
+					     &allow[nallow].len, err, sizeof(err))) {
+				fprintf(stderr, PROG ": --allow %s\n", err);
+				return 2;
+			}
+			allow[nallow++].spec = optarg;
+			break;
+		case 'F':
+			no_fsync = 1;
 			break;
 		case 'v':
 			verbose = 1;
@@ -290,6 +327,19 @@ int main(int argc, char **argv)
 		return 1;
 	if (timeout >= 0 && p2pkp_set_peer_timeout(fd, (__u32)timeout, PROG) < 0)
 		return 1;
+	if (key_file && p2pkp_set_key_file(fd, key_file, PROG) < 0)
+		return 1;
+	if (no_fsync) {
+		int off = 0;
+
+		if (setsockopt(fd, SOL_P2PKP, P2PKP_FSYNC, &off, sizeof(off)) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": setsockopt P2PKP_FSYNC 0: %s (%s)\n",
+				p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+	}
 	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {
 		int e = errno;
 
@@ -300,6 +350,19 @@ int main(int argc, char **argv)
 			fprintf(stderr, PROG ": bind %s: %s (%s)\n", abuf,
 				p2pkp_errname(e), strerror(e));
 		return 1;
+	}
+	/* connect() on the bound socket: accept files from these senders only */
+	for (i = 0; i < nallow; i++) {
+		if (connect(fd, (struct sockaddr *)&allow[i].addr, allow[i].len) < 0) {
+			int e = errno;
+
+			if (json)
+				p2pkp_json_error("connect", allow[i].spec, e);
+			else
+				fprintf(stderr, PROG ": --allow %s: %s (%s)\n", allow[i].spec,
+					p2pkp_errname(e), strerror(e));
+			return 1;
+		}
 	}
 	if (json) {
 		fputs("{\"event\":\"listening\",\"addr\":", stdout);

@@ -49,6 +49,9 @@ static void usage(FILE *f)
 		"  -r, --rate BYTES      P2PKP_RATE: at most BYTES of file data per second\n"
 		"                        (all peers and retransmissions together); suffix\n"
 		"                        K, M, G = 1000, 1000^2, 1000^3; 0 = no cap\n"
+		"  -k, --key-file FILE   P2PKP_KEY: authenticate every datagram with the\n"
+		"                        32-byte key in FILE (raw, or 64 hex digits); the\n"
+		"                        receivers need the same key\n"
 		"  -v, --verbose         print one line per file (size, duration) and the\n"
 		"                        per-peer results (extra getsockopt calls)\n"
 		"  -j, --json            machine-readable: one JSON object per line on stdout,\n"
@@ -202,6 +205,7 @@ int main(int argc, char **argv)
 		{ "to", required_argument, NULL, 't' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "rate", required_argument, NULL, 'r' },
+		{ "key-file", required_argument, NULL, 'k' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -213,11 +217,12 @@ int main(int argc, char **argv)
 	long long timeout = -1;
 	unsigned long long rate = 0;
 	int rate_set = 0;
+	const char *key_file = NULL;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
 	int c, i, fd;
 
-	while ((c = getopt_long(argc, argv, "t:T:r:vjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:T:r:k:vjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (npeers > P2PKP_MAX_PEERS) {
@@ -249,6 +254,9 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			rate_set = 1;
+			break;
+		case 'k':
+			key_file = optarg;
 			break;
 		case 'v':
 			verbose = 1;
@@ -294,6 +302,8 @@ int main(int argc, char **argv)
 
 	fd = p2pkp_socket(PROG, json);
 	if (fd < 0)
+		return 1;
+	if (key_file && p2pkp_set_key_file(fd, key_file, PROG) < 0)
 		return 1;
 	for (i = 0; i < npeers; i++) {
 		if (connect(fd, (struct sockaddr *)&peers[i].addr, peers[i].len) < 0) {

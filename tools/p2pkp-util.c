@@ -221,6 +221,67 @@ int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog)
 	return 0;
 }
 
+static int hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int p2pkp_set_key_file(int fd, const char *file, const char *prog)
+{
+	unsigned char buf[2 * P2PKP_KEY_SIZE + 2], key[P2PKP_KEY_SIZE];
+	const char *why = NULL;
+	ssize_t n = -1;
+	int kfd, i, e = 0;
+
+	kfd = open(file, O_RDONLY | O_CLOEXEC);
+	if (kfd >= 0) {
+		n = read(kfd, buf, sizeof(buf));
+		e = errno;
+		close(kfd);
+	} else {
+		e = errno;
+	}
+	if (n < 0) {
+		fprintf(stderr, "%s: --key-file %s: %s (%s)\n", prog, file,
+			p2pkp_errname(e), strerror(e));
+		return -1;
+	}
+	if (n == P2PKP_KEY_SIZE) {
+		memcpy(key, buf, sizeof(key));
+	} else if (n == 2 * P2PKP_KEY_SIZE ||
+		   (n == 2 * P2PKP_KEY_SIZE + 1 && buf[n - 1] == '\n')) {
+		for (i = 0; i < P2PKP_KEY_SIZE && !why; i++) {
+			int hi = hexval(buf[2 * i]), lo = hexval(buf[2 * i + 1]);
+
+			if (hi < 0 || lo < 0)
+				why = "not hexadecimal";
+			key[i] = (unsigned char)(hi << 4 | lo);
+		}
+	} else {
+		why = "expected 32 bytes, or 64 hex digits and an optional newline";
+	}
+	memset(buf, 0, sizeof(buf));
+	if (!why && setsockopt(fd, SOL_P2PKP, P2PKP_KEY, key, sizeof(key)) < 0) {
+		e = errno;
+		memset(key, 0, sizeof(key));
+		fprintf(stderr, "%s: setsockopt P2PKP_KEY: %s (%s)\n", prog,
+			p2pkp_errname(e), strerror(e));
+		return -1;
+	}
+	memset(key, 0, sizeof(key));
+	if (why) {
+		fprintf(stderr, "%s: --key-file %s: %s\n", prog, file, why);
+		return -1;
+	}
+	return 0;
+}
+
 void p2pkp_json_str(FILE *f, const char *s)
 {
 	if (!s) {

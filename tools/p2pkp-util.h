@@ -57,6 +57,14 @@ const char *p2pkp_peer_state_name(__u32 state);
 int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog);
 
 /*
+ * setsockopt(P2PKP_KEY) with the key in FILE: 32 raw bytes, or 64 hex digits
+ * (and an optional newline); the copies in memory are wiped.  On failure
+ * prints "PROG: --key-file FILE: ..." or "PROG: setsockopt P2PKP_KEY: ..."
+ * and returns -1.
+ */
+int p2pkp_set_key_file(int fd, const char *file, const char *prog);
+
+/*
  * --json output (one JSON object per line, on stdout): a string, quoted and
  * escaped, or "null" for NULL.
  */

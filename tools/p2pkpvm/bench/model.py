@@ -14,9 +14,10 @@ from p2pkpvm.errors import HarnessError
 
 USER_HZ = 100  # /proc/stat unit on x86_64 Linux
 
-METHODS = ("p2pkp", "udp-rw", "udp-sendfile", "udp-gso", "tcp-sendfile")
+METHODS = ("p2pkp", "p2pkp-key", "udp-rw", "udp-sendfile", "udp-gso", "tcp-sendfile")
 METHOD_LABELS = {
     "p2pkp": "P2PKP",
+    "p2pkp-key": "P2PKP with P2PKP_KEY",
     "udp-rw": "UDP read/sendto",
     "udp-sendfile": "UDP sendfile/datagram",
     "udp-gso": "UDP GSO",

@@ -12,6 +12,7 @@ failure, never a time.  System calls are counted in separate runs under `strace 
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,7 @@ TIMEIT = str(paths.BENCH_TOOLS / "bench-timeit")
 UDP = str(paths.BENCH_TOOLS / "bench-udp")
 TCP = str(paths.BENCH_TOOLS / "bench-tcp")
 WORK = "/tmp/bench"
+KEY = f"{WORK}/key"  # P2PKP_KEY of method p2pkp-key, the same on every guest
 SRC = f"{WORK}/src"  # ext4 on a loop device, so that drop_caches really makes a cold read
 IMG = f"{WORK}/disk.img"
 UDP_MODES = {"udp-rw": "rw", "udp-sendfile": "sendfile", "udp-gso": "gso"}
@@ -74,6 +76,8 @@ def recv_cmd(method: str, port: int, out: str) -> str:
     """The receiver of `method`: every one prints a JSON 'listening' event once bound."""
     if method == "p2pkp":
         return p2pkp_recv_cmd(port, out)
+    if method == "p2pkp-key":
+        return f"{p2pkp_recv_cmd(port, out)} --key-file {KEY}"
     if method in UDP_MODES:
         return f"{UDP} recv --listen {port} --out {out} --timeout 60000"
     if method == "tcp-sendfile":
@@ -85,6 +89,8 @@ def send_cmd(method: str, addrs: Sequence[str], port: int, path: str) -> str:
     to = " ".join(f"--to {a}:{port}" for a in addrs)
     if method == "p2pkp":
         return f"{SEND} {to} {path}"
+    if method == "p2pkp-key":
+        return f"{SEND} --key-file {KEY} {to} {path}"
     if method in UDP_MODES:
         return f"{UDP} send --mode {UDP_MODES[method]} {to} {path}"
     if method == "tcp-sendfile":
@@ -133,8 +139,9 @@ class BenchRunner:
                 s.run(f"sha256sum {path}", timeout=deadline(size, 1)).output,
                 f"{s.name}: sha256sum {path}",
             )
-        for vm in self.receivers:
-            vm.run(f"mkdir -p {WORK}")
+        key = secrets.token_hex(32)
+        for vm in [s, *self.receivers]:
+            vm.run(f"mkdir -p {WORK} && (umask 077 && echo {key} > {KEY})")
 
     def cleanup(self) -> None:
         self.sender.run(f"umount {SRC}; rm -rf {WORK}", timeout=60, check=False)
