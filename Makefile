@@ -4,7 +4,6 @@
 # `deps`, which is idempotent and quick once done.  Python jobs go through one
 # command line, $(CLI) = python -m p2pkpvm SUBCOMMAND (each has --help).
 
-ABI      := $(shell kernel/pin.sh abi)
 VENV     ?= .venv
 PY       := $(VENV)/bin/python
 CLI      := $(PY) -m p2pkpvm
@@ -12,22 +11,26 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PYTEST   := $(PY) -m pytest
 PYTEST_ARGS ?=
 VMS      ?= 4
+# QEMU=debian|backports: which qemu-system-x86 `make deps` installs (default: configs/qemu.yaml)
+QEMU     ?=
 
-# The kernel the module is built for and the guests boot (KERNEL=stock|debug, KDIR), the
-# debug kernel's build and the module built for it: all in one place, kernel/kernel.mk.
+# The kernel pin (PIN=6.1|6.12), the kernel the module is built for and the guests boot
+# (KERNEL=stock|lean|debug, KDIR), where each module is built, the debug kernel's build: all
+# in one place, kernel/kernel.mk.
 .DEFAULT_GOAL := all
 include kernel/kernel.mk
 
 .PHONY: all module tools bench-tools crashme deps venv vm-test vm-test-long vm-up vm-down \
 	vm-shell demo check unit w1 checkpatch lint clean help kernel debug-module \
-	debug-crashme lean-kernel lean-module lean-crashme bench lossbench
+	debug-crashme lean-kernel lean-module lean-crashme bench lossbench vm-test-matrix
 
 all: module tools bench-tools
 
 help:
 	@echo "Build"
-	@echo "  make                 p2pkp.ko (against the pinned kernel), tools/ and tools/bench/"
-	@echo "  make module          p2pkp.ko only (KDIR=<build tree> overrides the tree)"
+	@echo "  make                 p2pkp.ko (against the pin's kernel), tools/ and tools/bench/"
+	@echo "  make module          p2pkp.ko only (KDIR=<build tree> overrides the tree; another"
+	@echo "                       pin or kernel than the default's builds in out/<kernel>-<pin>-module)"
 	@echo "  make tools           p2pkp-send, p2pkp-recv, p2pkp-op, p2pkp-fuzz-sys"
 	@echo "  make bench-tools     the baselines of make bench (tools/bench)"
 	@echo "  make crashme         the test-only crash module (vmtests/crashme)"
@@ -38,12 +41,13 @@ help:
 	@echo "  make lean-module | lean-crashme   p2pkp.ko / crashme.ko for it (out/lean-*)"
 	@echo "  make clean           remove build output"
 	@echo "Set up"
-	@echo "  make deps            the pinned kernel, host tools and .venv (idempotent)"
+	@echo "  make deps            the pin's kernel packages, host tools, QEMU and .venv (idempotent)"
 	@echo "  make venv            .venv with the harness installed (pip install -e .)"
 	@echo "Test"
 	@echo "  make check           checkpatch --strict, W=1 build, ruff, mypy, unit tests"
 	@echo "  make checkpatch | w1 | lint | unit   one part of make check"
 	@echo "  make vm-test         deps + build + unit tests + every VM test not marked long"
+	@echo "  make vm-test-matrix  make vm-test on every pin ($(PIN_NAMES)), one after the other"
 	@echo "  make vm-test-long    the long campaigns (marker 'long')"
 	@echo "Fast loop"
 	@echo "  make vm-up [VMS=4]   boot a cluster, module loaded, and keep it (Ctrl-C or vm-down)"
@@ -55,13 +59,15 @@ help:
 	@echo "  make demo            boot 3 guests, send one file from vm1 to vm2 and vm3"
 	@echo "  make bench [QUICK=1] P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
 	@echo "  make lossbench       goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
-	@echo "Variables: KERNEL=stock|lean|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
+	@echo "Variables: PIN=$(subst $(eval) ,|,$(PIN_NAMES)) (default $(PIN_DEFAULT), configs/kernel-pin.yaml)  QEMU=debian|backports"
+	@echo "           KERNEL=stock|lean|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
 	@echo "           P2PKP_ACCEL=kvm|tcg  BENCH_ARGS=...  LOSSBENCH_ARGS=..."
 	@echo "Everything in Python: $(CLI) --help"
 
-module: p2pkp.c p2pkp.h p2pkp_compat.h Kbuild
-	@kernel/check-build.sh $(KDIR)
-	$(MAKE) -C $(KDIR) M=$(CURDIR) modules
+module: $(MODULE_SRC)
+	@kernel/check-build.sh $(KDIR) $(PIN_NAME)
+	@$(COPY_MODULE)
+	$(MAKE) -C $(KDIR) M=$(MODULE_DIR) modules
 
 tools:
 	$(MAKE) -C tools
@@ -70,8 +76,9 @@ bench-tools:
 	$(MAKE) -C tools/bench
 
 crashme:
-	@kernel/check-build.sh $(KDIR)
-	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme modules
+	@kernel/check-build.sh $(KDIR) $(PIN_NAME)
+	@$(COPY_CRASHME)
+	$(MAKE) -C $(KDIR) M=$(CRASHME_DIR) modules
 
 $(VENV)/.stamp: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -82,33 +89,44 @@ $(VENV)/.stamp: requirements.txt pyproject.toml
 venv: $(VENV)/.stamp
 
 deps: venv
-	$(CLI) deps install
+	$(CLI) --pin $(PIN_NAME) deps install $(if $(QEMU),--qemu $(QEMU))
 
 # make vm-test prints how long deps and the build took, so the run summary has every stage.
 vm-test:
 	@t0=$$(date +%s) && $(MAKE) --no-print-directory deps && t1=$$(date +%s) && \
 	$(MAKE) --no-print-directory $(VM_TEST_BUILD) && t2=$$(date +%s) && \
 	P2PKP_STAGE_DEPS_S=$$((t1 - t0)) P2PKP_STAGE_BUILD_S=$$((t2 - t1)) \
-	$(PYTEST) tools/tests vmtests --kernel $(KERNEL) $(PYTEST_ARGS)
+	$(PYTEST) tools/tests vmtests --pin $(PIN_NAME) --kernel $(KERNEL) $(PYTEST_ARGS)
+
+# make vm-test on every pin, each with its own deps and build (out/vm-test-<pin>.xml: junit);
+# goes on after a failing pin and fails at the end, with one line per pin.
+vm-test-matrix:
+	@rc=0; report=""; for p in $(PIN_NAMES); do \
+		t0=$$(date +%s); \
+		if $(MAKE) --no-print-directory vm-test PIN=$$p \
+			PYTEST_ARGS="$(PYTEST_ARGS) --junitxml=out/vm-test-$$p.xml"; \
+		then r=passed; else r=FAILED; rc=1; fi; \
+		report="$$report\n  PIN=$$p: $$r in $$(( $$(date +%s) - t0 )) s"; \
+	done; printf "vm-test-matrix:$$report\n"; exit $$rc
 
 vm-test-long: deps
-	$(MAKE) $(filter-out crashme debug-crashme,$(VM_TEST_BUILD))
-	$(PYTEST) vmtests --long -m long --kernel $(KERNEL) $(PYTEST_ARGS)
+	$(MAKE) all
+	$(PYTEST) vmtests --long -m long --pin $(PIN_NAME) --kernel $(KERNEL) $(PYTEST_ARGS)
 
 vm-up: deps
 	$(MAKE) $(VM_TEST_BUILD)
-	$(CLI) up --vms $(VMS) --kernel $(KERNEL) --module --serve
+	$(CLI) --pin $(PIN_NAME) up --vms $(VMS) --kernel $(KERNEL) --module --serve
 
 vm-down: venv
 	$(CLI) down
 
 vm-shell: deps
 	$(MAKE) all
-	$(CLI) shell --vms $(VMS)
+	$(CLI) --pin $(PIN_NAME) shell --vms $(VMS)
 
 demo: deps
 	$(MAKE) all
-	$(CLI) demo
+	$(CLI) --pin $(PIN_NAME) demo
 
 unit: venv
 	$(PYTEST) tools/tests $(PYTEST_ARGS)
@@ -120,7 +138,7 @@ unit: venv
 CHECKPATCH_FILES := p2pkp.c p2pkp.h vmtests/crashme/crashme.c
 CHECKPATCH_COMPAT_IGNORE := LINUX_VERSION_CODE,CONSTANT_COMPARISON,NEW_TYPEDEFS
 checkpatch: deps
-	@cp=$$($(CLI) deps checkpatch) && for f in $(CHECKPATCH_FILES); do \
+	@cp=$$($(CLI) --pin $(PIN_NAME) deps checkpatch) && for f in $(CHECKPATCH_FILES); do \
 		echo "checkpatch --strict $$f"; \
 		$$cp --no-tree --strict --quiet --ignore CONST_STRUCT -f $$f || exit 1; \
 	done && echo "checkpatch --strict p2pkp_compat.h" && \
@@ -133,11 +151,12 @@ lint: venv
 
 # W=1 from scratch so that every warning is seen; any warning fails.
 w1: deps
-	@kernel/check-build.sh $(KDIR)
-	$(MAKE) -C $(KDIR) M=$(CURDIR) clean >/dev/null
-	$(MAKE) -C $(KDIR) M=$(CURDIR) W=1 modules 2>&1 | tee .w1.log
-	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme clean >/dev/null
-	$(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme W=1 modules 2>&1 | tee -a .w1.log
+	@kernel/check-build.sh $(KDIR) $(PIN_NAME)
+	@$(COPY_MODULE) && $(COPY_CRASHME)
+	$(MAKE) -C $(KDIR) M=$(MODULE_DIR) clean >/dev/null
+	$(MAKE) -C $(KDIR) M=$(MODULE_DIR) W=1 modules 2>&1 | tee .w1.log
+	$(MAKE) -C $(KDIR) M=$(CRASHME_DIR) clean >/dev/null
+	$(MAKE) -C $(KDIR) M=$(CRASHME_DIR) W=1 modules 2>&1 | tee -a .w1.log
 	@! grep -E 'warning:|error:' .w1.log || { echo "W=1 build has warnings"; exit 1; }
 	@rm -f .w1.log
 
@@ -150,15 +169,15 @@ BENCH_ARGS ?=
 LOSSBENCH_ARGS ?=
 bench: deps
 	$(MAKE) all
-	$(CLI) bench -- $(if $(QUICK),--quick) $(BENCH_ARGS)
+	$(CLI) --pin $(PIN_NAME) bench -- --kernel $(KERNEL) $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 lossbench: deps
 	$(MAKE) all
-	$(CLI) lossbench $(LOSSBENCH_ARGS)
+	$(CLI) --pin $(PIN_NAME) lossbench --kernel $(KERNEL) $(LOSSBENCH_ARGS)
 
 clean:
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR) clean
 	-[ -f $(KDIR)/Makefile ] && $(MAKE) -C $(KDIR) M=$(CURDIR)/vmtests/crashme clean
 	-$(MAKE) -C tools clean
 	-$(MAKE) -C tools/bench clean
-	rm -rf .pytest_cache .mypy_cache .ruff_cache out/debug-module out/debug-crashme
+	rm -rf .pytest_cache .mypy_cache .ruff_cache out/*-module out/*-crashme

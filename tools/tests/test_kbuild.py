@@ -11,6 +11,7 @@ import pytest
 
 from p2pkpvm.cli.main import main as cli_main
 from p2pkpvm.kernel import kbuild
+from p2pkpvm.kernel.pin import load_pins
 from p2pkpvm.paths import project_root
 
 _VALUE = r"(y|m|n|-?\d+|0x[0-9a-fA-F]+|\"[^\"]*\")"
@@ -197,8 +198,9 @@ def test_path_of_an_unbuilt_kernel_fails_clearly(
 
 def _make(args: list[str], cache: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, P2PKP_CACHE=str(cache))
-    env.pop("KDIR", None)
-    env.pop("KERNEL", None)
+    # the default pin, whatever pin the make that runs these tests was given
+    for name in ("KDIR", "KERNEL", "PIN", "P2PKP_PIN", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+        env.pop(name, None)
     return subprocess.run(
         ["make", "-s", "-n", *args],
         cwd=project_root(),
@@ -217,7 +219,8 @@ def test_make_kernel_debug_without_a_build_says_what_to_do(tmp_path: Path) -> No
 
 
 def test_make_kernel_debug_uses_the_cached_tree(tmp_path: Path) -> None:
-    kb = kbuild.plan("debug")
+    pins = load_pins()
+    kb = kbuild.plan("debug", pins.get(pins.default))
     fake = kbuild.KernelBuild(kb.version, kb.flavour, kb.key)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("P2PKP_CACHE", str(tmp_path))

@@ -10,7 +10,7 @@ import pytest
 
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel import choice as kernels
-from p2pkpvm.kernel.pin import load_pin
+from p2pkpvm.kernel.pin import load_pins
 from p2pkpvm.paths import project_root
 from p2pkpvm.vm import crash
 from p2pkpvm.vm.machine import VM
@@ -47,10 +47,26 @@ def fake_module(tmp_path: Path, vermagic: str) -> Path:
 
 
 def test_stock_is_the_work_tree_module() -> None:
-    k = kernels.select("stock")
-    assert k.image == load_pin().vmlinuz
-    assert k.module == project_root() / "p2pkp.ko"
+    """The default pin's stock kernel uses p2pkp.ko of the work tree; another pin's, the
+    module `make PIN=6.12` builds in out/ (the rule of kernel/kernel.mk)."""
+    pins = load_pins()
+    default = pins.get(pins.default)
+    k = kernels.select("stock", default)
+    assert k.image == default.vmlinuz and k.pin == pins.default
+    assert k.module == project_root() / "p2pkp.ko" and not k.verify_module
     assert k.time_scale == 1.0 and k.append == () and not k.kmemleak
+    other = kernels.select("stock", pins.get("6.12"))
+    assert other.image == Path("/boot/vmlinuz-6.12.117+deb12-amd64")
+    assert other.module == project_root() / "out" / "stock-6.12-module" / "p2pkp.ko"
+    assert other.verify_module
+    assert other.label == "stock 6.12 (vmlinuz-6.12.117+deb12-amd64)"
+
+
+def test_module_dirs_follow_kernel_and_pin() -> None:
+    pins = load_pins()
+    root = project_root()
+    assert kernels.module_dir("debug", pins.get("6.1")) == root / "out" / "debug-module"
+    assert kernels.module_dir("lean", pins.get("6.12")) == root / "out" / "lean-6.12-module"
 
 
 def test_unknown_kernel() -> None:
@@ -64,7 +80,8 @@ def test_kernel_choice_travels_with_the_guest() -> None:
     spec = VngSpec(kernel=debug.image, name="vm1")
     vm = VM(spec, Path("/nonexistent"), kernel=debug)
     assert vm.module == Path("/x/out/debug-module/p2pkp.ko")
-    stock = kernels.stock()
+    pins = load_pins()
+    stock = kernels.stock(pins.get(pins.default))
     assert VM(spec, Path("/nonexistent"), kernel=stock).module == project_root() / "p2pkp.ko"
 
 

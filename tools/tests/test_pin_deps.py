@@ -1,57 +1,157 @@
-"""Unit tests of the kernel pin and of `make deps` helpers (no VM, no apt)."""
+"""Unit tests of the kernel pins and of `make deps` (no VM, no apt: captured real output)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from p2pkpvm.kernel import deps
-from p2pkpvm.kernel.pin import PinError, load_pin, parse_pin
+from p2pkpvm.kernel import apt, deps
+from p2pkpvm.kernel.pin import PIN_ENV, PinError, load_pin, load_pins, parse_pins, select_pin
+from p2pkpvm.paths import project_root
 
 DATA = Path(__file__).parent / "data"
-
-GOOD = """
-abi: 6.1.0-56-amd64
-version: 6.1.192-2
-packages:
-  image: linux-image-6.1.0-56-amd64
-  headers: linux-headers-6.1.0-56-amd64
-  source: linux-source-6.1
-"""
+PIN_FILE = project_root() / "configs" / "kernel-pin.yaml"
+REAL = PIN_FILE.read_text()
+FIELDS = ("abi", "version", "image", "headers", "source")
 
 
-def test_repo_pin_loads() -> None:
-    pin = load_pin()
-    assert pin.vmlinuz.name == f"vmlinuz-{pin.abi}"
-    assert str(pin.build_dir) == f"/lib/modules/{pin.abi}/build"
-    assert set(pin.packages()) == {pin.image_pkg, pin.headers_pkg, pin.source_pkg}
+def pin_sh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(project_root() / "kernel" / "pin.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+        check=False,
+    )
 
 
-def test_parse_good_pin() -> None:
-    pin = parse_pin(GOOD)
-    assert pin.abi == "6.1.0-56-amd64"
-    assert pin.packages()["linux-source-6.1"] == "6.1.192-2"
+def test_repo_pins() -> None:
+    pins = load_pins()
+    assert pins.names() == ["6.1", "6.12"] and pins.default == "6.1"
+    old, new = pins.get("6.1"), pins.get("6.12")
+    assert (old.abi, old.version) == ("6.1.0-56-amd64", "6.1.192-2")
+    assert (new.abi, new.version) == ("6.12.117+deb12-amd64", "6.12.117-1~deb12u1")
+    assert new.packages() == {
+        "linux-image-6.12.117+deb12-amd64": "6.12.117-1~deb12u1",
+        "linux-headers-6.12.117+deb12-amd64": "6.12.117-1~deb12u1",
+        "linux-source-6.12": "6.12.117-1~deb12u1",
+    }
+    assert new.vmlinuz == Path("/boot/vmlinuz-6.12.117+deb12-amd64")
+    assert new.build_dir == Path("/lib/modules/6.12.117+deb12-amd64/build")
+    assert new.source_tarball == Path("/usr/src/linux-source-6.12.tar.xz")
+    assert (old.is_default, old.tag, new.is_default, new.tag) == (True, "", False, "-6.12")
+
+
+@pytest.mark.parametrize("name", ["6.1", "6.12", ""])
+def test_pin_sh_agrees_with_python(name: str) -> None:
+    """make and the shell scripts read the file with awk: the same answers as the parser."""
+    pin = load_pins().get(name or load_pins().default)
+    want = {
+        "abi": pin.abi,
+        "version": pin.version,
+        "image": pin.image_pkg,
+        "headers": pin.headers_pkg,
+        "source": pin.source_pkg,
+    }
+    for field in FIELDS:
+        proc = pin_sh(field, name)
+        assert (proc.returncode, proc.stdout.strip()) == (0, want[field]), proc.stderr
+    assert pin_sh("name", name).stdout.strip() == pin.name
+    assert pin_sh("names").stdout.split() == load_pins().names()
+
+
+def test_pin_sh_refuses_an_unknown_pin() -> None:
+    proc = pin_sh("abi", "6.2")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert 'no kernel pin "6.2"' in proc.stderr and "(pins: 6.1 6.12)" in proc.stderr
+
+
+def test_pin_sh_reads_another_file(tmp_path: Path) -> None:
+    other = tmp_path / "pins.yaml"
+    other.write_text(REAL.replace('default: "6.1"', 'default: "6.12"'))
+    proc = pin_sh("abi", env={"P2PKP_PIN_FILE": str(other), "PATH": "/usr/bin:/bin"})
+    assert proc.stdout.strip() == "6.12.117+deb12-amd64"
+    assert parse_pins(other.read_text()).get(None).name in ("6.1", "6.12")  # env may choose
+
+
+def test_selection_by_name_environment_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PIN_ENV, raising=False)
+    assert load_pin().name == "6.1"
+    monkeypatch.setenv(PIN_ENV, "6.12")
+    assert load_pin().name == "6.12"
+    assert load_pin("6.1").name == "6.1"  # an explicit name beats the environment
+    monkeypatch.setenv(PIN_ENV, "5.10")
+    with pytest.raises(PinError, match=r"no kernel pin '5.10': the pins are 6.1, 6.12"):
+        load_pin()
+
+
+def test_select_pin_passes_the_choice_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PIN_ENV, raising=False)
+    assert select_pin("6.12").name == "6.12"
+    assert os.environ[PIN_ENV] == "6.12"
+    assert select_pin(None).name == "6.12"  # None keeps the current choice
+    with pytest.raises(PinError, match=r"no kernel pin '7\.0'"):
+        select_pin("7.0")
 
 
 @pytest.mark.parametrize(
-    ("text", "message"),
+    ("old", "new", "message"),
     [
-        ("abi: [", "not valid YAML"),
-        ("- a\n- b\n", "mapping at top level"),
-        ("abi: 6.1.0-56-amd64\nversion: 6.1.192-2\n", "'packages' must be a mapping"),
-        (GOOD.replace("abi: 6.1.0-56-amd64", "abi: 6.2.0-1-arm64"), "not of the form"),
-        (GOOD.replace("version: 6.1.192-2", "version: latest"), "version 'latest'"),
+        ('default: "6.1"', 'default: "6.1', "not valid YAML"),
+        ('default: "6.1"', 'default: "6.6"', "default '6.6' is not one of the pins"),
+        ('default: "6.1"', "default: 6.1", "'default' must be a quoted pin name"),
+        ('- name: "6.12"', "- name: 6.12", r"'name' must be a quoted string .* \(got 6.12:"),
+        ('- name: "6.12"', '- name: "6.13"', r"abi '6.12.117\+deb12-amd64' is not a 6.13"),
+        ("version: 6.12.117-1~deb12u1", "version: latest", "version 'latest'"),
+        ("version: 6.1.192-2", "version: 6.12.117-1", "not of the form 6.1.N-R"),
         (
-            GOOD.replace("image: linux-image-6.1.0-56", "image: linux-image-6.1.0-55"),
-            "does not name",
+            "image: linux-image-6.1.0-56-amd64",
+            "image: linux-image-6.1.0-55-amd64",
+            "'linux-image-6.1.0-55-amd64' is not linux-image-6.1.0-56-amd64",
         ),
-        (GOOD.replace("  source: linux-source-6.1\n", ""), "'source' must be"),
+        ("source: linux-source-6.12", "source: linux-source-6.1", "is not linux-source-6.12"),
+        ("    abi: 6.1.0-56", "    kernel: x\n    abi: 6.1.0-56", r"unknown key\(s\) kernel"),
+        ("      source: linux-source-6.12\n", "", r"\(6.12\): 'source' must be"),
     ],
 )
-def test_bad_pins_say_why(text: str, message: str) -> None:
+def test_bad_pins_say_why(old: str, new: str, message: str) -> None:
+    assert old in REAL
     with pytest.raises(PinError, match=message):
-        parse_pin(text)
+        parse_pins(REAL.replace(old, new, 1))
+
+
+def test_a_pin_listed_twice() -> None:
+    first = REAL[REAL.index('  - name: "6.1"') : REAL.index('  - name: "6.12"')]
+    with pytest.raises(PinError, match=r"pin '6\.1' is listed twice"):
+        parse_pins(REAL + first)
+
+
+def test_no_pins() -> None:
+    with pytest.raises(PinError, match="'pins' must be a non-empty list"):
+        parse_pins('default: "6.1"\npins: []\n')
+    with pytest.raises(PinError, match="expected a mapping"):
+        parse_pins("- a\n- b\n")
+
+
+def test_abi_pattern_finds_other_uploads_of_the_series_only() -> None:
+    """`make deps` lists the ABIs a pin could move to: images of the same series and flavour
+    (captured `apt-cache search --names-only`), not -dbg, -unsigned, cloud or rt ones."""
+    pins = load_pins()
+    new = pins.get("6.12")
+    text = (DATA / "apt-search-linux-image-6.12.txt").read_text()
+    names = apt.parse_search(text, re.compile("linux-image-" + new.abi_pattern.pattern))
+    assert names[-1] == "linux-image-6.12.117+deb12-amd64"
+    assert "linux-image-6.12.100+deb12-amd64" in names and len(names) == 7
+    old = pins.get("6.1")
+    text = (DATA / "apt-search-linux-image-6.1.txt").read_text()
+    names = apt.parse_search(text, re.compile("linux-image-" + old.abi_pattern.pattern))
+    assert "linux-image-6.1.0-56-amd64" in names
+    assert not [n for n in names if not n.endswith("-amd64") or "cloud" in n or "rt-" in n]
 
 
 def test_parse_madison_captured() -> None:
@@ -60,6 +160,12 @@ def test_parse_madison_captured() -> None:
     assert versions[0] == "6.1.192-2"
     assert "6.1.170-3" in versions
     assert len(versions) == len(set(versions)) == 6
+    offers = apt.parse_offers((DATA / "apt-madison-linux-6.12.txt").read_text())
+    image = [o for o in offers if o.package == "linux-image-6.12.117+deb12-amd64"]
+    assert [(o.version, o.suite) for o in image] == [("6.12.117-1~deb12u1", "bookworm-security")]
+    assert [o.version for o in offers if o.package == "linux-source-6.12"][-1] == (
+        "6.12.107-1~deb12u1"
+    )
 
 
 def test_parse_madison_empty() -> None:
@@ -67,9 +173,72 @@ def test_parse_madison_empty() -> None:
 
 
 def test_repin_message_names_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deps, "available_abis", lambda: ["6.1.0-57-amd64"])
-    monkeypatch.setattr(deps, "available_versions", lambda pkg: ["6.1.193-1"])
-    msg = deps.repin_message(parse_pin(GOOD), ["linux-image-6.1.0-56-amd64=6.1.192-2"])
-    assert "no longer available" in msg
-    assert "linux-image-6.1.0-57-amd64: 6.1.193-1" in msg
-    assert "kernel-pin.yaml" in msg
+    monkeypatch.setattr(deps, "available_abis", lambda pin: ["6.12.119+deb12-amd64"])
+    monkeypatch.setattr(deps, "available_versions", lambda pkg: ["6.12.119-1~deb12u1"])
+    pin = load_pins().get("6.12")
+    msg = deps.repin_message(pin, ["linux-image-6.12.117+deb12-amd64=6.12.117-1~deb12u1"])
+    assert "kernel pin 6.12: 6.12.117+deb12-amd64 (6.12.117-1~deb12u1) is no longer" in msg
+    assert "linux-image-6.12.119+deb12-amd64: 6.12.119-1~deb12u1" in msg
+    assert "kernel-pin.yaml" in msg and "make deps PIN=6.12" in msg
+
+
+# ---- apt sources: bookworm-backports from bookworm's mirror ---------------------------------
+def test_backports_line_from_the_deb822_sources() -> None:
+    texts = [(DATA / "apt-debian.sources").read_text()]
+    assert apt.mirror_of("bookworm", texts) == "http://mirror.invalid/debian"
+    assert apt.mirror_of("bookworm-security", texts) == "http://mirror.invalid/debian-security"
+    assert apt.mirror_of("bookworm-backports", texts) is None
+    line = apt.suite_line("bookworm", "bookworm-backports", texts)
+    assert line == "deb http://mirror.invalid/debian bookworm-backports main"
+    # the line deps writes is read back as serving the suite (no second line next time)
+    assert apt.mirror_of("bookworm-backports", [*texts, line]) == "http://mirror.invalid/debian"
+
+
+def test_one_line_sources_and_no_mirror() -> None:
+    text = "# deb http://x/old bookworm main\ndeb [arch=amd64] http://m/debian bookworm main\n"
+    assert apt.mirror_of("bookworm", [text]) == "http://m/debian"
+    with pytest.raises(apt.AptError, match="no apt source serves bookworm"):
+        apt.suite_line("bookworm", "bookworm-backports", ["deb http://m/debian trixie main\n"])
+
+
+# ---- QEMU: bookworm's or bookworm-backports' ----------------------------------------------
+def test_qemu_choice_is_checked_on_real_dpkg_output() -> None:
+    debian = apt.parse_installed((DATA / "dpkg-qemu-7.2.txt").read_text())
+    assert debian["qemu-system-x86"] == ("1:7.2+dfsg-7+deb12u18+b3", "qemu")
+    installed = {p: v for p, (v, _) in debian.items()}
+    assert deps.qemu_ok(deps.qemu_choice("debian"), installed)
+    assert not deps.qemu_ok(deps.qemu_choice("backports"), installed)
+    bpo = {p: v for p, (v, _) in apt.parse_installed(
+        (DATA / "dpkg-qemu-10.0.txt").read_text()).items()}  # fmt: skip
+    assert bpo["qemu-system-x86"] == deps.QEMU_CHOICES["backports"].version
+    assert deps.qemu_ok(deps.qemu_choice("backports"), bpo)
+    assert not deps.qemu_ok(deps.qemu_choice("debian"), bpo)
+    assert not deps.qemu_ok(deps.qemu_choice("debian"), {})
+    with pytest.raises(deps.DepsError, match="QEMU=kvm: expected one of debian, backports"):
+        deps.qemu_choice("kvm")
+
+
+def test_qemu_version_gone_lists_what_apt_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    offers = apt.parse_offers((DATA / "apt-madison-qemu-backports.txt").read_text())
+    assert {o.suite for o in offers} >= {"bookworm", "bookworm-backports"}
+    monkeypatch.setattr(apt, "offers", lambda pkg: offers)
+    backports = deps.qemu_choice("backports")
+    assert deps.qemu_targets(backports, {}) == [
+        "-t",
+        "bookworm-backports",
+        f"qemu-system-x86={backports.version}",
+    ]
+    gone = deps.QemuChoice("backports", "bookworm-backports", "1:10.0.0-1~bpo12+1", "x")
+    with pytest.raises(deps.DepsError) as exc:
+        deps.qemu_targets(gone, {})
+    assert "1:10.0.0-1~bpo12+1 is not available from bookworm-backports" in str(exc.value)
+    assert f"{backports.version} (bookworm-backports)" in str(exc.value)
+
+
+def test_qemu_back_from_backports_downgrades_each_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    offers = apt.parse_offers((DATA / "apt-madison-qemu-backports.txt").read_text())
+    monkeypatch.setattr(apt, "offers", lambda pkg: [o for o in offers if o.package == pkg])
+    installed = {"qemu-system-x86": deps.QEMU_CHOICES["backports"].version or ""}
+    targets = deps.qemu_targets(deps.qemu_choice("debian"), installed)
+    assert targets[0] == "--allow-downgrades"
+    assert targets[1].startswith("qemu-system-x86=1:7.2+dfsg-7+deb12u")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.errors import HarnessError
+from p2pkpvm.kernel.choice import KernelChoice
 from p2pkpvm.net.impair import impair
 from p2pkpvm.net.netem import Link
 from p2pkpvm.net.topology import load_topology
@@ -156,10 +157,16 @@ def report(runs: list[Run], size: int) -> str:
     return "\n".join(lines)
 
 
-def run_lossbench(accel: str | None, size: int, losses: list[float], out: Path | None) -> int:
+def run_lossbench(
+    accel: str | None,
+    size: int,
+    losses: list[float],
+    out: Path | None,
+    kernel: KernelChoice | None = None,
+) -> int:
     t0 = time.monotonic()
     print(f"booting 4 guests (vm1 sends to {', '.join(RECEIVERS)}) ...", flush=True)
-    with Cluster(load_topology("quad"), accel=accel) as cluster:
+    with Cluster(load_topology("quad"), accel=accel, kernel=kernel) as cluster:
         cluster.load_module()
         print(
             f"up after {time.monotonic() - t0:.0f} s ({cluster.accel}); logs in {cluster.logdir}",

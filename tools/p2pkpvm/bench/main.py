@@ -22,8 +22,11 @@ from p2pkpvm.bench.runner import FULL, QUICK, BenchConfig, BenchRunner
 from p2pkpvm.bench.tables import fmt_size, latex, markdown
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.errors import HarnessError, VMError
+from p2pkpvm.kernel.choice import KERNELS, KernelChoice, select
 from p2pkpvm.net.topology import load_topology
 from p2pkpvm.paths import project_root
+from p2pkpvm.vm.guest import Guest
+from p2pkpvm.vm.qemu import qemu_version
 
 log = logging.getLogger("p2pkpvm.bench")
 NEEDED = (
@@ -32,7 +35,6 @@ NEEDED = (
     "tools/bench/bench-timeit",
     "tools/p2pkp-send",
     "tools/p2pkp-recv",
-    "p2pkp.ko",
 )
 
 
@@ -40,7 +42,14 @@ def progress(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
-def _host_meta() -> dict[str, str]:
+def uso_state(vm: Guest) -> str:
+    """What the guest's virtio NIC offers for UDP segmentation ('tx-udp-segmentation: on',
+    'off [fixed]' where the device or kernel lacks it)."""
+    out = vm.run("ethtool -k eth0 | grep -i udp-segmentation", timeout=30, check=False).output
+    return "; ".join(line.strip() for line in out.splitlines() if line.strip()) or "?"
+
+
+def _host_meta(module: Path) -> dict[str, str]:
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -61,9 +70,8 @@ def _host_meta() -> dict[str, str]:
         "cpu": cpu,
         "host_cpus": str(os.cpu_count()),
         "commit": rev or "?",
-        "module_sha256": hashlib.sha256((project_root() / "p2pkp.ko").read_bytes()).hexdigest()[
-            :16
-        ],
+        "module_sha256": hashlib.sha256(module.read_bytes()).hexdigest()[:16],
+        "qemu": qemu_version(),
     }
 
 
@@ -83,8 +91,10 @@ def describe(run: BenchRun) -> str:
             else ""
         )
         + ".\n"
-        f"- Guest kernel: {m['kernel']}; P2PKP module (p2pkp.ko SHA-256 "
-        f"{m['module_sha256']}...) and tools from this checkout.\n"
+        f"- Guest kernel: {m['kernel']} (kernel pin {m.get('pin', '?')}); P2PKP module "
+        f"(p2pkp.ko SHA-256 {m['module_sha256']}...) and tools from this checkout.\n"
+        f"- {m.get('qemu', 'QEMU ?')}; virtio-net USO {m.get('uso', 'default')}, the sender's "
+        f"NIC: `{m.get('guest_uso', '?')}`.\n"
         f"- Matrix: sizes {', '.join(fmt_size(s) for s in m['sizes'])}; peers "
         f"{', '.join(str(p) for p in m['peers'])}; page cache {', '.join(m['caches'])}; "
         f"{m['reps']} repetition(s) per cell (median, min-max).\n"
@@ -152,6 +162,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--no-strace", action="store_true", help="skip the syscall-count runs")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force the accelerator")
+    p.add_argument(
+        "--kernel", choices=KERNELS, default="stock", help="kernel of the pin (default stock)"
+    )
+    p.add_argument(
+        "--uso",
+        choices=("on", "off", "default"),
+        default="default",
+        help="virtio-net USO forced on or off (QEMU 8.2+; 6.2+ guests use it), default: QEMU's",
+    )
     p.add_argument("--out", type=Path, help="results folder (default results/<timestamp>)")
     p.add_argument("--no-publish", action="store_true", help="do not copy to docs/results")
     p.add_argument(
@@ -195,7 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     root = project_root()
     if args.render:
         return render(args.render)
+    kernel: KernelChoice = select(args.kernel)
     missing = [n for n in NEEDED if not (root / n).exists()]
+    if not kernel.module.exists():
+        missing.append(str(kernel.module))
     if missing:
         print(
             f"bench: not built: {', '.join(missing)} (run `make` and `make -C tools/bench`)",
@@ -214,20 +236,26 @@ def main(argv: list[str] | None = None) -> int:
         "reps": cfg.reps,
         "methods": list(cfg.methods),
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split(" ")[0:3]),
-        **_host_meta(),
+        "pin": kernel.pin,
+        "uso": args.uso,
+        **_host_meta(kernel.module),
     }
     run = BenchRun(meta=meta)
     t0 = time.monotonic()
     progress(f"bench: booting 4 guests (topology quad); results in {outdir}")
     try:
-        with Cluster(load_topology("quad"), accel=args.accel) as cluster:
+        uso = {"on": True, "off": False}.get(args.uso)
+        with Cluster(load_topology("quad"), accel=args.accel, kernel=kernel, uso=uso) as cluster:
             cluster.load_module()
             g = cluster.topology.guests[0]
             meta.update(
                 accel=cluster.accel,
                 kernel=cluster[0].run("uname -r").output.strip(),
                 guest=f"{g.cpus} vCPU / {g.memory} each",
+                guest_uso=uso_state(cluster[0]),
+                boot_s=[round(vm.boot_seconds or 0.0, 1) for vm in cluster],
             )
+            progress(f"bench: {meta['qemu']}, kernel {meta['kernel']}, {meta['guest_uso']}")
             progress(f"bench: cluster up ({cluster.accel}) after {time.monotonic() - t0:.0f} s")
             runner = BenchRunner(list(cluster), cfg, progress)
             runner.prepare()

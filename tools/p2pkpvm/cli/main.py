@@ -27,7 +27,7 @@ from p2pkpvm.cluster.remote import ClusterServer, default_socket, shutdown
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel import deps, kbuild
 from p2pkpvm.kernel.choice import KERNELS, select
-from p2pkpvm.kernel.pin import load_pin
+from p2pkpvm.kernel.pin import load_pin, load_pins, select_pin
 from p2pkpvm.net.topology import Topology, load_topology, topology_dict, topology_of_size
 from p2pkpvm.paths import out_dir
 from p2pkpvm.vm import crash
@@ -104,7 +104,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
             topo_arg = shlex.quote(args.topology) if args.topology else f"--vms {args.vms}"
             topo_arg = f"--topology {topo_arg}" if args.topology else topo_arg
             panes.append(
-                f"{py} -m p2pkpvm guest {topo_arg} --name {g.name} "
+                f"{py} -m p2pkpvm --pin {shlex.quote(load_pin().name)} guest {topo_arg} "
+                f"--name {g.name} "
                 f"--netns {cluster.netns.name} --accel {cluster.accel} "
                 f"--run-id {cluster.run_id} --logdir {shlex.quote(str(cluster.logdir))}"
                 + (" --no-module" if args.no_module else "")
@@ -162,12 +163,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_deps(args: argparse.Namespace) -> int:
     pin = load_pin()
     if args.action == "install":
-        deps.install(pin)
+        deps.install(pin, args.qemu)
     elif args.action == "check":
         wanted = deps.missing_packages(pin)
         if wanted:
-            raise HarnessError(f"deps: missing {' '.join(wanted)}: run `make deps`")
-        print("deps: ok")
+            raise HarnessError(f"deps: missing {' '.join(wanted)}: run `{pin.make('deps')}`")
+        print(f"deps: ok (kernel pin {pin.name})")
+    elif args.action == "pins":
+        pins = load_pins()
+        for p in pins.pins:
+            mark = " (default)" if p.is_default else ""
+            print(f"{p.name}{mark}: {p.abi} {p.version}")
     else:
         print(deps.checkpatch(pin))
     return 0
@@ -183,8 +189,8 @@ def cmd_kernel(args: argparse.Namespace) -> int:
         return 0
     if not kb.complete():
         raise HarnessError(
-            f"the {args.flavour} kernel is not built ({kb.directory}): run `make "
-            + ("kernel`" if args.flavour == "debug" else "lean-kernel`")
+            f"the {args.flavour} kernel of pin {load_pin().name} is not built ({kb.directory}): "
+            f"run `{load_pin().make('kernel' if args.flavour == 'debug' else 'lean-kernel')}`"
         )
     print(kb.bzimage if args.action == "bzimage" else kb.directory)
     return 0
@@ -213,7 +219,7 @@ def cmd_crash_scan(args: argparse.Namespace) -> int:
 
 def cmd_lossbench(args: argparse.Namespace) -> int:
     losses = [float(x) for x in args.loss.split(",")]
-    return lossbench.run_lossbench(args.accel, args.size, losses, args.json)
+    return lossbench.run_lossbench(args.accel, args.size, losses, args.json, select(args.kernel))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bridge in a network namespace)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log harness steps")
+    p.add_argument(
+        "--pin",
+        default=None,
+        help="kernel pin of configs/kernel-pin.yaml by name, e.g. 6.12 (default: $P2PKP_PIN, "
+        "else the file's default); passed on to every process it starts",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     s = sub.add_parser("probe-kvm", help="print the KVM/TCG decision")
@@ -294,13 +306,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated loss %% (default 0,1,5; include 0 for the ratios)",
     )
     s.add_argument("--json", type=Path, default=None, help="also write the results here")
+    s.add_argument("--kernel", choices=KERNELS, default="stock", help="kernel of the pin")
     s.set_defaults(fn=cmd_lossbench)
 
-    s = sub.add_parser("deps", help="install or check the pinned kernel and host tools")
-    s.add_argument("action", choices=("install", "check", "checkpatch"))
+    s = sub.add_parser(
+        "deps", help="install or check the kernel pin's packages, host tools and QEMU"
+    )
+    s.add_argument("action", choices=("install", "check", "checkpatch", "pins"))
+    s.add_argument(
+        "--qemu",
+        choices=tuple(deps.QEMU_CHOICES),
+        default=None,
+        help=f"where QEMU comes from (default {deps.DEFAULT_QEMU}): "
+        + "; ".join(f"{c.name}: {c.what}" for c in deps.QEMU_CHOICES.values()),
+    )
     s.set_defaults(fn=cmd_deps)
 
-    s = sub.add_parser("kernel", help="the debug kernel: build (cached) or print its paths")
+    s = sub.add_parser(
+        "kernel", help="the pin's debug or lean kernel: build (cached) or print its paths"
+    )
     s.add_argument("action", choices=("build", "path", "bzimage", "key"))
     s.add_argument("--flavour", default="debug", choices=tuple(kbuild.FLAVOURS))
     s.add_argument("-j", "--jobs", type=int, default=None)
@@ -322,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("P2PKP_DEBUG"):
         logging.getLogger().setLevel(logging.DEBUG)
     try:
+        select_pin(args.pin)
         rc: int = args.fn(args)
     except HarnessError as exc:
         print(f"p2pkpvm {args.cmd}: {one_line(exc)}", file=sys.stderr)

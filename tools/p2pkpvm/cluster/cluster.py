@@ -30,6 +30,7 @@ from p2pkpvm.paths import GUEST_SHELL, out_dir, project_root
 from p2pkpvm.vm.kvm import decide_accel
 from p2pkpvm.vm.machine import VM, guest_env, vng_path
 from p2pkpvm.vm.module import ensure_module
+from p2pkpvm.vm.qemu import uso_device_options
 from p2pkpvm.vm.vng import DEFAULT_APPEND, NicSpec, VngSpec, guest_mac
 
 log = logging.getLogger(__name__)
@@ -50,15 +51,19 @@ class Cluster:
         logdir: Path | None = None,
         boot_timeout: float = 420.0,
         run_id: str | None = None,
+        uso: bool | None = None,
     ) -> None:
-        """kernel: what the guests boot and the module built for it (default: the pinned
-        stock kernel and the work tree's p2pkp.ko); its time_scale multiplies every deadline
-        (boot, reachability, guest commands)."""
+        """kernel: what the guests boot and the module built for it (default: the chosen
+        pin's stock kernel and its p2pkp.ko); its time_scale multiplies every deadline
+        (boot, reachability, guest commands).  uso: virtio-net USO forced on or off (QEMU
+        8.2+), None: QEMU's default."""
         self.topology = topology
         self.run_id = run_id or new_run_id()
         self.logdir = logdir or out_dir() / self.run_id
         self.kernel = kernel or stock()
         self.boot_timeout = boot_timeout
+        self.uso = uso
+        self._nic_options = ""
         self.time_scale = self.kernel.time_scale
         self._accel_forced = accel
         self.accel = ""
@@ -118,6 +123,7 @@ class Cluster:
         self.accel = decide_accel(
             self.kernel.image, vng, guest_env(vng), forced=self._accel_forced
         ).accel
+        self._nic_options = uso_device_options(self.uso)
         self.netns.create(len(self.topology.guests))
 
     def attach_guest(self, netns: str, name: str, accel: str) -> VM:
@@ -142,7 +148,13 @@ class Cluster:
             memory=g.memory,
             cwd=project_root(),
             shell=GUEST_SHELL,
-            nics=(NicSpec(tap=f"tap{index}", mac=guest_mac(self.run_id, index)),),
+            nics=(
+                NicSpec(
+                    tap=f"tap{index}",
+                    mac=guest_mac(self.run_id, index),
+                    device_options=self._nic_options,
+                ),
+            ),
             append=(*DEFAULT_APPEND, *self.kernel.append),
         )
         return VM(

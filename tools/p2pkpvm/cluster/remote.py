@@ -50,6 +50,7 @@ def describe(cluster: Cluster, topology_text: dict[str, Any]) -> dict[str, Any]:
             "name": k.name,
             "image": str(k.image),
             "module": str(k.module),
+            "pin": k.pin,
             "time_scale": k.time_scale,
             "append": list(k.append),
             "kmemleak": k.kmemleak,
@@ -233,9 +234,10 @@ class AttachedCluster(Cluster):
             str(k["name"]),
             Path(k["image"]),
             Path(k["module"]),
-            float(k["time_scale"]),
-            tuple(k["append"]),
-            bool(k["kmemleak"]),
+            pin=str(k.get("pin", "")),
+            time_scale=float(k["time_scale"]),
+            append=tuple(k["append"]),
+            kmemleak=bool(k["kmemleak"]),
         )
         self.accel = str(info["accel"])
         self.run_id = str(info["run_id"])

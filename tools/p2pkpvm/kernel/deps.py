@@ -1,30 +1,31 @@
-"""Install the pinned kernel and the host tools the suite needs (`make deps`).
+"""Install the chosen kernel pin, the host tools the suite needs and QEMU (`make deps`).
 
-Idempotent: when every package is installed at the right version nothing is
-run.  Uses sudo when not root.  When a pinned package is no longer available
-it stops with the versions that are, and how to move the pin.
+Idempotent: when every package is installed at the right version nothing is run.  Uses sudo
+when not root.  When a pinned package is no longer available it stops with the versions that
+are, and how to move the pin.  QEMU: bookworm's (7.2) or bookworm-backports' (10.0), see
+QEMU_CHOICES; the backports suite is added to apt's sources (same mirror as bookworm) when
+asked for.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import tarfile
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from p2pkpvm.errors import HarnessError
+from p2pkpvm.kernel import apt
 from p2pkpvm.kernel.pin import KernelPin, default_pin_path
 
 # Host packages the build, the guests (which run the host's binaries) and the
-# suite need, besides the pinned kernel.
+# suite need, besides the kernel pin and QEMU.
 TOOL_PACKAGES: tuple[str, ...] = (
-    "qemu-system-x86",
     "busybox-static",
     "iproute2",
     "iputils-ping",
+    "ethtool",
     "strace",
     "iperf3",
     "nftables",
@@ -59,59 +60,71 @@ class DepsError(HarnessError):
     """A dependency cannot be installed; the message says what to do."""
 
 
+@dataclass(frozen=True)
+class QemuChoice:
+    """Where `make deps QEMU=<name>` takes qemu-system-x86 from."""
+
+    name: str
+    suite: str  # the Debian suite
+    version: str | None  # the version it must be at (None: what the suite serves)
+    what: str
+
+
+QEMU_PACKAGE = "qemu-system-x86"
+QEMU_SOURCE = "qemu"  # the source package of qemu-system-x86, -common, -data, ...
+BASE_SUITE = "bookworm"
+BACKPORTS_LIST = apt.SOURCES_DIR / "p2pkp-bookworm-backports.list"
+QEMU_CHOICES = {
+    "debian": QemuChoice("debian", BASE_SUITE, None, "bookworm's QEMU 7.2"),
+    "backports": QemuChoice(
+        "backports",
+        "bookworm-backports",
+        "1:10.0.2+ds-2+deb13u1~bpo12+1",
+        "QEMU 10.0 from bookworm-backports",
+    ),
+}
+DEFAULT_QEMU = "debian"
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("P2PKP_CACHE", "/var/cache/p2pkp"))
 
 
-def _sudo() -> list[str]:
-    if os.geteuid() == 0:
-        return []
-    if shutil.which("sudo") is None:
-        raise DepsError("not root and no sudo: run `make deps` as root")
-    return ["sudo", "-n"]
+def qemu_choice(name: str | None) -> QemuChoice:
+    choice = QEMU_CHOICES.get(name or DEFAULT_QEMU)
+    if choice is None:
+        raise DepsError(f"QEMU={name}: expected one of {', '.join(QEMU_CHOICES)}")
+    return choice
 
 
-def installed_version(pkg: str) -> str | None:
-    """The installed version of a Debian package, or None."""
-    proc = subprocess.run(
-        ["dpkg-query", "-W", "-f=${Status}\t${Version}", pkg],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        return None
-    status, _, version = proc.stdout.partition("\t")
-    return version if status.endswith(" installed") else None
+def from_backports(version: str) -> bool:
+    return "~bpo" in version
 
 
-def parse_madison(text: str) -> list[str]:
-    """Versions from `apt-cache madison PKG` output (` pkg | ver | source`)."""
-    versions: list[str] = []
-    for line in text.splitlines():
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) >= 2 and parts[1] and parts[1] not in versions:
-            versions.append(parts[1])
-    return versions
+def qemu_ok(choice: QemuChoice, installed: dict[str, str]) -> bool:
+    """Whether the installed packages of source qemu (name -> version) are the choice's."""
+    have = installed.get(QEMU_PACKAGE)
+    if have is None:
+        return False
+    if choice.version is not None:
+        return have == choice.version
+    return not any(from_backports(v) for v in installed.values())
 
 
-def available_versions(pkg: str) -> list[str]:
-    proc = subprocess.run(
-        ["apt-cache", "madison", pkg], capture_output=True, text=True, check=False
-    )
-    return parse_madison(proc.stdout)
+installed_version = apt.installed_version
+parse_madison = apt.parse_madison
+available_versions = apt.available_versions
 
 
-def available_abis() -> list[str]:
-    """ABI names of installable Debian 6.1 amd64 images, newest first."""
-    proc = subprocess.run(
-        ["apt-cache", "search", "--names-only", r"^linux-image-6\.1\.0-[0-9]+-amd64$"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    abis = re.findall(r"^linux-image-(6\.1\.0-\d+-amd64)\s", proc.stdout, re.MULTILINE)
-    return sorted(set(abis), key=lambda a: int(a.split("-")[1]), reverse=True)
+def _abi_key(abi: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\d+", abi))
+
+
+def available_abis(pin: KernelPin) -> list[str]:
+    """ABIs of installable images of the pin's series and shape, newest first."""
+    prefix = "linux-image-"
+    names = apt.search_names(re.compile(prefix + pin.abi_pattern.pattern), f"{prefix}{pin.name}.")
+    return sorted((n.removeprefix(prefix) for n in names), key=_abi_key, reverse=True)
 
 
 def missing_packages(pin: KernelPin) -> list[str]:
@@ -124,33 +137,72 @@ def missing_packages(pin: KernelPin) -> list[str]:
     return wanted
 
 
-def repin_message(pin: KernelPin, unavailable: Sequence[str]) -> str:
+def repin_message(pin: KernelPin, unavailable: list[str]) -> str:
     lines = [
-        f"deps: the pinned kernel {pin.abi} ({pin.version}) is no longer available:",
+        f"deps: kernel pin {pin.name}: {pin.abi} ({pin.version}) is no longer available:",
         *(f"  {item}" for item in unavailable),
         "available now:",
     ]
-    for abi in available_abis()[:6]:
+    for abi in available_abis(pin)[:6]:
         image = f"linux-image-{abi}"
         lines.append(f"  {image}: {', '.join(available_versions(image)) or '?'}")
     lines.append(f"  {pin.source_pkg}: {', '.join(available_versions(pin.source_pkg)) or 'none'}")
     lines.append(
-        f"to re-pin: edit {default_pin_path()} (abi, version, package names: all three "
-        "packages must exist at that version), then `make deps && make clean && make`."
+        f"to re-pin: edit pin {pin.name} in {default_pin_path()} (abi, version, package names: "
+        f"all three packages must exist at that version), then `make deps PIN={pin.name} && "
+        f"make clean && make PIN={pin.name}`."
     )
     return "\n".join(lines)
 
 
-def install(pin: KernelPin, log: bool = True) -> None:
+def qemu_offers_message(choice: QemuChoice, offers: list[apt.Offer]) -> str:
+    listed = [f"  {o.version} ({o.suite or o.origin})" for o in offers] or ["  none"]
+    return "\n".join(
+        [
+            f"deps: QEMU={choice.name}: {QEMU_PACKAGE} {choice.version or ''} is not available "
+            f"from {choice.suite}; {QEMU_PACKAGE} versions apt has:",
+            *listed,
+            f"to move it: set the version of '{choice.name}' in QEMU_CHOICES "
+            "(tools/p2pkpvm/kernel/deps.py)",
+        ]
+    )
+
+
+def qemu_targets(choice: QemuChoice, installed: dict[str, str]) -> list[str]:
+    """apt-get install arguments that make qemu the choice's (installed: source qemu's
+    packages now); DepsError with what apt offers when the version has gone."""
+    found = apt.offers(QEMU_PACKAGE)
+    if choice.version is not None:
+        if not any(o.version == choice.version and o.suite == choice.suite for o in found):
+            raise DepsError(qemu_offers_message(choice, found))
+        return ["-t", choice.suite, f"{QEMU_PACKAGE}={choice.version}"]
+    if not installed:
+        return [QEMU_PACKAGE]
+    # Back from backports: each of source qemu's packages to its newest non-backports version.
+    targets = ["--allow-downgrades"]
+    for pkg in sorted(installed):
+        versions = [o.version for o in apt.offers(pkg) if not from_backports(o.version)]
+        if not versions:
+            raise DepsError(qemu_offers_message(choice, found))
+        targets.append(f"{pkg}={versions[0]}")
+    return targets
+
+
+def install(pin: KernelPin, qemu: str | None = None, log: bool = True) -> None:
+    choice = qemu_choice(qemu)
     wanted = missing_packages(pin)
-    if not wanted:
+    qemu_now = apt.installed_of_source(QEMU_SOURCE)
+    if not wanted and qemu_ok(choice, qemu_now):
         if log:
-            print(f"deps: kernel {pin.abi} {pin.version} and host tools present")
+            print(
+                f"deps: kernel pin {pin.name} ({pin.abi} {pin.version}), host tools and "
+                f"{choice.what} ({qemu_now[QEMU_PACKAGE]}) present"
+            )
         return
-    sudo = _sudo()
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    print(f"deps: installing {' '.join(wanted)}", flush=True)
-    subprocess.run([*sudo, "apt-get", "update", "-q"], check=True, env=env)
+    if choice.suite != BASE_SUITE:
+        apt.ensure_suite(BASE_SUITE, choice.suite, BACKPORTS_LIST)
+    print(f"deps: installing {' '.join(wanted) or 'nothing but QEMU'}", flush=True)
+    apt.run_root(["apt-get", "update", "-q"], "apt-get update")
     unavailable = [
         f"{pkg}={version}"
         for pkg, version in pin.packages().items()
@@ -158,12 +210,15 @@ def install(pin: KernelPin, log: bool = True) -> None:
     ]
     if unavailable:
         raise DepsError(repin_message(pin, unavailable))
-    subprocess.run(
-        [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *wanted],
-        check=True,
-        env=env,
-    )
+    apt_install = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+    if wanted:
+        apt.run_root([*apt_install, *wanted], "installing the kernel pin and host tools")
+    if not qemu_ok(choice, qemu_now):
+        print(f"deps: QEMU={choice.name}: {choice.what}", flush=True)
+        apt.run_root([*apt_install, *qemu_targets(choice, qemu_now)], f"installing {choice.what}")
     still = missing_packages(pin)
+    if not qemu_ok(choice, apt.installed_of_source(QEMU_SOURCE)):
+        still.append(f"{QEMU_PACKAGE} ({choice.what})")
     if still:
         raise DepsError(f"deps: still missing after apt-get install: {' '.join(still)}")
 

@@ -1,8 +1,8 @@
-"""Build the debug guest kernel from the pinned source, cached (`make kernel`).
+"""Build the debug (or lean) guest kernel from a kernel pin's source, cached (`make kernel`).
 
 Pipeline, all under `cache_dir()/kernel` (outside the work tree):
 
-1. source: /usr/src/linux-source-6.1.tar.xz, checked to be the pinned version
+1. source: the pin's /usr/src/linux-source-X.Y.tar.xz, checked to be the pinned version
    (dpkg-query), extracted once into `src-<version>` (temp dir + rename);
 2. config: `virtme-configkernel --defconfig` (the virtme base) in an out-of-tree
    build dir, then the fragments of the flavour appended and `make olddefconfig`;
@@ -401,9 +401,11 @@ def _locked(path: Path) -> Iterator[None]:
         yield
 
 
-def build(flavour: str = "debug", jobs: int | None = None) -> KernelBuild:
-    """Build (or find in the cache) a flavour of the pinned kernel."""
-    pin = load_pin()
+def build(
+    flavour: str = "debug", jobs: int | None = None, pin: KernelPin | None = None
+) -> KernelBuild:
+    """Build (or find in the cache) a flavour of a pin's kernel (default: the chosen pin)."""
+    pin = pin or load_pin()
     kb = plan(flavour, pin)
     if kb.complete() and virtme_mods_ready(kb.directory):
         print(f"kernel: cached {kb.directory}", flush=True)

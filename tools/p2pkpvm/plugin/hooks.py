@@ -6,7 +6,8 @@ Markers: @pytest.mark.topology("pair"|"trio"|"quad"...) (default: --topology, "q
 @pytest.mark.long (deselected unless --long or a -m expression names it),
 @pytest.mark.expect_crash.
 
-Options: --accel, --topology, --kernel stock|debug, --attach (use the cluster of `make vm-up`
+Options: --accel, --topology, --pin 6.1|6.12 (configs/kernel-pin.yaml), --kernel
+stock|lean|debug, --attach (use the cluster of `make vm-up`
 instead of booting one), --long.
 """
 
@@ -27,6 +28,7 @@ from p2pkpvm.cluster.remote import AttachedCluster, default_socket
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel.choice import KERNELS
 from p2pkpvm.kernel.choice import select as select_kernel
+from p2pkpvm.kernel.pin import PIN_ENV, select_pin
 from p2pkpvm.net.topology import Topology, load_topology
 from p2pkpvm.plugin.session import ClusterManager, CrashDetected, crash_message, per_test_dir
 from p2pkpvm.plugin.summary import RunSummary
@@ -56,6 +58,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--topology", default="quad", help="default topology for tests without a topology marker"
     )
     group.addoption(
+        "--pin",
+        default=None,
+        help="kernel pin of configs/kernel-pin.yaml by name, e.g. 6.12 (default: $P2PKP_PIN, "
+        "else the file's default)",
+    )
+    group.addoption(
         "--kernel",
         default="stock",
         choices=KERNELS,
@@ -79,6 +87,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The pin of this run and of every process it starts (P2PKP_PIN); checked at once.
+    try:
+        select_pin(config.getoption("pin"))
+    except HarnessError as exc:
+        raise pytest.UsageError(f"--pin / {PIN_ENV}: {exc}") from exc
     mgr = ClusterManager(accel=config.getoption("accel"))
     summary = RunSummary()
     attach = config.getoption("attach")
@@ -92,6 +105,8 @@ def pytest_configure(config: pytest.Config) -> None:
     elif config.getoption("kernel") != "stock":
         mgr.kernel = select_kernel(config.getoption("kernel"))
         mgr.boot_timeout = DEBUG_BOOT_TIMEOUT_S  # x kernel.time_scale in Cluster
+    else:
+        mgr.kernel = select_kernel("stock")
     config.stash[MANAGER_KEY] = mgr
     config.stash[SUMMARY_KEY] = summary
     logging.getLogger("p2pkpvm").setLevel(logging.INFO)

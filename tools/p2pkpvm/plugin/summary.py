@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from p2pkpvm.plugin.session import ClusterManager
+from p2pkpvm.vm.qemu import qemu_version
 
 
 @dataclass
@@ -29,7 +30,7 @@ class RunSummary:
         accel = mgr.accel_used or mgr.accel or "?"
         boots = [s for _, s in mgr.boot_seconds]
         lines = [
-            f"[p2pkp] accel: {accel}, kernel: {mgr.kernel.name} ({mgr.kernel.image.name})"
+            f"[p2pkp] accel: {accel}, kernel: {mgr.kernel.label}, {qemu_version()}"
             + (", attached cluster" if mgr.attached else ""),
             f"[p2pkp] tests: {self.tests} selected, {self.vm_tests} on guests; clusters booted: "
             f"{mgr.boots}, guests replaced: {len(mgr.replacements)}"

@@ -58,13 +58,14 @@ class NicSpec:
     tap: str
     mac: str
     netdev_id: str = "n0"
+    device_options: str = ""  # appended to -device virtio-net-pci,... (",host_uso=off")
 
     def qemu_args(self) -> list[str]:
         return [
             "-netdev",
             f"tap,id={self.netdev_id},ifname={self.tap},script=no,downscript=no",
             "-device",
-            f"virtio-net-pci,netdev={self.netdev_id},mac={self.mac}",
+            f"virtio-net-pci,netdev={self.netdev_id},mac={self.mac}{self.device_options}",
         ]
 
 
