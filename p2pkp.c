@@ -1943,7 +1943,7 @@ static bool p2pkp_rx_rl(struct p2pkp_sock *ps)
  * through the token bucket: P2PKP_RL_PER_SEC a second, never more bytes
  * than the datagram it answers.
  */
-static bool p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
+static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 			   int tolen, u8 type, u16 flags, u64 id, u64 cookie,
 			   u32 echo, const void *body, size_t blen)
 {
@@ -1954,7 +1954,7 @@ static bool p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 	if (!(rx && rx->state != RS_IDLE && id == rx->id &&
 	      p2pkp_addr_eq(to, &rx->from)) && !p2pkp_rx_rl(ps)) {
 		p2pkp_stat(ps, P2PKP_ST_REPLIES_LIMITED, 1);
-		return false;
+		return;
 	}
 	n = p2pkp_hdr_fill(ps, pkt, type, flags | P2PKP_F_ECHO, id, cookie,
 			   echo);
@@ -1962,7 +1962,6 @@ static bool p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 		memcpy(pkt + n, body, blen);
 	p2pkp_xmit(ps, ps->rx.sock, to, tolen, pkt, n + blen, NULL, 0,
 		   MSG_DONTWAIT);
-	return true;
 }
 
 /*
@@ -2460,9 +2459,10 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return false;
 	}
 	if (mine && !same) {
-		if (p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_BUSY, 0, id, c, echo,
-				   NULL, 0))
-			p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
+		/* counted when answered, sent or held back by the limit */
+		p2pkp_stat(ps, P2PKP_ST_BUSY_SENT, 1);
+		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_BUSY, 0, id, c, echo,
+			       NULL, 0);
 		return false;
 	}
 	if (size > p2pkp_rx_max(rx)) {
@@ -2473,9 +2473,9 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	if (!cookie) {
 		/* no state, no file: hand out the cookie (section 2.3) */
 		sa.window = cpu_to_be32(p2pkp_rx_window(ps, chunk));
-		if (p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, 0, id,
-				   c, echo, &sa, sizeof(sa)))
-			p2pkp_stat(ps, P2PKP_ST_COOKIES_SENT, 1);
+		p2pkp_stat(ps, P2PKP_ST_COOKIES_SENT, 1);
+		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, 0, id, c,
+			       echo, &sa, sizeof(sa));
 		return false;
 	}
 	/* a confirmed START: the sender proved its address */

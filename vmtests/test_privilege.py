@@ -222,7 +222,9 @@ def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -
     # tmpfs under /run) holds exactly what the guest wrote.  Walk that layer, never the
     # host's lower one: the host's /tmp (clones, venvs) over 9p took > 720 s on the debug
     # kernel.  The rest of / is the host's read-only root.
-    candidates = "/tmp /etc /run /var/tmp /var/log /var/lib /root /home /dev/shm /mnt"
+    # The test's own directory is a tmpfs of its own (Scenario mounts one per test), which
+    # find -xdev does not enter from /tmp: it is a candidate of its own.
+    candidates = f"/tmp {scn.dir} /etc /run /var/tmp /var/log /var/lib /root /home /dev/shm /mnt"
     walk = (
         f"for d in {candidates}; do mountpoint -q $d || continue; "
         'up=$(awk -v d=$d \'$2 == d && $3 == "overlay" { n = split($4, o, ","); '

@@ -9,7 +9,12 @@ import pytest
 
 from p2pkpvm import paths
 from p2pkpvm.scenario import toolout
-from p2pkpvm.scenario.scenario import op_result, parse_peer_results, parse_received
+from p2pkpvm.scenario.scenario import (
+    op_lines,
+    op_result,
+    parse_peer_results,
+    parse_received,
+)
 
 SEND_JSON = """\
 {"event":"sent","file":"/tmp/src","size":2097152,"peers":2,"duration_ns":1222348000}
@@ -58,6 +63,10 @@ def test_real_p2pkp_op_output_reads_as_calls() -> None:
     assert "connect 10.0.0.2:7 = -1 EBADF\n" in t
     # read again (a helper given a Transcript): the same calls, not a re-parse of the text
     assert toolout.Transcript(t).calls == t.calls and op_result(t, "socket") == "-1 EAFNOSUPPORT"
+    # op_lines of a Transcript (what OpJob.wait().output is) are its calls' lines, as of the
+    # raw JSON: it used to re-parse the rendering as JSON and find nothing
+    assert op_lines(t) == op_lines(out) == [c.line for c in t.calls if c.op != "echo"]
+    assert "connect 10.0.0.2:7 = -1 EBADF" in op_lines(t)
 
 
 def test_peer_results_of_p2pkp_op() -> None:

@@ -167,6 +167,10 @@ class OpCall:
 
 
 def op_calls(text: str) -> list[OpCall]:
+    """The calls in p2pkp-op --json output; a Transcript (already read: as a str it is the
+    rendering, not the JSON) gives its own calls."""
+    if isinstance(text, Transcript):
+        return list(text.calls)
     out = []
     for r in records(text, "p2pkp-op"):
         if "op" not in r:
