@@ -89,7 +89,7 @@ $(VENV)/.stamp: requirements.txt pyproject.toml
 venv: $(VENV)/.stamp
 
 deps: venv
-	$(CLI) --pin $(PIN_NAME) deps install $(if $(QEMU),--qemu $(QEMU))
+	$(CLI) --pin $(PIN_NAME) deps install$(if $(QEMU), --qemu $(QEMU))
 
 # make vm-test prints how long deps and the build took, so the run summary has every stage.
 vm-test:
@@ -98,16 +98,22 @@ vm-test:
 	P2PKP_STAGE_DEPS_S=$$((t1 - t0)) P2PKP_STAGE_BUILD_S=$$((t2 - t1)) \
 	$(PYTEST) tools/tests vmtests --pin $(PIN_NAME) --kernel $(KERNEL) $(PYTEST_ARGS)
 
-# make vm-test on every pin, each with its own deps and build (out/vm-test-<pin>.xml: junit);
-# goes on after a failing pin and fails at the end, with one line per pin.
-vm-test-matrix:
-	@rc=0; report=""; for p in $(PIN_NAMES); do \
-		t0=$$(date +%s); \
-		if $(MAKE) --no-print-directory vm-test PIN=$$p \
-			PYTEST_ARGS="$(PYTEST_ARGS) --junitxml=out/vm-test-$$p.xml"; \
+# make vm-test on every pin, each with its own deps and build, one after the other; goes on
+# after a failing pin, then prints one summary line per pin (from its junit file,
+# $(MATRIX_OUT)/vm-test-<pin>.xml) and fails if any pin failed.  The run is a variable so that
+# `make -n vm-test-matrix` prints the loop instead of running the suites (and the unit tests
+# run the loop with a stand-in).
+VM_TEST_MATRIX_RUN ?= $(MAKE) --no-print-directory vm-test
+MATRIX_OUT ?= out
+vm-test-matrix: venv
+	@mkdir -p $(MATRIX_OUT); rc=0; report=""; for p in $(PIN_NAMES); do \
+		echo "vm-test-matrix: PIN=$$p"; t0=$$(date +%s); rm -f $(MATRIX_OUT)/vm-test-$$p.xml; \
+		if $(VM_TEST_MATRIX_RUN) PIN=$$p \
+			PYTEST_ARGS="$(PYTEST_ARGS) --junitxml=$(MATRIX_OUT)/vm-test-$$p.xml"; \
 		then r=passed; else r=FAILED; rc=1; fi; \
-		report="$$report\n  PIN=$$p: $$r in $$(( $$(date +%s) - t0 )) s"; \
-	done; printf "vm-test-matrix:$$report\n"; exit $$rc
+		report="$$report  PIN=$$p: $$r in $$(( $$(date +%s) - t0 )) s: \
+$$($(CLI) junit-summary $(MATRIX_OUT)/vm-test-$$p.xml)\n"; \
+	done; printf "vm-test-matrix, one line per pin:\n$$report"; exit $$rc
 
 vm-test-long: deps
 	$(MAKE) all

@@ -3,8 +3,8 @@
 # kernel/pin.sh; the check of the build tree is kernel/check-build.sh, the kernel build
 # p2pkpvm.kernel.kbuild.
 #
-# PIN=<name> (6.1, 6.12; default: the file's default): the Debian kernel, exported to every
-# Python job as P2PKP_PIN.  KERNEL=stock (default): that pin's Debian image.  KERNEL=lean: the
+# PIN=<name> (6.1, 6.12; default: the file's default): the Debian kernel, passed to every
+# Python job as --pin (never through the environment).  KERNEL=stock (default): that pin's Debian image.  KERNEL=lean: the
 # pin's source with configs/kconfig/guest.config (`make lean-kernel`, cached).  KERNEL=debug:
 # the sanitizer build of `make kernel`.  An explicit KDIR= still wins for the stock build.
 PIN      ?=
@@ -15,7 +15,6 @@ ifeq ($(PIN_NAME),)
 $(error PIN=$(PIN) is not a kernel pin of configs/kernel-pin.yaml (pins: $(PIN_NAMES)))
 endif
 ABI      := $(shell kernel/pin.sh abi $(PIN_NAME))
-export P2PKP_PIN := $(PIN_NAME)
 # '' for the default pin, -6.12 for another: part of the names of its build output
 PIN_TAG  := $(if $(filter $(PIN_DEFAULT),$(PIN_NAME)),,-$(PIN_NAME))
 

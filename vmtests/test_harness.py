@@ -122,7 +122,8 @@ def _read_line(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str:
 def test_sigterm_tears_everything_down(request: pytest.FixtureRequest) -> None:
     """A separate 1-guest cluster in a child process: SIGTERM leaves no qemu, tap or netns."""
     accel = request.config.getoption("accel")
-    argv = [sys.executable, "-m", "p2pkpvm", "up", "--vms", "1"]
+    pin = request.config.getoption("pin")  # the run's kernel pin (make vm-test PIN=...)
+    argv = [sys.executable, "-m", "p2pkpvm", *(["--pin", pin] if pin else []), "up", "--vms", "1"]
     if accel:
         argv += ["--accel", accel]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2pkpvm.kernel import apt, deps
-from p2pkpvm.kernel.pin import PIN_ENV, PinError, load_pin, load_pins, parse_pins, select_pin
+from p2pkpvm.kernel.pin import PinError, load_pin, load_pins, parse_pins
 from p2pkpvm.paths import project_root
 
 DATA = Path(__file__).parent / "data"
@@ -76,27 +75,19 @@ def test_pin_sh_reads_another_file(tmp_path: Path) -> None:
     other.write_text(REAL.replace('default: "6.1"', 'default: "6.12"'))
     proc = pin_sh("abi", env={"P2PKP_PIN_FILE": str(other), "PATH": "/usr/bin:/bin"})
     assert proc.stdout.strip() == "6.12.117+deb12-amd64"
-    assert parse_pins(other.read_text()).get(None).name in ("6.1", "6.12")  # env may choose
+    assert parse_pins(other.read_text()).get(None).name == "6.12"
 
 
-def test_selection_by_name_environment_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PIN_ENV, raising=False)
-    assert load_pin().name == "6.1"
-    monkeypatch.setenv(PIN_ENV, "6.12")
-    assert load_pin().name == "6.12"
-    assert load_pin("6.1").name == "6.1"  # an explicit name beats the environment
-    monkeypatch.setenv(PIN_ENV, "5.10")
+def test_selection_by_name_or_default_never_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pin travels as an argument (make passes --pin): no environment side channel."""
+    monkeypatch.setenv("P2PKP_PIN", "6.12")
+    monkeypatch.setenv("PIN", "6.12")
+    assert load_pin().name == "6.1" and load_pin("").name == "6.1"
+    assert load_pin("6.12").name == "6.12"
     with pytest.raises(PinError, match=r"no kernel pin '5.10': the pins are 6.1, 6.12"):
-        load_pin()
-
-
-def test_select_pin_passes_the_choice_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PIN_ENV, raising=False)
-    assert select_pin("6.12").name == "6.12"
-    assert os.environ[PIN_ENV] == "6.12"
-    assert select_pin(None).name == "6.12"  # None keeps the current choice
-    with pytest.raises(PinError, match=r"no kernel pin '7\.0'"):
-        select_pin("7.0")
+        load_pin("5.10")
 
 
 @pytest.mark.parametrize(
@@ -172,14 +163,64 @@ def test_parse_madison_empty() -> None:
     assert deps.parse_madison("") == []
 
 
-def test_repin_message_names_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(deps, "available_abis", lambda pin: ["6.12.119+deb12-amd64"])
-    monkeypatch.setattr(deps, "available_versions", lambda pkg: ["6.12.119-1~deb12u1"])
+def _offered(name: str) -> dict[str, list[str]]:
+    """package -> versions of a captured `apt-cache madison` output."""
+    offered: dict[str, list[str]] = {}
+    for offer in apt.parse_offers((DATA / name).read_text()):
+        offered.setdefault(offer.package, []).append(offer.version)
+    return offered
+
+
+def test_a_pin_apt_still_has_is_not_gone() -> None:
+    """Captured madison output of the day the 6.12 pin was added: all three packages."""
     pin = load_pins().get("6.12")
-    msg = deps.repin_message(pin, ["linux-image-6.12.117+deb12-amd64=6.12.117-1~deb12u1"])
-    assert "kernel pin 6.12: 6.12.117+deb12-amd64 (6.12.117-1~deb12u1) is no longer" in msg
-    assert "linux-image-6.12.119+deb12-amd64: 6.12.119-1~deb12u1" in msg
-    assert "kernel-pin.yaml" in msg and "make deps PIN=6.12" in msg
+    assert deps.unavailable(pin.packages(), _offered("apt-madison-linux-6.12.txt")) == []
+    old = load_pins().get("6.1")
+    offered = _offered("apt-madison-linux-source-6.1.txt")
+    assert deps.unavailable({old.source_pkg: old.version}, offered) == []
+
+
+def test_a_gone_version_is_refused_in_one_line_with_what_apt_has(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A pin moved to a version apt no longer serves (6.12.110, between uploads): one line that
+    names what is gone, the images of the series and the source's versions apt has (captured
+    output), and how to move the pin."""
+    stale = REAL.replace("6.12.117", "6.12.110")
+    pin = parse_pins(stale).get("6.12")
+    offered = _offered("apt-madison-linux-6.12.txt")
+    gone = deps.unavailable(pin.packages(), offered)
+    assert gone == [
+        "linux-image-6.12.110+deb12-amd64=6.12.110-1~deb12u1",
+        "linux-headers-6.12.110+deb12-amd64=6.12.110-1~deb12u1",
+        "linux-source-6.12=6.12.110-1~deb12u1",
+    ]
+    search = (DATA / "apt-search-linux-image-6.12.txt").read_text()
+    images = apt.parse_search(search, re.compile("linux-image-" + pin.abi_pattern.pattern))
+    monkeypatch.setattr(apt, "search_names", lambda pattern, prefix: images)
+    monkeypatch.setattr(deps, "available_versions", lambda pkg: offered.get(pkg, []))
+    msg = deps.gone_message(pin, gone)
+    assert "\n" not in msg
+    assert msg.startswith(
+        "deps: kernel pin 6.12 (6.12.110+deb12-amd64 6.12.110-1~deb12u1) is gone from apt: "
+        "linux-image-6.12.110+deb12-amd64=6.12.110-1~deb12u1 "
+    )
+    # newest first, four of them; versions apt has for each (captured: only 6.12.117's)
+    assert "available: linux-image-6.12.117+deb12-amd64 6.12.117-1~deb12u1; " in msg
+    assert "linux-image-6.12.111+deb12-amd64 ?;" in msg
+    assert "linux-image-6.12.101+deb12-amd64" not in msg
+    assert (
+        "linux-source-6.12 6.12.117-1~deb12u1, 6.12.115-2~deb12u1, 6.12.113-1~deb12u1, "
+        "6.12.111-1~deb12u1, 6.12.107-1~deb12u1; move pin 6.12 in " in msg
+    )
+    assert msg.endswith("to a version all three packages have, then `make deps PIN=6.12`")
+
+
+def test_gone_with_nothing_to_offer() -> None:
+    pin = load_pins().get("6.1")
+    msg = deps.repin_message(pin, ["linux-source-6.1=6.1.192-2"], {}, [])
+    assert "available: no linux-image-6.1.*-amd64 images; linux-source-6.1 none;" in msg
+    assert msg.endswith("then `make deps`")
 
 
 # ---- apt sources: bookworm-backports from bookworm's mirror ---------------------------------
@@ -202,14 +243,15 @@ def test_one_line_sources_and_no_mirror() -> None:
 
 
 # ---- QEMU: bookworm's or bookworm-backports' ----------------------------------------------
-def test_qemu_choice_is_checked_on_real_dpkg_output() -> None:
+def test_qemu_choice_is_checked_on_dpkg_output() -> None:
     debian = apt.parse_installed((DATA / "dpkg-qemu-7.2.txt").read_text())
     assert debian["qemu-system-x86"] == ("1:7.2+dfsg-7+deb12u18+b3", "qemu")
     installed = {p: v for p, (v, _) in debian.items()}
     assert deps.qemu_ok(deps.qemu_choice("debian"), installed)
     assert not deps.qemu_ok(deps.qemu_choice("backports"), installed)
-    bpo = {p: v for p, (v, _) in apt.parse_installed(
-        (DATA / "dpkg-qemu-10.0.txt").read_text()).items()}  # fmt: skip
+    # constructed (no machine here has run QEMU 10 from backports yet)
+    version = deps.QEMU_CHOICES["backports"].version or ""
+    bpo = {"qemu-system-x86": version, "qemu-system-common": version}
     assert bpo["qemu-system-x86"] == deps.QEMU_CHOICES["backports"].version
     assert deps.qemu_ok(deps.qemu_choice("backports"), bpo)
     assert not deps.qemu_ok(deps.qemu_choice("debian"), bpo)

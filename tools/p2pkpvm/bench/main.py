@@ -23,6 +23,7 @@ from p2pkpvm.bench.tables import fmt_size, latex, markdown
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.errors import HarnessError, VMError
 from p2pkpvm.kernel.choice import KERNELS, KernelChoice, select
+from p2pkpvm.kernel.pin import load_pin
 from p2pkpvm.net.topology import load_topology
 from p2pkpvm.paths import project_root
 from p2pkpvm.vm.guest import Guest
@@ -162,6 +163,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--no-strace", action="store_true", help="skip the syscall-count runs")
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force the accelerator")
+    p.add_argument("--pin", default=None, help="kernel pin by name (default: the default pin)")
     p.add_argument(
         "--kernel", choices=KERNELS, default="stock", help="kernel of the pin (default stock)"
     )
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     root = project_root()
     if args.render:
         return render(args.render)
-    kernel: KernelChoice = select(args.kernel)
+    kernel: KernelChoice = select(args.kernel, load_pin(args.pin))
     missing = [n for n in NEEDED if not (root / n).exists()]
     if not kernel.module.exists():
         missing.append(str(kernel.module))

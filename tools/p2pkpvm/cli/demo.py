@@ -8,6 +8,7 @@ import time
 from p2pkpvm import paths
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.errors import HarnessError
+from p2pkpvm.kernel.choice import KernelChoice
 from p2pkpvm.net.topology import load_topology
 from p2pkpvm.scenario import toolout
 from p2pkpvm.scenario.scenario import next_port, recv_cmd, start_receiver
@@ -15,14 +16,15 @@ from p2pkpvm.scenario.scenario import next_port, recv_cmd, start_receiver
 SRC = "/tmp/p2pkp-demo/payload.bin"
 
 
-def run_demo(accel: str | None, size: str) -> int:
+def run_demo(accel: str | None, size: str, kernel: KernelChoice | None = None) -> int:
+    """kernel: what the guests boot (default: the default pin's stock kernel)."""
     send = paths.SEND
     for tool in (paths.SEND, paths.RECV):
         if not tool.exists():
             raise HarnessError(f"{tool} is not built: run `make`")
     t0 = time.monotonic()
     print("booting 3 guests (vm1 sender, vm2 + vm3 receivers) ...", flush=True)
-    with Cluster(load_topology("trio"), accel=accel) as cluster:
+    with Cluster(load_topology("trio"), accel=accel, kernel=kernel) as cluster:
         cluster.load_module()
         vm1, vm2, vm3 = cluster.vms
         print(

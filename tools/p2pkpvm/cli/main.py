@@ -27,9 +27,10 @@ from p2pkpvm.cluster.remote import ClusterServer, default_socket, shutdown
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel import deps, kbuild
 from p2pkpvm.kernel.choice import KERNELS, select
-from p2pkpvm.kernel.pin import load_pin, load_pins, select_pin
+from p2pkpvm.kernel.pin import KernelPin, load_pin, load_pins
 from p2pkpvm.net.topology import Topology, load_topology, topology_dict, topology_of_size
 from p2pkpvm.paths import out_dir
+from p2pkpvm.plugin import junit
 from p2pkpvm.vm import crash
 from p2pkpvm.vm.kvm import decide_accel
 from p2pkpvm.vm.machine import guest_env, vng_path
@@ -43,9 +44,14 @@ def _topology(args: argparse.Namespace) -> Topology:
     return topology_of_size(args.vms)
 
 
+def _pin(args: argparse.Namespace) -> KernelPin:
+    """The kernel pin of --pin (default: configs/kernel-pin.yaml's default)."""
+    return load_pin(args.pin)
+
+
 def cmd_probe_kvm(args: argparse.Namespace) -> int:
     vng = vng_path()
-    d = decide_accel(load_pin().vmlinuz, vng, guest_env(vng), use_cache=not args.no_cache)
+    d = decide_accel(_pin(args).vmlinuz, vng, guest_env(vng), use_cache=not args.no_cache)
     print(f"accel={d.accel} source={d.source} detail={d.detail}")
     return 0
 
@@ -55,7 +61,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     with --serve answer `pytest --attach` on a unix socket until `down`."""
     t0 = time.monotonic()
     topo = _topology(args)
-    kernel = select(args.kernel)
+    kernel = select(args.kernel, _pin(args))
     if args.append:
         kernel = dataclasses.replace(kernel, append=(*kernel.append, *args.append))
     with Cluster(topo, accel=args.accel, kernel=kernel) as cluster:
@@ -94,7 +100,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
         print("p2pkpvm shell: tmux not found (run `make deps`)", file=sys.stderr)
         return 2
     topo = _topology(args)
-    cluster = Cluster(topo, accel=args.accel)
+    pin = _pin(args)
+    cluster = Cluster(topo, accel=args.accel, kernel=select("stock", pin))
     session = f"p2pkp-{cluster.run_id}"
     try:
         cluster.create_network()
@@ -104,7 +111,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
             topo_arg = shlex.quote(args.topology) if args.topology else f"--vms {args.vms}"
             topo_arg = f"--topology {topo_arg}" if args.topology else topo_arg
             panes.append(
-                f"{py} -m p2pkpvm --pin {shlex.quote(load_pin().name)} guest {topo_arg} "
+                f"{py} -m p2pkpvm --pin {shlex.quote(pin.name)} guest {topo_arg} "
                 f"--name {g.name} "
                 f"--netns {cluster.netns.name} --accel {cluster.accel} "
                 f"--run-id {cluster.run_id} --logdir {shlex.quote(str(cluster.logdir))}"
@@ -133,7 +140,9 @@ def cmd_shell(args: argparse.Namespace) -> int:
 def cmd_guest(args: argparse.Namespace) -> int:
     """One tmux pane: boot one guest in the coordinator's namespace and hand over its shell."""
     topo = _topology(args)
-    cluster = Cluster(topo, run_id=args.run_id, logdir=Path(args.logdir))
+    cluster = Cluster(
+        topo, run_id=args.run_id, logdir=Path(args.logdir), kernel=select("stock", _pin(args))
+    )
     try:
         print(f"{args.name}: booting ({args.accel}) ...", flush=True)
         t0 = time.monotonic()
@@ -157,11 +166,11 @@ def cmd_guest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(accel=args.accel, size=args.size)
+    return run_demo(accel=args.accel, size=args.size, kernel=select("stock", _pin(args)))
 
 
 def cmd_deps(args: argparse.Namespace) -> int:
-    pin = load_pin()
+    pin = _pin(args)
     if args.action == "install":
         deps.install(pin, args.qemu)
     elif args.action == "check":
@@ -180,19 +189,26 @@ def cmd_deps(args: argparse.Namespace) -> int:
 
 
 def cmd_kernel(args: argparse.Namespace) -> int:
+    pin = _pin(args)
     if args.action == "build":
-        print(kbuild.build(args.flavour, args.jobs).directory)
+        print(kbuild.build(args.flavour, args.jobs, pin).directory)
         return 0
-    kb = kbuild.plan(args.flavour)
+    kb = kbuild.plan(args.flavour, pin)
     if args.action == "key":
         print(kb.key)
         return 0
     if not kb.complete():
         raise HarnessError(
-            f"the {args.flavour} kernel of pin {load_pin().name} is not built ({kb.directory}): "
-            f"run `{load_pin().make('kernel' if args.flavour == 'debug' else 'lean-kernel')}`"
+            f"the {args.flavour} kernel of pin {pin.name} is not built ({kb.directory}): "
+            f"run `{pin.make('kernel' if args.flavour == 'debug' else 'lean-kernel')}`"
         )
     print(kb.bzimage if args.action == "bzimage" else kb.directory)
+    return 0
+
+
+def cmd_junit_summary(args: argparse.Namespace) -> int:
+    for path in args.files:
+        print(junit.summary(path))
     return 0
 
 
@@ -217,9 +233,15 @@ def cmd_crash_scan(args: argparse.Namespace) -> int:
     return 1 if found else 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """bench's own command line, the pin first (a --pin of the bench arguments wins)."""
+    return bench_main.main(["--pin", _pin(args).name, *(x for x in args.bench_args if x != "--")])
+
+
 def cmd_lossbench(args: argparse.Namespace) -> int:
     losses = [float(x) for x in args.loss.split(",")]
-    return lossbench.run_lossbench(args.accel, args.size, losses, args.json, select(args.kernel))
+    kernel = select(args.kernel, _pin(args))
+    return lossbench.run_lossbench(args.accel, args.size, losses, args.json, kernel)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pin",
         default=None,
-        help="kernel pin of configs/kernel-pin.yaml by name, e.g. 6.12 (default: $P2PKP_PIN, "
-        "else the file's default); passed on to every process it starts",
+        help="kernel pin of configs/kernel-pin.yaml by name, e.g. 6.12 (default: the file's "
+        "default); passed on as an argument to every harness process it starts",
     )
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -287,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="P2PKP against the baselines on 4 guests (make bench)")
     s.add_argument("bench_args", nargs=argparse.REMAINDER, help="see `bench -- --help`")
-    s.set_defaults(fn=lambda a: bench_main.main([x for x in a.bench_args if x != "--"]))
+    s.set_defaults(fn=cmd_bench)
 
     s = sub.add_parser("bench-profile", help="perf profile of one transfer (sender, receiver)")
     s.add_argument("profile_args", nargs=argparse.REMAINDER, help="see `bench-profile -- --help`")
@@ -330,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-j", "--jobs", type=int, default=None)
     s.set_defaults(fn=cmd_kernel)
 
+    s = sub.add_parser("junit-summary", help="one line per pytest junit file (vm-test-matrix)")
+    s.add_argument("files", nargs="+", type=Path)
+    s.set_defaults(fn=cmd_junit_summary)
+
     s = sub.add_parser("crash-scan", help="find kernel crash reports in console/dmesg logs")
     s.add_argument("logs", nargs="+", help="console or dmesg logs ('-' for stdin)")
     s.add_argument("-v", "--verbose", action="store_true", help="print the excerpts too")
@@ -346,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("P2PKP_DEBUG"):
         logging.getLogger().setLevel(logging.DEBUG)
     try:
-        select_pin(args.pin)
+        _pin(args)  # an unknown --pin fails here, naming the pins
         rc: int = args.fn(args)
     except HarnessError as exc:
         print(f"p2pkpvm {args.cmd}: {one_line(exc)}", file=sys.stderr)

@@ -53,7 +53,7 @@ class Cluster:
         run_id: str | None = None,
         uso: bool | None = None,
     ) -> None:
-        """kernel: what the guests boot and the module built for it (default: the chosen
+        """kernel: what the guests boot and the module built for it (default: the default
         pin's stock kernel and its p2pkp.ko); its time_scale multiplies every deadline
         (boot, reachability, guest commands).  uso: virtio-net USO forced on or off (QEMU
         8.2+), None: QEMU's default."""

@@ -55,7 +55,7 @@ class KernelChoice:
 
 
 def stock(pin: KernelPin | None = None) -> KernelChoice:
-    """The pin's Debian image (default: the chosen pin, P2PKP_PIN or the file's default)."""
+    """The pin's Debian image (default: the default pin)."""
     pin = pin or load_pin()
     return KernelChoice("stock", pin.vmlinuz, module_dir("stock", pin) / "p2pkp.ko", pin=pin.name)
 
@@ -68,7 +68,7 @@ def module_dir(name: str, pin: KernelPin | None = None) -> Path:
 
 
 def select(name: str, pin: KernelPin | None = None) -> KernelChoice:
-    """The kernel `name` of the pin (default: the chosen one); HarnessError with the command
+    """The kernel `name` of the pin (default: the default pin); HarnessError with the command
     to run when it is not built."""
     pin = pin or load_pin()
     if name == "stock":

@@ -25,7 +25,6 @@ TOOL_PACKAGES: tuple[str, ...] = (
     "busybox-static",
     "iproute2",
     "iputils-ping",
-    "ethtool",
     "strace",
     "iperf3",
     "nftables",
@@ -137,22 +136,34 @@ def missing_packages(pin: KernelPin) -> list[str]:
     return wanted
 
 
-def repin_message(pin: KernelPin, unavailable: list[str]) -> str:
-    lines = [
-        f"deps: kernel pin {pin.name}: {pin.abi} ({pin.version}) is no longer available:",
-        *(f"  {item}" for item in unavailable),
-        "available now:",
-    ]
-    for abi in available_abis(pin)[:6]:
-        image = f"linux-image-{abi}"
-        lines.append(f"  {image}: {', '.join(available_versions(image)) or '?'}")
-    lines.append(f"  {pin.source_pkg}: {', '.join(available_versions(pin.source_pkg)) or 'none'}")
-    lines.append(
-        f"to re-pin: edit pin {pin.name} in {default_pin_path()} (abi, version, package names: "
-        f"all three packages must exist at that version), then `make deps PIN={pin.name} && "
-        f"make clean && make PIN={pin.name}`."
+def unavailable(wanted: dict[str, str], offered: dict[str, list[str]]) -> list[str]:
+    """`pkg=version` of each wanted package apt does not offer at that version (offered:
+    package -> versions, as `apt-cache madison` lists them)."""
+    return [f"{pkg}={v}" for pkg, v in wanted.items() if v not in offered.get(pkg, [])]
+
+
+def repin_message(
+    pin: KernelPin, gone: list[str], images: dict[str, list[str]], sources: list[str]
+) -> str:
+    """One line: what has gone, what apt has instead (images of the pin's series, newest
+    first, and the source package's versions) and how to move the pin."""
+    have = "; ".join(f"{img} {', '.join(v) or '?'}" for img, v in images.items())
+    return (
+        f"deps: kernel pin {pin.name} ({pin.abi} {pin.version}) is gone from apt: "
+        f"{' '.join(gone)} not available; available: "
+        f"{have or f'no linux-image-{pin.name}.*-amd64 images'}; "
+        f"{pin.source_pkg} {', '.join(sources) or 'none'}; move pin {pin.name} in "
+        f"{default_pin_path()} to a version all three packages have, then `{pin.make('deps')}`"
     )
-    return "\n".join(lines)
+
+
+def gone_message(pin: KernelPin, gone: list[str]) -> str:
+    """repin_message with what apt offers now."""
+    images = {
+        f"linux-image-{abi}": available_versions(f"linux-image-{abi}")
+        for abi in available_abis(pin)[:4]
+    }
+    return repin_message(pin, gone, images, available_versions(pin.source_pkg))
 
 
 def qemu_offers_message(choice: QemuChoice, offers: list[apt.Offer]) -> str:
@@ -203,13 +214,11 @@ def install(pin: KernelPin, qemu: str | None = None, log: bool = True) -> None:
         apt.ensure_suite(BASE_SUITE, choice.suite, BACKPORTS_LIST)
     print(f"deps: installing {' '.join(wanted) or 'nothing but QEMU'}", flush=True)
     apt.run_root(["apt-get", "update", "-q"], "apt-get update")
-    unavailable = [
-        f"{pkg}={version}"
-        for pkg, version in pin.packages().items()
-        if f"{pkg}={version}" in wanted and version not in available_versions(pkg)
-    ]
-    if unavailable:
-        raise DepsError(repin_message(pin, unavailable))
+    # only what is to be installed: an installed package apt has dropped since is no reason
+    todo = {pkg: v for pkg, v in pin.packages().items() if f"{pkg}={v}" in wanted}
+    gone = unavailable(todo, {pkg: available_versions(pkg) for pkg in todo})
+    if gone:
+        raise DepsError(gone_message(pin, gone))
     apt_install = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
     if wanted:
         apt.run_root([*apt_install, *wanted], "installing the kernel pin and host tools")
@@ -231,7 +240,7 @@ def checkpatch(pin: KernelPin) -> Path:
         return script
     tarball = pin.source_tarball
     if not tarball.exists():
-        raise DepsError(f"deps: {tarball} missing: run `make deps`")
+        raise DepsError(f"deps: {tarball} missing: run `{pin.make('deps')}`")
     top = tarball.name.removesuffix(".tar.xz")
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarball, "r:xz") as tar:

@@ -404,7 +404,7 @@ def _locked(path: Path) -> Iterator[None]:
 def build(
     flavour: str = "debug", jobs: int | None = None, pin: KernelPin | None = None
 ) -> KernelBuild:
-    """Build (or find in the cache) a flavour of a pin's kernel (default: the chosen pin)."""
+    """Build (or find in the cache) a flavour of a pin's kernel (default: the default pin)."""
     pin = pin or load_pin()
     kb = plan(flavour, pin)
     if kb.complete() and virtme_mods_ready(kb.directory):

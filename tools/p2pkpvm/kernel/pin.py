@@ -1,13 +1,13 @@
 """The kernel pins (configs/kernel-pin.yaml): a list of Debian kernels by name, one default.
 
-A pin is chosen by name: `make ... PIN=6.12` exports P2PKP_PIN, `pytest --pin`, and
-`python -m p2pkpvm --pin` set it; without one, the file's default.  kernel/pin.sh reads the
+A pin is chosen by name: `make ... PIN=6.12` passes it on as `python -m p2pkpvm --pin 6.12`
+and `pytest --pin 6.12`; without one, the file's default.  From there it travels as an argument
+and with the cluster (KernelChoice.pin), never through the environment.  kernel/pin.sh reads the
 same file for make and shell scripts (test_pin_deps checks that both agree).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,6 @@ import yaml
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.paths import project_root
 
-PIN_ENV = "P2PKP_PIN"
 NAME_RE = re.compile(r"^\d+\.\d+$")
 # 6.1.0-56-amd64, 6.12.117+deb12-amd64
 ABI_RE = re.compile(r"^\d+\.\d+\.\d+[-+][0-9A-Za-z.+-]*-amd64$")
@@ -92,8 +91,8 @@ class PinSet:
         return [p.name for p in self.pins]
 
     def get(self, name: str | None = None) -> KernelPin:
-        """The pin `name`; None: the one P2PKP_PIN names, else the default."""
-        name = name or os.environ.get(PIN_ENV) or self.default
+        """The pin `name`; None or '': the default."""
+        name = name or self.default
         for pin in self.pins:
             if pin.name == name:
                 return pin
@@ -184,13 +183,5 @@ def load_pins(path: Path | None = None) -> PinSet:
 
 
 def load_pin(name: str | None = None, path: Path | None = None) -> KernelPin:
-    """The pin `name`, else the one P2PKP_PIN names, else the default."""
+    """The pin `name` (None: the default); PinError naming the pins when there is none."""
     return load_pins(path).get(name)
-
-
-def select_pin(name: str | None) -> KernelPin:
-    """Make `name` (None: keep the current choice) the pin of this process and of every
-    process it starts (P2PKP_PIN), after checking that it exists."""
-    pin = load_pin(name)
-    os.environ[PIN_ENV] = pin.name
-    return pin

@@ -28,7 +28,7 @@ from p2pkpvm.cluster.remote import AttachedCluster, default_socket
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel.choice import KERNELS
 from p2pkpvm.kernel.choice import select as select_kernel
-from p2pkpvm.kernel.pin import PIN_ENV, select_pin
+from p2pkpvm.kernel.pin import load_pin
 from p2pkpvm.net.topology import Topology, load_topology
 from p2pkpvm.plugin.session import ClusterManager, CrashDetected, crash_message, per_test_dir
 from p2pkpvm.plugin.summary import RunSummary
@@ -60,8 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--pin",
         default=None,
-        help="kernel pin of configs/kernel-pin.yaml by name, e.g. 6.12 (default: $P2PKP_PIN, "
-        "else the file's default)",
+        help="kernel pin of configs/kernel-pin.yaml by name, e.g. 6.12 (default: the file's "
+        "default)",
     )
     group.addoption(
         "--kernel",
@@ -87,26 +87,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    # The pin of this run and of every process it starts (P2PKP_PIN); checked at once.
+    # The pin of this run: it travels with mgr.kernel (KernelChoice.pin) to every cluster.
     try:
-        select_pin(config.getoption("pin"))
+        pin = load_pin(config.getoption("pin"))
     except HarnessError as exc:
-        raise pytest.UsageError(f"--pin / {PIN_ENV}: {exc}") from exc
+        raise pytest.UsageError(f"--pin: {exc}") from exc
     mgr = ClusterManager(accel=config.getoption("accel"))
     summary = RunSummary()
     attach = config.getoption("attach")
     if attach:
         t0 = time.monotonic()
         cluster = AttachedCluster(Path(attach))
+        if cluster.kernel.pin and cluster.kernel.pin != pin.name and config.getoption("pin"):
+            raise pytest.UsageError(
+                f"--pin {pin.name}: the attached cluster runs pin {cluster.kernel.pin}"
+            )
         mgr.cluster = cluster
         mgr.kernel = cluster.kernel
         mgr.attached = True
         summary.stage("attach", time.monotonic() - t0)
     elif config.getoption("kernel") != "stock":
-        mgr.kernel = select_kernel(config.getoption("kernel"))
+        mgr.kernel = select_kernel(config.getoption("kernel"), pin)
         mgr.boot_timeout = DEBUG_BOOT_TIMEOUT_S  # x kernel.time_scale in Cluster
     else:
-        mgr.kernel = select_kernel("stock")
+        mgr.kernel = select_kernel("stock", pin)
     config.stash[MANAGER_KEY] = mgr
     config.stash[SUMMARY_KEY] = summary
     logging.getLogger("p2pkpvm").setLevel(logging.INFO)
