@@ -22,7 +22,7 @@ from types import FrameType
 
 import pytest
 
-from p2pkpvm.cluster.cluster import ClusterView, run_parallel
+from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.cluster.remote import AttachedCluster, default_socket
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel.choice import KERNELS
@@ -31,7 +31,6 @@ from p2pkpvm.net.topology import Topology, load_topology
 from p2pkpvm.plugin.session import ClusterManager, CrashDetected, crash_message, per_test_dir
 from p2pkpvm.plugin.summary import RunSummary
 from p2pkpvm.scenario.scenario import Scenario
-from p2pkpvm.vm.module import ensure_module
 
 DEFAULT_TIMEOUT_S = 300.0
 DEBUG_BOOT_TIMEOUT_S = 300.0  # scaled by the debug kernel's time_scale (x6: 30 min)
@@ -184,11 +183,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
     summary = request.config.stash[SUMMARY_KEY]
     t0 = time.monotonic()
     boots = mgr.boots + len(mgr.replacements)
-    view = mgr.view(_topology(request.node))
+    view = mgr.view(_topology(request.node), load=_loads_module(request))
     if mgr.boots + len(mgr.replacements) != boots:
         summary.stage("boot", time.monotonic() - t0)
     summary.used_vms = True
-    mgr.mark(view)
     request.node.stash[VIEW_KEY] = view
     yield view
     # Crashes during teardown of the test's own fixtures are reported as a teardown error
@@ -206,8 +204,7 @@ def heal(request: pytest.FixtureRequest, cluster: ClusterView) -> Callable[[], C
 
     def again() -> ClusterView:
         mgr = request.config.stash[MANAGER_KEY]
-        view = mgr.view(_topology(request.node))
-        mgr.mark(view)
+        view = mgr.view(_topology(request.node), load=_loads_module(request))
         request.node.stash[VIEW_KEY] = view
         return view
 
@@ -223,10 +220,15 @@ def kmemleak(request: pytest.FixtureRequest) -> Iterator[None]:
         raise CrashDetected("kmemleak after this module:\n" + crash_message(fresh))
 
 
+def _loads_module(request: pytest.FixtureRequest) -> bool:
+    """Whether the test asked for the module (fixture p2pkp, also through scn)."""
+    return "p2pkp" in request.fixturenames
+
+
 @pytest.fixture
 def p2pkp(cluster: ClusterView) -> ClusterView:
-    """The current build of the module loaded in every guest of the test's topology."""
-    run_parallel(ensure_module, "insmod", cluster.vms)
+    """The current build of the module loaded in every guest of the test's topology (the
+    cluster fixture loads it with its health probe, in the same console round)."""
     return cluster
 
 

@@ -203,16 +203,18 @@ class Scenario:
         errors: list[str] = []
 
         def clean(vm: Guest) -> None:
-            for owner, job in self.jobs:
-                if owner is vm:
-                    try:
-                        job.kill()
-                    except Exception as exc:  # cleanup must reach every job and guest
-                        errors.append(f"{vm.name}: kill: {exc}")
+            # One console round per guest: every job's process group, then the directory.
+            groups = " ".join(
+                f"-{job.pid}" for owner, job in self.jobs if owner is vm and job.pid > 0
+            )
+            kill = f"kill -TERM -- {groups} 2>/dev/null; " if groups else ""
             try:
-                vm.run(f"umount -l {q(self.dir)} 2>/dev/null; rm -rf {q(self.dir)}", timeout=60.0)
-            except Exception as exc:
-                errors.append(f"{vm.name}: umount, rm -rf {self.dir}: {exc}")
+                vm.run(
+                    f"{kill}umount -l {q(self.dir)} 2>/dev/null; rm -rf {q(self.dir)}",
+                    timeout=60.0,
+                )
+            except Exception as exc:  # cleanup must reach every guest
+                errors.append(f"{vm.name}: kill {groups or '(no jobs)'}, umount, rm -rf: {exc}")
 
         others = [vm for vm, _ in self.jobs if all(vm is not g for g in self.guests)]
         run_parallel(clean, "scenario teardown", [*self.guests, *others])
