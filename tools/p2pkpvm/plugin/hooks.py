@@ -37,6 +37,7 @@ DEBUG_BOOT_TIMEOUT_S = 300.0  # scaled by the debug kernel's time_scale (x6: 30 
 MANAGER_KEY = pytest.StashKey[ClusterManager]()
 SUMMARY_KEY = pytest.StashKey[RunSummary]()
 VIEW_KEY = pytest.StashKey[ClusterView]()
+SCN_READY_KEY = pytest.StashKey[bool]()  # the health probe made the scenario directory
 
 
 class DeadlineExceeded(HarnessError):
@@ -183,7 +184,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
     summary = request.config.stash[SUMMARY_KEY]
     t0 = time.monotonic()
     boots = mgr.boots + len(mgr.replacements)
-    view = mgr.view(_topology(request.node), load=_loads_module(request))
+    # A test with a scenario gets its directory made by the health probe, in the same
+    # console round (fixture scn then only takes it).
+    prelude = ""
+    if "scn" in request.fixturenames:
+        prelude = Scenario([], request.node.name).setup_script()
+        request.node.stash[SCN_READY_KEY] = True
+    view = mgr.view(_topology(request.node), load=_loads_module(request), prelude=prelude)
     if mgr.boots + len(mgr.replacements) != boots:
         summary.stage("boot", time.monotonic() - t0)
     summary.used_vms = True
@@ -286,6 +293,7 @@ def scn(
 ) -> Iterator[Scenario]:
     """A per-test directory on every guest; the test's background jobs killed afterwards."""
     s = Scenario(cluster.vms, request.node.name)
-    s.setup()
+    if not request.node.stash.get(SCN_READY_KEY, False):
+        s.setup()
     yield s
     s.teardown()

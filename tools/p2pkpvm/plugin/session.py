@@ -49,10 +49,11 @@ class ClusterManager:
             topology, accel=self.accel, kernel=self.kernel, boot_timeout=self.boot_timeout
         )
 
-    def view(self, topology: Topology, load: bool = False) -> ClusterView:
+    def view(self, topology: Topology, load: bool = False, prelude: str = "") -> ClusterView:
         """A healthy cluster covering topology (booting or rebooting when needed), each of
-        its guests running the current p2pkp.ko build (loaded first when `load`) and its
-        dmesg marked: one console round per healthy guest."""
+        its guests running the current p2pkp.ko build (loaded first when `load`), its dmesg
+        marked and `prelude` (shell: the test's own setup) run: one console round per
+        healthy guest."""
         if self.attached and self.cluster is not None:
             if not self.cluster.topology.covers(topology):
                 raise HarnessError(
@@ -86,7 +87,9 @@ class ClusterManager:
         self.accel_used = self.cluster.accel
         view = ClusterView(self.cluster, topology)
         # Probe every guest at once; replace (boot) the ones that need it, one after another.
-        whys = run_parallel(lambda vm: self._why_replace(vm, load), "health check", view.vms)
+        whys = run_parallel(
+            lambda vm: self._why_replace(vm, load, prelude), "health check", view.vms
+        )
         replaced = []
         for vm, why in zip(view.vms, whys, strict=True):
             if why:
@@ -96,18 +99,19 @@ class ClusterManager:
         view = ClusterView(self.cluster, topology)
         fresh = [vm for vm in view.vms if vm.name in replaced]
         if fresh:
-            run_parallel(lambda vm: self._prepare(vm, load), "insmod, dmesg mark", fresh)
+            run_parallel(lambda vm: self._prepare(vm, load, prelude), "insmod, dmesg mark", fresh)
         for vm in view.vms:
             self._reported[vm.name] = 0
         return view
 
     @staticmethod
-    def _prepare(vm: VM, load: bool) -> None:
-        """A fresh dmesg mark (what the module's (re)load logs belongs to the test), then the
-        current p2pkp.ko build (loaded when `load`)."""
-        ensure_module(vm, load=load, before=vm.mark_dmesg_script())
+    def _prepare(vm: VM, load: bool, prelude: str) -> None:
+        """A fresh dmesg mark (what the module's (re)load logs belongs to the test), the
+        prelude, then the current p2pkp.ko build (loaded when `load`)."""
+        before = vm.mark_dmesg_script() + (f" && {prelude}" if prelude else "")
+        ensure_module(vm, load=load, before=before)
 
-    def _why_replace(self, vm: VM, load: bool) -> str:
+    def _why_replace(self, vm: VM, load: bool, prelude: str) -> str:
         """Why vm must be replaced before the next test ("" when it is healthy, and then
         prepared: see _prepare)."""
         if not vm.alive and vm.dead_reason is not None:
@@ -122,10 +126,10 @@ class ClusterManager:
                 # (the fast loop of `vm-up` + --attach), loaded when the test needs it, and
                 # the dmesg marked, in one console round.
                 try:
-                    self._prepare(vm, load)
+                    self._prepare(vm, load, prelude)
                 except CommandTimeout:
                     # the console recovered (a previous test left a command running)
-                    self._prepare(vm, load)
+                    self._prepare(vm, load, prelude)
                 return ""
             except GuestDied:
                 pass

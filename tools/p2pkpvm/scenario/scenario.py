@@ -183,19 +183,21 @@ class Scenario:
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", self.name).strip("-")
         return f"/tmp/p2pkp-{safe}"
 
-    def setup(self) -> None:
-        # A tmpfs of its own: receivers create their files with O_TMPFILE, which the guests'
-        # /tmp (an overlayfs, without O_TMPFILE before 6.6) lacks; tests of the fallback make
-        # their own overlay directory.
+    def setup_script(self) -> str:
+        """Shell that makes this test's directory on a guest: a tmpfs of its own (receivers
+        create their files with O_TMPFILE, which the guests' /tmp, an overlayfs, lacks before
+        6.6; tests of the fallback make their own overlay directory)."""
         d = q(self.dir)
-        run_parallel(
-            lambda vm: vm.run(
-                f"umount -l {d} 2>/dev/null; rm -rf {d} && mkdir -p {d} && "
-                f"mount -t tmpfs -o mode=1777 p2pkp-scn {d}"
-            ),
-            "scenario setup",
-            self.guests,
+        return (
+            f"{{ umount -l {d} 2>/dev/null; rm -rf {d} && mkdir -p {d} && "
+            f"mount -t tmpfs -o mode=1777 p2pkp-scn {d}; }}"
         )
+
+    def setup(self) -> None:
+        """The directory on every guest, all at once (the pytest plugin runs setup_script
+        with its per-test health probe instead: one console round less)."""
+        script = self.setup_script()
+        run_parallel(lambda vm: vm.run(script), "scenario setup", self.guests)
 
     def teardown(self) -> None:
         """Kill the test's jobs and remove its directory, every guest at once; every guest is
