@@ -21,7 +21,7 @@ from p2pkpvm.kernel.choice import KernelChoice
 from p2pkpvm.paths import project_root
 from p2pkpvm.vm import crash
 from p2pkpvm.vm.console import CommandResult, Console, clean
-from p2pkpvm.vm.vng import VngSpec, build_argv, stderr_to_file
+from p2pkpvm.vm.vng import VngSpec, build_argv, stderr_to_file, without_udev
 
 log = logging.getLogger(__name__)
 KMSG_TAIL = 4000
@@ -192,6 +192,8 @@ class VM(GuestOps):
         self.logdir.mkdir(parents=True, exist_ok=True)
         vng = vng_path()
         argv = build_argv(self.spec, vng=vng)
+        if not self.spec.udev:
+            argv = without_udev(argv)
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         # QEMU truncates the file its console chardev writes to: every boot of a guest (a
