@@ -18,8 +18,9 @@ from p2pkpvm.vm.machine import GuestOps, parse_wait
 class LocalGuest(GuestOps):
     """A GuestOps whose console is a local bash; counts console rounds."""
 
-    def __init__(self) -> None:
+    def __init__(self, monitor: bool = False) -> None:
         super().__init__()
+        self.monitor = monitor  # job control on, as a console with a controlling tty has
         self.name = "local"
         self.ipv4 = "127.0.0.1"
         self.ipv6 = None
@@ -31,7 +32,7 @@ class LocalGuest(GuestOps):
         self.rounds.append(cmd)
         # as Console.run: a brace group with stdin from /dev/null, stderr with stdout
         p = subprocess.run(
-            ["bash", "-c", f"{{ {cmd}\n}} </dev/null 2>&1"],
+            ["bash", "-c", ("set -m\n" if self.monitor else "") + f"{{ {cmd}\n}} </dev/null 2>&1"],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -49,8 +50,9 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def test_spawn_is_one_round_and_wait_returns_rc_and_output() -> None:
-    g = LocalGuest()
+@pytest.mark.parametrize("monitor", [False, True], ids=["no-job-control", "job-control"])
+def test_spawn_is_one_round_and_wait_returns_rc_and_output(monitor: bool) -> None:
+    g = LocalGuest(monitor)
     job = g.spawn("echo hello; echo @rc 9; exit 3")
     assert job.pid > 0 and len(g.rounds) == 1
     res = job.wait(timeout=10.0)
@@ -75,12 +77,15 @@ def test_parse_wait_needs_the_exit_code() -> None:
         parse_wait("vm1", "x", "cat: /tmp/x.rc: No such file or directory\n")
 
 
-def test_teardown_kills_every_job_in_one_round() -> None:
-    g = LocalGuest()
+@pytest.mark.parametrize("monitor", [False, True], ids=["no-job-control", "job-control"])
+def test_teardown_kills_every_job_in_one_round(monitor: bool) -> None:
+    g = LocalGuest(monitor)
     # on the host, its directory (/tmp/p2pkp-NAME) is a plain one: umount -l fails, quietly
     scn = Scenario([g], f"test_jobs_teardown_{g._job_prefix.rsplit('-', 1)[1]}")
     subprocess.run(["mkdir", "-p", scn.dir], check=True)
     jobs = [scn.spawn(g, "sleep 60") for _ in range(3)]
+    # each pid is its job's own session (what teardown kills), whichever way it was found
+    assert [os.getsid(j.pid) for j in jobs] == [j.pid for j in jobs]
     g.rounds.clear()
     scn.teardown()
     assert len(g.rounds) == 1

@@ -63,15 +63,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the sanitizer build of `make kernel` (module from out/<kernel>-module: "
         "`make KERNEL=<kernel> <kernel>-module`)",
     )
+    # A flag, not an option with an optional value: `pytest --attach vmtests/x.py` (as the
+    # README types it) must not read the test path as the socket.
     group.addoption(
         "--attach",
-        nargs="?",
-        const=str(default_socket()),
-        default=None,
+        action="store_true",
+        help="run on the cluster `make vm-up` keeps running instead of booting one; a "
+        "rebuilt p2pkp.ko is reloaded before each test",
+    )
+    group.addoption(
+        "--attach-socket",
+        default=str(default_socket()),
         metavar="SOCKET",
-        help="run on the cluster `make vm-up` keeps running (default socket "
-        "out/cluster.sock) instead of booting one; a rebuilt p2pkp.ko is reloaded before "
-        "each test",
+        help="the socket of that cluster (default out/cluster.sock)",
     )
     group.addoption(
         "--long", action="store_true", help="also run the long campaigns (marker 'long')"
@@ -81,10 +85,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     mgr = ClusterManager(accel=config.getoption("accel"))
     summary = RunSummary()
-    attach = config.getoption("attach")
-    if attach:
+    if config.getoption("attach"):
         t0 = time.monotonic()
-        cluster = AttachedCluster(Path(attach))
+        cluster = AttachedCluster(Path(config.getoption("attach_socket")))
         mgr.cluster = cluster
         mgr.kernel = cluster.kernel
         mgr.attached = True
