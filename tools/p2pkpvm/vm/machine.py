@@ -101,9 +101,9 @@ class GuestOps:
         # pid and exit code files appear atomically (mv), never half-written.  One console
         # round.  The console's bash runs without job control (no controlling tty: $- has no
         # m), so the job starts in the shell's process group, setsid does not fork, and $! is
-        # the job's session leader at once; with job control, setsid would fork: then the
-        # command waits for the pid file (bounded: 400 x 50 ms).  Under TCG every exec costs
-        # ~0.2 s: waiting for the file made a spawn take 1.6 s.
+        # the job's session leader once setsid() has run; with job control, setsid would
+        # fork: then the command waits for the pid file (bounded: 400 x 50 ms).  Under TCG
+        # every exec costs ~0.2 s: waiting for the file made a spawn take 1.6 s.
         script = (
             f"echo $$ > {job.pidfile}.tmp && mv {job.pidfile}.tmp {job.pidfile}\n"
             f"( {cmd}\n)\necho $? > {job.rcfile}.tmp && mv {job.rcfile}.tmp {job.rcfile}"
@@ -114,7 +114,11 @@ class GuestOps:
             "case $- in *m*) n=0; "
             f"while ! grep -qxE '[0-9]+' {job.pidfile} 2>/dev/null && [ $n -lt 400 ]; "
             f'do n=$((n + 1)); sleep 0.05; done; echo "@pid $(cat {job.pidfile})";; '
-            '*) echo "@pid $!";; esac',
+            # $! is the job once setsid() has run in it (setsid's exec takes a while): wait
+            # for that with builtins only, so that a kill of its group right after works
+            '*) p=$!; n=0; while [ -e /proc/$p ] && [ $n -lt 200000 ] && '
+            '! { read -r _ _ _ _ _ s _ < /proc/$p/stat && [ "$s" = "$p" ]; } 2>/dev/null; '
+            'do n=$((n + 1)); done; echo "@pid $p";; esac',
             timeout=30,
         )
         m = re.search(r"^@pid (\d+)$", res.output, re.MULTILINE)
