@@ -116,7 +116,7 @@ class GuestOps:
             f'do n=$((n + 1)); sleep 0.05; done; echo "@pid $(cat {job.pidfile})";; '
             # $! is the job once setsid() has run in it (setsid's exec takes a while): wait
             # for that with builtins only, so that a kill of its group right after works
-            '*) p=$!; n=0; while [ -e /proc/$p ] && [ $n -lt 200000 ] && '
+            "*) p=$!; n=0; while [ -e /proc/$p ] && [ $n -lt 200000 ] && "
             '! { read -r _ _ _ _ _ s _ < /proc/$p/stat && [ "$s" = "$p" ]; } 2>/dev/null; '
             'do n=$((n + 1)); done; echo "@pid $p";; esac',
             timeout=30,
