@@ -135,17 +135,6 @@ static void bad(const char *op, const char *why)
 	exit(2);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decode hex into a new buffer; *n gets its length. */
 static unsigned char *unhex(const char *op, const char *hex, size_t *n)
 {
@@ -158,7 +147,7 @@ static unsigned char *unhex(const char *op, const char *hex, size_t *n)
 	if (!buf)
 		bad(op, "out of memory");
 	for (i = 0; i < len / 2; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = p2pkp_hexval(hex[2 * i]), lo = p2pkp_hexval(hex[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			bad(op, "not hex");

@@ -221,7 +221,7 @@ int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog)
 	return 0;
 }
 
-static int hexval(int c)
+int p2pkp_hexval(int c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -257,7 +257,7 @@ int p2pkp_set_key_file(int fd, const char *file, const char *prog)
 	} else if (n == 2 * P2PKP_KEY_SIZE ||
 		   (n == 2 * P2PKP_KEY_SIZE + 1 && buf[n - 1] == '\n')) {
 		for (i = 0; i < P2PKP_KEY_SIZE && !why; i++) {
-			int hi = hexval(buf[2 * i]), lo = hexval(buf[2 * i + 1]);
+			int hi = p2pkp_hexval(buf[2 * i]), lo = p2pkp_hexval(buf[2 * i + 1]);
 
 			if (hi < 0 || lo < 0)
 				why = "not hexadecimal";

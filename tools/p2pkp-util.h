@@ -62,6 +62,8 @@ int p2pkp_set_peer_timeout(int fd, __u32 ms, const char *prog);
  * prints "PROG: --key-file FILE: ..." or "PROG: setsockopt P2PKP_KEY: ..."
  * and returns -1.
  */
+/* Value of one hex digit, or -1. */
+int p2pkp_hexval(int c);
 int p2pkp_set_key_file(int fd, const char *file, const char *prog);
 
 /*

@@ -15,6 +15,7 @@ import re
 
 import pytest
 
+from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.scenario import toolout
 from p2pkpvm.scenario.scenario import (
@@ -44,20 +45,7 @@ SYS = str(TOOLS / "p2pkp-fuzz-sys")
 RX_TIMEOUT_MS = 3000
 # Reasons the stateless, xfer, random and badmac phases always produce (docs/protocol.md 2.7).
 # drop_sender needs an allow list (connect() on the receiver): not in these campaigns.
-EXPECTED_REASONS = (
-    "drop_short",
-    "drop_magic",
-    "drop_version",
-    "drop_type",
-    "drop_auth",
-    "drop_length",
-    "drop_field",
-    "drop_xfer",
-    "drop_peer",
-    "drop_cookie",
-    "drop_window",
-    "drop_dup",
-)
+EXPECTED_REASONS = tuple(r for r in wire.DROP_REASONS if r != "drop_sender")
 KEY = "5a" * 16 + "c3" * 16  # P2PKP_KEY of the keyed campaign, 32 bytes
 SOL_P2PKP, P2PKP_KEY = 300, 5
 

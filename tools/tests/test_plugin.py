@@ -79,3 +79,14 @@ def test_long_tests_are_opt_in(tmp_path: Path) -> None:
     assert "1 passed, 1 deselected" in run_pytest(tmp_path, "-k", "campaign or everyday")
     assert "2 passed" in run_pytest(tmp_path, "--long")
     assert "1 passed, 1 deselected" in run_pytest(tmp_path, "-m", "long")
+
+
+def test_attach_does_not_take_the_test_path_as_its_socket(tmp_path: Path) -> None:
+    """`pytest --attach vmtests/x.py`, typed as the README types it: --attach is a flag (the
+    socket is --attach-socket), so the path stays a test path.  With no cluster at the socket
+    the run stops naming the socket."""
+    (tmp_path / "test_long.py").write_text(LONG)
+    sock = tmp_path / "none.sock"
+    out = run_pytest(tmp_path, "--attach-socket", str(sock), "--attach")
+    assert f"no running cluster at {sock}" in out, out
+    assert "test_long.py (" not in out, out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from p2pkpvm.vm.vng import (
     guest_mac,
     masked_in_guest,
     stderr_to_file,
+    without_udev,
 )
 
 KERNEL = Path("/boot/vmlinuz-test")
@@ -103,3 +106,26 @@ def test_project_under_masked_dir_is_refused() -> None:
         VngSpec(kernel=Path("/boot/vmlinuz"), name="vm1", cwd=Path("/var/tmp/p2pkp"))
     with pytest.raises(ValueError, match=r"shell /var/tmp/p/guest-shell is under /var/tmp"):
         VngSpec(kernel=Path("/boot/vmlinuz"), name="vm1", shell=Path("/var/tmp/p/guest-shell"))
+
+
+def test_without_udev_hides_udevd_from_what_it_runs(tmp_path: Path) -> None:
+    """The wrapper really hides the directories (a mount namespace of its own, a tmpfs over
+    each) from the command it runs, and only from it."""
+    d = tmp_path / "systemd"
+    d.mkdir()
+    (d / "systemd-udevd").write_text("")
+    link = tmp_path / "lib-systemd"
+    link.symlink_to(d)  # like /lib -> usr/lib: one mount, not two
+    probe = ["/bin/sh", "-c", f"ls -A {d}; grep -c p2pkp-no-udev /proc/self/mounts"]
+    argv = without_udev(probe, dirs=(str(d), str(link), str(tmp_path / "absent")))
+    assert argv[-len(probe) :] == probe
+    if os.geteuid() != 0:
+        pytest.skip("mounting in a new mount namespace needs root (the harness runs as root)")
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1"], out  # nothing listed; one tmpfs
+    assert (d / "systemd-udevd").exists()  # the host's view is unchanged
+
+
+def test_without_udev_is_default_and_optional() -> None:
+    assert VngSpec(kernel=Path("/k"), name="vm1").udev is False
+    assert without_udev(["vng"], dirs=("/nonexistent-p2pkp",)) == ["vng"]

@@ -175,7 +175,10 @@ class Cluster:
             )
         g = self.topology.guest(vm.name)
         mac = vm.spec.nics[0].mac
-        # udev may rename the NIC (enp0sN) despite net.ifnames=0: find it by MAC, call it eth0.
+        # Without udev (VngSpec.udev) nothing loads the NIC's driver: load it (a no-op when
+        # built in or loaded).  With udev, udev may rename the NIC (enp0sN) despite
+        # net.ifnames=0: find it by MAC, call it eth0.
+        vm.run("modprobe -q virtio_net || test -d /sys/module/virtio_net", timeout=60)
         found = vm.wait_for(f"grep -l '^{mac}$' /sys/class/net/*/address", timeout=60)
         dev = found.output.split("/")[-2] if "/" in found.output else "eth0"
         if dev != "eth0":

@@ -23,7 +23,7 @@ from types import FrameType
 
 import pytest
 
-from p2pkpvm.cluster.cluster import ClusterView, run_parallel
+from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.cluster.remote import AttachedCluster, default_socket
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel.choice import KERNELS
@@ -33,13 +33,13 @@ from p2pkpvm.net.topology import Topology, load_topology
 from p2pkpvm.plugin.session import ClusterManager, CrashDetected, crash_message, per_test_dir
 from p2pkpvm.plugin.summary import RunSummary
 from p2pkpvm.scenario.scenario import Scenario
-from p2pkpvm.vm.module import ensure_module
 
 DEFAULT_TIMEOUT_S = 300.0
 DEBUG_BOOT_TIMEOUT_S = 300.0  # scaled by the debug kernel's time_scale (x6: 30 min)
 MANAGER_KEY = pytest.StashKey[ClusterManager]()
 SUMMARY_KEY = pytest.StashKey[RunSummary]()
 VIEW_KEY = pytest.StashKey[ClusterView]()
+SCN_READY_KEY = pytest.StashKey[bool]()  # the health probe made the scenario directory
 
 
 class DeadlineExceeded(HarnessError):
@@ -71,15 +71,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "the sanitizer build of `make kernel` (module from out/<kernel>-module: "
         "`make KERNEL=<kernel> <kernel>-module`)",
     )
+    # A flag, not an option with an optional value: `pytest --attach vmtests/x.py` (as the
+    # README types it) must not read the test path as the socket.
     group.addoption(
         "--attach",
-        nargs="?",
-        const=str(default_socket()),
-        default=None,
+        action="store_true",
+        help="run on the cluster `make vm-up` keeps running instead of booting one; a "
+        "rebuilt p2pkp.ko is reloaded before each test",
+    )
+    group.addoption(
+        "--attach-socket",
+        default=str(default_socket()),
         metavar="SOCKET",
-        help="run on the cluster `make vm-up` keeps running (default socket "
-        "out/cluster.sock) instead of booting one; a rebuilt p2pkp.ko is reloaded before "
-        "each test",
+        help="the socket of that cluster (default out/cluster.sock)",
     )
     group.addoption(
         "--long", action="store_true", help="also run the long campaigns (marker 'long')"
@@ -94,10 +98,9 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--pin: {exc}") from exc
     mgr = ClusterManager(accel=config.getoption("accel"))
     summary = RunSummary()
-    attach = config.getoption("attach")
-    if attach:
+    if config.getoption("attach"):
         t0 = time.monotonic()
-        cluster = AttachedCluster(Path(attach))
+        cluster = AttachedCluster(Path(config.getoption("attach_socket")))
         if cluster.kernel.pin and cluster.kernel.pin != pin.name and config.getoption("pin"):
             raise pytest.UsageError(
                 f"--pin {pin.name}: the attached cluster runs pin {cluster.kernel.pin}"
@@ -203,11 +206,16 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterView]:
     summary = request.config.stash[SUMMARY_KEY]
     t0 = time.monotonic()
     boots = mgr.boots + len(mgr.replacements)
-    view = mgr.view(_topology(request.node))
+    # A test with a scenario gets its directory made by the health probe, in the same
+    # console round (fixture scn then only takes it).
+    prelude = ""
+    if "scn" in request.fixturenames:
+        prelude = Scenario([], request.node.name).setup_script()
+        request.node.stash[SCN_READY_KEY] = True
+    view = mgr.view(_topology(request.node), load=_loads_module(request), prelude=prelude)
     if mgr.boots + len(mgr.replacements) != boots:
         summary.stage("boot", time.monotonic() - t0)
     summary.used_vms = True
-    mgr.mark(view)
     request.node.stash[VIEW_KEY] = view
     yield view
     # Crashes during teardown of the test's own fixtures are reported as a teardown error
@@ -225,8 +233,7 @@ def heal(request: pytest.FixtureRequest, cluster: ClusterView) -> Callable[[], C
 
     def again() -> ClusterView:
         mgr = request.config.stash[MANAGER_KEY]
-        view = mgr.view(_topology(request.node))
-        mgr.mark(view)
+        view = mgr.view(_topology(request.node), load=_loads_module(request))
         request.node.stash[VIEW_KEY] = view
         return view
 
@@ -242,10 +249,15 @@ def kmemleak(request: pytest.FixtureRequest) -> Iterator[None]:
         raise CrashDetected("kmemleak after this module:\n" + crash_message(fresh))
 
 
+def _loads_module(request: pytest.FixtureRequest) -> bool:
+    """Whether the test asked for the module (fixture p2pkp, also through scn)."""
+    return "p2pkp" in request.fixturenames
+
+
 @pytest.fixture
 def p2pkp(cluster: ClusterView) -> ClusterView:
-    """The current build of the module loaded in every guest of the test's topology."""
-    run_parallel(ensure_module, "insmod", cluster.vms)
+    """The current build of the module loaded in every guest of the test's topology (the
+    cluster fixture loads it with its health probe, in the same console round)."""
     return cluster
 
 
@@ -303,6 +315,7 @@ def scn(
 ) -> Iterator[Scenario]:
     """A per-test directory on every guest; the test's background jobs killed afterwards."""
     s = Scenario(cluster.vms, request.node.name)
-    s.setup()
+    if not request.node.stash.get(SCN_READY_KEY, False):
+        s.setup()
     yield s
     s.teardown()

@@ -49,8 +49,11 @@ class ClusterManager:
             topology, accel=self.accel, kernel=self.kernel, boot_timeout=self.boot_timeout
         )
 
-    def view(self, topology: Topology) -> ClusterView:
-        """A healthy cluster covering topology (booting or rebooting when needed)."""
+    def view(self, topology: Topology, load: bool = False, prelude: str = "") -> ClusterView:
+        """A healthy cluster covering topology (booting or rebooting when needed), each of
+        its guests running the current p2pkp.ko build (loaded first when `load`), its dmesg
+        marked and `prelude` (shell: the test's own setup) run: one console round per
+        healthy guest."""
         if self.attached and self.cluster is not None:
             if not self.cluster.topology.covers(topology):
                 raise HarnessError(
@@ -84,15 +87,33 @@ class ClusterManager:
         self.accel_used = self.cluster.accel
         view = ClusterView(self.cluster, topology)
         # Probe every guest at once; replace (boot) the ones that need it, one after another.
-        whys = run_parallel(self._why_replace, "health check", view.vms)
+        whys = run_parallel(
+            lambda vm: self._why_replace(vm, load, prelude), "health check", view.vms
+        )
+        replaced = []
         for vm, why in zip(view.vms, whys, strict=True):
             if why:
                 log.warning("%s %s: replacing it", vm.name, why)
                 self._replace(vm.name)
-        return ClusterView(self.cluster, topology)
+                replaced.append(vm.name)
+        view = ClusterView(self.cluster, topology)
+        fresh = [vm for vm in view.vms if vm.name in replaced]
+        if fresh:
+            run_parallel(lambda vm: self._prepare(vm, load, prelude), "insmod, dmesg mark", fresh)
+        for vm in view.vms:
+            self._reported[vm.name] = 0
+        return view
 
-    def _why_replace(self, vm: VM) -> str:
-        """Why vm must be replaced before the next test ("" when it is healthy)."""
+    @staticmethod
+    def _prepare(vm: VM, load: bool, prelude: str) -> None:
+        """A fresh dmesg mark (what the module's (re)load logs belongs to the test), the
+        prelude, then the current p2pkp.ko build (loaded when `load`)."""
+        before = vm.mark_dmesg_script() + (f" && {prelude}" if prelude else "")
+        ensure_module(vm, load=load, before=before)
+
+    def _why_replace(self, vm: VM, load: bool, prelude: str) -> str:
+        """Why vm must be replaced before the next test ("" when it is healthy, and then
+        prepared: see _prepare)."""
         if not vm.alive and vm.dead_reason is not None:
             self._crashed.discard(vm.name)  # replaced, whatever killed it
             return f"is dead ({vm.dead_reason})"
@@ -102,11 +123,14 @@ class ClusterManager:
         if vm.alive:
             try:
                 # The probe is useful work: a rebuilt p2pkp.ko is reloaded where one is loaded
-                # (the fast loop of `vm-up` + --attach), a missing one stays missing.
-                ensure_module(vm, load=False)
+                # (the fast loop of `vm-up` + --attach), loaded when the test needs it, and
+                # the dmesg marked, in one console round.
+                try:
+                    self._prepare(vm, load, prelude)
+                except CommandTimeout:
+                    # the console recovered (a previous test left a command running)
+                    self._prepare(vm, load, prelude)
                 return ""
-            except CommandTimeout:
-                return ""  # the console recovered (a previous test left a command running)
             except GuestDied:
                 pass
         return f"is dead ({vm.dead_reason})"
@@ -120,12 +144,6 @@ class ClusterManager:
         except HarnessError as exc:
             self.boot_error = f"replacing {name}: {exc}"
             raise
-
-    def mark(self, view: ClusterView) -> None:
-        """A fresh dmesg mark in every guest of the view, all at once."""
-        run_parallel(lambda vm: vm.mark_dmesg(), "dmesg mark", view.vms)
-        for vm in view.vms:
-            self._reported[vm.name] = 0
 
     def collect(self, view: ClusterView) -> list[DmesgCheck]:
         """Each guest's kernel log since mark() and the crash signatures in it."""

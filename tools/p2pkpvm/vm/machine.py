@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -20,7 +21,7 @@ from p2pkpvm.kernel.choice import KernelChoice
 from p2pkpvm.paths import project_root
 from p2pkpvm.vm import crash
 from p2pkpvm.vm.console import CommandResult, Console, clean
-from p2pkpvm.vm.vng import VngSpec, build_argv, stderr_to_file
+from p2pkpvm.vm.vng import VngSpec, build_argv, stderr_to_file, without_udev
 
 log = logging.getLogger(__name__)
 KMSG_TAIL = 4000
@@ -97,21 +98,35 @@ class GuestOps:
         """Start cmd in the background (own session); output goes to a guest file."""
         self._jobs += 1
         job = BackgroundJob(self, f"{self._job_prefix}-{self._jobs}", cmd)
-        # pid and exit code files appear atomically (mv), never half-written.
+        # pid and exit code files appear atomically (mv), never half-written.  One console
+        # round.  The console's bash runs without job control (no controlling tty: $- has no
+        # m), so the job starts in the shell's process group, setsid does not fork, and $! is
+        # the job's session leader once setsid() has run; with job control, setsid would
+        # fork: then the command waits for the pid file (bounded: 400 x 50 ms).  Under TCG
+        # every exec costs ~0.2 s: waiting for the file made a spawn take 1.6 s.
         script = (
             f"echo $$ > {job.pidfile}.tmp && mv {job.pidfile}.tmp {job.pidfile}\n"
             f"( {cmd}\n)\necho $? > {job.rcfile}.tmp && mv {job.rcfile}.tmp {job.rcfile}"
         )
-        self.run(
+        res = self.run(
             f"rm -f {job.pidfile} {job.rcfile}; setsid sh -c {shlex.quote(script)} "
-            f"> {job.logfile} 2>&1 < /dev/null &",
-            timeout=10,
+            f"> {job.logfile} 2>&1 < /dev/null &\n"
+            "case $- in *m*) n=0; "
+            f"while ! grep -qxE '[0-9]+' {job.pidfile} 2>/dev/null && [ $n -lt 400 ]; "
+            f'do n=$((n + 1)); sleep 0.05; done; echo "@pid $(cat {job.pidfile})";; '
+            # $! is the job once setsid() has run in it (setsid's exec takes a while): wait
+            # for that with builtins only, so that a kill of its group right after works
+            "*) p=$!; n=0; while [ -e /proc/$p ] && [ $n -lt 200000 ] && "
+            '! { read -r _ _ _ _ _ s _ < /proc/$p/stat && [ "$s" = "$p" ]; } 2>/dev/null; '
+            'do n=$((n + 1)); done; echo "@pid $p";; esac',
+            timeout=30,
         )
-        job.pid = int(
-            self.wait_for(
-                f"grep -xE '[0-9]+' {job.pidfile}", timeout=10, interval=0.1
-            ).output.strip()
-        )
+        m = re.search(r"^@pid (\d+)$", res.output, re.MULTILINE)
+        if m is None:
+            raise CommandFailed(
+                self.name, cmd, -1, f"background job did not start: {res.output[-500:]}", ""
+            )
+        job.pid = int(m[1])
         return job
 
     # ---- dmesg --------------------------------------------------------------------------
@@ -120,9 +135,14 @@ class GuestOps:
 
     def mark_dmesg(self) -> str:
         """Write a fresh marker into the kernel log; dmesg_since_mark() reads after it."""
-        self._mark = f"P2PKP-MARK-{secrets.token_hex(6)}"
-        self.run(f"echo {self._mark} > /dev/kmsg", timeout=10)
+        self.run(self.mark_dmesg_script(), timeout=10)
         return self._mark
+
+    def mark_dmesg_script(self) -> str:
+        """Shell that writes a fresh marker into the kernel log, to run as part of a longer
+        command (one console round); dmesg_since_mark() reads after it."""
+        self._mark = f"P2PKP-MARK-{secrets.token_hex(6)}"
+        return f"echo {self._mark} > /dev/kmsg"
 
     def dmesg_since_mark(self) -> str:
         if not self._mark:
@@ -182,6 +202,8 @@ class VM(GuestOps):
         self.logdir.mkdir(parents=True, exist_ok=True)
         vng = vng_path()
         argv = build_argv(self.spec, vng=vng)
+        if not self.spec.udev:
+            argv = without_udev(argv)
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]
         # QEMU truncates the file its console chardev writes to: every boot of a guest (a
@@ -344,6 +366,15 @@ def _wait_group_gone(pgid: int, timeout: float) -> None:
     log.warning("process group %d survives SIGKILL", pgid)
 
 
+def parse_wait(vm: str, cmd: str, output: str) -> CommandResult:
+    """The exit code and output of a finished job from its wait poll ("@rc N" then the
+    job's output)."""
+    m = re.search(r"^@rc (-?\d+)\n", output, re.MULTILINE)
+    if m is None:
+        raise CommandFailed(vm, cmd, -1, f"no exit code in {output[-500:]!r}", "")
+    return CommandResult(rc=int(m[1]), output=output[m.end() :])
+
+
 class BackgroundJob:
     """A guest command started with GuestOps.spawn()."""
 
@@ -354,9 +385,15 @@ class BackgroundJob:
         self.pidfile, self.rcfile, self.logfile = f"{base}.pid", f"{base}.rc", f"{base}.log"
 
     def wait(self, timeout: float) -> CommandResult:
-        """Wait for the job to finish; returns its exit code and output."""
+        """Wait for the job to finish; returns its exit code and output (one console round
+        per poll: the exit code and the output come with the poll that finds them)."""
         try:
-            self.vm.wait_for(f"test -e {self.rcfile}", timeout=timeout, interval=0.2)
+            res = self.vm.wait_for(
+                f'test -e {self.rcfile} && {{ echo "@rc $(cat {self.rcfile})"; '
+                f"cat {self.logfile}; }}",
+                timeout=timeout,
+                interval=0.2,
+            )
         except CommandTimeout as exc:
             raise CommandTimeout(
                 self.vm.name,
@@ -365,8 +402,7 @@ class BackgroundJob:
                 f"{timeout:.1f} s; output so far:\n{self.output()[-1500:]}",
                 exc.console_tail,
             ) from None
-        rc = int(self.vm.run(f"cat {self.rcfile}").output.strip())
-        return CommandResult(rc=rc, output=self.output())
+        return parse_wait(self.vm.name, self.cmd, res.output)
 
     def output(self) -> str:
         return self.vm.run(f"cat {self.logfile}", check=False).output

@@ -48,8 +48,12 @@ def ensure_script(ko: Path, want: str, load: bool = True) -> str:
     )
 
 
-def ensure_module(vm: Guest, load: bool = True) -> str:
+def ensure_module(vm: Guest, load: bool = True, before: str = "") -> str:
     """Make vm run the current build of its module: kept, loaded, reloaded (or absent when
-    load is False and it was not loaded). rmmod fails while a P2PKP socket is open."""
+    load is False and it was not loaded). rmmod fails while a P2PKP socket is open.  `before`:
+    shell run first in the same console round (it must succeed)."""
     ko = vm.module
-    return vm.run(ensure_script(ko, build_id(ko), load), timeout=60.0).output.strip()
+    cmd = ensure_script(ko, build_id(ko), load)
+    if before:
+        cmd = f"{before} && {{ {cmd}; }}"
+    return vm.run(cmd, timeout=60.0).output.strip()
