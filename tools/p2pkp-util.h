@@ -78,4 +78,19 @@ void p2pkp_json_str(FILE *f, const char *s);
  */
 void p2pkp_json_error(const char *call, const char *arg, int err);
 
+/*
+ * The per-peer results of the last write() on fd (P2PKP_PEER_RESULTS): with
+ * json one {"event":"peer","file":F,"addr":A,"state":S,"error":E|null,...}
+ * line each on stdout, else "PREFIXpeer ADDR: STATE..." lines on f.
+ */
+void p2pkp_print_peer_results(int fd, FILE *f, const char *prefix,
+			      const char *file, int json);
+
+/*
+ * The last transfer of fd (P2PKP_LAST_TRANSFER) as sent to npeers: with json
+ * {"event":"sent","file":F,"size":N,"peers":P,"duration_ns":D}, else
+ * "sent FILE (SIZE bytes) to N peers in MS ms", on stdout.
+ */
+void p2pkp_print_sent(int fd, const char *file, int npeers, int json);
+
 #endif /* P2PKP_UTIL_H */
