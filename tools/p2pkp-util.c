@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,16 @@ long long p2pkp_parse_uint(const char *s, long long max)
 	if (errno || *end || v > (unsigned long long)max)
 		return -1;
 	return (long long)v;
+}
+
+long long p2pkp_parse_timeout(const char *prog, const char *arg)
+{
+	long long ms = p2pkp_parse_uint(arg, UINT32_MAX);
+
+	if (ms < 0)
+		fprintf(stderr, "%s: --timeout '%s': not a number of milliseconds\n",
+			prog, arg);
+	return ms;
 }
 
 static int parse_port(const char *s, int *port)

@@ -47,6 +47,12 @@ int p2pkp_socket(const char *prog, int json);
 /* Parse a non-negative decimal number <= max; -1 on error. */
 long long p2pkp_parse_uint(const char *s, long long max);
 
+/*
+ * The milliseconds of a --timeout argument (0..UINT32_MAX), or -1 after
+ * printing "PROG: --timeout 'ARG': not a number of milliseconds".
+ */
+long long p2pkp_parse_timeout(const char *prog, const char *arg);
+
 /* "IDLE", "DONE", "FAILED" for enum p2pkp_peer_state; "UNKNOWN" otherwise. */
 const char *p2pkp_peer_state_name(__u32 state);
 
