@@ -349,6 +349,8 @@ struct p2pkp_sock {
 	u32 op_seq;			/* bumped when an operation begins */
 	char *op_path;			/* its path, to recognise a restart */
 	int op_result;			/* 0 or -errno, when OP_DONE */
+	bool op_read;			/* a read(), not a write() */
+	bool op_async;			/* a call returned without its result */
 	atomic_t op_waiters;		/* callers waiting for it */
 	u64 op_size;			/* receiver: size of the file */
 	struct sockaddr_storage op_from;	/* receiver: its sender */
@@ -2791,7 +2793,11 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		*wait = ps->linger_end > now ? ps->linger_end - now : U64_MAX;
 		return false;
 	}
-	if (rx->finished)
+	/*
+	 * A read() nobody waits for is over once the file is in place: POLLIN
+	 * now; the socket's linger answers a lost DONE (rx NULL, as above).
+	 */
+	if (rx->finished || (rx->state == RS_LINGER && ps->op_async))
 		return true;
 	if (rx->state == RS_RECV) {
 		/* queue drained: ACK what is pending, paced */
@@ -2911,8 +2917,11 @@ fail:
 
 static void p2pkp_op_done(struct p2pkp_sock *ps, int result)
 {
-	ps->op_result = result;
-	WRITE_ONCE(ps->op, OP_DONE);
+	WRITE_ONCE(ps->op_result, result);
+	/* no caller is told: SO_ERROR and POLLERR say it (section 1.5) */
+	if (ps->op_async && result < 0)
+		WRITE_ONCE(ps->sk.sk_err, -result);
+	smp_store_release(&ps->op, OP_DONE);	/* op_result first: poll */
 	p2pkp_notify(ps);
 }
 
@@ -2920,77 +2929,112 @@ static void p2pkp_op_clear(struct p2pkp_sock *ps)
 {
 	kfree(ps->op_path);
 	ps->op_path = NULL;
+	if (ps->op_async)		/* its failure is told or forgotten */
+		WRITE_ONCE(ps->sk.sk_err, 0);
+	ps->op_async = false;
 	WRITE_ONCE(ps->op, OP_NONE);
 }
+
+static bool p2pkp_rx_disarm(struct p2pkp_sock *ps);
 
 /*
  * The operation a write()/read() of @path belongs to (under ps->lock):
  * 1: the one in progress or done but not yet returned, for the same path
  * (the call is a restart or a repetition after EINTR); 0: none, start
- * one; -EBUSY: another path is in progress.
+ * one; -EBUSY: another path is in progress.  A non-blocking read() that
+ * has accepted no transfer yet gives way to a read() of another path.
  */
-static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path)
+static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path, bool read)
 {
 	if (ps->op == OP_NONE)
 		return 0;
-	if (!strcmp(ps->op_path, path))
+	if (!strcmp(ps->op_path, path) && ps->op_read == read)
 		return 1;
-	if (ps->op == OP_RUNNING || atomic_read(&ps->op_waiters))
-		return -EBUSY;		/* running, or its result not taken */
+	if (atomic_read(&ps->op_waiters))
+		return -EBUSY;		/* its result not taken */
+	if (ps->op == OP_RUNNING) {
+		if (!read || !ps->op_read || !ps->op_async ||
+		    !p2pkp_rx_disarm(ps))
+			return -EBUSY;
+		return 0;
+	}
 	p2pkp_op_clear(ps);		/* a result nobody asked for again */
 	return 0;
 }
 
 /* Make @path (kmalloc'ed) the operation just started, return its number. */
-static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path)
+static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path, bool read)
 {
 	ps->op_path = path;
 	ps->op_seq++;
-	ps->op_result = 0;
+	WRITE_ONCE(ps->op_result, 0);
+	WRITE_ONCE(ps->op_read, read);
+	ps->op_async = false;
 	WRITE_ONCE(ps->op, OP_RUNNING);
 	return ps->op_seq;
 }
 
 /*
  * Wait (called with ps->lock, returns with it unless -EINTR) for operation
- * @seq to end.  A signal, a stop or the freezer returns -ERESTARTSYS at
- * once and the operation goes on: the call is restarted (no handler,
- * SA_RESTART, after a stop or a freeze) or returns EINTR, and the same
- * call repeated finds the operation again.  Taking the lock back waits for
- * the engine's round (a file's fsync, at most); only a fatal signal ends
- * that wait (-EINTR, the process is dying).
+ * @seq to end, at most *@timeo jiffies (SO_SNDTIMEO/SO_RCVTIMEO; what is
+ * left is stored back): 0, -EAGAIN when the time is up.  A signal, a stop
+ * or the freezer returns -ERESTARTSYS at once and the operation goes on:
+ * the call is restarted (no handler, SA_RESTART, after a stop or a
+ * freeze) or returns EINTR, and the same call repeated finds the
+ * operation again.  Taking the lock back waits for the engine's round (a
+ * file's fsync, at most); only a fatal signal ends that wait (-EINTR, the
+ * process is dying).
  */
-static int p2pkp_op_wait(struct p2pkp_sock *ps, u32 seq)
+static int p2pkp_op_wait(struct p2pkp_sock *ps, u32 seq, long *timeo)
 {
-	int err;
+	long left;
 
 	atomic_inc(&ps->op_waiters);
 	mutex_unlock(&ps->lock);
-	err = wait_event_interruptible(*sk_sleep(&ps->sk),
-				       READ_ONCE(ps->op_seq) != seq ||
-				       READ_ONCE(ps->op) != OP_RUNNING);
+	left = wait_event_interruptible_timeout(*sk_sleep(&ps->sk),
+						READ_ONCE(ps->op_seq) != seq ||
+						READ_ONCE(ps->op) != OP_RUNNING,
+						*timeo);
 	if (mutex_lock_killable(&ps->lock)) {
 		atomic_dec(&ps->op_waiters);
 		return -EINTR;
 	}
 	atomic_dec(&ps->op_waiters);
-	return err;
+	if (left < 0)
+		return -ERESTARTSYS;
+	*timeo = left;
+	return left ? 0 : -EAGAIN;
 }
 
 /* The result of operation @seq (under ps->lock); it is returned once. */
 static int p2pkp_op_collect(struct p2pkp_sock *ps, u32 seq)
 {
+	int result;
+
 	if (ps->op_seq != seq)
 		return -EBUSY;		/* another operation began since */
+	result = ps->op_result;
 	if (ps->op == OP_DONE)
 		p2pkp_op_clear(ps);
-	return ps->op_result;
+	return result;
+}
+
+/*
+ * A signal, a stop or a timeout (with a timeout set, a signal is EINTR:
+ * a restart would wait the whole time again), as sockets do.
+ */
+static int p2pkp_intr_errno(int err, long timeo)
+{
+	return err == -ERESTARTSYS ? sock_intr_errno(timeo) : err;
 }
 
 static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
 	size_t n = min_t(size_t, len, P2PKP_PATH_MAX + 1);
+	long timeo0 = sock_sndtimeo(sock->sk, msg->msg_flags & MSG_DONTWAIT);
+	long timeo = timeo0;
+	bool started = false;
 	struct path pp;
 	struct file *f;
 	char *path;
@@ -3026,7 +3070,7 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
-	err = p2pkp_op_find(ps, path);
+	err = p2pkp_op_find(ps, path, false);
 	if (err < 0)
 		goto unlock;
 	if (!err) {
@@ -3053,20 +3097,31 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		fput(f);
 		if (err)
 			goto unlock;
-		p2pkp_op_begin(ps, path);
+		p2pkp_op_begin(ps, path, false);
 		path = NULL;
+		started = true;
 	}
 	seq = ps->op_seq;
-	err = p2pkp_op_wait(ps, seq);
+	if (!timeo && ps->op == OP_RUNNING) {
+		/* non-blocking: the transfer runs without the caller */
+		ps->op_async = true;
+		err = started ? -EINPROGRESS : -EALREADY;
+		goto unlock;
+	}
+	err = p2pkp_op_wait(ps, seq, &timeo);
 	if (err == -EINTR)
 		goto out;
 	if (!err || (ps->op_seq == seq && ps->op == OP_DONE))
 		err = p2pkp_op_collect(ps, seq);
+	else if (ps->op_seq == seq && ps->op == OP_RUNNING)
+		ps->op_async = true;	/* signal or timeout: it goes on */
 unlock:
 	mutex_unlock(&ps->lock);
 out:
 	kfree(path);
-	return err ? err : (int)min_t(size_t, len, INT_MAX);
+	if (err)
+		return p2pkp_intr_errno(err, timeo0);
+	return (int)min_t(size_t, len, INT_MAX);
 }
 
 /* The destination path is in the caller's buffer: read, not written. */
@@ -3097,38 +3152,57 @@ static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 }
 
 /*
- * A signal interrupted the wait of read() @seq (under ps->lock): with
- * nothing accepted yet, disarm it (nothing is lost: restarted or not, it
- * is as if the call had not begun); with a file already in place, it is
- * done (item 9 of issue 12: not EINTR); otherwise the transfer goes on.
+ * Disarm the armed read() if it has accepted no transfer (under ps->lock):
+ * nothing is lost, the temporary file goes.  False if one is under way.
  */
-static int p2pkp_rx_interrupted(struct p2pkp_sock *ps, u32 seq)
+static bool p2pkp_rx_disarm(struct p2pkp_sock *ps)
 {
 	struct p2pkp_rx *rx = ps->rxo;
 
-	if (ps->op_seq != seq)
-		return -ERESTARTSYS;
-	if (ps->op == OP_DONE)		/* it ended meanwhile */
-		return p2pkp_op_collect(ps, seq);
-	if (ps->op != OP_RUNNING || !rx)
-		return -ERESTARTSYS;
-	if (rx->state == RS_LINGER) {
-		p2pkp_rx_complete(ps);
-		return p2pkp_op_collect(ps, seq);
-	}
-	if (rx->state != RS_IDLE || atomic_read(&ps->op_waiters))
-		return -ERESTARTSYS;	/* going on, or another caller waits */
+	if (!rx || rx->state != RS_IDLE)
+		return false;
 	ps->rxo = NULL;
 	WRITE_ONCE(ps->state, P2PKP_IDLE);
 	p2pkp_rx_free(rx);
 	p2pkp_op_clear(ps);
-	return -ERESTARTSYS;
+	return true;
+}
+
+/*
+ * read() @seq returns before its end (under ps->lock) with @err: a signal
+ * (-ERESTARTSYS), the SO_RCVTIMEO timeout (-EAGAIN) or O_NONBLOCK
+ * (-EAGAIN, @keep).  With the file already in place (the linger of 3.2) it
+ * is done: the size, never EINTR (item 9 of issue 12).  With nothing
+ * accepted yet, a signal or a timeout disarms it (nothing is lost:
+ * restarted or not, it is as if the call had not begun); a non-blocking
+ * call keeps it armed.  Otherwise the transfer goes on without the caller.
+ */
+static int p2pkp_rx_unfinished(struct p2pkp_sock *ps, u32 seq, int err,
+			       bool keep)
+{
+	struct p2pkp_rx *rx = ps->rxo;
+
+	if (ps->op_seq != seq)
+		return err;
+	if (ps->op == OP_DONE)		/* it ended meanwhile */
+		return p2pkp_op_collect(ps, seq);
+	if (ps->op != OP_RUNNING || !rx)
+		return err;
+	if (rx->state == RS_LINGER) {
+		p2pkp_rx_complete(ps);
+		return p2pkp_op_collect(ps, seq);
+	}
+	if (keep || atomic_read(&ps->op_waiters) || !p2pkp_rx_disarm(ps))
+		ps->op_async = true;	/* going on without this caller */
+	return err;
 }
 
 static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 			 int flags)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
+	long timeo0 = sock_rcvtimeo(sock->sk, flags & MSG_DONTWAIT);
+	long timeo = timeo0;
 	char *path;
 	int err;
 	u32 seq;
@@ -3149,24 +3223,29 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
-	err = p2pkp_op_find(ps, path);
+	err = p2pkp_op_find(ps, path, true);
 	if (err < 0)
 		goto unlock;
 	if (!err) {
 		err = p2pkp_rx_arm(ps, path);
 		if (err)
 			goto unlock;
-		p2pkp_op_begin(ps, path);
+		p2pkp_op_begin(ps, path, true);
 		path = NULL;
 	}
 	seq = ps->op_seq;
-	err = p2pkp_op_wait(ps, seq);
+	if (!timeo) {			/* non-blocking: done, or EAGAIN */
+		err = p2pkp_rx_unfinished(ps, seq, -EAGAIN, true);
+		goto result;
+	}
+	err = p2pkp_op_wait(ps, seq, &timeo);
 	if (err == -EINTR)
 		goto out;
 	if (err)
-		err = p2pkp_rx_interrupted(ps, seq);
+		err = p2pkp_rx_unfinished(ps, seq, err, false);
 	else
 		err = p2pkp_op_collect(ps, seq);
+result:
 	if (!err) {
 		if (msg->msg_name) {
 			memcpy(msg->msg_name, &ps->op_from, ps->op_fromlen);
@@ -3178,7 +3257,7 @@ unlock:
 	mutex_unlock(&ps->lock);
 out:
 	kfree(path);
-	return err;
+	return p2pkp_intr_errno(err, timeo0);
 }
 
 /* ---- socket calls -------------------------------------------------- */
@@ -3549,11 +3628,33 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 	}
 }
 
+/*
+ * POLLOUT: no write()/read() in progress (a write() would start one);
+ * POLLIN: a read() is done, its file in place, its result not taken;
+ * POLLERR: the last operation failed (its result not taken) or SO_ERROR
+ * is set.  Woken by p2pkp_notify() when an operation ends.
+ */
 static __poll_t p2pkp_poll(struct file *file, struct socket *sock,
 			   poll_table *wait)
 {
-	/* read() and write() block until the whole file is done. */
-	return EPOLLIN | EPOLLRDNORM | EPOLLOUT | EPOLLWRNORM;
+	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
+	__poll_t mask = 0;
+	int op;
+
+	sock_poll_wait(file, sock, wait);
+	/* pairs with p2pkp_op_done(): its op_result is seen with OP_DONE */
+	op = smp_load_acquire(&ps->op);
+	if (op != OP_RUNNING)
+		mask |= EPOLLOUT | EPOLLWRNORM;
+	if (op == OP_DONE) {
+		if (READ_ONCE(ps->op_result) < 0)
+			mask |= EPOLLERR;
+		else if (READ_ONCE(ps->op_read))
+			mask |= EPOLLIN | EPOLLRDNORM;
+	}
+	if (READ_ONCE(sock->sk->sk_err))
+		mask |= EPOLLERR;
+	return mask;
 }
 
 /*

@@ -10,6 +10,13 @@
  * Receiver: fd = socket(AF_P2PKP, SOCK_DGRAM, 0);
  *           bind(fd, ip:port, len);
  *           read(fd, "/abs/dest", len);         one call per file
+ *
+ * With O_NONBLOCK or MSG_DONTWAIT, write() starts the transfer and fails
+ * with EINPROGRESS, read() arms the destination and fails with EAGAIN;
+ * poll() says POLLOUT (no transfer running), POLLIN (a read() is done),
+ * POLLERR (it failed; SO_ERROR), and the same call again returns the
+ * result.  SO_SNDTIMEO/SO_RCVTIMEO bound blocking calls (EAGAIN).  See
+ * docs/protocol.md section 1.5.
  */
 #ifndef _UAPI_LINUX_P2PKP_H
 #define _UAPI_LINUX_P2PKP_H

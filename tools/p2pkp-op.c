@@ -16,13 +16,16 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -38,6 +41,7 @@ static int nsocks;
 static int cur = -1;		/* the current fd */
 static volatile sig_atomic_t alarms;
 static int json;		/* --json: one JSON object per call on stdout */
+static int epfd = -1;		/* the epoll set of epoll-add */
 
 static void usage(FILE *f)
 {
@@ -60,6 +64,9 @@ static void usage(FILE *f)
 		"                         length, host byte order for the family)\n"
 		"  write:PATH             write(fd, PATH, strlen(PATH))\n"
 		"  send:PATH              send(fd, PATH, strlen(PATH), 0)\n"
+		"  send-dontwait:PATH     send() with MSG_DONTWAIT\n"
+		"  recv-dontwait:PATH     recv(fd, PATH, strlen(PATH) + 1, MSG_DONTWAIT)\n"
+		"  nonblock:on|off        set or clear O_NONBLOCK (fcntl)\n"
 		"  write-len:PATH:N       write N bytes: PATH then NUL padding, or PATH\n"
 		"                         cut to N bytes (no NUL) if N <= strlen(PATH)\n"
 		"  write-long:N           write N bytes '/xxxx...' (no NUL)\n"
@@ -69,8 +76,18 @@ static void usage(FILE *f)
 		"  recvmsg:PATH           recvmsg() with the path as buffer; prints\n"
 		"                         msg_name (the sender)\n"
 		"  setsockopt:peer_timeout:MS | setsockopt:rate:BYTES_PER_S\n"
+		"  setsockopt:sndtimeo:MS | setsockopt:rcvtimeo:MS   SO_SNDTIMEO/SO_RCVTIMEO\n"
 		"  setsockopt-raw:LEVEL:NAME:HEX\n"
-		"  getsockopt:peer_results|last_transfer|peer_timeout|rate\n"
+		"  getsockopt:peer_results|last_transfer|peer_timeout|rate|error\n"
+		"                         (error: SO_ERROR, printed as value=ENAME or OK)\n"
+		"  poll:EVENTS:MS         poll() the current socket for EVENTS (in, out,\n"
+		"                         inout); prints revents=IN|OUT|ERR|HUP or none\n"
+		"  epoll-add[:et]         add the current socket to this process's epoll\n"
+		"                         set (EPOLLIN|EPOLLOUT, edge-triggered with et)\n"
+		"  epoll-wait:N:MS        epoll_wait() until N different sockets reported\n"
+		"                         events, or MS ms; ret = those sockets; prints\n"
+		"                         events=SOCK#:IN|OUT|ERR,... in the order reported\n"
+		"  clock                  print 'clock = MS' (CLOCK_MONOTONIC, ms)\n"
 		"  getsockopt-raw:LEVEL:NAME:LEN  prints optlen and the bytes in hex\n"
 		"  shutdown:rd|wr|rdwr, listen, accept, getsockname, getpeername\n"
 		"  close                  close the current socket\n"
@@ -126,6 +143,25 @@ static void result(const char *what, long long ret, int err)
 		printf("%s = -1 %s\n", what, p2pkp_errname(err));
 	else
 		printf("%s = %lld\n", what, ret);
+	fflush(stdout);
+}
+
+/* "NAME ARGS = RET key=value" or its JSON form with a string field. */
+static void result_with(const char *what, long long ret, int err,
+			const char *key, const char *value)
+{
+	if (ret < 0) {
+		result(what, ret, err);
+		return;
+	}
+	if (json) {
+		json_begin(what, ret, err);
+		printf(",\"%s\":", key);
+		p2pkp_json_str(stdout, value);
+		json_end();
+		return;
+	}
+	printf("%s = %lld %s=%s\n", what, ret, key, value);
 	fflush(stdout);
 }
 
@@ -302,10 +338,162 @@ static void do_getsockopt(const char *op, const char *what)
 			return;
 		}
 		printf("getsockopt rate = 0 value=%llu\n", (unsigned long long)rate);
+	} else if (!strcmp(what, "error")) {
+		int v = 0;
+		socklen_t len = sizeof(v);
+
+		ret = getsockopt(cur, SOL_SOCKET, SO_ERROR, &v, &len);
+		e = errno;
+		result_with("getsockopt error", ret, e, "value",
+			    v ? p2pkp_errname(v) : "OK");
+		return;
 	} else {
-		bad(op, "expected peer_results, last_transfer, peer_timeout or rate");
+		bad(op, "expected peer_results, last_transfer, peer_timeout, rate or error");
 	}
 	fflush(stdout);
+}
+
+static const char *events_name(unsigned int ev, char *buf, size_t size)
+{
+	static const struct { unsigned int bit; const char *name; } names[] = {
+		{ POLLIN, "IN" }, { POLLOUT, "OUT" }, { POLLERR, "ERR" },
+		{ POLLHUP, "HUP" }, { POLLNVAL, "NVAL" }, { POLLPRI, "PRI" },
+	};
+	size_t i, n = 0;
+
+	buf[0] = '\0';
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (ev & names[i].bit)
+			n += (size_t)snprintf(buf + n, size - n, "%s%s",
+					      n ? "|" : "", names[i].name);
+	if (!n)
+		snprintf(buf, size, "none");
+	return buf;
+}
+
+/* The number (from 1, as use:N) of socket fd, or 0. */
+static int sock_number(int fd)
+{
+	int i;
+
+	for (i = 0; i < nsocks; i++)
+		if (socks[i] == fd)
+			return i + 1;
+	return 0;
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void do_poll(const char *op, char *arg)
+{
+	char *ms = arg ? strchr(arg, ':') : NULL;
+	char what[96], evbuf[64];
+	struct pollfd pfd;
+	long long t;
+	int ret, e;
+
+	if (!ms)
+		bad(op, "expected poll:EVENTS:MS");
+	*ms++ = '\0';
+	t = p2pkp_parse_uint(ms, INT_MAX);
+	if (t < 0)
+		bad(op, "bad milliseconds");
+	pfd.fd = cur;
+	pfd.revents = 0;
+	if (!strcmp(arg, "in"))
+		pfd.events = POLLIN;
+	else if (!strcmp(arg, "out"))
+		pfd.events = POLLOUT;
+	else if (!strcmp(arg, "inout"))
+		pfd.events = POLLIN | POLLOUT;
+	else
+		bad(op, "EVENTS: in, out or inout");
+	ret = poll(&pfd, 1, (int)t);
+	e = errno;
+	snprintf(what, sizeof(what), "poll %s %lld", arg, t);
+	result_with(what, ret, e, "revents",
+		    events_name((unsigned int)pfd.revents, evbuf, sizeof(evbuf)));
+}
+
+static void do_epoll_add(const char *op, const char *arg)
+{
+	struct epoll_event ev;
+	int ret, e;
+
+	if (arg && strcmp(arg, "et"))
+		bad(op, "expected epoll-add or epoll-add:et");
+	if (epfd < 0) {
+		epfd = epoll_create1(EPOLL_CLOEXEC);
+		if (epfd < 0) {
+			result("epoll_create1", -1, errno);
+			return;
+		}
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.events = EPOLLIN | EPOLLOUT | (arg ? EPOLLET : 0);
+	ev.data.fd = cur;
+	ret = epoll_ctl(epfd, EPOLL_CTL_ADD, cur, &ev);
+	e = errno;
+	result(arg ? "epoll-add et" : "epoll-add", ret, e);
+}
+
+/* Wait until @want sockets reported events (or the time is up); print them. */
+static void do_epoll_wait(const char *op, char *arg)
+{
+	char *ms = arg ? strchr(arg, ':') : NULL;
+	char what[96], evbuf[64], list[4096];
+	struct epoll_event evs[64];
+	bool seen[MAX_SOCKS + 1] = { false };
+	long long want, t, end;
+	size_t used = 0;
+	int n = 0, ret = 0, e = 0, i;
+
+	if (!ms)
+		bad(op, "expected epoll-wait:N:MS");
+	*ms++ = '\0';
+	want = p2pkp_parse_uint(arg, 1024);
+	t = p2pkp_parse_uint(ms, INT_MAX);
+	if (want < 1 || t < 0)
+		bad(op, "expected epoll-wait:N:MS with N 1..1024");
+	if (epfd < 0)
+		bad(op, "no epoll-add before");
+	list[0] = '\0';
+	end = now_ms() + t;
+	while (n < want) {
+		long long left = end - now_ms();
+
+		if (left < 0)
+			break;
+		ret = epoll_wait(epfd, evs, 64, (int)left);
+		if (ret < 0) {
+			e = errno;
+			if (e == EINTR)
+				continue;
+			break;
+		}
+		for (i = 0; i < ret; i++) {
+			int k = sock_number(evs[i].data.fd);
+
+			if (!seen[k]) {
+				seen[k] = true;
+				n++;
+			}
+			used += (size_t)snprintf(list + used, sizeof(list) - used,
+						 "%s%d:%s", used ? "," : "", k,
+						 events_name(evs[i].events, evbuf,
+							     sizeof(evbuf)));
+			if (used >= sizeof(list))
+				bad(op, "too many events to print");
+		}
+	}
+	snprintf(what, sizeof(what), "epoll-wait %lld %lld", want, t);
+	result_with(what, ret < 0 ? -1 : n, e, "events", list);
 }
 
 static int sock_type(const char *op, const char *s)
@@ -432,6 +620,47 @@ static void run(char *op)
 		result(what, ret, e);
 		return;
 	}
+	if (!strcmp(op, "send-dontwait") || !strcmp(op, "recv-dontwait")) {
+		if (!arg)
+			bad(op, "needs a path");
+		if (op[0] == 's')
+			ret = send(cur, arg, strlen(arg), MSG_DONTWAIT);
+		else
+			ret = recv(cur, arg, strlen(arg) + 1, MSG_DONTWAIT);
+		e = errno;
+		snprintf(what, sizeof(what), "%s %s", op, arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "nonblock")) {
+		int fl = fcntl(cur, F_GETFL);
+
+		if (!arg || (strcmp(arg, "on") && strcmp(arg, "off")))
+			bad(op, "expected nonblock:on or nonblock:off");
+		if (fl >= 0)
+			fl = arg[1] == 'n' ? fl | O_NONBLOCK : fl & ~O_NONBLOCK;
+		ret = fl < 0 ? -1 : fcntl(cur, F_SETFL, fl);
+		e = errno;
+		snprintf(what, sizeof(what), "nonblock %s", arg);
+		result(what, ret, e);
+		return;
+	}
+	if (!strcmp(op, "poll")) {
+		do_poll(op, arg);
+		return;
+	}
+	if (!strcmp(op, "epoll-add")) {
+		do_epoll_add(op, arg);
+		return;
+	}
+	if (!strcmp(op, "epoll-wait")) {
+		do_epoll_wait(op, arg);
+		return;
+	}
+	if (!strcmp(op, "clock")) {
+		result("clock", now_ms(), 0);
+		return;
+	}
 	if (!strcmp(op, "write-len") || !strcmp(op, "read-len")) {
 		long long n;
 		char *buf;
@@ -549,8 +778,24 @@ static void run(char *op)
 			result(what, ret, e);
 			return;
 		}
+		if (!strcmp(arg, "sndtimeo") || !strcmp(arg, "rcvtimeo")) {
+			struct timeval tv;
+
+			ret = p2pkp_parse_uint(val, INT_MAX);
+			if (ret < 0)
+				bad(op, "bad milliseconds");
+			tv.tv_sec = ret / 1000;
+			tv.tv_usec = (ret % 1000) * 1000;
+			ms = (__u32)ret;
+			ret = setsockopt(cur, SOL_SOCKET, arg[0] == 's' ?
+					 SO_SNDTIMEO : SO_RCVTIMEO, &tv, sizeof(tv));
+			e = errno;
+			snprintf(what, sizeof(what), "setsockopt %s %u", arg, ms);
+			result(what, ret, e);
+			return;
+		}
 		if (strcmp(arg, "peer_timeout"))
-			bad(op, "only peer_timeout and rate can be set");
+			bad(op, "only peer_timeout, rate, sndtimeo and rcvtimeo can be set");
 		ret = p2pkp_parse_uint(val, UINT32_MAX);
 		if (ret < 0)
 			bad(op, "bad milliseconds");

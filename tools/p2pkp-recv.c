@@ -226,12 +226,9 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'T':
-			timeout = p2pkp_parse_uint(optarg, UINT32_MAX);
-			if (timeout < 0) {
-				fprintf(stderr, PROG ": --timeout '%s': not a number of milliseconds\n",
-					optarg);
+			timeout = p2pkp_parse_timeout(PROG, optarg);
+			if (timeout < 0)
 				return 2;
-			}
 			break;
 		case 'k':
 			key_file = optarg;

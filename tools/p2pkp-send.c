@@ -98,92 +98,6 @@ static int parse_rate(const char *s, unsigned long long *rate)
 	return 0;
 }
 
-/* --json: {"event":"peer","file":F,"addr":A,"state":S,"error":E|null,...} */
-static void json_peer(const char *file, const struct p2pkp_peer_result *r)
-{
-	char abuf[80];
-
-	fputs("{\"event\":\"peer\",\"file\":", stdout);
-	p2pkp_json_str(stdout, file);
-	fputs(",\"addr\":", stdout);
-	p2pkp_json_str(stdout, p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)));
-	fputs(",\"state\":", stdout);
-	p2pkp_json_str(stdout, p2pkp_peer_state_name(r->state));
-	fputs(",\"error\":", stdout);
-	p2pkp_json_str(stdout, r->status ? p2pkp_errname(-r->status) : NULL);
-	printf(",\"bytes_acked\":%llu,\"datagrams_sent\":%llu,\"retransmitted\":%llu}\n",
-	       (unsigned long long)r->bytes_acked,
-	       (unsigned long long)r->datagrams_sent,
-	       (unsigned long long)r->datagrams_retransmitted);
-}
-
-static void print_peer_results(int fd, FILE *f, const char *prefix,
-			       const char *file)
-{
-	struct p2pkp_peer_result res[P2PKP_MAX_PEERS];
-	socklen_t len = sizeof(res);
-	char abuf[80];
-	size_t i, n;
-
-	if (getsockopt(fd, SOL_P2PKP, P2PKP_PEER_RESULTS, res, &len) < 0) {
-		int e = errno;
-
-		if (json)
-			p2pkp_json_error("getsockopt", "P2PKP_PEER_RESULTS", e);
-		else
-			fprintf(f, "%sgetsockopt P2PKP_PEER_RESULTS: %s (%s)\n", prefix,
-				p2pkp_errname(e), strerror(e));
-		return;
-	}
-	n = len / sizeof(res[0]);
-	for (i = 0; i < n; i++) {
-		struct p2pkp_peer_result *r = &res[i];
-
-		if (json) {
-			json_peer(file, r);
-			continue;
-		}
-
-		fprintf(f, "%speer %s: %s", prefix,
-			p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)),
-			p2pkp_peer_state_name(r->state));
-		if (r->status)
-			fprintf(f, " %s (%s)", p2pkp_errname(-r->status),
-				strerror(-r->status));
-		fprintf(f, ", %llu bytes acked, %llu datagrams sent, %llu retransmitted\n",
-			(unsigned long long)r->bytes_acked,
-			(unsigned long long)r->datagrams_sent,
-			(unsigned long long)r->datagrams_retransmitted);
-	}
-}
-
-/* --verbose: "sent FILE (SIZE bytes) to N peers in MS ms" from LAST_TRANSFER. */
-static void print_transfer(int fd, const char *file, int npeers)
-{
-	struct p2pkp_transfer_info info;
-	socklen_t len = sizeof(info);
-
-	if (json) {
-		int ok = getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) == 0;
-
-		fputs("{\"event\":\"sent\",\"file\":", stdout);
-		p2pkp_json_str(stdout, file);
-		if (ok)
-			printf(",\"size\":%llu,\"peers\":%d,\"duration_ns\":%llu}\n",
-			       (unsigned long long)info.size, npeers,
-			       (unsigned long long)info.duration_ns);
-		else
-			printf(",\"size\":null,\"peers\":%d,\"duration_ns\":null}\n", npeers);
-	} else if (getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) < 0) {
-		printf("sent %s to %d peer%s\n", file, npeers, npeers == 1 ? "" : "s");
-	} else {
-		printf("sent %s (%llu bytes) to %d peer%s in %.3f ms\n", file,
-		       (unsigned long long)info.size, npeers, npeers == 1 ? "" : "s",
-		       (double)info.duration_ns / 1e6);
-	}
-	fflush(stdout);
-}
-
 static char *absolute(const char *path, const char *cwd)
 {
 	size_t n;
@@ -240,12 +154,9 @@ int main(int argc, char **argv)
 			peers[npeers++].spec = optarg;
 			break;
 		case 'T':
-			timeout = p2pkp_parse_uint(optarg, UINT32_MAX);
-			if (timeout < 0) {
-				fprintf(stderr, PROG ": --timeout '%s': not a number of milliseconds\n",
-					optarg);
+			timeout = p2pkp_parse_timeout(PROG, optarg);
+			if (timeout < 0)
 				return 2;
-			}
 			break;
 		case 'r':
 			if (parse_rate(optarg, &rate)) {
@@ -337,8 +248,8 @@ int main(int argc, char **argv)
 
 		if (n == (ssize_t)len) {
 			if (verbose) {
-				print_transfer(fd, files[i], npeers);
-				print_peer_results(fd, stdout, "  ", files[i]);
+				p2pkp_print_sent(fd, files[i], npeers, json);
+				p2pkp_print_peer_results(fd, stdout, "  ", files[i], json);
 			}
 			continue;
 		}
@@ -351,7 +262,7 @@ int main(int argc, char **argv)
 			else
 				fprintf(stderr, PROG ": write %s: %s (%s)\n", files[i],
 					p2pkp_errname(e), strerror(e));
-			print_peer_results(fd, stderr, PROG ":   ", files[i]);
+			p2pkp_print_peer_results(fd, stderr, PROG ":   ", files[i], json);
 			if (e == EINTR)
 				break;
 		} else {
@@ -360,7 +271,7 @@ int main(int argc, char **argv)
 			else
 				fprintf(stderr, PROG ": write %s: short write %zd of %zu\n",
 					files[i], n, len);
-			print_peer_results(fd, stderr, PROG ":   ", files[i]);
+			p2pkp_print_peer_results(fd, stderr, PROG ":   ", files[i], json);
 		}
 	}
 	close(fd);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,16 @@ long long p2pkp_parse_uint(const char *s, long long max)
 	if (errno || *end || v > (unsigned long long)max)
 		return -1;
 	return (long long)v;
+}
+
+long long p2pkp_parse_timeout(const char *prog, const char *arg)
+{
+	long long ms = p2pkp_parse_uint(arg, UINT32_MAX);
+
+	if (ms < 0)
+		fprintf(stderr, "%s: --timeout '%s': not a number of milliseconds\n",
+			prog, arg);
+	return ms;
 }
 
 static int parse_port(const char *s, int *port)
@@ -315,5 +326,90 @@ void p2pkp_json_error(const char *call, const char *arg, int err)
 	fputs(",\"message\":", stdout);
 	p2pkp_json_str(stdout, strerror(err));
 	fputs("}\n", stdout);
+	fflush(stdout);
+}
+
+/* --json: {"event":"peer","file":F,"addr":A,"state":S,"error":E|null,...} */
+static void json_peer(const char *file, const struct p2pkp_peer_result *r)
+{
+	char abuf[80];
+
+	fputs("{\"event\":\"peer\",\"file\":", stdout);
+	p2pkp_json_str(stdout, file);
+	fputs(",\"addr\":", stdout);
+	p2pkp_json_str(stdout, p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)));
+	fputs(",\"state\":", stdout);
+	p2pkp_json_str(stdout, p2pkp_peer_state_name(r->state));
+	fputs(",\"error\":", stdout);
+	p2pkp_json_str(stdout, r->status ? p2pkp_errname(-r->status) : NULL);
+	printf(",\"bytes_acked\":%llu,\"datagrams_sent\":%llu,\"retransmitted\":%llu}\n",
+	       (unsigned long long)r->bytes_acked,
+	       (unsigned long long)r->datagrams_sent,
+	       (unsigned long long)r->datagrams_retransmitted);
+}
+
+void p2pkp_print_peer_results(int fd, FILE *f, const char *prefix,
+			      const char *file, int json)
+{
+	struct p2pkp_peer_result res[P2PKP_MAX_PEERS];
+	socklen_t len = sizeof(res);
+	char abuf[80];
+	size_t i, n;
+
+	if (getsockopt(fd, SOL_P2PKP, P2PKP_PEER_RESULTS, res, &len) < 0) {
+		int e = errno;
+
+		if (json)
+			p2pkp_json_error("getsockopt", "P2PKP_PEER_RESULTS", e);
+		else
+			fprintf(f, "%sgetsockopt P2PKP_PEER_RESULTS: %s (%s)\n", prefix,
+				p2pkp_errname(e), strerror(e));
+		return;
+	}
+	n = len / sizeof(res[0]);
+	for (i = 0; i < n; i++) {
+		struct p2pkp_peer_result *r = &res[i];
+
+		if (json) {
+			json_peer(file, r);
+			continue;
+		}
+
+		fprintf(f, "%speer %s: %s", prefix,
+			p2pkp_format_addr(&r->addr, abuf, sizeof(abuf)),
+			p2pkp_peer_state_name(r->state));
+		if (r->status)
+			fprintf(f, " %s (%s)", p2pkp_errname(-r->status),
+				strerror(-r->status));
+		fprintf(f, ", %llu bytes acked, %llu datagrams sent, %llu retransmitted\n",
+			(unsigned long long)r->bytes_acked,
+			(unsigned long long)r->datagrams_sent,
+			(unsigned long long)r->datagrams_retransmitted);
+	}
+}
+
+void p2pkp_print_sent(int fd, const char *file, int npeers, int json)
+{
+	struct p2pkp_transfer_info info;
+	socklen_t len = sizeof(info);
+
+	if (json) {
+		int ok = getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) == 0;
+
+		fputs("{\"event\":\"sent\",\"file\":", stdout);
+		p2pkp_json_str(stdout, file);
+		if (ok)
+			printf(",\"size\":%llu,\"peers\":%d,\"duration_ns\":%llu}\n",
+			       (unsigned long long)info.size, npeers,
+			       (unsigned long long)info.duration_ns);
+		else
+			printf(",\"size\":null,\"peers\":%d,\"duration_ns\":null}\n", npeers);
+	} else if (getsockopt(fd, SOL_P2PKP, P2PKP_LAST_TRANSFER, &info, &len) < 0) {
+		printf("sent %s to %d peer%s\n", file, npeers, npeers == 1 ? "" : "s");
+	} else {
+		printf("sent %s (%llu bytes) to %d peer%s in %.3f ms\n", file,
+		       (unsigned long long)info.size, npeers, npeers == 1 ? "" : "s",
+		       (double)info.duration_ns / 1e6);
+	}
 	fflush(stdout);
 }

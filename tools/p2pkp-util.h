@@ -47,6 +47,12 @@ int p2pkp_socket(const char *prog, int json);
 /* Parse a non-negative decimal number <= max; -1 on error. */
 long long p2pkp_parse_uint(const char *s, long long max);
 
+/*
+ * The milliseconds of a --timeout argument (0..UINT32_MAX), or -1 after
+ * printing "PROG: --timeout 'ARG': not a number of milliseconds".
+ */
+long long p2pkp_parse_timeout(const char *prog, const char *arg);
+
 /* "IDLE", "DONE", "FAILED" for enum p2pkp_peer_state; "UNKNOWN" otherwise. */
 const char *p2pkp_peer_state_name(__u32 state);
 
@@ -77,5 +83,20 @@ void p2pkp_json_str(FILE *f, const char *s);
  * failed call in --json mode.
  */
 void p2pkp_json_error(const char *call, const char *arg, int err);
+
+/*
+ * The per-peer results of the last write() on fd (P2PKP_PEER_RESULTS): with
+ * json one {"event":"peer","file":F,"addr":A,"state":S,"error":E|null,...}
+ * line each on stdout, else "PREFIXpeer ADDR: STATE..." lines on f.
+ */
+void p2pkp_print_peer_results(int fd, FILE *f, const char *prefix,
+			      const char *file, int json);
+
+/*
+ * The last transfer of fd (P2PKP_LAST_TRANSFER) as sent to npeers: with json
+ * {"event":"sent","file":F,"size":N,"peers":P,"duration_ns":D}, else
+ * "sent FILE (SIZE bytes) to N peers in MS ms", on stdout.
+ */
+void p2pkp_print_sent(int fd, const char *file, int npeers, int json);
 
 #endif /* P2PKP_UTIL_H */

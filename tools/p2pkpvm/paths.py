@@ -21,6 +21,7 @@ SEND = TOOLS / "p2pkp-send"  # p2pkp-send, p2pkp-recv, p2pkp-op: tools/*.c
 RECV = TOOLS / "p2pkp-recv"
 OP = TOOLS / "p2pkp-op"
 FUZZ_SYS = TOOLS / "p2pkp-fuzz-sys"
+FANOUT = TOOLS / "p2pkp-fanout"
 BENCH_TOOLS = TOOLS / "bench"  # bench-udp, bench-tcp, bench-timeit
 GUEST_DIR = TOOLS / "p2pkp_guest"  # guest-side payloads (package p2pkp_guest)
 GUEST_SHELL = GUEST_DIR / "guest-shell"  # the console shell of every guest

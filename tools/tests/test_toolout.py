@@ -85,3 +85,49 @@ def test_real_receiver_error_event(tmp_path: object) -> None:
     (e,) = toolout.errors(out)
     assert (e.call, e.errno) == ("socket", "EAFNOSUPPORT")
     assert toolout.listening(out) is None and parse_received(out) == []
+
+
+@pytest.mark.skipif(not paths.OP.exists(), reason="tools not built (make tools)")
+def test_p2pkp_op_readiness_calls_on_a_host_udp_socket() -> None:
+    """The calls of issue 17's tests (nonblock, poll, epoll, SO_ERROR, timeouts, clock) on a
+    real socket of the host: an AF_INET UDP socket (family 2), which is writable at once."""
+    out = tool(
+        paths.OP,
+        "--json",
+        "socket:dgram:0:2",
+        "poll:out:0",
+        "poll:in:0",
+        "nonblock:on",
+        "recv-dontwait:/x",
+        "setsockopt:rcvtimeo:50",
+        "setsockopt:sndtimeo:50",
+        "epoll-add:et",
+        "epoll-wait:1:1000",
+        "getsockopt:error",
+        "clock",
+    )
+    lines = op_lines(out)
+    assert lines[1:10] == [
+        "poll out 0 = 1 revents=OUT",
+        "poll in 0 = 0 revents=none",
+        "nonblock on = 0",
+        "recv-dontwait /x = -1 EAGAIN",
+        "setsockopt rcvtimeo 50 = 0",
+        "setsockopt sndtimeo 50 = 0",
+        "epoll-add et = 0",
+        "epoll-wait 1 1000 = 1 events=1:OUT",
+        "getsockopt error = 0 value=OK",
+    ], out
+    assert int(op_result(out, "clock")) > 0
+
+
+@pytest.mark.skipif(not paths.FANOUT.exists(), reason="tools not built (make tools)")
+@pytest.mark.parametrize(
+    "spec", ["relative=10.0.0.2", "/abs/file", "/abs/file=", "/abs/file=10.0.0.300"]
+)
+def test_p2pkp_fanout_refuses_bad_jobs(spec: str) -> None:
+    res = subprocess.run(
+        [str(paths.FANOUT), spec], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert res.returncode == 2, (spec, res.stdout, res.stderr)
+    assert res.stderr.startswith("p2pkp-fanout: "), res.stderr

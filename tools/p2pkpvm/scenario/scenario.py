@@ -30,6 +30,7 @@ RECV = str(paths.RECV)
 # p2pkp-op as tests run it: machine-readable (read with op_result, Transcript).
 OP = f"{paths.OP} --json"
 SYS = str(paths.FUZZ_SYS)
+FANOUT = str(paths.FANOUT)
 # Guest-side payloads run with the project's interpreter (the guest sees the host's tree, so
 # .venv/bin/python finds package p2pkp_guest), without .pyc writes into the guest-visible tree
 # (test_privilege looks for files the guest created).
