@@ -134,7 +134,7 @@ demo: deps
 	$(MAKE) all
 	$(CLI) --pin $(PIN_NAME) demo
 
-unit: venv
+unit: venv tools
 	$(PYTEST) tools/tests $(PYTEST_ARGS)
 
 # The module, its UAPI header and the test-only crashme module.  Ignored:
