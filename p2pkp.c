@@ -351,6 +351,7 @@ struct p2pkp_sock {
 	int op_result;			/* 0 or -errno, when OP_DONE */
 	bool op_read;			/* a read(), not a write() */
 	bool op_async;			/* a call returned without its result */
+	bool op_ready;			/* read: file in place, op_result set */
 	atomic_t op_waiters;		/* callers waiting for it */
 	u64 op_size;			/* receiver: size of the file */
 	struct sockaddr_storage op_from;	/* receiver: its sender */
@@ -2610,6 +2611,10 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	ps->linger_end = rx->linger_end;
 	p2pkp_rx_send_status(ps, &rx->from, rx->fromlen, P2PKP_T_DONE, rx->id,
 			     rx->cookie, echo, err);
+	/* poll: the read() can return now (section 1.5), its linger goes on */
+	WRITE_ONCE(ps->op_result, err);
+	smp_store_release(&ps->op_ready, true);	/* op_result first */
+	p2pkp_notify(ps);
 }
 
 /*
@@ -2793,11 +2798,7 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		*wait = ps->linger_end > now ? ps->linger_end - now : U64_MAX;
 		return false;
 	}
-	/*
-	 * A read() nobody waits for is over once the file is in place: POLLIN
-	 * now; the socket's linger answers a lost DONE (rx NULL, as above).
-	 */
-	if (rx->finished || (rx->state == RS_LINGER && ps->op_async))
+	if (rx->finished)
 		return true;
 	if (rx->state == RS_RECV) {
 		/* queue drained: ACK what is pending, paced */
@@ -2917,12 +2918,16 @@ fail:
 
 static void p2pkp_op_done(struct p2pkp_sock *ps, int result)
 {
+	bool waiters = atomic_read(&ps->op_waiters);
+	bool told = READ_ONCE(ps->op_ready);
+
 	WRITE_ONCE(ps->op_result, result);
 	/* no caller is told: SO_ERROR and POLLERR say it (section 1.5) */
-	if (ps->op_async && result < 0)
+	if (ps->op_async && !waiters && result < 0)
 		WRITE_ONCE(ps->sk.sk_err, -result);
 	smp_store_release(&ps->op, OP_DONE);	/* op_result first: poll */
-	p2pkp_notify(ps);
+	if (waiters || !told)		/* one wake-up per end (EPOLLET) */
+		p2pkp_notify(ps);
 }
 
 static void p2pkp_op_clear(struct p2pkp_sock *ps)
@@ -2932,6 +2937,7 @@ static void p2pkp_op_clear(struct p2pkp_sock *ps)
 	if (ps->op_async)		/* its failure is told or forgotten */
 		WRITE_ONCE(ps->sk.sk_err, 0);
 	ps->op_async = false;
+	WRITE_ONCE(ps->op_ready, false);
 	WRITE_ONCE(ps->op, OP_NONE);
 }
 
@@ -2969,6 +2975,7 @@ static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path, bool read)
 	ps->op_seq++;
 	WRITE_ONCE(ps->op_result, 0);
 	WRITE_ONCE(ps->op_read, read);
+	WRITE_ONCE(ps->op_ready, false);
 	ps->op_async = false;
 	WRITE_ONCE(ps->op, OP_RUNNING);
 	return ps->op_seq;
@@ -3102,12 +3109,17 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		started = true;
 	}
 	seq = ps->op_seq;
-	if (!timeo && ps->op == OP_RUNNING) {
+	if (!timeo) {
+		if (ps->op != OP_RUNNING) {
+			err = p2pkp_op_collect(ps, seq);
+			goto unlock;
+		}
 		/* non-blocking: the transfer runs without the caller */
 		ps->op_async = true;
 		err = started ? -EINPROGRESS : -EALREADY;
 		goto unlock;
 	}
+	ps->op_async = false;		/* a caller waits for it again */
 	err = p2pkp_op_wait(ps, seq, &timeo);
 	if (err == -EINTR)
 		goto out;
@@ -3158,13 +3170,20 @@ static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 static bool p2pkp_rx_disarm(struct p2pkp_sock *ps)
 {
 	struct p2pkp_rx *rx = ps->rxo;
+	struct p2pkp_ctx_saved saved;
 
 	if (!rx || rx->state != RS_IDLE)
 		return false;
 	ps->rxo = NULL;
 	WRITE_ONCE(ps->state, P2PKP_IDLE);
+	if (rx->named) {		/* as the read()'s caller, like release */
+		p2pkp_ctx_enter(&rx->ctx, &saved);
+		p2pkp_rx_unlink(rx);
+		p2pkp_ctx_exit(&saved);
+	}
 	p2pkp_rx_free(rx);
 	p2pkp_op_clear(ps);
+	p2pkp_notify(ps);		/* POLLOUT again */
 	return true;
 }
 
@@ -3238,6 +3257,7 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		err = p2pkp_rx_unfinished(ps, seq, -EAGAIN, true);
 		goto result;
 	}
+	ps->op_async = false;		/* a caller waits for it again */
 	err = p2pkp_op_wait(ps, seq, &timeo);
 	if (err == -EINTR)
 		goto out;
@@ -3630,7 +3650,8 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 
 /*
  * POLLOUT: no write()/read() in progress (a write() would start one);
- * POLLIN: a read() is done, its file in place, its result not taken;
+ * POLLIN: a read()'s file is in place (it may still linger), its result
+ * not taken;
  * POLLERR: the last operation failed (its result not taken) or SO_ERROR
  * is set.  Woken by p2pkp_notify() when an operation ends.
  */
@@ -3639,6 +3660,7 @@ static __poll_t p2pkp_poll(struct file *file, struct socket *sock,
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
 	__poll_t mask = 0;
+	bool ready;
 	int op;
 
 	sock_poll_wait(file, sock, wait);
@@ -3646,7 +3668,9 @@ static __poll_t p2pkp_poll(struct file *file, struct socket *sock,
 	op = smp_load_acquire(&ps->op);
 	if (op != OP_RUNNING)
 		mask |= EPOLLOUT | EPOLLWRNORM;
-	if (op == OP_DONE) {
+	/* pairs with p2pkp_rx_end(): its op_result is seen with op_ready */
+	ready = op == OP_RUNNING && smp_load_acquire(&ps->op_ready);
+	if (op == OP_DONE || ready) {
 		if (READ_ONCE(ps->op_result) < 0)
 			mask |= EPOLLERR;
 		else if (READ_ONCE(ps->op_read))
