@@ -179,6 +179,24 @@ def test_debug_flavour_reports_instead_of_panicking() -> None:
         assert opts.get(f"CONFIG_{off}") == "n", off
 
 
+# What the module asks the crypto API for, and the option each needs built into the guest
+# kernels we build (the stock kernels have them). The debug kernel once lacked CONFIG_CRYPTO_HMAC:
+# setsockopt(P2PKP_KEY) failed with ENOENT there and every keyed test with it.
+CRYPTO_OPTIONS = {"sha256": "CONFIG_CRYPTO_SHA256", "hmac": "CONFIG_CRYPTO_HMAC"}
+
+
+@pytest.mark.parametrize("flavour", ["guest", "debug"])
+def test_built_kernels_have_the_crypto_the_module_allocates(flavour: str) -> None:
+    source = (project_root() / "p2pkp.c").read_text()
+    names = set(re.findall(r'crypto_alloc_\w+\("([^"]+)"', source))
+    assert names, "p2pkp.c allocates no crypto transform: update this test"
+    needed = {CRYPTO_OPTIONS[a] for n in names for a in re.findall(r"\w+", n)}
+    config: dict[str, str] = {}
+    for _, text in kbuild.read_fragments(flavour):
+        config.update(kbuild.parse_config(text))
+    assert {o: config.get(o) for o in sorted(needed)} == dict.fromkeys(sorted(needed), "y")
+
+
 def test_unknown_flavour_is_an_error() -> None:
     with pytest.raises(kbuild.KbuildError, match="unknown kernel flavour 'nope'"):
         kbuild.read_fragments("nope")
