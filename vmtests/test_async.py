@@ -7,7 +7,6 @@ from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.scenario import toolout
 from p2pkpvm.scenario.scenario import (
     FANOUT,
-    Guest,
     MiB,
     Scenario,
     listing,
@@ -19,6 +18,7 @@ from p2pkpvm.scenario.scenario import (
     rate_limited,
     send,
     sha256,
+    silent_addr,
     transfer_deadline,
     wait_output,
 )
@@ -33,12 +33,6 @@ POLL_MS = 120000
 def calls(out: toolout.Transcript, prefix: str) -> list[str]:
     """The result lines of the calls whose line starts with `prefix`."""
     return [line for line in op_lines(out) if line.startswith(prefix)]
-
-
-def silent_addr(vm: Guest) -> str:
-    """An address on the guests' subnet that no guest has: a peer that never answers."""
-    a, b, c, _ = vm.ipv4.split(".")
-    return f"{a}.{b}.{c}.201"
 
 
 def test_nonblocking_write_then_poll_three_peers(scn: Scenario, cluster: ClusterView) -> None:
@@ -159,7 +153,7 @@ def test_failed_peer_is_pollerr_and_so_error(scn: Scenario, cluster: ClusterView
     port = next_port()
     dst = scn.path("dst")
     job = scn.receiver(rx, dst, port)
-    ops = ["socket", f"connect:{silent_addr(tx)}:{port}", f"connect:{rx.ipv4}:{port}"]
+    ops = ["socket", f"connect:{silent_addr(tx, 201)}:{port}", f"connect:{rx.ipv4}:{port}"]
     ops += ["setsockopt:peer_timeout:1500", f"send-dontwait:{src}", f"poll:out:{POLL_MS}"]
     ops += ["getsockopt:error", "getsockopt:error", "getsockopt:peer_results"]
     ops += ["poll:out:0", f"send-dontwait:{src}", "poll:out:0"]

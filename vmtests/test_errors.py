@@ -26,6 +26,7 @@ from p2pkpvm.scenario.scenario import (
     rate_limited,
     send,
     sha256,
+    silent_addr,
     wait_output,
 )
 
@@ -37,12 +38,6 @@ MAX_PEERS = 64
 PATH_MAX = 4095
 # Sender egress during the EINTR tests: 8 MiB take ~4 s, so a signal lands mid-transfer.
 RATE_MBIT = 16
-
-
-def silent_addr(vm: Guest) -> str:
-    """An address on the guests' subnet that no guest has: a peer that never answers."""
-    a, b, c, _ = vm.ipv4.split(".")
-    return f"{a}.{b}.{c}.200"
 
 
 def test_write_without_peer_is_edestaddrreq(cluster: ClusterView, p2pkp: ClusterView) -> None:

@@ -36,6 +36,7 @@ from p2pkpvm.scenario.scenario import (
     rate_limited,
     send,
     sha256,
+    silent_addr,
     sock_counters,
     transfer_deadline,
     udp_source_to,
@@ -51,12 +52,6 @@ RL_PER_SEC = 100
 RL_BURST = 20
 FORGE_GUESSES = 1000  # confirmed STARTs with guessed cookies in the forged transfer
 CHURN_STARTS = 10_000
-
-
-def unowned_addr(vm: Guest) -> str:
-    """An address on the guests' subnet that no guest has."""
-    a, b, c, _ = vm.ipv4.split(".")
-    return f"{a}.{b}.{c}.200"
 
 
 @pytest.fixture
@@ -99,7 +94,7 @@ def test_security_item2_blind_forgery(scn: Scenario, cluster: ClusterView, rxdir
     job = verbose_receiver(scn, rx, out, port, 5000)
     sampler = DirSampler(rx, rxdir, scn.path("samples")).start(scn)
     base = sock_counters(rx, local)
-    spoof = unowned_addr(rx)
+    spoof = silent_addr(rx)
     res = tx.run(
         f"{WIRE} --target {rx.ipv4}:{port} --local - --seed 2 --phases forge "
         f"--spoof-src {spoof} --count {FORGE_GUESSES} --size 200000",

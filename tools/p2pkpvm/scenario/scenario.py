@@ -384,6 +384,13 @@ class DirSampler:
         return {ln for ln in lines if ln != "."}, lines.count(".")
 
 
+def silent_addr(vm: Guest, host: int = 200) -> str:
+    """An address on vm's subnet that no guest has (host part `host`): a peer that never
+    answers, or a forged source."""
+    a, b, c, _ = vm.ipv4.split(".")
+    return f"{a}.{b}.{c}.{host}"
+
+
 def listing(vm: Guest, directory: str) -> list[str]:
     """Names in a directory (ls -A1: the console is a tty), sorted."""
     out = vm.run(f"ls -A1 {q(directory)}").output
