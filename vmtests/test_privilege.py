@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from p2pkpvm.scenario.scenario import (
     WIRE,
     Guest,
     Scenario,
+    dir_without_o_tmpfile,
     listing,
     next_port,
     op,
@@ -140,52 +142,50 @@ def test_symlinks_at_id_derived_names_are_not_followed(scn: Scenario, cluster: C
     assert sha256(rx, dest) == m[1]
 
 
-@pytest.mark.parametrize("fs", ["tmpfs", "overlay"])
+@pytest.mark.parametrize("fs", ["tmpfs", "no-tmpfile"])
 def test_proc_shows_no_paths_and_partial_file_is_private(
     scn: Scenario, cluster: ClusterView, fs: str
 ) -> None:
     """While root receives, nobody sees in /proc/net/p2pkp only the documented fields (no file
     names, no ids), and cannot read the partly received file: an O_TMPFILE has no name; where
-    the file system has no O_TMPFILE (overlayfs before 6.6, e.g. the guests' /tmp) the
-    fallback .p2pkp-<random> must not be readable by others, as v1's 0600 temporary file
-    was not.  Fails at 29c11bf: p2pkp_rx_arm() creates the fallback with mode 0666 (0644
-    under umask 022), at read() time, and nobody reads it."""
+    the file system has no O_TMPFILE (here a FUSE mirror whose modes the kernel checks, see
+    dir_without_o_tmpfile) the fallback .p2pkp-<random> must not be readable by others, as
+    v1's 0600 temporary file was not.  Fails at 29c11bf: p2pkp_rx_arm() creates the fallback
+    with mode 0666 (0644 under umask 022), at read() time, and nobody reads it."""
     rx = cluster["vm2"]
-    # the scenario directory is a tmpfs (O_TMPFILE); /tmp itself is the guests' overlayfs
-    where = scn.dir if fs == "tmpfs" else f"{scn.dir}-overlay"
-    if fs == "overlay":
-        rx.run(f"rm -rf {where} && mkdir -m 1777 {where}")
-        assert "overlay" in rx.run(f"stat -f -c %T {where}").output
-    dest = f"{where}/private-name"
-    port = next_port()
-    job = scn.receiver(rx, dest, port, host="127.0.0.1", timeout_ms=20000)
-    # a forged sender has its transfer accepted, sends one chunk and goes silent: the
-    # receiver holds it in RECV
-    res = rx.run(
-        f"{WIRE} --target 127.0.0.1:{port} --seed 8 --phases stale --size 1048576",
-        timeout=60.0,
-    )
-    m = re.search(r"stale id=([0-9a-f]{16})", res.output)
-    assert m, res.output
-    xid = m[1]
-    proc = rx.run(f"{AS_NOBODY} cat /proc/net/p2pkp").output
-    assert "private-name" not in proc and xid not in proc, proc
-    kinds = {line.split()[0] for line in proc.splitlines() if line.strip()}
-    assert kinds <= {"p2pkp", "sock", "peer", "total"}, proc
-    assert re.search(rf"role=receiver state=receiving local=127\.0\.0\.1:{port}", proc), proc
-    names = listing(rx, where)
-    if fs == "tmpfs":
-        assert names == [], f"an O_TMPFILE has no name, but {where} shows {names}"
-    else:
-        assert len(names) == 1 and names[0].startswith(".p2pkp-"), f"visible names: {names}"
-    for n in names:
-        path = q(f"{where}/{n}")
-        mode = rx.run(f"stat -c '%a %U' {path}").output.strip()
-        readable = rx.run(f"{AS_NOBODY} head -c1 {path}", check=False).rc == 0
-        assert not readable, f"nobody reads the partly received file {n} (mode {mode})"
-    job.kill()
-    if fs == "overlay":
-        rx.run(f"rm -rf {where}")
+    with ExitStack() as stack:
+        # the scenario directory is a tmpfs (O_TMPFILE)
+        where = scn.dir
+        if fs == "no-tmpfile":
+            where = stack.enter_context(dir_without_o_tmpfile(rx, f"{scn.dir}-nottmp"))
+        dest = f"{where}/private-name"
+        port = next_port()
+        job = scn.receiver(rx, dest, port, host="127.0.0.1", timeout_ms=20000)
+        # a forged sender has its transfer accepted, sends one chunk and goes silent: the
+        # receiver holds it in RECV
+        res = rx.run(
+            f"{WIRE} --target 127.0.0.1:{port} --seed 8 --phases stale --size 1048576",
+            timeout=60.0,
+        )
+        m = re.search(r"stale id=([0-9a-f]{16})", res.output)
+        assert m, res.output
+        xid = m[1]
+        proc = rx.run(f"{AS_NOBODY} cat /proc/net/p2pkp").output
+        assert "private-name" not in proc and xid not in proc, proc
+        kinds = {line.split()[0] for line in proc.splitlines() if line.strip()}
+        assert kinds <= {"p2pkp", "sock", "peer", "total"}, proc
+        assert re.search(rf"role=receiver state=receiving local=127\.0\.0\.1:{port}", proc), proc
+        names = listing(rx, where)
+        if fs == "tmpfs":
+            assert names == [], f"an O_TMPFILE has no name, but {where} shows {names}"
+        else:
+            assert len(names) == 1 and names[0].startswith(".p2pkp-"), f"visible names: {names}"
+        for n in names:
+            path = q(f"{where}/{n}")
+            mode = rx.run(f"stat -c '%a %U' {path}").output.strip()
+            readable = rx.run(f"{AS_NOBODY} head -c1 {path}", check=False).rc == 0
+            assert not readable, f"nobody reads the partly received file {n} (mode {mode})"
+        job.kill()
 
 
 def test_datagrams_cannot_choose_the_path(scn: Scenario, cluster: ClusterView) -> None:

@@ -21,6 +21,7 @@ from p2pkpvm.scenario.scenario import (
     Guest,
     MiB,
     Scenario,
+    dir_without_o_tmpfile,
     listing,
     next_port,
     op,
@@ -459,15 +460,13 @@ def test_security_11_late_receiver_is_reached(scn: Scenario, cluster: ClusterVie
 
 
 def test_security_12_fallback_without_o_tmpfile(scn: Scenario, cluster: ClusterView) -> None:
-    """Item 12 (and 1.4): on a file system without O_TMPFILE (the guests' overlayfs /tmp on
-    6.1), the file lives under a hidden `.p2pkp-<hex>` name during the transfer, never under
-    its final name; a receiver killed mid-transfer leaves nothing behind."""
+    """Item 12 (and 1.4): on a file system without O_TMPFILE (a FUSE mirror, see
+    dir_without_o_tmpfile), the file lives under a hidden `.p2pkp-<hex>` name during the
+    transfer, never under its final name; a receiver killed mid-transfer leaves nothing
+    behind."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     src, digest = scn.make_file(tx, "src", 8 * MiB)
-    inbox = f"{scn.dir}-overlay"  # /tmp itself: an overlay
-    rx.run(f"rm -rf {inbox} && mkdir -m 1777 {inbox}")
-    try:
-        assert "overlay" in rx.run(f"stat -f -c %T {inbox}").output
+    with dir_without_o_tmpfile(rx, f"{scn.dir}-nottmp") as inbox:
         for keep in (False, True):
             port = next_port()
             dst = f"{inbox}/dst"
@@ -493,8 +492,6 @@ def test_security_12_fallback_without_o_tmpfile(scn: Scenario, cluster: ClusterV
             assert op_result(out, f"read {dst}") == str(8 * MiB), out
             assert listing(rx, inbox) == ["dst"]
             assert sha256(rx, dst, 8 * MiB) == digest
-    finally:
-        rx.run(f"rm -rf {inbox}")
 
 
 @pytest.mark.parametrize("fsync", [1])

@@ -31,6 +31,8 @@ TOOL_PACKAGES: tuple[str, ...] = (
     # the power-cut test (dm-flakey, ext4 on a loop device)
     "dmsetup",
     "e2fsprogs",
+    # tests of the receiver's fallback without O_TMPFILE (a FUSE mirror, scenario.py)
+    "bindfs",
     "tmux",
     "kmod",
     "procps",

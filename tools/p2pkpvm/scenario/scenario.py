@@ -391,6 +391,41 @@ def silent_addr(vm: Guest, host: int = 200) -> str:
     return f"{a}.{b}.{c}.{host}"
 
 
+# Prints EOPNOTSUPP when open(O_TMPFILE) is refused in the directory argv[1], OK when it works.
+_TMPFILE_PROBE = (
+    "import errno, os, sys\n"
+    "try:\n"
+    "    os.close(os.open(sys.argv[1], os.O_TMPFILE | os.O_RDWR, 0o600))\n"
+    "    print('probe=OK')\n"
+    "except OSError as e:\n"
+    "    no = 'EOPNOTSUPP' if e.errno == errno.EOPNOTSUPP else errno.errorcode.get(e.errno)\n"
+    "    print('probe=' + str(no or e.errno))\n"
+)
+
+
+@contextmanager
+def dir_without_o_tmpfile(vm: Guest, base: str) -> Iterator[str]:
+    """A world-writable sticky directory on vm (`base`-fuse) where open(O_TMPFILE) fails with
+    EOPNOTSUPP, on every kernel: a bindfs (FUSE) mirror of `base`-back.  bindfs mounts with
+    default_permissions, so the guest kernel checks file modes as on a disk file system, and
+    its libfuse answers FUSE_TMPFILE with ENOSYS.  (The guests' /tmp, an overlayfs, served
+    this purpose until overlayfs gained O_TMPFILE in 6.6.)  Probed, not assumed: a directory
+    that has O_TMPFILE after all is an error.  Unmounted and removed on exit."""
+    back, mnt = q(f"{base}-back"), q(f"{base}-fuse")
+    vm.run(
+        "{ modprobe -q fuse || test -e /dev/fuse; } && "
+        f"rm -rf {back} {mnt} && mkdir -m 1777 {back} && mkdir {mnt} && bindfs {back} {mnt}"
+    )
+    try:
+        probe = vm.run(f"{GUEST_PY} -c {q(_TMPFILE_PROBE)} {mnt}").output
+        if "probe=EOPNOTSUPP" not in probe:
+            raise HarnessError(f"{vm.name}: {base}-fuse (bindfs) should refuse O_TMPFILE: {probe}")
+        yield f"{base}-fuse"
+    finally:
+        # lazily: a receiver being killed may still hold its file there
+        vm.run(f"umount -l {mnt}; rm -rf {mnt} {back}", timeout=60.0, check=False)
+
+
 def listing(vm: Guest, directory: str) -> list[str]:
     """Names in a directory (ls -A1: the console is a tty), sorted."""
     out = vm.run(f"ls -A1 {q(directory)}").output
