@@ -2236,11 +2236,15 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 	int err;
 
 	err = vfs_truncate(&rx->file->f_path, 0);
-	if (err == -EACCES) {
-		/* a mode without write for the owner (umask), or the caller's
-		 * descriptor of a file it may not open for writing: as
-		 * ftruncate() (never for append-only or immutable files: EPERM)
-		 */
+	/*
+	 * The file read() created, whose mode has no write for the owner
+	 * (umask): as ftruncate() on the caller's open file would.  Not when
+	 * an LSM refused (the mode allows writing), nor for the caller's own
+	 * descriptor (1.6): those keep their error.
+	 */
+	if (err == -EACCES && !rx->fd &&
+	    inode_permission(p2pkp_idmap(rx->file->f_path.mnt), inode,
+			     MAY_WRITE)) {
 		sb_start_write(inode->i_sb);
 		inode_lock(inode);
 		err = notify_change(p2pkp_idmap(rx->file->f_path.mnt), d, &ia,
@@ -2410,6 +2414,11 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	sha256_init(&rx->sha);
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
+	/* the caller's descriptor: made O_APPEND since (fcntl) */
+	if (rx->fd && (READ_ONCE(rx->file->f_flags) & O_APPEND)) {
+		p2pkp_rx_fail(ps, rx, -EPERM, echo);
+		return;
+	}
 	/* an abandoned transfer wrote to it, or the caller's file had data */
 	if (rx->dirty || (rx->fd && i_size_read(file_inode(rx->file)))) {
 		err = p2pkp_rx_empty(rx);
@@ -3103,14 +3112,16 @@ static int p2pkp_intr_errno(int err, long timeo)
 
 /*
  * The file a sendmsg() hands over (1.6): one SOL_SOCKET/SCM_RIGHTS control
- * message with one descriptor, of a regular file open for reading.  NULL
- * without control messages, an ERR_PTR for anything else.
+ * message with one descriptor, of a regular file open for reading at any
+ * offset (not O_DIRECT: the engine's buffers are not aligned for it).
+ * NULL without control messages, an ERR_PTR for anything else.
  */
 static struct file *p2pkp_msg_file(struct msghdr *msg)
 {
+	const fmode_t need = FMODE_PREAD | FMODE_CAN_READ;
 	struct file *f = NULL;
 	struct cmsghdr *cmsg;
-	int fd;
+	int fd, err;
 
 	if (!msg->msg_controllen)
 		return NULL;
@@ -3132,11 +3143,13 @@ static struct file *p2pkp_msg_file(struct msghdr *msg)
 	}
 	if (!f)
 		return ERR_PTR(-EINVAL);
-	fd = !(f->f_mode & FMODE_READ) ? -EBADF :
-	     !S_ISREG(file_inode(f)->i_mode) ? -EINVAL : 0;
-	if (fd) {
+	err = !(f->f_mode & FMODE_READ) ? -EBADF :
+	      !S_ISREG(file_inode(f)->i_mode) ? -EINVAL :
+	      (f->f_mode & need) != need ? -EINVAL :
+	      f->f_flags & O_DIRECT ? -EINVAL : 0;
+	if (err) {
 		fput(f);
-		return ERR_PTR(fd);
+		return ERR_PTR(err);
 	}
 	return f;
 }
@@ -3148,7 +3161,7 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 	long timeo0 = sock_sndtimeo(sock->sk, msg->msg_flags & MSG_DONTWAIT);
 	long timeo = timeo0;
 	bool started = false;
-	struct file *f, *file;
+	struct file *f, *file;		/* by path; by descriptor */
 	char *path = NULL;
 	struct path pp;
 	int err;
@@ -3311,6 +3324,11 @@ static bool p2pkp_rx_disarm(struct p2pkp_sock *ps)
 	p2pkp_ctx_enter(&rx->ctx, &saved);	/* as the caller, like release */
 	p2pkp_rx_discard(rx);
 	p2pkp_ctx_exit(&saved);
+	/* a read(""): its descriptor is set again, as if it had not begun */
+	if (rx->fd && !ps->recv_file) {
+		WRITE_ONCE(ps->recv_file, ps->op_file);
+		ps->op_file = NULL;
+	}
 	p2pkp_rx_free(rx);
 	p2pkp_op_clear(ps);
 	p2pkp_notify(ps);		/* POLLOUT again */
@@ -3353,8 +3371,9 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 	long timeo0 = sock_rcvtimeo(sock->sk, flags & MSG_DONTWAIT);
 	long timeo = timeo0;
 	struct file *f = NULL;
+	bool by_fd;
 	char *path;
-	int err, fd;
+	int err;
 	u32 seq;
 
 	if (flags & MSG_OOB)
@@ -3365,7 +3384,7 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 	err = p2pkp_user_path(msg, len, path);
 	if (err < 0)
 		goto out;
-	fd = err;
+	by_fd = err;
 	if (mutex_lock_interruptible(&ps->lock)) {
 		err = -ERESTARTSYS;
 		goto out;
@@ -3374,7 +3393,7 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
-	if (fd) {
+	if (by_fd) {
 		/* the descriptor set, or the one whose read() this repeats */
 		f = ps->recv_file;
 		if (!f && ps->op != OP_NONE && ps->op_read)
@@ -3392,7 +3411,7 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		if (err)
 			goto unlock;
 		if (f)			/* one file per descriptor set */
-			ps->recv_file = NULL;
+			WRITE_ONCE(ps->recv_file, NULL);
 		p2pkp_op_begin(ps, path, f, true);
 		path = NULL;
 	}
@@ -3669,9 +3688,34 @@ static int p2pkp_set_key(struct p2pkp_sock *ps, sockptr_t optval,
 }
 
 /*
+ * Can the engine receive into the caller's open file @f (1.6)?  A regular
+ * file open for reading (the digest is computed from what was written) and
+ * writing at any offset, not append-only, that the caller may truncate
+ * (the file is emptied first), on a file system with fsync: not a file of
+ * procfs, sysfs, debugfs and the like, whose writes have effects (and
+ * would be checked against the engine's task, not the caller's).  No
+ * O_DIRECT: the engine's buffers are not aligned for it.
+ */
+static int p2pkp_recv_file_ok(struct file *f)
+{
+	const fmode_t need = FMODE_READ | FMODE_WRITE | FMODE_PREAD |
+			     FMODE_PWRITE | FMODE_CAN_READ | FMODE_CAN_WRITE;
+	struct inode *inode = file_inode(f);
+
+	if ((f->f_mode & (FMODE_READ | FMODE_WRITE)) !=
+	    (FMODE_READ | FMODE_WRITE))
+		return -EBADF;
+	if (!S_ISREG(inode->i_mode) || (f->f_mode & need) != need ||
+	    !f->f_op->fsync || (f->f_flags & O_DIRECT))
+		return -EINVAL;
+	if ((f->f_flags & O_APPEND) || IS_APPEND(inode))
+		return -EPERM;
+	return inode_permission(p2pkp_idmap(f->f_path.mnt), inode, MAY_WRITE);
+}
+
+/*
  * P2PKP_RECV_FD: the file the next read("") writes into (1.6), or none
- * (-1).  It must be a regular file open for reading (the digest is
- * computed from what was written) and writing, not append-only.
+ * (-1).
  */
 static int p2pkp_set_recv_fd(struct p2pkp_sock *ps, sockptr_t optval,
 			     unsigned int optlen)
@@ -3687,13 +3731,7 @@ static int p2pkp_set_recv_fd(struct p2pkp_sock *ps, sockptr_t optval,
 		f = fget(fd);
 		if (!f)
 			return -EBADF;
-		if ((f->f_mode & (FMODE_READ | FMODE_WRITE)) !=
-		    (FMODE_READ | FMODE_WRITE))
-			err = -EBADF;
-		else if (!S_ISREG(file_inode(f)->i_mode))
-			err = -EINVAL;
-		else if ((f->f_flags & O_APPEND) || IS_APPEND(file_inode(f)))
-			err = -EPERM;
+		err = p2pkp_recv_file_ok(f);
 		if (err) {
 			fput(f);
 			return err;
@@ -3705,7 +3743,7 @@ static int p2pkp_set_recv_fd(struct p2pkp_sock *ps, sockptr_t optval,
 		return -ERESTARTSYS;
 	}
 	old = ps->recv_file;
-	ps->recv_file = f;
+	WRITE_ONCE(ps->recv_file, f);
 	mutex_unlock(&ps->lock);
 	if (old)
 		fput(old);
@@ -3923,7 +3961,7 @@ static int p2pkp_release(struct socket *sock)
 	p2pkp_ctx_put(&ps->linger_ctx);
 	if (ps->recv_file)
 		fput(ps->recv_file);
-	ps->recv_file = NULL;
+	WRITE_ONCE(ps->recv_file, NULL);
 	mutex_unlock(&ps->lock);
 
 	spin_lock_bh(&pn->lock);

@@ -100,8 +100,9 @@ def test_descriptor_permissions_are_the_descriptors(scn: Scenario, cluster: Clus
 
 def test_descriptor_call_errors(scn: Scenario, cluster: ClusterView) -> None:
     """Every documented errno of 1.6, without a transfer: SCM_RIGHTS with two descriptors, a
-    payload, a directory, a bad number; P2PKP_RECV_FD with a read-only, an O_APPEND or a
-    directory descriptor; read("") with no descriptor set; getsockopt(P2PKP_RECV_FD)."""
+    payload, a directory, a bad number; P2PKP_RECV_FD with a read-only, an O_APPEND, a
+    directory or a sysctl descriptor; read("") with no descriptor set;
+    getsockopt(P2PKP_RECV_FD)."""
     vm = cluster["vm1"]
     f, _ = scn.make_file(vm, "f", 4096)
     sender = op(
@@ -138,6 +139,9 @@ def test_descriptor_call_errors(scn: Scenario, cluster: ClusterView) -> None:
             "setsockopt:recv_fd:file",
             f"open:dir:{scn.dir}",
             "setsockopt:recv_fd:file",
+            # a sysctl: writing it has effects (and would be checked against the engine)
+            "open:rw:/proc/sys/vm/swappiness",
+            "setsockopt:recv_fd:file",
             "getsockopt:recv_fd",
             f"open:rw:{f}",
             "setsockopt:recv_fd:file",
@@ -148,7 +152,7 @@ def test_descriptor_call_errors(scn: Scenario, cluster: ClusterView) -> None:
         ],
     )
     setf = [c.result for c in receiver.calls if c.what == "setsockopt recv_fd file"]
-    assert setf == ["-1 EBADF", "-1 EPERM", "-1 EBADF", "0"], receiver
+    assert setf == ["-1 EBADF", "-1 EPERM", "-1 EBADF", "-1 EINVAL", "0"], receiver
     got = [c.extra.get("value") for c in receiver.calls if c.what == "getsockopt recv_fd"]
     assert got == [0, 1, 0], receiver
     reads = [c.result for c in receiver.calls if c.op == "read"]
@@ -231,3 +235,37 @@ def test_descriptor_receive_replaces_old_content_and_loses_nothing(
         rx.run(f"kill -9 {pid}")
         sender.wait(timeout=120.0)
     rx.wait_for(f"test $(stat -c %s {q(target)}) -eq 0", 30.0)
+
+
+def test_descriptor_read_timeout_gives_the_descriptor_back(
+    scn: Scenario, cluster: ClusterView
+) -> None:
+    """A blocking read("") whose SO_RCVTIMEO expires before any transfer is accepted is
+    disarmed as if it had not begun: EAGAIN, the descriptor is set again
+    (getsockopt(P2PKP_RECV_FD) 1), and the next read("") receives into it."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    src, digest = scn.make_file(tx, "src", 300 * 1000)
+    inbox = scn.path("inbox")
+    rx.run(f"mkdir {q(inbox)}")
+    final = f"{inbox}/got"
+    port = next_port()
+    ops = [
+        "socket",
+        f"bind:0.0.0.0:{port}",
+        f"open:tmpfile:{inbox}",
+        "setsockopt:recv_fd:file",
+        "setsockopt:rcvtimeo:300",
+        "read:",
+        "getsockopt:recv_fd",
+        "setsockopt:rcvtimeo:0",
+        "echo:ready",
+        "read:",
+        f"link-file:{final}",
+    ]
+    recv = scn.op_job(rx, ops, "ready")
+    out = op(tx, ["socket", f"connect:{rx.ipv4}:{port}", f"write:{src}"], timeout=120.0)
+    assert op_result(out, f"write {src}") == str(len(src)), out
+    got = recv.wait(timeout=60.0).output
+    assert [c.result for c in got.calls if c.op == "read"] == ["-1 EAGAIN", str(300 * 1000)], got
+    assert got.call("getsockopt recv_fd").extra["value"] == 1, got
+    assert sha256(rx, final) == digest
