@@ -343,11 +343,13 @@ struct p2pkp_sock {
 	u64 tx_size;			/* sender: the last write()'s file */
 	u32 tx_chunk;			/* ... and chunk size */
 	bool fsync;			/* receiver: fsync before naming */
+	struct file *recv_file;		/* receiver: P2PKP_RECV_FD, or NULL */
 	struct crypto_shash *mac;	/* hmac(sha256) with the key, or NULL */
 	/* the write() or read() in progress, or done and not yet returned */
 	int op;				/* OP_* */
 	u32 op_seq;			/* bumped when an operation begins */
 	char *op_path;			/* its path, to recognise a restart */
+	struct file *op_file;		/* or its descriptor's file (1.6) */
 	int op_result;			/* 0 or -errno, when OP_DONE */
 	bool op_read;			/* a read(), not a write() */
 	bool op_async;			/* a call returned without its result */
@@ -1885,6 +1887,7 @@ struct p2pkp_rx {
 	struct path dir;		/* destination directory, checked */
 	struct file *file;		/* O_TMPFILE, or the named fallback */
 	bool named;			/* fallback: @file is named @tmpname */
+	bool fd;			/* @file is the caller's (1.6) */
 	bool dirty;			/* @file holds an abandoned transfer */
 	bool fsync;
 	u64 fsize;			/* the caller's RLIMIT_FSIZE */
@@ -2139,6 +2142,10 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 		if (err)
 			return err;
 	}
+	if (rx->fd) {			/* naming is the caller's */
+		rx->dirty = false;
+		return 0;
+	}
 	err = mnt_want_write(rx->dir.mnt);
 	if (err)
 		return err;
@@ -2229,8 +2236,15 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 	int err;
 
 	err = vfs_truncate(&rx->file->f_path, 0);
-	if (err == -EACCES || err == -EPERM) {
-		/* mode without write for the owner (umask): as ftruncate() */
+	/*
+	 * The file read() created, whose mode has no write for the owner
+	 * (umask): as ftruncate() on the caller's open file would.  Not when
+	 * an LSM refused (the mode allows writing), nor for the caller's own
+	 * descriptor (1.6): those keep their error.
+	 */
+	if (err == -EACCES && !rx->fd &&
+	    inode_permission(p2pkp_idmap(rx->file->f_path.mnt), inode,
+			     MAY_WRITE)) {
 		sb_start_write(inode->i_sb);
 		inode_lock(inode);
 		err = notify_change(p2pkp_idmap(rx->file->f_path.mnt), d, &ia,
@@ -2241,6 +2255,19 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 	if (!err)
 		rx->dirty = false;
 	return err;
+}
+
+/*
+ * A read() that ends without its file (as its caller): the hidden name of
+ * the fallback goes, and the caller's descriptor is emptied of a partial
+ * file (1.6).
+ */
+static void p2pkp_rx_discard(struct p2pkp_rx *rx)
+{
+	if (rx->named)
+		p2pkp_rx_unlink(rx);
+	else if (rx->fd && rx->dirty)
+		p2pkp_rx_empty(rx);
 }
 
 /* Abandon the transfer in progress (the read() keeps waiting). */
@@ -2387,7 +2414,13 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	sha256_init(&rx->sha);
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
-	if (rx->dirty) {		/* an abandoned transfer wrote to it */
+	/* the caller's descriptor: made O_APPEND since (fcntl) */
+	if (rx->fd && (READ_ONCE(rx->file->f_flags) & O_APPEND)) {
+		p2pkp_rx_fail(ps, rx, -EPERM, echo);
+		return;
+	}
+	/* an abandoned transfer wrote to it, or the caller's file had data */
+	if (rx->dirty || (rx->fd && i_size_read(file_inode(rx->file)))) {
 		err = p2pkp_rx_empty(rx);
 		if (err) {
 			p2pkp_rx_fail(ps, rx, err, echo);
@@ -2838,8 +2871,8 @@ static void p2pkp_rx_work(struct p2pkp_sock *ps)
 	if (ctx)
 		p2pkp_ctx_enter(ctx, &saved);
 	over = p2pkp_rx_run(ps, rx, &wait, &more);
-	if (rx && over && rx->named)
-		p2pkp_rx_unlink(rx);	/* as the caller */
+	if (rx && over)
+		p2pkp_rx_discard(rx);	/* as the caller */
 	if (ctx)
 		p2pkp_ctx_exit(&saved);
 	if (over) {
@@ -2850,6 +2883,18 @@ static void p2pkp_rx_work(struct p2pkp_sock *ps)
 		p2pkp_kick(ps);
 	else
 		p2pkp_arm(ps, wait);
+}
+
+/* The armed read() @rx waits for a START (in the caller's context). */
+static void p2pkp_rx_ready(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
+{
+	rx->fsize = rlimit(RLIMIT_FSIZE);
+	rx->fsync = READ_ONCE(ps->fsync);
+	rx->state = RS_IDLE;
+	p2pkp_ctx_get(&rx->ctx);
+	ps->rxo = rx;
+	WRITE_ONCE(ps->state, P2PKP_WAITING);
+	p2pkp_kick(ps);
 }
 
 /*
@@ -2901,17 +2946,36 @@ static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 	err = p2pkp_rx_newfile(rx);
 	if (err)
 		goto fail;
-	rx->fsize = rlimit(RLIMIT_FSIZE);
-	rx->fsync = READ_ONCE(ps->fsync);
-	rx->state = RS_IDLE;
-	p2pkp_ctx_get(&rx->ctx);
-	ps->rxo = rx;
-	WRITE_ONCE(ps->state, P2PKP_WAITING);
-	p2pkp_kick(ps);
+	p2pkp_rx_ready(ps, rx);
 	return 0;
 fail:
 	p2pkp_rx_free(rx);
 	return err;
+}
+
+/*
+ * Arm a read() into the caller's open file @f (P2PKP_RECV_FD, checked when
+ * it was set): emptied when a transfer is accepted, written from offset 0,
+ * never named (1.6).
+ */
+static int p2pkp_rx_arm_file(struct p2pkp_sock *ps, struct file *f)
+{
+	struct p2pkp_rx *rx;
+
+	rx = kzalloc(sizeof(*rx), GFP_KERNEL_ACCOUNT);
+	if (!rx)
+		return -ENOMEM;
+	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
+	if (!rx->chunkbuf) {
+		p2pkp_rx_free(rx);
+		return -ENOMEM;
+	}
+	rx->file = get_file(f);
+	rx->dir = f->f_path;		/* for its file system's free space */
+	path_get(&rx->dir);
+	rx->fd = true;
+	p2pkp_rx_ready(ps, rx);
+	return 0;
 }
 
 /* ---- operations: write() and read() as seen by the caller ------------- */
@@ -2934,6 +2998,9 @@ static void p2pkp_op_clear(struct p2pkp_sock *ps)
 {
 	kfree(ps->op_path);
 	ps->op_path = NULL;
+	if (ps->op_file)
+		fput(ps->op_file);
+	ps->op_file = NULL;
 	if (ps->op_async)		/* its failure is told or forgotten */
 		WRITE_ONCE(ps->sk.sk_err, 0);
 	ps->op_async = false;
@@ -2944,17 +3011,20 @@ static void p2pkp_op_clear(struct p2pkp_sock *ps)
 static bool p2pkp_rx_disarm(struct p2pkp_sock *ps);
 
 /*
- * The operation a write()/read() of @path belongs to (under ps->lock):
- * 1: the one in progress or done but not yet returned, for the same path
- * (the call is a restart or a repetition after EINTR); 0: none, start
- * one; -EBUSY: another path is in progress.  A non-blocking read() that
- * has accepted no transfer yet gives way to a read() of another path.
+ * The operation a write()/read() of @path, or of the open file @f (1.6),
+ * belongs to (under ps->lock): 1: the one in progress or done but not yet
+ * returned, for the same path or file (the call is a restart or a
+ * repetition after EINTR); 0: none, start one; -EBUSY: another one is in
+ * progress.  A non-blocking read() that has accepted no transfer yet gives
+ * way to a read() of another path or file.
  */
-static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path, bool read)
+static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path,
+			 struct file *f, bool read)
 {
 	if (ps->op == OP_NONE)
 		return 0;
-	if (!strcmp(ps->op_path, path) && ps->op_read == read)
+	if (ps->op_read == read && ps->op_file == f &&
+	    (f || !strcmp(ps->op_path, path)))
 		return 1;
 	if (atomic_read(&ps->op_waiters))
 		return -EBUSY;		/* its result not taken */
@@ -2968,10 +3038,15 @@ static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path, bool read)
 	return 0;
 }
 
-/* Make @path (kmalloc'ed) the operation just started, return its number. */
-static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path, bool read)
+/*
+ * Make @path (kmalloc'ed; "" for a file) or the open file @f (its
+ * reference is taken over) the operation just started, return its number.
+ */
+static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path, struct file *f,
+			  bool read)
 {
 	ps->op_path = path;
+	ps->op_file = f;
 	ps->op_seq++;
 	WRITE_ONCE(ps->op_result, 0);
 	WRITE_ONCE(ps->op_read, read);
@@ -3035,6 +3110,50 @@ static int p2pkp_intr_errno(int err, long timeo)
 	return err == -ERESTARTSYS ? sock_intr_errno(timeo) : err;
 }
 
+/*
+ * The file a sendmsg() hands over (1.6): one SOL_SOCKET/SCM_RIGHTS control
+ * message with one descriptor, of a regular file open for reading at any
+ * offset (not O_DIRECT: the engine's buffers are not aligned for it).
+ * NULL without control messages, an ERR_PTR for anything else.
+ */
+static struct file *p2pkp_msg_file(struct msghdr *msg)
+{
+	const fmode_t need = FMODE_PREAD | FMODE_CAN_READ;
+	struct file *f = NULL;
+	struct cmsghdr *cmsg;
+	int fd, err;
+
+	if (!msg->msg_controllen)
+		return NULL;
+	if (msg->msg_control_is_user)	/* never for sendmsg() */
+		return ERR_PTR(-EINVAL);
+	for_each_cmsghdr(cmsg, msg) {
+		if (f || !CMSG_OK(msg, cmsg) ||
+		    cmsg->cmsg_level != SOL_SOCKET ||
+		    cmsg->cmsg_type != SCM_RIGHTS ||
+		    cmsg->cmsg_len != CMSG_LEN(sizeof(fd))) {
+			if (f)
+				fput(f);
+			return ERR_PTR(-EINVAL);
+		}
+		memcpy(&fd, CMSG_DATA(cmsg), sizeof(fd));
+		f = fget(fd);		/* no O_PATH descriptors */
+		if (!f)
+			return ERR_PTR(-EBADF);
+	}
+	if (!f)
+		return ERR_PTR(-EINVAL);
+	err = !(f->f_mode & FMODE_READ) ? -EBADF :
+	      !S_ISREG(file_inode(f)->i_mode) ? -EINVAL :
+	      (f->f_mode & need) != need ? -EINVAL :
+	      f->f_flags & O_DIRECT ? -EINVAL : 0;
+	if (err) {
+		fput(f);
+		return ERR_PTR(err);
+	}
+	return f;
+}
+
 static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 {
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
@@ -3042,14 +3161,24 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 	long timeo0 = sock_sndtimeo(sock->sk, msg->msg_flags & MSG_DONTWAIT);
 	long timeo = timeo0;
 	bool started = false;
+	struct file *f, *file;		/* by path; by descriptor */
+	char *path = NULL;
 	struct path pp;
-	struct file *f;
-	char *path;
 	int err;
 	u32 seq;
 
 	if (msg->msg_flags & MSG_OOB)
 		return -EOPNOTSUPP;
+	file = p2pkp_msg_file(msg);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	if (file) {			/* no path: the payload must be empty */
+		err = len ? -EINVAL : -ENOMEM;
+		path = len ? NULL : kstrdup("", GFP_KERNEL_ACCOUNT);
+		if (!path)
+			goto out;
+		goto lock;
+	}
 	if (!len)
 		return -EINVAL;
 	path = kmalloc(n + 1, GFP_KERNEL_ACCOUNT);
@@ -3069,6 +3198,7 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		err = -EINVAL;
 		goto out;
 	}
+lock:
 	if (mutex_lock_interruptible(&ps->lock)) {
 		err = -ERESTARTSYS;
 		goto out;
@@ -3077,10 +3207,18 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
-	err = p2pkp_op_find(ps, path, false);
+	err = p2pkp_op_find(ps, path, file, false);
 	if (err < 0)
 		goto unlock;
-	if (!err) {
+	if (!err && file) {
+		err = p2pkp_tx_begin(ps, file);
+		if (err)
+			goto unlock;
+		p2pkp_op_begin(ps, path, file, false);
+		path = NULL;
+		file = NULL;		/* its reference is the operation's */
+		started = true;
+	} else if (!err) {
 		/* no open() of FIFOs or devices: it could block or have effects */
 		err = kern_path(path, LOOKUP_FOLLOW, &pp);
 		if (err)
@@ -3104,7 +3242,7 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 		fput(f);
 		if (err)
 			goto unlock;
-		p2pkp_op_begin(ps, path, false);
+		p2pkp_op_begin(ps, path, NULL, false);
 		path = NULL;
 		started = true;
 	}
@@ -3131,12 +3269,17 @@ unlock:
 	mutex_unlock(&ps->lock);
 out:
 	kfree(path);
+	if (file)
+		fput(file);
 	if (err)
 		return p2pkp_intr_errno(err, timeo0);
 	return (int)min_t(size_t, len, INT_MAX);
 }
 
-/* The destination path is in the caller's buffer: read, not written. */
+/*
+ * The destination path is in the caller's buffer: read, not written.
+ * Returns 1 for "" (the P2PKP_RECV_FD descriptor, 1.6).
+ */
 static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 {
 	struct iov_iter *it = &msg->msg_iter;
@@ -3158,7 +3301,9 @@ static int p2pkp_user_path(struct msghdr *msg, size_t len, char *path)
 	if (n > P2PKP_PATH_MAX)
 		return -ENAMETOOLONG;
 	path[n] = '\0';
-	if (!n || path[0] != '/' || path[n - 1] == '/')
+	if (!n)
+		return 1;
+	if (path[0] != '/' || path[n - 1] == '/')
 		return -EINVAL;
 	return 0;
 }
@@ -3176,10 +3321,13 @@ static bool p2pkp_rx_disarm(struct p2pkp_sock *ps)
 		return false;
 	ps->rxo = NULL;
 	WRITE_ONCE(ps->state, P2PKP_IDLE);
-	if (rx->named) {		/* as the read()'s caller, like release */
-		p2pkp_ctx_enter(&rx->ctx, &saved);
-		p2pkp_rx_unlink(rx);
-		p2pkp_ctx_exit(&saved);
+	p2pkp_ctx_enter(&rx->ctx, &saved);	/* as the caller, like release */
+	p2pkp_rx_discard(rx);
+	p2pkp_ctx_exit(&saved);
+	/* a read(""): its descriptor is set again, as if it had not begun */
+	if (rx->fd && !ps->recv_file) {
+		WRITE_ONCE(ps->recv_file, ps->op_file);
+		ps->op_file = NULL;
 	}
 	p2pkp_rx_free(rx);
 	p2pkp_op_clear(ps);
@@ -3222,6 +3370,8 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 	struct p2pkp_sock *ps = p2pkp_sk(sock->sk);
 	long timeo0 = sock_rcvtimeo(sock->sk, flags & MSG_DONTWAIT);
 	long timeo = timeo0;
+	struct file *f = NULL;
+	bool by_fd;
 	char *path;
 	int err;
 	u32 seq;
@@ -3232,8 +3382,9 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 	if (!path)
 		return -ENOMEM;
 	err = p2pkp_user_path(msg, len, path);
-	if (err)
+	if (err < 0)
 		goto out;
+	by_fd = err;
 	if (mutex_lock_interruptible(&ps->lock)) {
 		err = -ERESTARTSYS;
 		goto out;
@@ -3242,14 +3393,26 @@ static int p2pkp_recvmsg(struct socket *sock, struct msghdr *msg, size_t len,
 		err = -EDESTADDRREQ;
 		goto unlock;
 	}
-	err = p2pkp_op_find(ps, path, true);
+	if (by_fd) {
+		/* the descriptor set, or the one whose read() this repeats */
+		f = ps->recv_file;
+		if (!f && ps->op != OP_NONE && ps->op_read)
+			f = ps->op_file;
+		if (!f) {
+			err = -EINVAL;
+			goto unlock;
+		}
+	}
+	err = p2pkp_op_find(ps, path, f, true);
 	if (err < 0)
 		goto unlock;
 	if (!err) {
-		err = p2pkp_rx_arm(ps, path);
+		err = f ? p2pkp_rx_arm_file(ps, f) : p2pkp_rx_arm(ps, path);
 		if (err)
 			goto unlock;
-		p2pkp_op_begin(ps, path, true);
+		if (f)			/* one file per descriptor set */
+			WRITE_ONCE(ps->recv_file, NULL);
+		p2pkp_op_begin(ps, path, f, true);
 		path = NULL;
 	}
 	seq = ps->op_seq;
@@ -3524,6 +3687,69 @@ static int p2pkp_set_key(struct p2pkp_sock *ps, sockptr_t optval,
 	return 0;
 }
 
+/*
+ * Can the engine receive into the caller's open file @f (1.6)?  A regular
+ * file open for reading (the digest is computed from what was written) and
+ * writing at any offset, not append-only, that the caller may truncate
+ * (the file is emptied first), on a file system with fsync: not a file of
+ * procfs, sysfs, debugfs and the like, whose writes have effects (and
+ * would be checked against the engine's task, not the caller's).  No
+ * O_DIRECT: the engine's buffers are not aligned for it.
+ */
+static int p2pkp_recv_file_ok(struct file *f)
+{
+	const fmode_t need = FMODE_READ | FMODE_WRITE | FMODE_PREAD |
+			     FMODE_PWRITE | FMODE_CAN_READ | FMODE_CAN_WRITE;
+	struct inode *inode = file_inode(f);
+
+	if ((f->f_mode & (FMODE_READ | FMODE_WRITE)) !=
+	    (FMODE_READ | FMODE_WRITE))
+		return -EBADF;
+	if (!S_ISREG(inode->i_mode) || (f->f_mode & need) != need ||
+	    !f->f_op->fsync || (f->f_flags & O_DIRECT))
+		return -EINVAL;
+	if ((f->f_flags & O_APPEND) || IS_APPEND(inode))
+		return -EPERM;
+	return inode_permission(p2pkp_idmap(f->f_path.mnt), inode, MAY_WRITE);
+}
+
+/*
+ * P2PKP_RECV_FD: the file the next read("") writes into (1.6), or none
+ * (-1).
+ */
+static int p2pkp_set_recv_fd(struct p2pkp_sock *ps, sockptr_t optval,
+			     unsigned int optlen)
+{
+	struct file *f = NULL, *old;
+	int fd, err = 0;
+
+	if (optlen < sizeof(fd))
+		return -EINVAL;
+	if (copy_from_sockptr(&fd, optval, sizeof(fd)))
+		return -EFAULT;
+	if (fd != -1) {
+		f = fget(fd);
+		if (!f)
+			return -EBADF;
+		err = p2pkp_recv_file_ok(f);
+		if (err) {
+			fput(f);
+			return err;
+		}
+	}
+	if (mutex_lock_interruptible(&ps->lock)) {
+		if (f)
+			fput(f);
+		return -ERESTARTSYS;
+	}
+	old = ps->recv_file;
+	WRITE_ONCE(ps->recv_file, f);
+	mutex_unlock(&ps->lock);
+	if (old)
+		fput(old);
+	return 0;
+}
+
 static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			    sockptr_t optval, unsigned int optlen)
 {
@@ -3561,6 +3787,8 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			return -EFAULT;
 		WRITE_ONCE(ps->fsync, !!v);
 		return 0;
+	case P2PKP_RECV_FD:
+		return p2pkp_set_recv_fd(ps, optval, optlen);
 	default:
 		return -ENOPROTOOPT;
 	}
@@ -3632,6 +3860,9 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 		return p2pkp_put_opt(optval, optlen, len, &rate, sizeof(rate));
 	case P2PKP_FSYNC:
 		v = READ_ONCE(ps->fsync);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_RECV_FD:		/* 1: set and not taken by a read() */
+		v = !!READ_ONCE(ps->recv_file);
 		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 	case P2PKP_KEY:
 		return -EPERM;		/* never readable */
@@ -3721,14 +3952,16 @@ static int p2pkp_release(struct socket *sock)
 			p2pkp_rx_send_status(ps, &rx->from, rx->fromlen,
 					     P2PKP_T_ABORT, rx->id, rx->cookie,
 					     0, ECANCELED);
-		if (rx->named)
-			p2pkp_rx_unlink(rx);
+		p2pkp_rx_discard(rx);
 		p2pkp_ctx_exit(&saved);
 		ps->rxo = NULL;
 		p2pkp_rx_free(rx);
 	}
 	p2pkp_op_clear(ps);
 	p2pkp_ctx_put(&ps->linger_ctx);
+	if (ps->recv_file)
+		fput(ps->recv_file);
+	WRITE_ONCE(ps->recv_file, NULL);
 	mutex_unlock(&ps->lock);
 
 	spin_lock_bh(&pn->lock);

@@ -17,6 +17,11 @@
  * POLLERR (it failed; SO_ERROR), and the same call again returns the
  * result.  SO_SNDTIMEO/SO_RCVTIMEO bound blocking calls (EAGAIN).  See
  * docs/protocol.md section 1.5.
+ *
+ * Descriptors instead of paths (section 1.6): sendmsg() with an empty
+ * payload and one SCM_RIGHTS control message sends the file open on that
+ * descriptor; setsockopt(P2PKP_RECV_FD) then read(fd, "", 1) receives into
+ * an open descriptor (e.g. O_TMPFILE), which stays unnamed.
  */
 #ifndef _UAPI_LINUX_P2PKP_H
 #define _UAPI_LINUX_P2PKP_H
@@ -82,6 +87,10 @@
  * P2PKP_FSYNC (int, get/set, default 1): receiver: the file and its
  *	directory are fsynced before read() returns, so a file visible under
  *	its final name survives a crash of the receiving machine.
+ * P2PKP_RECV_FD (int descriptor, set; get: 1 while one is set): receiver:
+ *	the next read() whose path is "" writes the file into this descriptor
+ *	(a regular file open O_RDWR, not O_APPEND) instead of a named file,
+ *	and takes it (one file per setsockopt()); -1 removes it.
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2
@@ -89,6 +98,7 @@
 #define P2PKP_RATE		4
 #define P2PKP_KEY		5
 #define P2PKP_FSYNC		6
+#define P2PKP_RECV_FD		7
 
 #define P2PKP_RATE_MAX		_BITULL(40)	/* bytes per second */
 #define P2PKP_KEY_SIZE		32

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +43,7 @@ static int cur = -1;		/* the current fd */
 static volatile sig_atomic_t alarms;
 static int json;		/* --json: one JSON object per call on stdout */
 static int epfd = -1;		/* the epoll set of epoll-add */
+static int file_fd = -1;	/* the current file, of open: */
 
 static void usage(FILE *f)
 {
@@ -78,7 +80,7 @@ static void usage(FILE *f)
 		"  setsockopt:peer_timeout:MS | setsockopt:rate:BYTES_PER_S\n"
 		"  setsockopt:sndtimeo:MS | setsockopt:rcvtimeo:MS   SO_SNDTIMEO/SO_RCVTIMEO\n"
 		"  setsockopt-raw:LEVEL:NAME:HEX\n"
-		"  getsockopt:peer_results|last_transfer|peer_timeout|rate|error\n"
+		"  getsockopt:peer_results|last_transfer|peer_timeout|rate|recv_fd|error\n"
 		"                         (error: SO_ERROR, printed as value=ENAME or OK)\n"
 		"  poll:EVENTS:MS         poll() the current socket for EVENTS (in, out,\n"
 		"                         inout); prints revents=IN|OUT|ERR|HUP or none\n"
@@ -88,6 +90,22 @@ static void usage(FILE *f)
 		"                         events, or MS ms; ret = those sockets; prints\n"
 		"                         events=SOCK#:IN|OUT|ERR,... in the order reported\n"
 		"  clock                  print 'clock = MS' (CLOCK_MONOTONIC, ms)\n"
+		"Descriptors instead of paths (the current file is the last opened):\n"
+		"  open:FLAGS:PATH        open() PATH as the current file; FLAGS, joined\n"
+		"                         by '+': r, w, rw, append, creat, trunc, path\n"
+		"                         (O_PATH), dir, tmpfile (O_TMPFILE|O_RDWR in the\n"
+		"                         directory PATH); mode 0600\n"
+		"  close-file             close the current file\n"
+		"  fstat-file             print 'size=N' of the current file\n"
+		"  link-file:PATH         linkat() the current file (an O_TMPFILE) at\n"
+		"                         PATH through /proc/self/fd\n"
+		"  send-fd[:COUNT]        sendmsg() with an empty payload and one\n"
+		"                         SCM_RIGHTS message holding the current file's\n"
+		"                         descriptor COUNT times (default 1)\n"
+		"  send-fd-payload:TEXT   the same with TEXT as the payload\n"
+		"  send-fd-num:N          the same with descriptor number N\n"
+		"  setsockopt:recv_fd:file|N  P2PKP_RECV_FD: the current file or N (-1\n"
+		"                         removes); then read: (an empty path) uses it\n"
 		"  getsockopt-raw:LEVEL:NAME:LEN  prints optlen and the bytes in hex\n"
 		"  shutdown:rd|wr|rdwr, listen, accept, getsockname, getpeername\n"
 		"  close                  close the current socket\n"
@@ -338,6 +356,23 @@ static void do_getsockopt(const char *op, const char *what)
 			return;
 		}
 		printf("getsockopt rate = 0 value=%llu\n", (unsigned long long)rate);
+	} else if (!strcmp(what, "recv_fd")) {
+		int v = -1;
+		socklen_t len = sizeof(v);
+
+		ret = getsockopt(cur, SOL_P2PKP, P2PKP_RECV_FD, &v, &len);
+		e = errno;
+		if (ret < 0) {
+			result("getsockopt recv_fd", -1, e);
+			return;
+		}
+		if (json) {
+			json_begin("getsockopt recv_fd", 0, 0);
+			printf(",\"value\":%d", v);
+			json_end();
+			return;
+		}
+		printf("getsockopt recv_fd = 0 value=%d\n", v);
 	} else if (!strcmp(what, "error")) {
 		int v = 0;
 		socklen_t len = sizeof(v);
@@ -348,7 +383,7 @@ static void do_getsockopt(const char *op, const char *what)
 			    v ? p2pkp_errname(v) : "OK");
 		return;
 	} else {
-		bad(op, "expected peer_results, last_transfer, peer_timeout, rate or error");
+		bad(op, "expected peer_results, last_transfer, peer_timeout, rate, recv_fd or error");
 	}
 	fflush(stdout);
 }
@@ -514,6 +549,124 @@ static int sock_type(const char *op, const char *s)
 	return (int)v;
 }
 
+/* open:FLAGS:PATH, close-file, fstat-file, link-file:PATH */
+static void do_file(const char *op, char *arg)
+{
+	char what[PATH_MAX + 64], proc[64];
+	char *path, *tok, *save = NULL;
+	int flags = 0, acc = -1, ret, e;
+	struct stat st;
+
+	if (!strcmp(op, "close-file")) {
+		ret = close(file_fd);
+		e = errno;
+		file_fd = -1;
+		result("close-file", ret, e);
+		return;
+	}
+	if (!strcmp(op, "fstat-file")) {
+		ret = fstat(file_fd, &st);
+		e = errno;
+		snprintf(what, sizeof(what), "%lld", ret < 0 ? 0LL : (long long)st.st_size);
+		result_with("fstat-file", ret, e, "size", what);
+		return;
+	}
+	if (!arg || !*arg)
+		bad(op, "needs a path");
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", file_fd);
+	if (!strcmp(op, "link-file")) {
+		ret = linkat(AT_FDCWD, proc, AT_FDCWD, arg, AT_SYMLINK_FOLLOW);
+		e = errno;
+		snprintf(what, sizeof(what), "link-file %s", arg);
+		result(what, ret, e);
+		return;
+	}
+	path = strchr(arg, ':');
+	if (!path)
+		bad(op, "expected open:FLAGS:PATH");
+	*path++ = '\0';
+	snprintf(what, sizeof(what), "open %s %s", arg, path);
+	for (tok = strtok_r(arg, "+", &save); tok; tok = strtok_r(NULL, "+", &save)) {
+		if (!strcmp(tok, "r"))
+			acc = O_RDONLY;
+		else if (!strcmp(tok, "w"))
+			acc = O_WRONLY;
+		else if (!strcmp(tok, "rw"))
+			acc = O_RDWR;
+		else if (!strcmp(tok, "append"))
+			flags |= O_APPEND;
+		else if (!strcmp(tok, "creat"))
+			flags |= O_CREAT;
+		else if (!strcmp(tok, "trunc"))
+			flags |= O_TRUNC;
+		else if (!strcmp(tok, "path"))
+			flags |= O_PATH;
+		else if (!strcmp(tok, "dir"))
+			flags |= O_DIRECTORY;
+		else if (!strcmp(tok, "tmpfile"))
+			flags |= O_TMPFILE;
+		else
+			bad(op, "FLAGS: r, w, rw, append, creat, trunc, path, dir, tmpfile");
+	}
+	if ((flags & O_TMPFILE) == O_TMPFILE)
+		acc = O_RDWR;
+	else if (acc < 0)
+		acc = O_RDONLY;
+	ret = open(path, acc | flags, 0600);
+	e = errno;
+	if (ret >= 0)
+		file_fd = ret;
+	result(what, ret, e);
+}
+
+/* send-fd[:COUNT], send-fd-payload:TEXT, send-fd-num:N: SCM_RIGHTS */
+static void do_send_fd(const char *op, char *arg)
+{
+	int fds[8], fd = file_fd, count = 1, i, ret, e;
+	union {
+		char buf[CMSG_SPACE(sizeof(fds))];
+		struct cmsghdr align;
+	} ctl;
+	const char *payload = "";
+	char what[PATH_MAX + 64];
+	struct cmsghdr *cmsg;
+	struct iovec iov;
+	struct msghdr msg;
+
+	if (!strcmp(op, "send-fd-payload")) {
+		if (!arg)
+			bad(op, "needs a payload");
+		payload = arg;
+	} else if (!strcmp(op, "send-fd-num")) {
+		fd = arg ? (int)p2pkp_parse_uint(arg, INT_MAX) : -1;
+		if (fd < 0)
+			bad(op, "needs a descriptor number");
+	} else if (arg) {
+		count = (int)p2pkp_parse_uint(arg, 8);
+		if (count < 1)
+			bad(op, "COUNT: 1..8");
+	}
+	for (i = 0; i < count; i++)
+		fds[i] = fd;
+	memset(&msg, 0, sizeof(msg));
+	memset(&ctl, 0, sizeof(ctl));
+	iov.iov_base = (void *)payload;
+	iov.iov_len = strlen(payload);
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = ctl.buf;
+	msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
+	cmsg = CMSG_FIRSTHDR(&msg);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(count * sizeof(int));
+	memcpy(CMSG_DATA(cmsg), fds, count * sizeof(int));
+	ret = (int)sendmsg(cur, &msg, 0);
+	e = errno;
+	snprintf(what, sizeof(what), "%s %s", op, arg ? arg : "1");
+	result(what, ret, e);
+}
+
 static void run(char *op)
 {
 	char *arg = strchr(op, ':');
@@ -661,6 +814,16 @@ static void run(char *op)
 		result("clock", now_ms(), 0);
 		return;
 	}
+	if (!strcmp(op, "open") || !strcmp(op, "close-file") ||
+	    !strcmp(op, "fstat-file") || !strcmp(op, "link-file")) {
+		do_file(op, arg);
+		return;
+	}
+	if (!strcmp(op, "send-fd") || !strcmp(op, "send-fd-payload") ||
+	    !strcmp(op, "send-fd-num")) {
+		do_send_fd(op, arg);
+		return;
+	}
 	if (!strcmp(op, "write-len") || !strcmp(op, "read-len")) {
 		long long n;
 		char *buf;
@@ -794,8 +957,22 @@ static void run(char *op)
 			result(what, ret, e);
 			return;
 		}
+		if (!strcmp(arg, "recv_fd")) {
+			int fd = file_fd;
+
+			if (strcmp(val, "file")) {
+				fd = strcmp(val, "-1") ? (int)p2pkp_parse_uint(val, INT_MAX) : -1;
+				if (fd < 0 && strcmp(val, "-1"))
+					bad(op, "expected recv_fd:file, recv_fd:-1 or recv_fd:N");
+			}
+			ret = setsockopt(cur, SOL_P2PKP, P2PKP_RECV_FD, &fd, sizeof(fd));
+			e = errno;
+			snprintf(what, sizeof(what), "setsockopt recv_fd %s", val);
+			result(what, ret, e);
+			return;
+		}
 		if (strcmp(arg, "peer_timeout"))
-			bad(op, "only peer_timeout, rate, sndtimeo and rcvtimeo can be set");
+			bad(op, "only peer_timeout, rate, recv_fd, sndtimeo and rcvtimeo can be set");
 		ret = p2pkp_parse_uint(val, UINT32_MAX);
 		if (ret < 0)
 			bad(op, "bad milliseconds");

@@ -4,6 +4,7 @@ can produce it (no module loaded: the socket calls fail), the documented events 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -119,6 +120,29 @@ def test_p2pkp_op_readiness_calls_on_a_host_udp_socket() -> None:
         "getsockopt error = 0 value=OK",
     ], out
     assert int(op_result(out, "clock")) > 0
+
+
+def test_p2pkp_op_descriptor_calls_on_the_host(tmp_path: Path) -> None:
+    """The descriptor calls of issue 17's item 4 where the host can run them: an O_TMPFILE
+    named with link-file, fstat-file, and send-fd on a UDP socket of the host (which refuses
+    SCM_RIGHTS: the call's line, not P2PKP's semantics)."""
+    name = tmp_path / "named"
+    out = tool(
+        paths.OP,
+        "--json",
+        "socket:dgram:0:2",
+        f"open:tmpfile:{tmp_path}",
+        "fstat-file",
+        f"link-file:{name}",
+        "send-fd-num:999",
+        "close-file",
+        f"open:r+w:{tmp_path}/missing",
+    )
+    lines = op_lines(out)
+    assert lines[2:4] == ["fstat-file = 0 size=0", f"link-file {name} = 0"], out
+    assert lines[4].startswith("send-fd-num 999 = -1 "), out
+    assert lines[5:] == ["close-file = 0", f"open r+w {tmp_path}/missing = -1 ENOENT"], out
+    assert name.is_file()
 
 
 @pytest.mark.skipif(not paths.FANOUT.exists(), reason="tools not built (make tools)")
