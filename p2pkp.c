@@ -408,6 +408,162 @@ MODULE_PARM_DESC(max_file_size,
 static unsigned int p2pkp_net_id __read_mostly;
 static struct workqueue_struct *p2pkp_wq;
 
+/* ---- SHA-256 of files: the fastest implementation, timed at load ---- */
+
+/*
+ * The library's generic C code (sha256_update) or the crypto API's
+ * "sha256", which is the fastest driver the CPU has (SHA-NI, AVX2, SSSE3,
+ * or sha256-generic): each is timed on P2PKP_SHA_CAL_BYTES at load, as the
+ * RAID6 and xor code time theirs, and the faster one hashes every file
+ * (section 6 of docs/protocol.md).  Under TCG the C code wins; on real
+ * hardware SIMD does.
+ */
+enum { P2PKP_SHA_LIB, P2PKP_SHA_CRYPTO, P2PKP_SHA_N };
+static const char * const p2pkp_sha_names[P2PKP_SHA_N] = { "lib", "crypto" };
+
+static char *sha256_choice = "auto";
+module_param_named(sha256, sha256_choice, charp, 0444);
+MODULE_PARM_DESC(sha256,
+		 "SHA-256 of files: auto (the faster, timed at load), lib or crypto");
+
+#define P2PKP_SHA_CAL_BYTES	(64 * 1024)
+#define P2PKP_SHA_CAL_ROUNDS	5
+
+static struct crypto_shash *p2pkp_sha_tfm;	/* NULL: the library's */
+static u64 p2pkp_sha_rate[P2PKP_SHA_N];		/* bytes/s, 0: not timed */
+static int p2pkp_sha_used = P2PKP_SHA_LIB;
+static char p2pkp_sha_driver[CRYPTO_MAX_ALG_NAME] = "none";	/* timed */
+
+/* A running SHA-256 of a file, by the implementation chosen at load. */
+struct p2pkp_sha {
+	struct sha256_state lib;
+	struct shash_desc *desc;	/* crypto: its state, or NULL */
+};
+
+/* Make @s ready for p2pkp_sha_init() (in process context). */
+static int p2pkp_sha_alloc(struct p2pkp_sha *s)
+{
+	if (!p2pkp_sha_tfm)
+		return 0;
+	s->desc = kmalloc(sizeof(*s->desc) +
+			  crypto_shash_descsize(p2pkp_sha_tfm),
+			  GFP_KERNEL_ACCOUNT);
+	if (!s->desc)
+		return -ENOMEM;
+	s->desc->tfm = p2pkp_sha_tfm;
+	return 0;
+}
+
+static void p2pkp_sha_free(struct p2pkp_sha *s)
+{
+	kfree(s->desc);			/* NULL-safe; a digest is no secret */
+	s->desc = NULL;
+}
+
+static int p2pkp_sha_init(struct p2pkp_sha *s)
+{
+	if (s->desc)
+		return crypto_shash_init(s->desc);
+	sha256_init(&s->lib);
+	return 0;
+}
+
+static void p2pkp_sha_update(struct p2pkp_sha *s, const u8 *p, u32 n)
+{
+	/* sha256 drivers have no failing update: nothing to report */
+	if (s->desc)
+		crypto_shash_update(s->desc, p, n);
+	else
+		sha256_update(&s->lib, p, n);
+}
+
+static void p2pkp_sha_final(struct p2pkp_sha *s, u8 *out)
+{
+	if (s->desc)
+		crypto_shash_final(s->desc, out);
+	else
+		sha256_final(&s->lib, out);
+}
+
+/* Bytes per second of one implementation, the best of a few rounds. */
+static u64 __init p2pkp_sha_time(struct crypto_shash *tfm, const u8 *buf)
+{
+	u64 t, best = U64_MAX;
+	u8 out[SHA256_DIGEST_SIZE];
+	int i, err = 0;
+
+	for (i = 0; i < P2PKP_SHA_CAL_ROUNDS && !err; i++) {
+		t = ktime_get_ns();
+		if (tfm)
+			err = crypto_shash_tfm_digest(tfm, buf,
+						      P2PKP_SHA_CAL_BYTES, out);
+		else
+			sha256(buf, P2PKP_SHA_CAL_BYTES, out);
+		best = min(best, ktime_get_ns() - t);
+		cond_resched();
+	}
+	if (err)
+		return 0;
+	return div64_u64((u64)P2PKP_SHA_CAL_BYTES * NSEC_PER_SEC,
+			 max_t(u64, best, 1));
+}
+
+/*
+ * Choose the SHA-256 of files: the sha256= parameter, or the faster one.
+ * A crypto "sha256" that cannot be allocated leaves the library's (an
+ * error only when sha256=crypto asked for it).
+ */
+static int __init p2pkp_sha_choose(void)
+{
+	struct crypto_shash *tfm;
+	int want;
+	u8 *buf;
+
+	want = sysfs_match_string(p2pkp_sha_names, sha256_choice);
+	if (want < 0 && strcmp(sha256_choice, "auto")) {
+		pr_err("sha256=%s: expected auto, lib or crypto\n",
+		       sha256_choice);
+		return -EINVAL;
+	}
+	tfm = crypto_alloc_shash("sha256", 0, 0);
+	if (IS_ERR(tfm)) {
+		if (want == P2PKP_SHA_CRYPTO) {
+			pr_err("sha256=crypto: no sha256 in the crypto API (%ld)\n",
+			       PTR_ERR(tfm));
+			return PTR_ERR(tfm);
+		}
+		tfm = NULL;
+	} else {
+		strscpy(p2pkp_sha_driver, crypto_shash_driver_name(tfm),
+			sizeof(p2pkp_sha_driver));
+	}
+	buf = kvmalloc(P2PKP_SHA_CAL_BYTES, GFP_KERNEL);
+	if (!buf) {
+		crypto_free_shash(tfm);
+		return -ENOMEM;
+	}
+	get_random_bytes(buf, P2PKP_SHA_CAL_BYTES);
+	p2pkp_sha_rate[P2PKP_SHA_LIB] = p2pkp_sha_time(NULL, buf);
+	if (tfm)
+		p2pkp_sha_rate[P2PKP_SHA_CRYPTO] = p2pkp_sha_time(tfm, buf);
+	kvfree(buf);
+	if (want < 0)
+		want = p2pkp_sha_rate[P2PKP_SHA_CRYPTO] >
+		       p2pkp_sha_rate[P2PKP_SHA_LIB] ?
+		       P2PKP_SHA_CRYPTO : P2PKP_SHA_LIB;
+	if (want == P2PKP_SHA_CRYPTO && !p2pkp_sha_rate[P2PKP_SHA_CRYPTO]) {
+		crypto_free_shash(tfm);	/* it failed its timing */
+		return -EINVAL;
+	}
+	if (want == P2PKP_SHA_LIB) {
+		crypto_free_shash(tfm);	/* NULL-safe */
+		tfm = NULL;
+	}
+	p2pkp_sha_tfm = tfm;
+	p2pkp_sha_used = want;
+	return 0;
+}
+
 static inline struct p2pkp_sock *p2pkp_sk(struct sock *sk)
 {
 	return (struct p2pkp_sock *)sk;
@@ -986,7 +1142,7 @@ struct p2pkp_tx {
 	u8 *rbuf;			/* received datagram */
 	u64 hashed;			/* bytes hashed in order */
 	bool digest_done;
-	struct sha256_state sha;
+	struct p2pkp_sha sha;
 	u8 digest[P2PKP_DIGEST_SIZE];
 	/* rate cap: token bucket of DATA payload bytes */
 	u64 rate, burst, tokens, tok_ns;
@@ -1034,8 +1190,8 @@ static const u8 *p2pkp_get_chunk(struct p2pkp_tx *tx, u64 c, bool retrans,
 	tx->blk_first = c;
 	tx->blk_n = n;
 	if (!tx->digest_done && tx->hashed >= pos && tx->hashed < pos + bytes) {
-		sha256_update(&tx->sha, tx->blk + (tx->hashed - pos),
-			      pos + bytes - tx->hashed);
+		p2pkp_sha_update(&tx->sha, tx->blk + (tx->hashed - pos),
+				 pos + bytes - tx->hashed);
 		tx->hashed = pos + bytes;
 	}
 	return tx->blk;
@@ -1054,10 +1210,10 @@ static int p2pkp_tx_digest(struct p2pkp_tx *tx)
 		err = p2pkp_read_full(tx->file, tx->one, n, tx->hashed);
 		if (err)
 			return err;
-		sha256_update(&tx->sha, tx->one, n);
+		p2pkp_sha_update(&tx->sha, tx->one, n);
 		tx->hashed += n;
 	}
-	sha256_final(&tx->sha, tx->digest);
+	p2pkp_sha_final(&tx->sha, tx->digest);
 	tx->digest_done = true;
 	return 0;
 }
@@ -1706,6 +1862,7 @@ static void p2pkp_tx_free(struct p2pkp_tx *tx)
 	if (tx->file)
 		fput(tx->file);
 	p2pkp_ctx_put(&tx->ctx);
+	p2pkp_sha_free(&tx->sha);
 	kfree(tx->rbuf);
 	kvfree(tx->one);
 	kvfree(tx->blk);
@@ -1808,7 +1965,7 @@ static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 {
 	struct p2pkp_tx *tx;
-	int i;
+	int i, err;
 
 	tx = kzalloc(sizeof(*tx), GFP_KERNEL_ACCOUNT);
 	if (!tx)
@@ -1839,7 +1996,11 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	do {
 		tx->id = get_random_u64();
 	} while (!tx->id);
-	sha256_init(&tx->sha);
+	err = p2pkp_sha_alloc(&tx->sha) ?: p2pkp_sha_init(&tx->sha);
+	if (err) {
+		p2pkp_tx_free(tx);
+		return err;
+	}
 	tx->start_ns = ktime_get_ns();
 	tx->npeers = ps->npeers;
 
@@ -1907,7 +2068,7 @@ struct p2pkp_rx {
 	u32 srtt;			/* us, from DATA echoes; 0: unknown */
 	u64 last_ack_ns;
 	u32 credit;			/* bytes of ACK the sender has paid for */
-	struct sha256_state sha;
+	struct p2pkp_sha sha;
 	DECLARE_BITMAP(ring, P2PKP_WIN);	/* by chunk % P2PKP_WIN */
 	u8 *chunkbuf;			/* P2PKP_CHUNK_MAX */
 };
@@ -2307,7 +2468,7 @@ static int p2pkp_rx_advance(struct p2pkp_rx *rx)
 				      rx->cum * rx->chunk);
 		if (err)
 			return err;
-		sha256_update(&rx->sha, rx->chunkbuf, len);
+		p2pkp_sha_update(&rx->sha, rx->chunkbuf, len);
 		rx->cum++;
 	}
 	return 0;
@@ -2411,9 +2572,13 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->last_ack_ns = 0;
 	rx->credit = P2PKP_CTL_MAX;	/* one ACK in advance */
 	bitmap_zero(rx->ring, P2PKP_WIN);
-	sha256_init(&rx->sha);
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
+	err = p2pkp_sha_init(&rx->sha);
+	if (err) {
+		p2pkp_rx_fail(ps, rx, err, echo);
+		return;
+	}
 	/* the caller's descriptor: made O_APPEND since (fcntl) */
 	if (rx->fd && (READ_ONCE(rx->file->f_flags) & O_APPEND)) {
 		p2pkp_rx_fail(ps, rx, -EPERM, echo);
@@ -2586,7 +2751,7 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	p2pkp_stat(ps, P2PKP_ST_BYTES_RECEIVED, plen);
 	if (idx == rx->cum) {
-		sha256_update(&rx->sha, payload, plen);
+		p2pkp_sha_update(&rx->sha, payload, plen);
 		rx->ooo_acked = false;	/* the next gap gets its own ACK */
 		rx->cum++;
 		err = p2pkp_rx_advance(rx);
@@ -2630,7 +2795,7 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_rx_send_ack(ps, rx);
 		return;
 	}
-	sha256_final(&rx->sha, digest);
+	p2pkp_sha_final(&rx->sha, digest);
 	if (crypto_memneq(digest, e->digest, sizeof(digest)))
 		err = -EBADMSG;
 	else
@@ -2773,6 +2938,7 @@ static void p2pkp_rx_free(struct p2pkp_rx *rx)
 	}
 	path_put(&rx->dir);		/* NULL-safe when never looked up */
 	p2pkp_ctx_put(&rx->ctx);
+	p2pkp_sha_free(&rx->sha);
 	kvfree(rx->chunkbuf);
 	kfree(rx->name);
 	kfree(rx);
@@ -2918,7 +3084,7 @@ static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 	rx->name = kstrdup(base, GFP_KERNEL_ACCOUNT);
 	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
 	err = -ENOMEM;
-	if (!rx->name || !rx->chunkbuf)
+	if (!rx->name || !rx->chunkbuf || p2pkp_sha_alloc(&rx->sha))
 		goto fail;
 	saved = *base;
 	*base = '\0';
@@ -2966,7 +3132,7 @@ static int p2pkp_rx_arm_file(struct p2pkp_sock *ps, struct file *f)
 	if (!rx)
 		return -ENOMEM;
 	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
-	if (!rx->chunkbuf) {
+	if (!rx->chunkbuf || p2pkp_sha_alloc(&rx->sha)) {
 		p2pkp_rx_free(rx);
 		return -ENOMEM;
 	}
@@ -4204,8 +4370,12 @@ static int p2pkp_seq_show(struct seq_file *seq, void *v)
 	struct p2pkp_net *pn = net_generic(seq_file_net(seq), p2pkp_net_id);
 
 	if (v == SEQ_START_TOKEN) {
-		seq_printf(seq, "p2pkp version=%d family=%d\n", P2PKP_VERSION,
-			   family);
+		seq_printf(seq, "p2pkp version=%d family=%d sha256=%s sha256_lib_Bps=%llu sha256_crypto=%s sha256_crypto_Bps=%llu\n",
+			   P2PKP_VERSION, family,
+			   p2pkp_sha_names[p2pkp_sha_used],
+			   p2pkp_sha_rate[P2PKP_SHA_LIB],
+			   p2pkp_sha_driver,
+			   p2pkp_sha_rate[P2PKP_SHA_CRYPTO]);
 	} else if (v == P2PKP_SEQ_TOTAL) {
 		seq_puts(seq, "total");
 		p2pkp_show_stats(seq, pn->stats);
@@ -4259,10 +4429,14 @@ static int __init p2pkp_init(void)
 	}
 	p2pkp_family_ops.family = family;
 	p2pkp_ops.family = family;
+	err = p2pkp_sha_choose();
+	if (err)
+		return err;
 
+	err = -ENOMEM;
 	p2pkp_wq = alloc_workqueue("p2pkp", WQ_UNBOUND | WQ_FREEZABLE, 0);
 	if (!p2pkp_wq)
-		return -ENOMEM;
+		goto free_sha;
 	err = proto_register(&p2pkp_proto, 1);	/* SLAB_ACCOUNT */
 	if (err)
 		goto free_wq;
@@ -4275,8 +4449,9 @@ static int __init p2pkp_init(void)
 		       err);
 		goto unreg_net;
 	}
-	pr_info("loaded, family %d, wire version %d\n", family,
-		P2PKP_VERSION);
+	pr_info("loaded, family %d, wire version %d, sha256 %s (%llu MB/s)\n",
+		family, P2PKP_VERSION, p2pkp_sha_names[p2pkp_sha_used],
+		div_u64(p2pkp_sha_rate[p2pkp_sha_used], 1000000));
 	return 0;
 
 unreg_net:
@@ -4285,6 +4460,8 @@ unreg_proto:
 	proto_unregister(&p2pkp_proto);
 free_wq:
 	destroy_workqueue(p2pkp_wq);
+free_sha:
+	crypto_free_shash(p2pkp_sha_tfm);	/* NULL-safe */
 	return err;
 }
 
@@ -4295,6 +4472,7 @@ static void __exit p2pkp_exit(void)
 	rcu_barrier();			/* sockets freed after a grace period */
 	proto_unregister(&p2pkp_proto);
 	destroy_workqueue(p2pkp_wq);
+	crypto_free_shash(p2pkp_sha_tfm);	/* NULL-safe */
 }
 
 module_init(p2pkp_init);

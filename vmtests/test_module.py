@@ -116,3 +116,53 @@ def test_family_param_readable(scn: Scenario, cluster: ClusterView) -> None:
     vm.run("rmmod p2pkp")
     res = vm.run(f"insmod {module_ko(vm)} family=2 2>&1", check=False)
     assert res.rc != 0, f"family=2 (AF_INET, taken) was accepted:\n{res.output}"
+
+
+SHA_LINE = re.compile(
+    r"^p2pkp version=\d+ family=\d+ sha256=(lib|crypto) sha256_lib_Bps=(\d+) "
+    r"sha256_crypto=(\S+) sha256_crypto_Bps=(\d+)$",
+    re.MULTILINE,
+)
+
+
+def sha_choice(vm: Guest) -> tuple[str, int, str, int]:
+    """(choice, library rate, crypto driver, crypto rate) from /proc/net/p2pkp's header."""
+    text = proc_net(vm)
+    m = SHA_LINE.search(text)
+    assert m, f"{vm.name}: no sha256 fields in the header of /proc/net/p2pkp:\n{text}"
+    return m[1], int(m[2]), m[3], int(m[4])
+
+
+def test_sha256_fastest_at_load_and_forced(scn: Scenario, cluster: ClusterView) -> None:
+    """Issue 14 item 4: at load the module times the library's SHA-256 and the crypto API's
+    sha256 (its best driver) and hashes files with the faster; /proc/net/p2pkp shows the
+    choice, both rates and the driver. sha256=lib|crypto forces one, anything else refuses
+    to load (EINVAL). A file hashed by the crypto API on the sender verifies with the library
+    on the receiver, and the other way round."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    choice, lib, driver, crypto = sha_choice(tx)
+    print(f"{tx.name}: sha256={choice} lib={lib} B/s {driver}={crypto} B/s")
+    assert lib > 0 and crypto > 0 and driver.startswith("sha256"), (lib, driver, crypto)
+    assert choice == ("crypto" if crypto > lib else "lib"), (choice, lib, crypto)
+    assert tx.run("cat /sys/module/p2pkp/parameters/sha256").output.strip() == "auto"
+    tx.run("rmmod p2pkp")
+    res = tx.run(f"insmod {module_ko(tx)} sha256=md5 2>&1", check=False)
+    # insmod words EINVAL from init_module as "Invalid parameters"
+    assert res.rc != 0 and "Invalid parameters" in res.output, res.output
+    assert "sha256=md5: expected auto, lib or crypto" in tx.run("dmesg | tail -5").output
+    try:
+        for sender, receiver in (("crypto", "lib"), ("lib", "crypto")):
+            for vm, impl in ((tx, sender), (rx, receiver)):
+                vm.run(f"rmmod p2pkp 2>/dev/null; insmod {module_ko(vm)} sha256={impl}")
+                assert sha_choice(vm)[0] == impl, proc_net(vm)
+            src, digest = scn.make_file(tx, f"src-{sender}", 3 * 1000 * 1000 + 7)
+            dst = scn.path(f"dst-{sender}")
+            port = next_port()
+            job = scn.receiver(rx, dst, port)
+            tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(src)}", timeout=120.0)
+            assert job.wait(timeout=60.0).rc == 0
+            got = rx.run(f"sha256sum {q(dst)}").output.split()[0]
+            assert got == digest, f"{sender} -> {receiver}: content differs"
+    finally:
+        for vm in (tx, rx):  # the defaults again for the next tests
+            vm.run(f"rmmod p2pkp 2>/dev/null; insmod {module_ko(vm)}", check=False)
