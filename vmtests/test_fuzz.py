@@ -37,6 +37,7 @@ from p2pkpvm.scenario.scenario import (
     sock_counters,
     transfer_deadline,
     wait_counters,
+    wait_output,
 )
 
 SYS = str(TOOLS / "p2pkp-fuzz-sys")
@@ -234,12 +235,15 @@ def test_wire_spoofed_id_of_real_transfer(scn: Scenario, cluster: ClusterView) -
     # ~42 s for 8 MiB with the sender's own rate cap (no netem queue to drop the injected
     # packets of the sender's guest): time to sniff and inject twice.
     rate = int(200_000 / tx.time_scale)
-    sender = scn.spawn(tx, f"{SEND} --timeout 30000 --rate {rate} --to {rx.ipv4}:{port} {q(src)}")
-    res = rx.run(
+    # the sniffer first: its interpreter's start-up (seconds under load) must not eat the
+    # transfer's time
+    wire = scn.spawn(
+        rx,
         f"{WIRE} --target {rx.ipv4}:{port} --local {local} --seed {s} --phases spoof --count 3000",
-        timeout=180.0,
-        check=False,
     )
+    wait_output(wire, r"sniffing", timeout=120.0, what="the wire fuzzer's sniffer")
+    sender = scn.spawn(tx, f"{SEND} --timeout 30000 --rate {rate} --to {rx.ipv4}:{port} {q(src)}")
+    res = wire.wait(timeout=180.0)
     print(res.output)
     assert res.rc == 0, f"seed {s}: {res.output}"
     assert re.search(r"^phase=spoof .*exact=1", res.output, re.MULTILINE), (

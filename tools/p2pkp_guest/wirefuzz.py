@@ -1321,6 +1321,7 @@ def phase_spoof(c: Campaign, rng: random.Random, n: int, xid: int | None) -> Non
     source (raw IPv4, drop_cookie).  Exact when the receiver's counters are local and the
     transfer is still in progress when the injection has been counted."""
     c.concurrent = True
+    print("sniffing", flush=True)  # a test may start the transfer now
     seen = sniff(c.target, 60.0)
     if xid is not None and xid != seen.xid:
         raise FuzzError(f"sniffed id {seen.xid:016x}, expected {xid:016x}")
