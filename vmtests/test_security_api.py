@@ -314,17 +314,13 @@ def test_security_9_signal_after_commit_returns_size(scn: Scenario, cluster: Clu
         )
         pid = int(op_result(recv.output(), "pid"))
         # From the moment the file is stored (files_received=1), signal every 10 ms until the
-        # receiver exits: the first signal lands within the 1 s linger.  Bash builtins only
-        # (mapfile, [[ =~ ]], kill, read -t on a FIFO as the sleep): a fork and exec per
-        # round took longer than the linger on the debug kernel.
-        watcher = (
-            'f=$(mktemp -u) && mkfifo "$f" && exec 3<>"$f" && rm "$f"; '
-            f're="local=[^ ]+:{port} .* files_received=1 "; '
-            "while :; do mapfile -t L < /proc/net/p2pkp; "
-            'for l in "${L[@]}"; do [[ $l =~ $re ]] && break 2; done; read -t 0.01 -u 3; done; '
-            f"while kill -ALRM {pid} 2>/dev/null; do read -t 0.01 -u 3; done"
+        # receiver exits: the first signal lands within the 1 s linger.
+        scn.spawn(
+            rx,
+            f"until grep -qE 'local=\\S+:{port} .* files_received=1 ' /proc/net/p2pkp; "
+            "do sleep 0.01; done; "
+            f"while kill -ALRM {pid} 2>/dev/null; do sleep 0.01; done",
         )
-        scn.spawn(rx, f"bash -c {q(watcher)}")
         res = tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(src)}", timeout=60.0)
         assert res.rc == 0, res.output
         out = recv.wait(timeout=60.0).output
