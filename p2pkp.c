@@ -3205,7 +3205,7 @@ static int p2pkp_op_find(struct p2pkp_sock *ps, const char *path,
 }
 
 /*
- * Make @path (kmalloc'ed; "" for a file) or the open file @f (its
+ * Make @path (kmalloc'ed; NULL or "" for a file) or the open file @f (its
  * reference is taken over) the operation just started, return its number.
  */
 static u32 p2pkp_op_begin(struct p2pkp_sock *ps, char *path, struct file *f,
@@ -3339,9 +3339,8 @@ static int p2pkp_sendmsg(struct socket *sock, struct msghdr *msg, size_t len)
 	if (IS_ERR(file))
 		return PTR_ERR(file);
 	if (file) {			/* no path: the payload must be empty */
-		err = len ? -EINVAL : -ENOMEM;
-		path = len ? NULL : kstrdup("", GFP_KERNEL_ACCOUNT);
-		if (!path)
+		err = -EINVAL;
+		if (len)
 			goto out;
 		goto lock;
 	}
