@@ -3051,6 +3051,21 @@ static void p2pkp_rx_work(struct p2pkp_sock *ps)
 		p2pkp_arm(ps, wait);
 }
 
+/* A read()'s state with its buffers (a path or a descriptor is added). */
+static struct p2pkp_rx *p2pkp_rx_alloc(void)
+{
+	struct p2pkp_rx *rx = kzalloc(sizeof(*rx), GFP_KERNEL_ACCOUNT);
+
+	if (!rx)
+		return NULL;
+	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
+	if (!rx->chunkbuf || p2pkp_sha_alloc(&rx->sha)) {
+		p2pkp_rx_free(rx);
+		return NULL;
+	}
+	return rx;
+}
+
 /* The armed read() @rx waits for a START (in the caller's context). */
 static void p2pkp_rx_ready(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
@@ -3078,13 +3093,12 @@ static int p2pkp_rx_arm(struct p2pkp_sock *ps, char *path)
 
 	if (!strcmp(base, ".") || !strcmp(base, ".."))
 		return -EINVAL;
-	rx = kzalloc(sizeof(*rx), GFP_KERNEL_ACCOUNT);
+	rx = p2pkp_rx_alloc();
 	if (!rx)
 		return -ENOMEM;
 	rx->name = kstrdup(base, GFP_KERNEL_ACCOUNT);
-	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
 	err = -ENOMEM;
-	if (!rx->name || !rx->chunkbuf || p2pkp_sha_alloc(&rx->sha))
+	if (!rx->name)
 		goto fail;
 	saved = *base;
 	*base = '\0';
@@ -3128,14 +3142,9 @@ static int p2pkp_rx_arm_file(struct p2pkp_sock *ps, struct file *f)
 {
 	struct p2pkp_rx *rx;
 
-	rx = kzalloc(sizeof(*rx), GFP_KERNEL_ACCOUNT);
+	rx = p2pkp_rx_alloc();
 	if (!rx)
 		return -ENOMEM;
-	rx->chunkbuf = kvmalloc(P2PKP_CHUNK_MAX, GFP_KERNEL_ACCOUNT);
-	if (!rx->chunkbuf || p2pkp_sha_alloc(&rx->sha)) {
-		p2pkp_rx_free(rx);
-		return -ENOMEM;
-	}
 	rx->file = get_file(f);
 	rx->dir = f->f_path;		/* for its file system's free space */
 	path_get(&rx->dir);
