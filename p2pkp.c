@@ -4286,10 +4286,13 @@ static void *p2pkp_seq_from(struct seq_file *seq)
 	struct p2pkp_iter *it = seq->private;
 	struct p2pkp_sock *ps;
 
+	/* After the total line, nothing: not even a socket made since. */
+	if (it->total)
+		return NULL;
 	list_for_each_entry_rcu(ps, &pn->socks, node)
 		if (ps->seqno > it->last)
 			return ps;
-	return it->total ? NULL : P2PKP_SEQ_TOTAL;
+	return P2PKP_SEQ_TOTAL;
 }
 
 static void *p2pkp_seq_start(struct seq_file *seq, loff_t *pos)

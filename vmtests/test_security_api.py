@@ -16,6 +16,7 @@ from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.net.impair import link_cut
 from p2pkpvm.scenario.scenario import (
     AS_NOBODY,
+    GUEST_PY,
     OP,
     SEND,
     Guest,
@@ -588,3 +589,29 @@ def test_security_13_proc_read_in_pieces_while_sockets_churn(
     churn.kill()
     for job in holders:
         job.kill()
+
+
+# Reads /proc/net/p2pkp 64 bytes at a time up to the end of the total line, makes a socket, reads
+# again: what a reader gets after the total line (it must be nothing: end of file).
+_AFTER_TOTAL = """
+import os, socket, sys
+fd = os.open("/proc/net/p2pkp", os.O_RDONLY)
+buf = b""
+while not (buf.endswith(b"\\n") and buf.split(b"\\n")[-2].startswith(b"total ")):
+    chunk = os.read(fd, 64)
+    if not chunk:
+        sys.exit("end of file before the total line: " + repr(buf[-300:]))
+    buf += chunk
+s = socket.socket(int(sys.argv[1]), socket.SOCK_DGRAM, 0)
+print("after-total=" + repr(os.read(fd, 4096)))
+"""
+
+
+def test_security_13_nothing_after_the_total_line(scn: Scenario, cluster: ClusterView) -> None:
+    """Item 13: the total line ends the listing: a socket made after a reader has read the total
+    line, before its next read(), is not shown after it (the reader gets end of file).  This is
+    the race the churn test above hit in CI, made deterministic."""
+    vm = cluster["vm1"]
+    family = vm.run("cat /sys/module/p2pkp/parameters/family").output.strip()
+    out = vm.run(f"{GUEST_PY} -c {q(_AFTER_TOTAL)} {family}", timeout=60.0).output
+    assert "after-total=b''" in out, out
