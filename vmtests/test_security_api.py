@@ -284,6 +284,32 @@ def test_security_8_no_stack_bytes(scn: Scenario, cluster: ClusterView) -> None:
         assert peer[16:] == bytes(112), f"{vm.name}: bytes after sockaddr_in: {peer.hex()}"
 
 
+# From the moment rx's socket on port argv[2] has stored the file (files_received=1 in
+# /proc/net/p2pkp), SIGALRM to pid argv[1] every 10 ms until it exits or is a zombie: the
+# first lands within the 1 s linger.  Prints "watching" once it runs, so the test can start
+# the sender after that.
+_SIGNAL_AFTER_COMMIT = """
+import os, re, signal, sys, time
+pid, port = int(sys.argv[1]), sys.argv[2]
+stored = re.compile(r"^sock .* local=\\S+:" + port + r" .* files_received=1 ", re.M)
+print("watching", flush=True)
+deadline = time.monotonic() + 600
+while not stored.search(open("/proc/net/p2pkp").read()):
+    if time.monotonic() > deadline:
+        sys.exit("the file was never stored")
+    time.sleep(0.002)
+sent = 0
+try:
+    while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        os.kill(pid, signal.SIGALRM)
+        sent += 1
+        time.sleep(0.01)
+except (FileNotFoundError, ProcessLookupError):
+    pass
+print(f"signals sent: {sent}", flush=True)
+"""
+
+
 def test_security_9_signal_after_commit_returns_size(scn: Scenario, cluster: ClusterView) -> None:
     """Item 9: a signal (handler without SA_RESTART) that lands after the file got its name,
     while read() lingers for the sender's DONE_ACK (dropped here by nftables), makes read()
@@ -314,21 +340,18 @@ def test_security_9_signal_after_commit_returns_size(scn: Scenario, cluster: Clu
             "ready",
         )
         pid = int(op_result(recv.output(), "pid"))
-        # From the moment the file is stored (files_received=1), signal every 10 ms until the
-        # receiver exits: the first signal lands within the 1 s linger.
-        scn.spawn(
-            rx,
-            f"until grep -qE 'local=\\S+:{port} .* files_received=1 ' /proc/net/p2pkp; "
-            "do sleep 0.01; done; "
-            f"while kill -ALRM {pid} 2>/dev/null; do sleep 0.01; done",
-        )
+        # The signaller runs and watches before the sender starts: on the debug kernel its
+        # start-up (seconds) outlasted the transfer and the 1 s linger, and no signal landed.
+        signaller = scn.spawn(rx, f"{GUEST_PY} -c {q(_SIGNAL_AFTER_COMMIT)} {pid} {port}")
+        wait_output(signaller, r"^watching$", timeout=120.0, what="the signaller")
         res = tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(src)}", timeout=60.0)
         assert res.rc == 0, res.output
         out = recv.wait(timeout=60.0).output
     finally:
         tx.run(f"nft delete table inet {table}")
     assert op_result(out, f"read {dst}") == "100000", out
-    assert int(op_result(out, "alarms")) >= 1, f"no signal landed during read():\n{out}"
+    alarms = int(op_result(out, "alarms"))
+    assert alarms >= 1, f"no signal landed during read():\n{out}\n{signaller.output()}"
     assert sha256(rx, dst) == digest
 
 
