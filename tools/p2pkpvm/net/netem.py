@@ -123,8 +123,9 @@ def netem_args(link: Link) -> list[str]:
     return args
 
 
-def qdisc_cmd(dev: str, link: Link) -> str:
-    """`tc qdisc replace` putting netem(link) at the root of dev."""
+def qdisc_cmd(dev: str, link: Link, limit: int = QUEUE_LIMIT) -> str:
+    """`tc qdisc replace` putting netem(link) at the root of dev (a queue of `limit`
+    packets)."""
     argv = [
         "tc",
         "qdisc",
@@ -134,14 +135,17 @@ def qdisc_cmd(dev: str, link: Link) -> str:
         "root",
         "netem",
         "limit",
-        str(QUEUE_LIMIT),
+        str(limit),
         *netem_args(link),
     ]
     return shlex.join(argv)
 
 
-def apply_cmds(link: Link, dev: str = "eth0", direction: Direction = "both") -> list[str]:
-    """Guest shell commands impairing dev's traffic in `direction` with link.
+def apply_cmds(
+    link: Link, dev: str = "eth0", direction: Direction = "both", limit: int = QUEUE_LIMIT
+) -> list[str]:
+    """Guest shell commands impairing dev's traffic in `direction` with link (netem queues
+    of `limit` packets).
 
     Idempotent: applying again replaces the previous impairment (clear first when the direction
     changes).  Each command fails (non-zero) when tc or ip does.
@@ -155,7 +159,7 @@ def apply_cmds(link: Link, dev: str = "eth0", direction: Direction = "both") -> 
     # consult: a module really missing shows as tc's "Specified qdisc kind is unknown".
     cmds = [f"modprobe -a {' '.join(MODULES)} 2>/dev/null || true"]
     if direction in ("both", "egress"):
-        cmds.append(qdisc_cmd(dev, link))
+        cmds.append(qdisc_cmd(dev, link, limit))
     if direction in ("both", "ingress"):
         cmds += [
             # Loading ifb creates ifb0 and ifb1; create it when the module was already there
@@ -165,7 +169,7 @@ def apply_cmds(link: Link, dev: str = "eth0", direction: Direction = "both") -> 
             f"tc qdisc replace dev {d} handle ffff: ingress",
             f"tc filter replace dev {d} parent ffff: pref 1 matchall "
             f"action mirred egress redirect dev {IFB}",
-            qdisc_cmd(IFB, link),
+            qdisc_cmd(IFB, link, limit),
         ]
     return cmds
 

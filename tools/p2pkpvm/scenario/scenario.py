@@ -452,10 +452,15 @@ def send(
 
 
 @contextmanager
-def rate_limited(vm: Guest, rate_mbit: float, dev: str = "eth0") -> Iterator[None]:
+def rate_limited(
+    vm: Guest, rate_mbit: float, dev: str = "eth0", queue: int = netem.QUEUE_LIMIT
+) -> Iterator[None]:
     """Limit vm's egress on dev with netem so a transfer lasts long enough to be interrupted
-    on purpose, whatever the accelerator; removed on exit."""
-    vm.run(netem.script(netem.apply_cmds(netem.Link(rate_mbit=rate_mbit), dev, "egress")))
+    on purpose, whatever the accelerator; removed on exit.  queue: netem's queue in packets
+    (the default holds minutes of data at a low rate: a sender's retransmissions then wait
+    behind it, and its round trip grows without bound)."""
+    link = netem.Link(rate_mbit=rate_mbit)
+    vm.run(netem.script(netem.apply_cmds(link, dev, "egress", limit=queue)))
     try:
         yield
     finally:
