@@ -25,6 +25,7 @@ from p2pkpvm.errors import HarnessError
 from p2pkpvm.kernel.choice import KernelChoice, check_vermagic, stock
 from p2pkpvm.net.impair import apply as apply_link
 from p2pkpvm.net.netns import Netns
+from p2pkpvm.net.receivers import Receiver, plan, setup_script
 from p2pkpvm.net.topology import GuestSpec, Topology
 from p2pkpvm.paths import GUEST_SHELL, out_dir, project_root
 from p2pkpvm.vm.kvm import decide_accel
@@ -69,6 +70,8 @@ class Cluster:
         self.accel = ""
         self.netns = Netns()
         self.vms: list[VM] = []
+        # receivers as namespaces inside guests (topology `receivers:`), r1 first
+        self.receivers: list[Receiver] = plan(topology.guests, self.run_id)
         self._closed = False
         self._lock = threading.Lock()
 
@@ -190,6 +193,14 @@ class Cluster:
         if g.ipv6 is not None:
             cmd += f" && ip -6 addr add {g.ipv6} dev eth0 nodad"
         vm.run(cmd, timeout=30)
+        script = setup_script(g, self.receivers)
+        if script:
+            # a file in the run's log folder (the guest sees the host's tree): kept for the
+            # report, and no console line of kilobytes
+            path = self.logdir / f"{vm.name}.receivers.sh"
+            path.write_text(script)
+            mine = sum(r.guest == vm.name for r in self.receivers)
+            vm.run(f"sh {shlex.quote(str(path))}", timeout=30 + 2 * mine)
 
     def _parallel(
         self, fn: Callable[[VM], Any], what: str, vms: list[VM] | None = None
@@ -206,6 +217,10 @@ class Cluster:
             peers = [str(g.ipv4.ip) for g in others]
             if vm.ipv6:
                 peers += [str(g.ipv6.ip) for g in others if g.ipv6]
+            # every receiver, also those inside this guest (through its bridge)
+            peers += [str(r.ipv4.ip) for r in self.receivers]
+            if vm.ipv6:
+                peers += [str(r.ipv6.ip) for r in self.receivers if r.ipv6]
             script = (
                 f"for a in {' '.join(peers)}; do until ping -c1 -W1 -q $a >/dev/null "
                 "2>&1; do sleep 0.2; done; done"
@@ -359,6 +374,16 @@ class ClusterView:
         self.cluster = cluster
         self.topology = topology
         self.vms: list[VM] = [cluster[g.name] for g in topology.guests]
+        names = {g.name for g in topology.guests}
+        self.receivers: list[Receiver] = [r for r in cluster.receivers if r.guest in names]
+
+    def receiver(self, name: str) -> tuple[VM, Receiver]:
+        """Receiver `name` (r1, r2, ...) and the guest it lives in."""
+        for r in self.receivers:
+            if r.name == name:
+                return self[r.guest], r
+        known = ", ".join(r.name for r in self.receivers) or "none"
+        raise KeyError(f"topology {self.topology.name} has no receiver {name!r} ({known})")
 
     def __getitem__(self, key: int | str) -> VM:
         return guest_named(self.vms, key, f"topology {self.topology.name}")

@@ -12,6 +12,7 @@ import yaml
 
 from p2pkpvm.errors import TopologyError
 from p2pkpvm.net.netem import LINK_KEYS, Link, NetemError, link_from_mapping
+from p2pkpvm.net.receivers import MAX_RECEIVERS, ReceiverPlanError, plan
 from p2pkpvm.paths import project_root
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,14}$")
@@ -29,6 +30,8 @@ class GuestSpec:
     # This guest's link (both directions, netem in the guest, applied at boot): the
     # topology's `link` updated with the guest's own `link` keys.
     link: Link = field(default_factory=Link)
+    # Receivers as network namespaces inside this guest (net/receivers.py), 0: none.
+    receivers: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def _memory(value: Any, where: str) -> str:
 def _guest(data: Any, where: str, link: dict[str, float]) -> GuestSpec:
     if not isinstance(data, dict):
         raise TopologyError(f"{where}: each guest must be a mapping")
-    unknown = set(data) - {"name", "ipv4", "ipv6", "cpus", "memory", "link"}
+    unknown = set(data) - {"name", "ipv4", "ipv6", "cpus", "memory", "link", "receivers"}
     if unknown:
         raise TopologyError(f"{where}: unknown keys {sorted(unknown)}")
     name = data.get("name")
@@ -108,6 +111,7 @@ def _guest(data: Any, where: str, link: dict[str, float]) -> GuestSpec:
         cpus=_int(data.get("cpus", 1), f"{where}: cpus", 1, 8),
         memory=_memory(data.get("memory", "512M"), f"{where}: memory"),
         link=effective,
+        receivers=_int(data.get("receivers", 0), f"{where}: receivers", 0, MAX_RECEIVERS),
     )
 
 
@@ -132,6 +136,7 @@ def topology_dict(t: Topology) -> dict[str, Any]:
                 "cpus": g.cpus,
                 "memory": g.memory,
                 "link": asdict(g.link),
+                **({"receivers": g.receivers} if g.receivers else {}),
             }
             for g in t.guests
         ],
@@ -153,6 +158,10 @@ def parse_topology_dict(data: Any, where: str = "topology") -> Topology:
     link = _link(data.get("link"), where)
     guests = tuple(_guest(g, f"{where}: guests[{i}]", link) for i, g in enumerate(raw))
     _check_unique(guests, where)
+    try:
+        plan(guests, "check")
+    except ReceiverPlanError as exc:
+        raise TopologyError(f"{where}: {exc}") from None
     return Topology(name=name, guests=guests, link=link)
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from p2pkpvm import paths
-from p2pkpvm.cluster.cluster import run_parallel
+from p2pkpvm.cluster.cluster import ClusterView, run_parallel
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.net import netem
 from p2pkpvm.scenario import toolout
@@ -256,6 +256,15 @@ class Scenario:
         job = start_receiver(vm, cmd)
         self.jobs.append((vm, job))
         return job
+
+    def receiver_as(
+        self, view: ClusterView, name: str, out: str, port: int, timeout_ms: int | None = None
+    ) -> Job:
+        """receiver() as receiver `name` (r1, r2, ...: a network namespace inside a guest,
+        topology `receivers:`), listening on its own address."""
+        vm, r = view.receiver(name)
+        prefix = f"ip netns exec {shlex.quote(r.netns)} "
+        return self.receiver(vm, out, port, timeout_ms=timeout_ms, prefix=prefix)
 
     def receivers(
         self, vms: Sequence[Guest], out: str, port: int, count: int = 1, host: str = "0.0.0.0"

@@ -1,0 +1,169 @@
+"""Many receivers without many guests (issue 13): network namespaces inside a guest.
+
+A guest whose topology entry says `receivers: N` gets N network namespaces, each one a
+receiver host on the cluster's subnet.  Inside the guest, eth0 becomes a port of bridge br0
+(which takes over eth0's MAC and the guest's addresses), and every receiver namespace hangs
+on br0 by a veth pair.  So every receiver is reachable from every guest, its own included,
+as if it were a host on the outer bridge.
+
+Receivers are numbered r1, r2, ... across the whole topology, in guest order.  Receiver k
+gets host number RECEIVER_HOST_BASE + k on the guests' IPv4 subnet (and on their IPv6 /64),
+and MACs derived from the run, the guest and k.  Identically booted TCG guests draw the same
+"random" numbers, so veth pairs left to pick their own MACs got equal ones in every guest and
+the outer bridge delivered frames to the wrong guest.  Nothing here is random.
+
+This module only computes: the plan (names, addresses, MACs) and the guest's shell script.
+The cluster runs the script on the guest at boot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from p2pkpvm.errors import TopologyError
+
+RECEIVER_HOST_BASE = 64  # receiver k is host RECEIVER_HOST_BASE + k of the subnet
+MAX_RECEIVERS = 128  # in one topology (a /24 has room for 64 + 128 < 255)
+BRIDGE = "br0"
+NETNS_PREFIX = "p2pkp-"  # receiver r17 lives in netns p2pkp-r17 of its guest
+
+
+class GuestLike(Protocol):
+    """What the plan needs of a topology guest (net.topology.GuestSpec)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ipv4(self) -> ipaddress.IPv4Interface: ...
+
+    @property
+    def ipv6(self) -> ipaddress.IPv6Interface | None: ...
+
+    @property
+    def receivers(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Receiver `name` (r1, r2, ...): a network namespace in guest `guest`."""
+
+    name: str
+    number: int  # k of rk, from 1
+    guest: str
+    ipv4: ipaddress.IPv4Interface
+    ipv6: ipaddress.IPv6Interface | None
+    mac: str  # of the veth end inside the namespace (its eth0)
+    host_mac: str  # of the veth end on the guest's bridge
+
+    @property
+    def netns(self) -> str:
+        return NETNS_PREFIX + self.name
+
+    @property
+    def bridge_port(self) -> str:
+        """The guest-side end of its veth pair (on br0): traffic towards the receiver leaves
+        the guest's bridge here (netem on it impairs what the receiver gets)."""
+        return f"v{self.name}"
+
+    def wrap(self, cmd: str) -> str:
+        """cmd (a shell command line) run inside this receiver's namespace."""
+        return f"ip netns exec {self.netns} sh -c {shlex.quote(cmd)}"
+
+
+class ReceiverPlanError(TopologyError):
+    """The topology's receivers do not fit its subnet or collide with a guest."""
+
+
+def receiver_mac(run_id: str, guest_index: int, number: int, side: int) -> str:
+    """A locally administered unicast MAC for receiver `number`'s veth end `side` (0: in the
+    namespace, 1: on the bridge), distinct per (run, guest, receiver, side)."""
+    if not 0 <= guest_index <= 255 or not 1 <= number <= MAX_RECEIVERS or side not in (0, 1):
+        raise ValueError(f"receiver_mac({guest_index}, {number}, {side}): out of range")
+    digest = hashlib.sha256(f"{run_id}/{guest_index}".encode()).digest()
+    # 0x06 (locally administered, unicast) differs from guest_mac()'s 0x02: no overlap.
+    octets = [0x06, digest[0], digest[1], guest_index, side, number]
+    return ":".join(f"{o:02x}" for o in octets)
+
+
+def plan(guests: Sequence[GuestLike], run_id: str) -> list[Receiver]:
+    """Every receiver of the topology, r1 first (in guest order)."""
+    out: list[Receiver] = []
+    taken = {g.ipv4.ip for g in guests}
+    for gi, g in enumerate(guests):
+        for _ in range(g.receivers):
+            k = len(out) + 1
+            if k > MAX_RECEIVERS:
+                raise ReceiverPlanError(f"more than {MAX_RECEIVERS} receivers in one topology")
+            host = RECEIVER_HOST_BASE + k
+            net4 = g.ipv4.network
+            if host >= net4.num_addresses - 1:
+                raise ReceiverPlanError(f"receiver r{k}: no host {host} in {net4}")
+            ip4 = net4.network_address + host
+            if ip4 in taken:
+                raise ReceiverPlanError(f"receiver r{k}: {ip4} is a guest's address")
+            ip6 = None
+            if g.ipv6 is not None:
+                ip6 = ipaddress.IPv6Interface(
+                    f"{g.ipv6.network.network_address + host}/{g.ipv6.network.prefixlen}"
+                )
+            out.append(
+                Receiver(
+                    name=f"r{k}",
+                    number=k,
+                    guest=g.name,
+                    ipv4=ipaddress.IPv4Interface(f"{ip4}/{net4.prefixlen}"),
+                    ipv6=ip6,
+                    mac=receiver_mac(run_id, gi, k, 0),
+                    host_mac=receiver_mac(run_id, gi, k, 1),
+                )
+            )
+    return out
+
+
+def setup_script(guest: GuestLike, receivers: Sequence[Receiver]) -> str:
+    """The guest's shell commands (one `set -e` script) that make br0 and its receivers.
+
+    Runs after the guest has its addresses on eth0: they move to br0 (eth0 keeps carrying
+    the frames), so the guest's own address does not change."""
+    mine = [r for r in receivers if r.guest == guest.name]
+    if not mine:
+        return ""
+    lines = [
+        "set -e",
+        f"ip link add {BRIDGE} type bridge forward_delay 0 stp_state 0",
+        f"ip link set {BRIDGE} address $(cat /sys/class/net/eth0/address)",
+        # no IPv6 DAD or autoconf on the bridge: addresses are static, as on eth0
+        f"sysctl -qw net.ipv6.conf.{BRIDGE}.accept_ra=0 net.ipv6.conf.{BRIDGE}.autoconf=0",
+        f"ip addr flush dev eth0 && ip link set eth0 master {BRIDGE}",
+        f"ip link set {BRIDGE} up && ip addr add {guest.ipv4} dev {BRIDGE}",
+    ]
+    if guest.ipv6 is not None:
+        lines.append(f"ip -6 addr add {guest.ipv6} dev {BRIDGE} nodad")
+    for r in mine:
+        host_end = r.bridge_port
+        lines += [
+            f"ip netns add {r.netns}",
+            f"ip link add {host_end} address {r.host_mac} type veth "
+            f"peer name eth0 address {r.mac} netns {r.netns}",
+            f"ip link set {host_end} master {BRIDGE} up",
+            f"ip -n {r.netns} link set lo up",
+            f"ip -n {r.netns} link set eth0 up",
+            f"ip -n {r.netns} addr add {r.ipv4} dev eth0",
+        ]
+        if r.ipv6 is not None:
+            lines.append(f"ip -n {r.netns} -6 addr add {r.ipv6} dev eth0 nodad")
+    return "\n".join(lines) + "\n"
+
+
+def teardown_script(receivers: Sequence[Receiver], guest: str) -> str:
+    """Remove the guest's receiver namespaces (their veth pairs go with them)."""
+    names = " ".join(r.netns for r in receivers if r.guest == guest)
+    if not names:
+        return ""
+    return f"for n in {names}; do ip netns del $n 2>/dev/null || true; done\n"

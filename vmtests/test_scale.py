@@ -1,0 +1,160 @@
+"""Issue 13: one to many for real: 64 receivers (network namespaces inside 3 guests).
+
+Topology `scale`: vm1 sends; vm2..vm4 hold receivers r1..r66 (22 each), each a network
+namespace on a bridge inside its guest with its own address on the cluster's subnet
+(tools/p2pkpvm/net/receivers.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from p2pkpvm.cluster.cluster import ClusterView, run_parallel
+from p2pkpvm.net.receivers import NETNS_PREFIX, Receiver
+from p2pkpvm.scenario import toolout
+from p2pkpvm.scenario.scenario import (
+    SEND,
+    MiB,
+    Scenario,
+    next_port,
+    op,
+    op_lines,
+    parse_received,
+    q,
+    sha256,
+    transfer_deadline,
+)
+from p2pkpvm.vm.guest import Job
+
+pytestmark = pytest.mark.topology("scale")
+
+MAX_PEERS = 64  # P2PKP_MAX_PEERS (p2pkp.h)
+
+
+def start_receivers(
+    scn: Scenario, cluster: ClusterView, rs: list[Receiver], dst: str, port: int
+) -> dict[str, Job]:
+    """p2pkp-recv in each receiver's namespace, into dst.<name> (they share their guest's
+    file system); guests in parallel, a guest's receivers one after the other."""
+    by_guest: dict[str, list[Receiver]] = {}
+    for r in rs:
+        by_guest.setdefault(r.guest, []).append(r)
+
+    def start(guest: str) -> list[tuple[str, Job]]:
+        return [
+            (r.name, scn.receiver_as(cluster, r.name, f"{dst}.{r.name}", port))
+            for r in by_guest[guest]
+        ]
+
+    started = run_parallel(start, "receivers", list(by_guest))
+    return {name: job for jobs in started for name, job in jobs}
+
+
+def test_scale_receivers_are_distinct_hosts(cluster: ClusterView) -> None:
+    """Every receiver namespace has its own address and MAC, and no two interfaces the
+    harness made (guest NICs, both veth ends) share a MAC across the cluster."""
+    macs: list[str] = []
+    for vm in cluster:
+        macs.append(vm.run("cat /sys/class/net/eth0/address").output.strip())
+        mine = [r for r in cluster.receivers if r.guest == vm.name]
+        if not mine:
+            continue
+        # one console round per guest: "NAME MAC-INSIDE MAC-ON-BRIDGE ADDRESSES..." per receiver
+        assert all(r.netns == NETNS_PREFIX + r.name and r.bridge_port == f"v{r.name}" for r in mine)
+        script = (
+            f"for n in {' '.join(r.name for r in mine)}; do "
+            f"echo $n $(ip netns exec {NETNS_PREFIX}$n cat /sys/class/net/eth0/address) "
+            "$(cat /sys/class/net/v$n/address) "
+            f"$(ip -n {NETNS_PREFIX}$n -br addr show dev eth0); done"
+        )
+        lines = {ln.split()[0]: ln.split() for ln in vm.run(script).output.splitlines() if ln}
+        for r in mine:
+            got = lines.get(r.name, [])
+            assert len(got) >= 3 and str(r.ipv4) in got, f"{vm.name}: {r.name}: {got}"
+            assert (got[1], got[2]) == (r.mac, r.host_mac), f"{vm.name}: {r.name}: {got}"
+            macs += got[1:3]
+    dup = sorted({m for m in macs if macs.count(m) > 1})
+    assert not dup, f"equal MACs across the cluster: {dup}"
+
+
+def test_scale_one_file_to_64_receivers(scn: Scenario, cluster: ClusterView) -> None:
+    """One write() of a 4 MiB file to 64 receivers: every one gets it bit-exact, and the
+    sender's per-peer results say DONE with every byte acknowledged."""
+    tx = cluster["vm1"]
+    rs = cluster.receivers[:MAX_PEERS]
+    size = 4 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    port = next_port()
+    dst = scn.path("dst")
+    jobs = start_receivers(scn, cluster, rs, dst, port)
+    cmd = SEND + " --json" + "".join(f" --to {r.ipv4.ip}:{port}" for r in rs) + f" {q(src)}"
+    res = tx.run(cmd, timeout=transfer_deadline(MAX_PEERS * size))
+    files = toolout.sent(res.output)
+    assert [(f.size, f.peers) for f in files] == [(size, MAX_PEERS)], res.output
+    for r in rs:
+        p = files[0].results.get(f"{r.ipv4.ip}:{port}")
+        assert p is not None and (p.state, p.acked) == ("DONE", size), f"{r.name}: {p}"
+    print(f"\n{size} bytes to {MAX_PEERS} receivers: {files[0].ms:.1f} ms (TCG)")
+    for r in rs:
+        vm = cluster[r.guest]
+        out = jobs[r.name].wait(timeout=60.0)
+        assert out.rc == 0, f"{r.name} in {vm.name}: p2pkp-recv exited {out.rc}:\n{out.output}"
+        assert parse_received(out.output) == [(f"{dst}.{r.name}", size)], out.output
+        assert sha256(vm, f"{dst}.{r.name}", size) == digest, f"{r.name}: content differs"
+
+
+def test_scale_peer_65_is_refused(cluster: ClusterView) -> None:
+    """connect() of a 65th receiver fails with the documented errno (ENOSPC, P2PKP_MAX_PEERS
+    in p2pkp.h and the errno table), the first 64 succeed."""
+    tx = cluster["vm1"]
+    rs = cluster.receivers[: MAX_PEERS + 1]
+    assert len(rs) == MAX_PEERS + 1
+    out = op(tx, ["socket", *(f"connect:{r.ipv4.ip}:7117" for r in rs)])
+    results = [line.split(" = ", 1)[1] for line in op_lines(out) if line.startswith("connect ")]
+    assert results[:MAX_PEERS] == ["0"] * MAX_PEERS, out
+    assert results[MAX_PEERS].startswith("-1 ENOSPC"), out
+
+
+def test_scale_64_receivers_8_dead_8_lossy(scn: Scenario, cluster: ClusterView) -> None:
+    """64 receivers, of which 8 run nothing (dead) and 8 lose 10 % of their incoming frames
+    (netem in their namespace): the 56 live ones get the file bit-exact, the lossy ones too,
+    and the sender's per-peer results name exactly the 8 dead ones, FAILED with ETIMEDOUT."""
+    tx = cluster["vm1"]
+    rs = cluster.receivers[:MAX_PEERS]
+    # spread over the guests: every 8th receiver is dead, the one after it lossy
+    dead = [r for i, r in enumerate(rs) if i % 8 == 0]
+    lossy = [r for i, r in enumerate(rs) if i % 8 == 1]
+    live = [r for r in rs if r not in dead]
+    size = 1 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    port = next_port()
+    dst = scn.path("dst")
+    for r in lossy:
+        # on the bridge's end of its veth pair: the frames towards the receiver
+        cluster[r.guest].run(f"tc qdisc add dev {r.bridge_port} root netem loss 10%")
+    try:
+        jobs = start_receivers(scn, cluster, live, dst, port)
+        cmd = (
+            SEND
+            + " --json --timeout 5000"
+            + "".join(f" --to {r.ipv4.ip}:{port}" for r in rs)
+            + f" {q(src)}"
+        )
+        res = tx.run(cmd, timeout=transfer_deadline(MAX_PEERS * size) + 60.0, check=False)
+    finally:
+        for r in lossy:
+            cluster[r.guest].run(f"tc qdisc del dev {r.bridge_port} root", check=False)
+    assert res.rc != 0, f"{tx.name}: p2pkp-send succeeded with 8 dead peers:\n{res.output}"
+    results = toolout.peers(res.output)
+    failed = sorted(a for a, p in results.items() if p.state != "DONE")
+    assert failed == sorted(f"{r.ipv4.ip}:{port}" for r in dead), res.output
+    for r in dead:
+        p = results[f"{r.ipv4.ip}:{port}"]
+        assert (p.state, p.errname) == ("FAILED", "ETIMEDOUT"), f"{r.name}: {p}"
+    for r in live:
+        vm = cluster[r.guest]
+        out = jobs[r.name].wait(timeout=60.0)
+        assert out.rc == 0, f"{r.name} in {vm.name}: p2pkp-recv exited {out.rc}:\n{out.output}"
+        assert sha256(vm, f"{dst}.{r.name}", size) == digest, f"{r.name}: content differs"
+    retrans = sum(results[f"{r.ipv4.ip}:{port}"].retrans for r in lossy)
+    print(f"\nlossy receivers: {retrans} retransmitted datagrams in all (TCG)")
