@@ -13,7 +13,8 @@ and MACs derived from the run, the guest and k.  Identically booted TCG guests d
 the outer bridge delivered frames to the wrong guest.  Nothing here is random.
 
 This module only computes: the plan (names, addresses, MACs) and the guest's shell script.
-The cluster runs the script on the guest at boot.
+The cluster runs the script on the guest at boot; the namespaces go with the guest (there is
+nothing to remove on the host).
 """
 
 from __future__ import annotations
@@ -159,11 +160,3 @@ def setup_script(guest: GuestLike, receivers: Sequence[Receiver]) -> str:
         if r.ipv6 is not None:
             lines.append(f"ip -n {r.netns} -6 addr add {r.ipv6} dev eth0 nodad")
     return "\n".join(lines) + "\n"
-
-
-def teardown_script(receivers: Sequence[Receiver], guest: str) -> str:
-    """Remove the guest's receiver namespaces (their veth pairs go with them)."""
-    names = " ".join(r.netns for r in receivers if r.guest == guest)
-    if not names:
-        return ""
-    return f"for n in {names}; do ip netns del $n 2>/dev/null || true; done\n"
