@@ -90,3 +90,42 @@ def test_attach_does_not_take_the_test_path_as_its_socket(tmp_path: Path) -> Non
     out = run_pytest(tmp_path, "--attach-socket", str(sock), "--attach")
     assert f"no running cluster at {sock}" in out, out
     assert "test_long.py (" not in out, out
+
+
+TOPOLOGIES = """
+import pytest
+
+@pytest.mark.topology("pair")
+def test_a_pair(cluster): pass
+
+@pytest.mark.topology("quad")
+def test_b_quad(cluster): pass
+
+@pytest.mark.topology("scale")
+def test_c_scale(cluster): pass
+
+@pytest.mark.topology("trio")
+def test_d_trio(cluster): pass
+
+@pytest.mark.topology("quad")
+def test_e_quad(cluster): pass
+
+def test_f_no_vm(): pass
+"""
+
+
+def test_vm_tests_grouped_so_each_cluster_boots_once(tmp_path: Path) -> None:
+    """Collection order: VM-less tests first, then by topology from the largest; among equal
+    sizes the topology that covers others last (scale, whose guests hold receivers, covers
+    no other: before quad, which then serves trio and pair without a reboot)."""
+    (tmp_path / "test_long.py").write_text(TOPOLOGIES)
+    out = run_pytest(tmp_path, "--collect-only")
+    order = [line.split("::")[1] for line in out.splitlines() if "::" in line]
+    assert order == [
+        "test_f_no_vm",
+        "test_c_scale",
+        "test_b_quad",
+        "test_e_quad",
+        "test_d_trio",
+        "test_a_pair",
+    ], out

@@ -175,18 +175,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if dropped:
             config.hook.pytest_deselected(items=dropped)
             items[:] = keep
-    sizes: dict[str, int] = {}
+    names = {_topology_name(i) for i in items if _uses_vms(i)}
+    tops = {name: load_topology(name) for name in names}
+    # Among topologies of one size, those that cover more of the others come later: they
+    # go on serving the smaller ones (scale, whose guests hold receivers, covers no other
+    # topology, so it comes before quad, which then serves trio and pair).
+    covers = {n: sum(t.covers(o) for m, o in tops.items() if m != n) for n, t in tops.items()}
 
-    def key(item: pytest.Item) -> tuple[int, int, int]:
+    def key(item: pytest.Item) -> tuple[int, int, int, int, str]:
         if not _uses_vms(item):
-            return (0, 0, 0)
+            return (0, 0, 0, 0, "")
         name = _topology_name(item)
-        if name not in sizes:
-            sizes[name] = len(load_topology(name).guests)
         # Tests that crash a guest on purpose go last: the guest the last one kills is never
         # booted again.
         crash = 1 if item.get_closest_marker("expect_crash") is not None else 0
-        return (1, crash, -sizes[name])
+        return (1, crash, -len(tops[name].guests), covers[name], name)
 
     items.sort(key=key)
 
