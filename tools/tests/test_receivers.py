@@ -126,9 +126,9 @@ def test_setup_script_for_one_guest() -> None:
     assert " -6 " not in setup_script(t.guest("c"), rs)
 
 
-def test_wrap() -> None:
+def test_exec_prefix() -> None:
     rs = plan(parse_topology(TWO).guests, "run")
-    assert rs[0].wrap("echo 'a b'") == "ip netns exec p2pkp-r1 sh -c 'echo '\"'\"'a b'\"'\"''"
+    assert rs[0].exec_prefix == "ip netns exec p2pkp-r1 "
 
 
 def test_scale_topology_has_64_receivers_beside_a_sender() -> None:

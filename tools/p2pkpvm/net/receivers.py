@@ -55,7 +55,6 @@ class Receiver:
     """Receiver `name` (r1, r2, ...): a network namespace in guest `guest`."""
 
     name: str
-    number: int  # k of rk, from 1
     guest: str
     ipv4: ipaddress.IPv4Interface
     ipv6: ipaddress.IPv6Interface | None
@@ -72,9 +71,10 @@ class Receiver:
         the guest's bridge here (netem on it impairs what the receiver gets)."""
         return f"v{self.name}"
 
-    def wrap(self, cmd: str) -> str:
-        """cmd (a shell command line) run inside this receiver's namespace."""
-        return f"ip netns exec {self.netns} sh -c {shlex.quote(cmd)}"
+    @property
+    def exec_prefix(self) -> str:
+        """What runs a command line inside this receiver's namespace when put before it."""
+        return f"ip netns exec {shlex.quote(self.netns)} "
 
 
 class ReceiverPlanError(TopologyError):
@@ -116,7 +116,6 @@ def plan(guests: Sequence[GuestLike], run_id: str) -> list[Receiver]:
             out.append(
                 Receiver(
                     name=f"r{k}",
-                    number=k,
                     guest=g.name,
                     ipv4=ipaddress.IPv4Interface(f"{ip4}/{net4.prefixlen}"),
                     ipv6=ip6,

@@ -263,8 +263,7 @@ class Scenario:
         """receiver() as receiver `name` (r1, r2, ...: a network namespace inside a guest,
         topology `receivers:`), listening on its own address."""
         vm, r = view.receiver(name)
-        prefix = f"ip netns exec {shlex.quote(r.netns)} "
-        return self.receiver(vm, out, port, timeout_ms=timeout_ms, prefix=prefix)
+        return self.receiver(vm, out, port, timeout_ms=timeout_ms, prefix=r.exec_prefix)
 
     def receivers(
         self, vms: Sequence[Guest], out: str, port: int, count: int = 1, host: str = "0.0.0.0"
