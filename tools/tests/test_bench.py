@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from p2pkpvm.bench.model import (
+    METHODS,
     BenchParseError,
     BenchRun,
     Iperf,
@@ -14,12 +16,14 @@ from p2pkpvm.bench.model import (
     SyscallSample,
     aggregate,
     cpu_seconds,
+    median_ci,
     parse_cpu_lines,
     parse_iperf,
     parse_sha256,
     parse_timeit,
+    parse_udp_counters,
 )
-from p2pkpvm.bench.runner import recv_cmd, send_cmd
+from p2pkpvm.bench.runner import BenchConfig, recv_cmd, send_cmd, timed_plan
 from p2pkpvm.bench.tables import fmt_s, fmt_size, latex, markdown, targets
 
 DATA = Path(__file__).parent / "data" / "bench"
@@ -133,11 +137,61 @@ def test_markdown_rows() -> None:
     md = markdown(run_of([sample("p2pkp", 2.0), sample("tcp-sendfile", 0.5)]))
     lines = md.splitlines()
     assert lines[2] == (
-        "| 64 MiB | 3 | warm | P2PKP | 2.00 s | 2.00 s-2.00 s | 1 | 40 | 1.00 s | 100.7 MB/s |"
+        "| 64 MiB | 3 | warm | P2PKP | 2.00 s | 2.00 s-2.00 s (0 %) | 1 | 40 | 1.00 s "
+        "| 100.7 MB/s |"
     )
     assert lines[3].startswith("| 64 MiB | 3 | warm | TCP sendfile | 500.0 ms |")
-    assert "50.0% lost, 50.0 MB/s received" in md
+    assert "50.0% lost, 50.0 MB/s delivered" in md
+    # the iperf3 ratio against what it delivered and what it sent
+    assert (
+        "vs 50.0 MB/s iperf3 -u delivered to one peer (ratio 2.01) and 100.0 MB/s it sent "
+        "(ratio 1.01) |" in md
+    )
     assert "| wall P2PKP / TCP sendfile | 4.00 | <= 1.0 | **no** |" in md
+
+
+def test_median_interval_from_order_statistics() -> None:
+    assert median_ci([]) is None
+    assert median_ci([2.0]) == (2.0, 2.0, 0.0)
+    # 5 samples: no interval reaches 95 %; min-max covers the median with 1 - 2/32
+    assert median_ci([5.0, 1.0, 4.0, 2.0, 3.0]) == (1.0, 5.0, 0.9375)
+    assert median_ci([float(x) for x in range(6)]) == (0.0, 5.0, 1 - 2 / 64)
+    # 10 samples: x(2)..x(9), 1 - 2 (1 + 10) / 1024
+    lo, hi, level = median_ci([float(x) for x in range(10, 0, -1)]) or (0, 0, 0)
+    assert (lo, hi) == (2.0, 9.0) and level == pytest.approx(1 - 22 / 1024)
+
+
+def test_warmup_rounds_are_kept_but_not_counted() -> None:
+    warm = replace(sample("p2pkp", 9.0, rep=-1), warmup=True)
+    run = run_of([warm, sample("p2pkp", 2.0), sample("p2pkp", 3.0, rep=1)])
+    (row,) = aggregate(run)
+    assert (row.n_ok, row.wall_max) == (2, 3.0)
+    assert BenchRun.from_json(run.to_json()).samples[0].warmup is True
+
+
+def test_plan_warms_up_each_cell_and_shuffles_every_round() -> None:
+    cfg = BenchConfig(sizes=(1, 2), peers=(1, 3), caches=("warm",), reps=5, seed=7)
+    plan = timed_plan(cfg)
+    cells = {(s, p, c) for s, p, c, _, _ in plan}
+    assert len(plan) == len(cells) * 6 * len(METHODS)
+    rounds: dict[tuple[int, int, str, int], list[str]] = {}
+    for s, p, c, rep, m in plan:
+        rounds.setdefault((s, p, c, rep), []).append(m)
+    assert all(sorted(r) == sorted(METHODS) for r in rounds.values())
+    for cell in cells:  # the warm-up round comes first in its cell
+        reps = [rep for s, p, c, rep, _ in plan if (s, p, c) == cell]
+        assert reps[0] == -1 and reps.count(-1) == len(METHODS)
+    firsts = {r[0] for r in rounds.values()}
+    assert len(firsts) > 1, f"one method always first: {firsts}"
+    assert timed_plan(cfg) == plan, "the seed fixes the order"
+    assert timed_plan(replace(cfg, seed=8)) != plan
+    assert all(rep >= 0 for *_, rep, _ in timed_plan(replace(cfg, warmup=False)))
+
+
+def test_udp_counters_from_the_sender_capture() -> None:
+    text = (DATA / "host-sender-gso-2peers.txt").read_text()
+    assert parse_udp_counters(text) == {"datagrams": 215, "timeouts": 0}
+    assert parse_udp_counters("bench-udp: peer 10.99.0.2 stalled\n") == {}
 
 
 def test_latex_structure_and_escapes() -> None:

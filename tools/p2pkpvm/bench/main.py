@@ -9,6 +9,7 @@ import hashlib
 import logging
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from p2pkpvm.bench.hostload import LOAD_LIMIT, load_verdict
 from p2pkpvm.bench.model import METHODS, BenchParseError, BenchRun
 from p2pkpvm.bench.plot import plot
 from p2pkpvm.bench.runner import FULL, QUICK, BenchConfig, BenchRunner
@@ -98,7 +100,16 @@ def describe(run: BenchRun) -> str:
         f"NIC: `{m.get('guest_uso', '?')}`.\n"
         f"- Matrix: sizes {', '.join(fmt_size(s) for s in m['sizes'])}; peers "
         f"{', '.join(str(p) for p in m['peers'])}; page cache {', '.join(m['caches'])}; "
-        f"{m['reps']} repetition(s) per cell (median, min-max).\n"
+        f"{m['reps']} repetition(s) per cell"
+        + (", after one warm-up round per cell that is not counted" if m.get("warmup") else "")
+        + (
+            f"; within each round the methods run in a random order (seed {m['seed']})"
+            if "seed" in m
+            else ""
+        )
+        + ". Wall is the median with a distribution-free confidence interval (order "
+        "statistics of the binomial; below 6 samples the interval is min-max, and its "
+        "level, e.g. 94 % for 5, is stated).\n"
         "- Wall: from the sender's start (fork in `bench-timeit`) until the sender exits, "
         "which every method does only once each receiver has the whole file (the baselines "
         "wait for a receiver's final confirmation sent after write + close; P2PKP's write() "
@@ -111,8 +122,13 @@ def describe(run: BenchRun) -> str:
         "- Cold cache: the source file lives on ext4 on a loop device in the sender; "
         "`sync; echo 3 > /proc/sys/vm/drop_caches` before the run. Warm: `cat FILE` before.\n"
         "- Link limit: `iperf3 -u -b 0 -l 1416` vm1 -> vm2.\n"
-        "- The machine is shared with other jobs (TCG guests of other work, builds): "
-        "expect noise.\n"
+        "- Host load: before each sample the host's 1-minute load average, and during it the "
+        "host CPUs busy with work that is not this bench's (host busy time minus that of "
+        "the bench and its guests), are kept in raw.json; "
+        + (
+            f"a run with samples above {m.get('load_limit', LOAD_LIMIT):g} such CPUs is not "
+            f"published unless forced. This run: {m.get('load_gate', 'not checked')}.\n"
+        )
     )
 
 
@@ -162,6 +178,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--peers", help="comma-separated peer counts, 1..3 (overrides the mode's)")
     p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--no-strace", action="store_true", help="skip the syscall-count runs")
+    p.add_argument(
+        "--no-warmup", action="store_true", help="count every round (no warm-up round per cell)"
+    )
+    p.add_argument(
+        "--seed", type=int, help="seed of the method order within rounds (default: random)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help=f"publish even when samples ran while more than {LOAD_LIMIT:g} host CPUs did "
+        "other work",
+    )
     p.add_argument("--accel", choices=("kvm", "tcg"), help="force the accelerator")
     p.add_argument("--pin", default=None, help="kernel pin by name (default: the default pin)")
     p.add_argument(
@@ -204,7 +232,9 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         cfg = replace(cfg, peers=peers)
     if args.no_strace:
         cfg = replace(cfg, strace=False)
-    return cfg
+    if args.no_warmup:
+        cfg = replace(cfg, warmup=False)
+    return replace(cfg, seed=args.seed if args.seed is not None else secrets.randbelow(1 << 31))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         "caches": list(cfg.caches),
         "reps": cfg.reps,
         "methods": list(cfg.methods),
+        "warmup": cfg.warmup,
+        "seed": cfg.seed,
+        "load_limit": LOAD_LIMIT,
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split(" ")[0:3]),
         "pin": kernel.pin,
         "uso": args.uso,
@@ -273,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner.run(run.samples.append, run.syscalls.append)
             finally:
                 meta["duration_s"] = round(time.monotonic() - t0)
+                meta["load_gate"] = load_verdict(run.samples) or "passed"
                 write_results(run, outdir)
                 runner.cleanup()
     except HarnessError as exc:
@@ -281,6 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             write_results(run, outdir)
             print(f"bench: partial results in {outdir}", file=sys.stderr)
         return 1
+    busy = load_verdict(run.samples)
+    if busy and not args.no_publish and not args.force:
+        print(
+            f"bench: not published to docs/results: {busy}; run again on a quiet host, or "
+            f"--force to publish anyway (results stay in {outdir})",
+            file=sys.stderr,
+        )
+        return 3
     if not args.no_publish:
         publish(outdir, root / "docs" / "results")
     failed = sum(not s.ok for s in run.samples) + sum(not s.ok for s in run.syscalls)

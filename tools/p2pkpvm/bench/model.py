@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import statistics
 from dataclasses import asdict, dataclass, field
@@ -109,6 +110,19 @@ class Iperf:
         return self.sender_bps * (1.0 - self.lost_percent / 100.0)
 
 
+UDP_SENT_RE = re.compile(
+    r"^sent \S+ \d+ bytes to \d+ peers mode=\S+ datagrams=(\d+) timeouts=(\d+)", re.M
+)
+
+
+def parse_udp_counters(text: str) -> dict[str, int]:
+    """bench-udp's own counters from its 'sent ...' line: datagrams (of the file, once) and
+    timeouts (go-back rounds: each resends from the slowest peer's first missing datagram);
+    empty when the line is missing (the sample then fails on its exit status)."""
+    m = UDP_SENT_RE.search(text)
+    return {"datagrams": int(m[1]), "timeouts": int(m[2])} if m else {}
+
+
 def parse_iperf(text: str, where: str = "iperf3") -> Iperf:
     m = IPERF_RE.search(text)
     if not m:
@@ -130,6 +144,10 @@ class Sample:
     sender_cpu_s: float  # the sender process's user + system time (rusage)
     ok: bool
     error: str = ""
+    warmup: bool = False  # the cell's warm-up round: kept in raw.json, left out of every table
+    counters: dict[str, int] = field(default_factory=dict)  # the sender's own (2.6 of README)
+    loadavg: float = -1.0  # the host's 1-minute load average just before the sample
+    foreign_cpu: float = -1.0  # host CPUs busy with work not of this bench during the sample
 
 
 @dataclass(frozen=True)
@@ -179,7 +197,9 @@ class BenchRun:
         w = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
         w.writeheader()
         for s in self.samples:
-            w.writerow(asdict(s))
+            row = asdict(s)
+            row["counters"] = json.dumps(s.counters, sort_keys=True)
+            w.writerow(row)
         return buf.getvalue()
 
 
@@ -196,6 +216,9 @@ class Row:
     wall_med: float | None
     wall_min: float | None
     wall_max: float | None
+    wall_lo: float | None  # the distribution-free interval of the median (median_ci)
+    wall_hi: float | None
+    ci_level: float | None  # its confidence, e.g. 0.9375 for n = 5, >= 0.95 from n = 6
     cpu_med: float | None
     syscalls: int | None
 
@@ -207,10 +230,39 @@ class Row:
         return self.size * self.peers / self.wall_med
 
 
+def _binom_cdf_half(k: int, n: int) -> float:
+    """P(X <= k) for X ~ Binomial(n, 1/2)."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)
+
+
+def median_ci(values: list[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """A distribution-free confidence interval of the median: the order statistics
+    x_(k) and x_(n+1-k) (1-based) with the largest k whose coverage 1 - 2 P(X <= k-1),
+    X ~ Binomial(n, 1/2), is at least `level`.  Below 6 samples no k reaches 95 %: the
+    interval is then min-max and its coverage (93.75 % for 5, 87.5 % for 4) says so.
+    None for no sample."""
+    n = len(values)
+    if n == 0:
+        return None
+    xs = sorted(values)
+    best = 1
+    for k in range(1, n // 2 + 1):
+        if 1 - 2 * _binom_cdf_half(k - 1, n) >= level:
+            best = k
+    return xs[best - 1], xs[n - best], 1 - 2 * _binom_cdf_half(best - 1, n)
+
+
+def timed_samples(run: BenchRun) -> list[Sample]:
+    """The samples that count: every one but the warm-up rounds."""
+    return [s for s in run.samples if not s.warmup]
+
+
 def aggregate(run: BenchRun) -> list[Row]:
-    """Rows sorted by size, peers, cache, method order; failed samples are counted, not timed."""
+    """Rows sorted by size, peers, cache, method order; failed samples are counted, not timed;
+    warm-up rounds are left out."""
+    samples = timed_samples(run)
     keys = sorted(
-        {(s.method, s.size, s.peers, s.cache) for s in run.samples},
+        {(s.method, s.size, s.peers, s.cache) for s in samples},
         key=lambda k: (k[1], k[2], k[3], METHODS.index(k[0]) if k[0] in METHODS else 99),
     )
     sc = {(s.method, s.size, s.peers): s.total for s in run.syscalls if s.ok}
@@ -218,11 +270,12 @@ def aggregate(run: BenchRun) -> list[Row]:
     for method, size, peers, cache in keys:
         cell = [
             s
-            for s in run.samples
+            for s in samples
             if (s.method, s.size, s.peers, s.cache) == (method, size, peers, cache)
         ]
         good = [s for s in cell if s.ok]
         walls = [s.wall_s for s in good]
+        ci = median_ci(walls)
         rows.append(
             Row(
                 method=method,
@@ -234,6 +287,9 @@ def aggregate(run: BenchRun) -> list[Row]:
                 wall_med=statistics.median(walls) if walls else None,
                 wall_min=min(walls) if walls else None,
                 wall_max=max(walls) if walls else None,
+                wall_lo=ci[0] if ci else None,
+                wall_hi=ci[1] if ci else None,
+                ci_level=ci[2] if ci else None,
                 cpu_med=statistics.median([s.cpu_s for s in good]) if good else None,
                 syscalls=sc.get((method, size, peers)),
             )

@@ -1,4 +1,5 @@
-"""PNG plot of a bench run: median wall time vs file size per method (min-max as error bars)."""
+"""PNG plot of a bench run: median wall time vs file size per method (the interval of the
+median as error bars)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ def plot(run: BenchRun, path: Path, cache: str = "warm") -> None:
     for ax, peers in zip(axes[0], peer_counts, strict=True):
         for method in METHODS:
             pts = sorted(
-                (r.size, r.wall_med, r.wall_min, r.wall_max)
+                (r.size, r.wall_med, r.wall_lo, r.wall_hi)
                 for r in rows
                 if r.method == method
                 and r.peers == peers
                 and r.wall_med is not None
-                and r.wall_min is not None
-                and r.wall_max is not None
+                and r.wall_lo is not None
+                and r.wall_hi is not None
             )
             if not pts:
                 continue

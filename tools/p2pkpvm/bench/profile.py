@@ -21,7 +21,7 @@ from p2pkpvm.scenario.scenario import next_port, start_receiver
 
 TOPOLOGY = {1: "pair", 2: "trio", 3: "quad"}
 REPORT = (
-    "perf report -i {data} --stdio -g none --no-children --sort dso,sym --percent-limit 1 "
+    "perf report -i {data} --stdio -g none --no-children --sort dso,sym --percent-limit 0.1 "
     "2>&1 | cat"
 )
 

@@ -11,6 +11,7 @@ failure, never a time.  System calls are counted in separate runs under `strace 
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import shlex
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from p2pkpvm import paths
+from p2pkpvm.bench.hostload import LoadSnapshot, foreign_cpus, snapshot
 from p2pkpvm.bench.model import (
     METHODS,
     BenchParseError,
@@ -30,11 +32,13 @@ from p2pkpvm.bench.model import (
     parse_iperf,
     parse_sha256,
     parse_timeit,
+    parse_udp_counters,
 )
 from p2pkpvm.errors import HarnessError, VMError
 from p2pkpvm.scenario.scenario import (
     SEND,
     next_port,
+    proc_total,
     start_receiver,
     transfer_deadline,
 )
@@ -64,6 +68,8 @@ class BenchConfig:
     methods: tuple[str, ...] = METHODS
     strace: bool = True
     iperf_seconds: int = 5
+    warmup: bool = True  # one round of every method per cell first, not counted
+    seed: int = 0  # of the method order within each round (recorded in raw.json)
 
 
 FULL = BenchConfig(sizes=(4 * KiB, MiB, 64 * MiB), peers=(1, 2, 3), caches=("cold", "warm"), reps=5)
@@ -106,11 +112,32 @@ def src_path(size: int) -> str:
     return f"{SRC}/file-{size}"
 
 
+def timed_plan(c: BenchConfig) -> list[tuple[int, int, str, int, str]]:
+    """(size, peers, cache, rep, method) of every timed run, in order: per cell a warm-up round
+    (rep -1, when configured) and then c.reps rounds, each round every method once in an
+    order drawn anew (random.Random(c.seed)), so that no method always runs first or right
+    after a particular other."""
+    rng = random.Random(c.seed)
+    plan = []
+    for size in c.sizes:
+        for peers in c.peers:
+            for cache in c.caches:
+                for rep in range(-1 if c.warmup else 0, c.reps):
+                    order = list(c.methods)
+                    rng.shuffle(order)
+                    plan += [(size, peers, cache, rep, m) for m in order]
+    return plan
+
+
 class BenchRunner:
     """Runs one configuration's matrix on guests[0] (sender) and guests[1:] (receivers)."""
 
     def __init__(
-        self, guests: Sequence[Guest], config: BenchConfig, progress: Callable[[str], None]
+        self,
+        guests: Sequence[Guest],
+        config: BenchConfig,
+        progress: Callable[[str], None],
+        load: Callable[[], LoadSnapshot] = snapshot,
     ) -> None:
         if len(guests) < 1 + max(config.peers):
             raise ValueError(
@@ -120,6 +147,7 @@ class BenchRunner:
         self.receivers = list(guests[1:])
         self.config = config
         self.progress = progress
+        self.load = load
         self.digests: dict[int, str] = {}
 
     # ---- preparation ------------------------------------------------------------------------
@@ -205,18 +233,31 @@ class BenchRunner:
                     errors.append(err)
         return cpu, errors
 
-    def timed(self, method: str, size: int, peers: int, cache: str, rep: int) -> Sample:
+    def _p2pkp_total(self) -> dict[str, int]:
+        return proc_total(self.sender)
+
+    def timed(
+        self, method: str, size: int, peers: int, cache: str, rep: int, warmup: bool = False
+    ) -> Sample:
         port = next_port()
         out = f"{WORK}/recv-{port}"
         addrs = [vm.ipv4 for vm in self.receivers[:peers]]
         jobs = self._start_receivers(method, peers, port, out)
         self.prepare_cache(size, cache)
         send = send_cmd(method, addrs, port, src_path(size))
+        before = self._p2pkp_total() if method.startswith("p2pkp") else {}
+        load0 = self.load()
         res = self.sender.run(
             f"head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat",
             timeout=deadline(size, peers),
             check=False,
         )
+        load1 = self.load()
+        if method.startswith("p2pkp"):
+            after = self._p2pkp_total()
+            counters = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k)}
+        else:
+            counters = parse_udp_counters(res.output) if method in UDP_MODES else {}
         errors: list[str] = []
         wall = cpu = scpu = 0.0
         try:
@@ -243,6 +284,10 @@ class BenchRunner:
             sender_cpu_s=scpu,
             ok=not errors,
             error="\n".join(errors),
+            warmup=warmup,
+            counters=counters,
+            loadavg=load0.loadavg1,
+            foreign_cpu=round(foreign_cpus(load0, load1), 3),
         )
 
     def syscalls(self, method: str, size: int, peers: int) -> SyscallSample:
@@ -318,14 +363,7 @@ class BenchRunner:
         self, on_sample: Callable[[Sample], None], on_syscalls: Callable[[SyscallSample], None]
     ) -> None:
         c = self.config
-        timed = [
-            (size, peers, cache, rep, m)
-            for size in c.sizes
-            for peers in c.peers
-            for cache in c.caches
-            for rep in range(c.reps)
-            for m in c.methods
-        ]
+        timed = timed_plan(c)
         traced = (
             [(m, size, peers) for size in c.sizes for peers in c.peers for m in c.methods]
             if c.strace
@@ -336,11 +374,12 @@ class BenchRunner:
         for size, peers, cache, rep, method in timed:
             i += 1
             t0 = time.monotonic()
-            s = self.timed(method, size, peers, cache, rep)
+            s = self.timed(method, size, peers, cache, rep, warmup=rep < 0)
             verdict = f"{s.wall_s * 1000:.1f} ms" if s.ok else "FAILED: " + s.error.splitlines()[0]
             self.progress(
                 f"[{i}/{total}] {method} {size} B -> {peers} peers, {cache}, "
-                f"rep {rep + 1}: {verdict} ({time.monotonic() - t0:.0f} s)"
+                f"{'warm-up' if rep < 0 else f'rep {rep + 1}'}: {verdict} "
+                f"({time.monotonic() - t0:.0f} s, other host load {s.foreign_cpu:.2f} CPUs)"
             )
             on_sample(s)
         for method, size, peers in traced:

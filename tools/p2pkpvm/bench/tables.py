@@ -92,6 +92,7 @@ def targets(run: BenchRun, cache: str = "warm") -> list[Target]:
         )
     if p is not None and p.throughput_bps and run.iperf is not None:
         link = run.iperf.received_bps / 8
+        sent = run.iperf.sender_bps / 8
         ratio = p.throughput_bps / link
         out.append(
             Target(
@@ -100,7 +101,8 @@ def targets(run: BenchRun, cache: str = "warm") -> list[Target]:
                 ">= 0.7",
                 ratio >= 0.7,
                 f"{where}: {fmt_rate(p.throughput_bps)} (file bytes x peers) vs "
-                f"{fmt_rate(link)} (iperf3 -u, one peer, received)",
+                f"{fmt_rate(link)} iperf3 -u delivered to one peer (ratio {ratio:.2f}) and "
+                f"{fmt_rate(sent)} it sent (ratio {p.throughput_bps / sent:.2f})",
             )
         )
     else:
@@ -142,13 +144,17 @@ def _met(t: Target) -> str:
 def markdown(run: BenchRun) -> str:
     rows = aggregate(run)
     lines = [
-        "| size | peers | cache | method | wall (median) | wall min-max | n | sender syscalls "
-        "| CPU (all guests) | throughput |",
+        "| size | peers | cache | method | wall (median) | interval of the median | n "
+        "| sender syscalls | CPU (all guests) | throughput |",
         "|---:|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         n = f"{r.n_ok}" + (f" ({r.n_failed} FAILED)" if r.n_failed else "")
-        spread = f"{fmt_s(r.wall_min)}-{fmt_s(r.wall_max)}" if r.wall_min is not None else "-"
+        spread = (
+            f"{fmt_s(r.wall_lo)}-{fmt_s(r.wall_hi)} ({r.ci_level * 100:.0f} %)"
+            if r.wall_lo is not None and r.ci_level is not None
+            else "-"
+        )
         lines.append(
             f"| {fmt_size(r.size)} | {r.peers} | {r.cache} | {_label(r.method)} "
             f"| {fmt_s(r.wall_med)} | {spread} | {n} "
@@ -160,7 +166,7 @@ def markdown(run: BenchRun) -> str:
         out += (
             f"\nLink limit (iperf3 -u, vm1 -> vm2): {fmt_rate(run.iperf.sender_bps / 8)} "
             f"sent, {run.iperf.lost_percent:.1f}% lost, "
-            f"{fmt_rate(run.iperf.received_bps / 8)} received.\n"
+            f"{fmt_rate(run.iperf.received_bps / 8)} delivered.\n"
         )
     for cache in ("warm", "cold"):
         ts = targets(run, cache)

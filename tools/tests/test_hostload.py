@@ -1,0 +1,86 @@
+"""The bench's load gate on captured /proc files of the host (no guest needed)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from p2pkpvm.bench.hostload import (
+    LOAD_LIMIT,
+    LoadSnapshot,
+    descendants_ticks,
+    foreign_cpus,
+    load_verdict,
+    parse_pid_stat,
+    parse_stat_busy,
+    snapshot,
+)
+from p2pkpvm.bench.model import BenchParseError, Sample
+
+DATA = Path(__file__).parent / "data" / "bench"
+
+
+def test_pid_stat_fields_after_an_odd_command_name() -> None:
+    # comm "a) (b": a parser that splits on spaces or the first ')' reads the wrong fields
+    assert parse_pid_stat((DATA / "host-pid-stat-odd-name.txt").read_text()) == (21489, 0)
+    # a python busy loop: utime 33, stime 1
+    assert parse_pid_stat((DATA / "host-pid-stat-busy.txt").read_text()) == (21509, 34)
+
+
+def test_host_busy_is_user_nice_system() -> None:
+    assert parse_stat_busy((DATA / "host-proc-stat.txt").read_text()) == 64935 + 0 + 19422
+    with pytest.raises(BenchParseError, match="no aggregate 'cpu' line"):
+        parse_stat_busy("cpu0 1 2 3 4\n")
+
+
+def test_descendants_of_the_bench_process() -> None:
+    # 10 -> 11 (qemu) -> 12; 20 is someone else's
+    stats = {10: (1, 5), 11: (10, 300), 12: (11, 7), 20: (1, 1000)}
+    assert descendants_ticks(10, stats) == 312
+    assert descendants_ticks(99, stats) == 0
+
+
+def snap(t: float, busy: int, ours: int) -> LoadSnapshot:
+    return LoadSnapshot(t=t, busy_ticks=busy, ours_ticks=ours, loadavg1=1.0)
+
+
+def test_foreign_cpus() -> None:
+    # 4 s: 600 busy ticks on the host, 200 of them ours: 400 ticks = 4 s of CPU = 1 CPU
+    assert foreign_cpus(snap(0, 1000, 50), snap(4, 1600, 250)) == pytest.approx(1.0)
+    assert foreign_cpus(snap(0, 1000, 50), snap(4, 1100, 250)) == 0.0  # a child took its ticks
+    assert foreign_cpus(snap(3, 0, 0), snap(3, 10, 0)) == 0.0
+
+
+def test_snapshot_of_this_host() -> None:
+    s = snapshot()
+    assert s.busy_ticks > 0 and s.ours_ticks >= 0 and s.loadavg1 >= 0
+
+
+def sample(foreign: float, warmup: bool = False) -> Sample:
+    return Sample(
+        method="p2pkp",
+        size=1 << 20,
+        peers=3,
+        cache="warm",
+        rep=0,
+        wall_s=1.0,
+        cpu_s=1.0,
+        sender_cpu_s=0.1,
+        ok=True,
+        warmup=warmup,
+        loadavg=3.5,
+        foreign_cpu=foreign,
+    )
+
+
+def test_load_verdict_counts_only_counted_samples() -> None:
+    quiet = [sample(0.05), sample(LOAD_LIMIT)]
+    assert load_verdict(quiet) == ""
+    assert load_verdict([*quiet, sample(1.7, warmup=True)]) == ""
+    why = load_verdict([*quiet, replace(sample(1.2), method="udp-rw")])
+    assert why.startswith("1 of 3 samples ran while more than 0.25 host CPUs did other work")
+    assert "worst 1.20, udp-rw 1048576 B to 3 peers, load average 3.50" in why
+    # samples of an older raw.json have no measurement (-1): never under load
+    assert load_verdict([sample(-1.0)]) == ""
