@@ -84,3 +84,16 @@ def test_load_verdict_counts_only_counted_samples() -> None:
     assert "worst 1.20, udp-rw 1048576 B to 3 peers, load average 3.50" in why
     # samples of an older raw.json have no measurement (-1): never under load
     assert load_verdict([sample(-1.0)]) == ""
+
+
+def test_snapshot_of_a_captured_proc(tmp_path: Path) -> None:
+    """/proc as captured: the host line, the load average, a bench process (pid 21509) with
+    a child of an odd name (21489 is its parent, not ours)."""
+    (tmp_path / "stat").write_text((DATA / "host-proc-stat.txt").read_text())
+    (tmp_path / "loadavg").write_text((DATA / "host-loadavg.txt").read_text())
+    for pid, name in ((21511, "host-pid-stat-busy.txt"), (21490, "host-pid-stat-odd-name.txt")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text((DATA / name).read_text())
+    (tmp_path / "self").mkdir()  # not a pid: skipped
+    s = snapshot(root=21509, proc=tmp_path)
+    assert (s.busy_ticks, s.ours_ticks, s.loadavg1) == (84357, 34, 3.54)
