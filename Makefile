@@ -22,7 +22,7 @@ include kernel/kernel.mk
 
 .PHONY: all module tools bench-tools crashme deps venv vm-test vm-test-long vm-up vm-down \
 	vm-shell demo check unit w1 checkpatch lint clean help kernel debug-module \
-	debug-crashme lean-kernel lean-module lean-crashme bench lossbench vm-test-matrix \
+	debug-crashme lean-kernel lean-module lean-crashme bench bench-scale lossbench vm-test-matrix \
 	vm-test-subset
 
 all: module tools bench-tools
@@ -60,6 +60,7 @@ help:
 	@echo "  make vm-shell VMS=n  interactive shells on n networked guests, module loaded"
 	@echo "  make demo            boot 3 guests, send one file from vm1 to vm2 and vm3"
 	@echo "  make bench [QUICK=1] P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
+	@echo "  make bench-scale     one file to 1..64 receivers per method -> docs/results/scaling"
 	@echo "  make lossbench       goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
 	@echo "Variables: PIN=$(subst $(eval) ,|,$(PIN_NAMES)) (default $(PIN_DEFAULT), configs/kernel-pin.yaml)  QEMU=debian|backports"
 	@echo "           KERNEL=stock|lean|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
@@ -185,6 +186,10 @@ LOSSBENCH_ARGS ?=
 bench: deps
 	$(MAKE) all
 	$(CLI) --pin $(PIN_NAME) bench -- --kernel $(KERNEL) $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+bench-scale: deps
+	$(MAKE) all
+	$(CLI) --pin $(PIN_NAME) bench-scale -- --kernel $(KERNEL) $(BENCH_ARGS)
 
 lossbench: deps
 	$(MAKE) all

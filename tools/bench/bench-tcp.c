@@ -2,15 +2,17 @@
 /*
  * bench-tcp: the TCP sendfile baseline of `make bench` (what most users would pick).
  *
- *   bench-tcp send --to A.B.C.D:PORT [--to ...] FILE
+ *   bench-tcp send [--concurrent] --to A.B.C.D:PORT [--to ...] FILE
  *   bench-tcp recv --listen PORT --out PATH [--timeout MS]
  *
  * The sender connects to every peer, then for each peer in turn sends the 8-byte
  * file size and the file with sendfile(); it exits 0 once every peer has answered
  * with one byte, which a receiver sends only after it has written and closed the
- * whole file.
+ * whole file.  With --concurrent it sends to all peers at once: non-blocking
+ * sockets, one sendfile() offset per peer, poll() for the ones with room.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -46,17 +48,64 @@ static void read_full(int s, void *buf, size_t len, int timeout_ms, const char *
 	}
 }
 
+/* Every peer's file at once: sendfile() to whichever sockets have room. */
+static void send_concurrent(const int *socks, const struct sockaddr_in *peers, int npeers,
+			    int fd, const char *path, uint64_t size)
+{
+	struct pollfd pfd[BENCH_MAX_PEERS];
+	off_t off[BENCH_MAX_PEERS];
+	int i, left = 0;
+
+	for (i = 0; i < npeers; i++) {
+		int fl = fcntl(socks[i], F_GETFL);
+
+		if (fl < 0 || fcntl(socks[i], F_SETFL, fl | O_NONBLOCK) < 0)
+			die("fcntl O_NONBLOCK %s", inet_ntoa(peers[i].sin_addr));
+		off[i] = 0;
+		pfd[i].fd = size ? socks[i] : -1;
+		pfd[i].events = POLLOUT;
+		left += size ? 1 : 0;
+	}
+	while (left) {
+		int r = poll(pfd, npeers, 60000);
+
+		if (r < 0)
+			die("poll");
+		if (r == 0)
+			fail("no peer took data for 60000 ms");
+		for (i = 0; i < npeers; i++) {
+			ssize_t n;
+
+			if (pfd[i].fd < 0 || !pfd[i].revents)
+				continue;
+			if (pfd[i].revents & (POLLERR | POLLHUP))
+				fail("peer %s: connection failed", inet_ntoa(peers[i].sin_addr));
+			n = sendfile(socks[i], fd, &off[i], size - off[i]);
+			if (n < 0 && errno != EAGAIN)
+				die("sendfile %s", inet_ntoa(peers[i].sin_addr));
+			if (n == 0)
+				fail("sendfile %s: file shrank at %lld", path, (long long)off[i]);
+			if ((uint64_t)off[i] == size) {
+				pfd[i].fd = -1;
+				left--;
+			}
+		}
+	}
+}
+
 static int do_send(int argc, char **argv)
 {
 	struct sockaddr_in peers[BENCH_MAX_PEERS];
 	int socks[BENCH_MAX_PEERS];
 	const char *path = NULL;
-	int npeers = 0, i, fd;
+	int npeers = 0, i, fd, concurrent = 0;
 	struct stat st;
 	uint64_t size, nsize;
 
 	for (i = 0; i < argc; i++) {
-		if (!strcmp(argv[i], "--to") && i + 1 < argc) {
+		if (!strcmp(argv[i], "--concurrent")) {
+			concurrent = 1;
+		} else if (!strcmp(argv[i], "--to") && i + 1 < argc) {
 			if (npeers == BENCH_MAX_PEERS)
 				fail("at most %d peers", BENCH_MAX_PEERS);
 			parse_peer(argv[++i], &peers[npeers++]);
@@ -82,7 +131,13 @@ static int do_send(int argc, char **argv)
 		if (connect(socks[i], (struct sockaddr *)&peers[i], sizeof(peers[i])) < 0)
 			die("connect %s", inet_ntoa(peers[i].sin_addr));
 	}
-	for (i = 0; i < npeers; i++) {
+	if (concurrent) {
+		for (i = 0; i < npeers; i++)
+			if (send(socks[i], &nsize, sizeof(nsize), MSG_MORE) != sizeof(nsize))
+				die("send size %s", inet_ntoa(peers[i].sin_addr));
+		send_concurrent(socks, peers, npeers, fd, path, size);
+	}
+	for (i = 0; i < npeers && !concurrent; i++) {
 		off_t off = 0;
 
 		if (send(socks[i], &nsize, sizeof(nsize), MSG_MORE) != sizeof(nsize))
@@ -104,8 +159,8 @@ static int do_send(int argc, char **argv)
 			fail("peer %s: bad confirmation byte", inet_ntoa(peers[i].sin_addr));
 		close(socks[i]);
 	}
-	printf("sent %s %llu bytes to %d peers mode=tcp\n", path, (unsigned long long)size,
-	       npeers);
+	printf("sent %s %llu bytes to %d peers mode=%s\n", path, (unsigned long long)size,
+	       npeers, concurrent ? "tcp-concurrent" : "tcp");
 	return 0;
 }
 
@@ -193,7 +248,7 @@ int main(int argc, char **argv)
 		return do_send(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "recv"))
 		return do_recv(argc - 2, argv + 2);
-	fprintf(stderr, "usage: bench-tcp send --to A.B.C.D:PORT... FILE\n"
+	fprintf(stderr, "usage: bench-tcp send [--concurrent] --to A.B.C.D:PORT... FILE\n"
 			"       bench-tcp recv --listen PORT --out PATH [--timeout MS]\n");
 	return 2;
 }

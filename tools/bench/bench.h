@@ -17,7 +17,7 @@
 #define BENCH_PAYLOAD	1400
 #define BENCH_DATA	0x42444154u	/* "BDAT" */
 #define BENCH_ACK	0x4241434bu	/* "BACK" */
-#define BENCH_MAX_PEERS	16
+#define BENCH_MAX_PEERS	64	/* as P2PKP_MAX_PEERS */
 
 struct bench_hdr {
 	uint32_t magic;

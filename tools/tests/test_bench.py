@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from p2pkpvm.bench.model import (
+    DEFAULT_METHODS,
     METHODS,
     BenchParseError,
     BenchRun,
@@ -22,6 +23,7 @@ from p2pkpvm.bench.model import (
     parse_sha256,
     parse_timeit,
     parse_udp_counters,
+    parse_wire,
 )
 from p2pkpvm.bench.runner import BenchConfig, recv_cmd, send_cmd, timed_plan
 from p2pkpvm.bench.tables import fmt_s, fmt_size, latex, markdown, targets
@@ -171,16 +173,17 @@ def test_warmup_rounds_are_kept_but_not_counted() -> None:
 
 def test_plan_warms_up_each_cell_and_shuffles_every_round() -> None:
     cfg = BenchConfig(sizes=(1, 2), peers=(1, 3), caches=("warm",), reps=5, seed=7)
+    assert cfg.methods == DEFAULT_METHODS and set(DEFAULT_METHODS) < set(METHODS)
     plan = timed_plan(cfg)
     cells = {(s, p, c) for s, p, c, _, _ in plan}
-    assert len(plan) == len(cells) * 6 * len(METHODS)
+    assert len(plan) == len(cells) * 6 * len(cfg.methods)
     rounds: dict[tuple[int, int, str, int], list[str]] = {}
     for s, p, c, rep, m in plan:
         rounds.setdefault((s, p, c, rep), []).append(m)
-    assert all(sorted(r) == sorted(METHODS) for r in rounds.values())
+    assert all(sorted(r) == sorted(cfg.methods) for r in rounds.values())
     for cell in cells:  # the warm-up round comes first in its cell
         reps = [rep for s, p, c, rep, _ in plan if (s, p, c) == cell]
-        assert reps[0] == -1 and reps.count(-1) == len(METHODS)
+        assert reps[0] == -1 and reps.count(-1) == len(cfg.methods)
     firsts = {r[0] for r in rounds.values()}
     assert len(firsts) > 1, f"one method always first: {firsts}"
     assert timed_plan(cfg) == plan, "the seed fixes the order"
@@ -191,6 +194,15 @@ def test_plan_warms_up_each_cell_and_shuffles_every_round() -> None:
 def test_udp_counters_from_the_sender_capture() -> None:
     text = (DATA / "host-sender-gso-2peers.txt").read_text()
     assert parse_udp_counters(text) == {"datagrams": 215, "timeouts": 0}
+    assert parse_wire(text) == {}
+    tcp = (DATA / "host-sender-tcp-concurrent-2peers.txt").read_text()
+    # the host's eth0 counters around a loopback transfer: the same before and after
+    assert parse_wire(tcp) == {"wire_packets": 0, "wire_bytes": 0}
+    assert parse_timeit(tcp).rc == 0 and cpu_seconds(tcp, "tcp") == pytest.approx(0.2)
+    moved = tcp.replace("tx_packets=8470 tx_bytes=687588\n", "tx_packets=8570 tx_bytes=837588\n")
+    moved = moved.replace("wire tx_packets=8570", "wire tx_packets=8470", 1)
+    moved = moved.replace("tx_bytes=837588", "tx_bytes=687588", 1)
+    assert parse_wire(moved) == {"wire_packets": 100, "wire_bytes": 150000}
     assert parse_udp_counters("bench-udp: peer 10.99.0.2 stalled\n") == {}
 
 
@@ -226,6 +238,10 @@ def test_commands() -> None:
     assert "p2pkp-recv --json --listen 0.0.0.0:7601 --out /o --count 1" in recv_cmd(
         "p2pkp", 7601, "/o"
     )
+    assert send_cmd("tcp-sendfile-par", ["10.99.0.2", "10.99.0.3"], 7601, "/f").endswith(
+        "bench-tcp send --concurrent --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
+    )
+    assert "bench-tcp recv --listen 7601 --out /o" in recv_cmd("tcp-sendfile-par", 7601, "/o")
     with pytest.raises(ValueError, match="unknown method"):
         send_cmd("ftp", ["10.99.0.2"], 1, "/f")
 

@@ -52,7 +52,7 @@ def uso_state(vm: Guest) -> str:
     return "; ".join(line.strip() for line in out.splitlines() if line.strip()) or "?"
 
 
-def _host_meta(module: Path) -> dict[str, str]:
+def host_meta(module: Path) -> dict[str, str]:
     cpu = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split(" ")[0:3]),
         "pin": kernel.pin,
         "uso": args.uso,
-        **_host_meta(kernel.module),
+        **host_meta(kernel.module),
     }
     run = BenchRun(meta=meta)
     t0 = time.monotonic()

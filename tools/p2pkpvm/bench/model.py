@@ -15,7 +15,18 @@ from p2pkpvm.errors import HarnessError
 
 USER_HZ = 100  # /proc/stat unit on x86_64 Linux
 
-METHODS = ("p2pkp", "p2pkp-key", "udp-rw", "udp-sendfile", "udp-gso", "tcp-sendfile")
+METHODS = (
+    "p2pkp",
+    "p2pkp-key",
+    "udp-rw",
+    "udp-sendfile",
+    "udp-gso",
+    "tcp-sendfile",
+    "tcp-sendfile-par",
+)
+# The methods of `make bench` unless --methods names others (the concurrent TCP sender is
+# the scaling matrix's: at 1-3 peers it adds little beside the sequential one).
+DEFAULT_METHODS = METHODS[:6]
 METHOD_LABELS = {
     "p2pkp": "P2PKP",
     "p2pkp-key": "P2PKP with P2PKP_KEY",
@@ -23,6 +34,7 @@ METHOD_LABELS = {
     "udp-sendfile": "UDP sendfile/datagram",
     "udp-gso": "UDP GSO",
     "tcp-sendfile": "TCP sendfile",
+    "tcp-sendfile-par": "TCP sendfile, concurrent",
 }
 
 
@@ -123,6 +135,19 @@ def parse_udp_counters(text: str) -> dict[str, int]:
     return {"datagrams": int(m[1]), "timeouts": int(m[2])} if m else {}
 
 
+WIRE_RE = re.compile(r"^wire tx_packets=(\d+) tx_bytes=(\d+)\s*$", re.MULTILINE)
+
+
+def parse_wire(text: str) -> dict[str, int]:
+    """What the sender's NIC sent between the first and the last 'wire tx_packets=N
+    tx_bytes=N' line: wire_packets, wire_bytes (empty without two lines)."""
+    found = WIRE_RE.findall(text)
+    if len(found) < 2:
+        return {}
+    (p0, b0), (p1, b1) = found[0], found[-1]
+    return {"wire_packets": int(p1) - int(p0), "wire_bytes": int(b1) - int(b0)}
+
+
 def parse_iperf(text: str, where: str = "iperf3") -> Iperf:
     m = IPERF_RE.search(text)
     if not m:
@@ -148,6 +173,9 @@ class Sample:
     counters: dict[str, int] = field(default_factory=dict)  # the sender's own (2.6 of README)
     loadavg: float = -1.0  # the host's 1-minute load average just before the sample
     foreign_cpu: float = -1.0  # host CPUs busy with work not of this bench during the sample
+    # busy CPU seconds of the sender's guest (its kernel's work too: P2PKP sends from a
+    # kworker, outside the process's rusage); -1 in older raw.json
+    sender_busy_s: float = -1.0
 
 
 @dataclass(frozen=True)

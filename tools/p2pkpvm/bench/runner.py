@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from p2pkpvm import paths
 from p2pkpvm.bench.hostload import LoadSnapshot, foreign_cpus, snapshot
 from p2pkpvm.bench.model import (
+    DEFAULT_METHODS,
     METHODS,
     BenchParseError,
     Iperf,
@@ -33,6 +34,7 @@ from p2pkpvm.bench.model import (
     parse_sha256,
     parse_timeit,
     parse_udp_counters,
+    parse_wire,
 )
 from p2pkpvm.errors import HarnessError, VMError
 from p2pkpvm.scenario.scenario import (
@@ -56,6 +58,11 @@ WORK = "/tmp/bench"
 KEY = f"{WORK}/key"  # P2PKP_KEY of method p2pkp-key, the same on every guest
 SRC = f"{WORK}/src"  # ext4 on a loop device, so that drop_caches really makes a cold read
 IMG = f"{WORK}/disk.img"
+# The sender's NIC counters, printed before and after the timed command (parse_wire).
+WIRE = (
+    "echo wire tx_packets=$(cat /sys/class/net/eth0/statistics/tx_packets) "
+    "tx_bytes=$(cat /sys/class/net/eth0/statistics/tx_bytes)"
+)
 UDP_MODES = {"udp-rw": "rw", "udp-sendfile": "sendfile", "udp-gso": "gso"}
 
 
@@ -65,7 +72,7 @@ class BenchConfig:
     peers: tuple[int, ...]
     caches: tuple[str, ...]
     reps: int
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     strace: bool = True
     iperf_seconds: int = 5
     warmup: bool = True  # one round of every method per cell first, not counted
@@ -86,7 +93,7 @@ def recv_cmd(method: str, port: int, out: str) -> str:
         return f"{p2pkp_recv_cmd(port, out)} --key-file {KEY}"
     if method in UDP_MODES:
         return f"{UDP} recv --listen {port} --out {out} --timeout 60000"
-    if method == "tcp-sendfile":
+    if method in ("tcp-sendfile", "tcp-sendfile-par"):
         return f"{TCP} recv --listen {port} --out {out} --timeout 60000"
     raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
 
@@ -101,6 +108,8 @@ def send_cmd(method: str, addrs: Sequence[str], port: int, path: str) -> str:
         return f"{UDP} send --mode {UDP_MODES[method]} {to} {path}"
     if method == "tcp-sendfile":
         return f"{TCP} send {to} {path}"
+    if method == "tcp-sendfile-par":
+        return f"{TCP} send --concurrent {to} {path}"
     raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
 
 
@@ -138,6 +147,7 @@ class BenchRunner:
         config: BenchConfig,
         progress: Callable[[str], None],
         load: Callable[[], LoadSnapshot] = snapshot,
+        receiver_cpu: bool = True,
     ) -> None:
         if len(guests) < 1 + max(config.peers):
             raise ValueError(
@@ -148,6 +158,8 @@ class BenchRunner:
         self.config = config
         self.progress = progress
         self.load = load
+        # False when receivers share guests (namespaces): their /proc/stat is the guest's
+        self.receiver_cpu = receiver_cpu
         self.digests: dict[int, str] = {}
 
     # ---- preparation ------------------------------------------------------------------------
@@ -179,18 +191,21 @@ class BenchRunner:
     # ---- one transfer -----------------------------------------------------------------------
     def _start_receivers(
         self, method: str, peers: int, port: int, out: str
-    ) -> list[tuple[Guest, Job]]:
+    ) -> list[tuple[Guest, Job, str]]:
+        """The first `peers` receivers, each writing to `out`-NAME (receivers that are
+        namespaces of one guest share its file system)."""
         vms = self.receivers[:peers]
-        cmd = (
-            f"head -1 /proc/stat; {recv_cmd(method, port, out)}; rc=$?; head -1 /proc/stat; "
-            "exit $rc"
-        )
 
-        def start(vm: Guest) -> tuple[Guest, Job]:
-            vm.run(f"rm -f {out}")
-            return vm, start_receiver(vm, cmd)
+        def start(vm: Guest) -> tuple[Guest, Job, str]:
+            path = f"{out}-{vm.name}"
+            cmd = (
+                f"head -1 /proc/stat; {recv_cmd(method, port, path)}; rc=$?; "
+                "head -1 /proc/stat; exit $rc"
+            )
+            vm.run(f"rm -f {path}")
+            return vm, start_receiver(vm, cmd), path
 
-        with ThreadPoolExecutor(max_workers=peers) as pool:
+        with ThreadPoolExecutor(max_workers=min(peers, 16)) as pool:
             return list(pool.map(start, vms))
 
     def prepare_cache(self, size: int, cache: str) -> None:
@@ -200,16 +215,14 @@ class BenchRunner:
         else:
             self.sender.run(f"cat {path} > /dev/null", timeout=deadline(size, 1))
 
-    def _finish(
-        self, jobs: list[tuple[Guest, Job]], size: int, out: str
-    ) -> tuple[float, list[str]]:
-        """Wait for the receivers; their busy CPU seconds and the errors found (wrong digest,
-        receiver failure)."""
+    def _finish(self, jobs: list[tuple[Guest, Job, str]], size: int) -> tuple[float, list[str]]:
+        """Wait for the receivers; their busy CPU seconds (0 unless self.receiver_cpu) and
+        the errors found (wrong digest, receiver failure)."""
         errors: list[str] = []
         cpu = 0.0
 
-        def finish(item: tuple[Guest, Job]) -> tuple[float, str]:
-            vm, job = item
+        def finish(item: tuple[Guest, Job, str]) -> tuple[float, str]:
+            vm, job, out = item
             try:
                 res = job.wait(timeout=deadline(size, 1))
             except HarnessError as exc:
@@ -224,9 +237,11 @@ class BenchRunner:
             vm.run(f"rm -f {out}")
             if got != self.digests[size]:
                 return 0.0, f"{vm.name}: {out} has SHA-256 {got}, source {self.digests[size]}"
+            if not self.receiver_cpu:
+                return 0.0, ""
             return cpu_seconds(res.output, f"{vm.name} receiver"), ""
 
-        with ThreadPoolExecutor(max_workers=max(len(jobs), 1)) as pool:
+        with ThreadPoolExecutor(max_workers=max(min(len(jobs), 16), 1)) as pool:
             for c, err in pool.map(finish, jobs):
                 cpu += c
                 if err:
@@ -248,7 +263,7 @@ class BenchRunner:
         before = self._p2pkp_total() if method.startswith("p2pkp") else {}
         load0 = self.load()
         res = self.sender.run(
-            f"head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat",
+            f"{WIRE}; head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat; {WIRE}",
             timeout=deadline(size, peers),
             check=False,
         )
@@ -258,6 +273,7 @@ class BenchRunner:
             counters = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k)}
         else:
             counters = parse_udp_counters(res.output) if method in UDP_MODES else {}
+        counters.update(parse_wire(res.output))
         errors: list[str] = []
         wall = cpu = scpu = 0.0
         try:
@@ -269,9 +285,9 @@ class BenchRunner:
         except BenchParseError as exc:
             errors.append(str(exc))
         if errors:  # the receivers may wait for a sender that gave up
-            for _vm, job in jobs:
+            for _vm, job, _out in jobs:
                 job.kill("KILL")
-        rcpu, rerrors = self._finish(jobs, size, out)
+        rcpu, rerrors = self._finish(jobs, size)
         errors += rerrors
         return Sample(
             method=method,
@@ -282,6 +298,7 @@ class BenchRunner:
             wall_s=wall,
             cpu_s=cpu + rcpu,
             sender_cpu_s=scpu,
+            sender_busy_s=cpu,
             ok=not errors,
             error="\n".join(errors),
             warmup=warmup,
@@ -306,7 +323,7 @@ class BenchRunner:
         m = re.search(r"^send_rc=(\d+)", res.output, re.MULTILINE)
         if not m or m[1] != "0":
             errors.append(f"{self.sender.name}: {send} under strace failed:\n{res.output[-800:]}")
-            for _vm, job in jobs:
+            for _vm, job, _out in jobs:
                 job.kill("KILL")
         total, calls = 0, {}
         try:
@@ -317,7 +334,7 @@ class BenchRunner:
             calls = {name: c.calls for name, c in summary.syscalls.items()}
         except StraceParseError as exc:
             errors.append(str(exc))
-        _cpu, rerrors = self._finish(jobs, size, out)
+        _cpu, rerrors = self._finish(jobs, size)
         errors += rerrors
         return SyscallSample(
             method=method,

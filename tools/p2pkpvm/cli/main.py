@@ -21,6 +21,7 @@ from pathlib import Path
 from p2pkpvm.bench import lossbench
 from p2pkpvm.bench import main as bench_main
 from p2pkpvm.bench import profile as bench_profile
+from p2pkpvm.bench import scaling as bench_scaling
 from p2pkpvm.cli.demo import run_demo
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.cluster.remote import ClusterServer, default_socket, shutdown
@@ -238,6 +239,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main.main(["--pin", _pin(args).name, *(x for x in args.bench_args if x != "--")])
 
 
+def cmd_bench_scale(args: argparse.Namespace) -> int:
+    """bench-scale's own command line, the pin first (a --pin of its arguments wins)."""
+    return bench_scaling.main(
+        ["--pin", _pin(args).name, *(x for x in args.scale_args if x != "--")]
+    )
+
+
 def cmd_lossbench(args: argparse.Namespace) -> int:
     losses = [float(x) for x in args.loss.split(",")]
     kernel = select(args.kernel, _pin(args))
@@ -310,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="P2PKP against the baselines on 4 guests (make bench)")
     s.add_argument("bench_args", nargs=argparse.REMAINDER, help="see `bench -- --help`")
     s.set_defaults(fn=cmd_bench)
+
+    s = sub.add_parser(
+        "bench-scale", help="cost against the number of receivers, 1..64 (make bench-scale)"
+    )
+    s.add_argument("scale_args", nargs=argparse.REMAINDER, help="see `bench-scale -- --help`")
+    s.set_defaults(fn=cmd_bench_scale)
 
     s = sub.add_parser("bench-profile", help="perf profile of one transfer (sender, receiver)")
     s.add_argument("profile_args", nargs=argparse.REMAINDER, help="see `bench-profile -- --help`")
