@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -154,6 +155,37 @@ def publish(outdir: Path, dest: Path) -> None:
     for name in ("raw.json", "raw.csv", "table.md", "table.tex", "README.md", "plot.png"):
         if (outdir / name).exists():
             shutil.copy2(outdir / name, dest / name)
+
+
+def run_recorded(runner: BenchRunner, run: BenchRun, write: Callable[[], None], t0: float) -> None:
+    """runner's matrix into run; whatever happens, the duration and the load gate's verdict
+    go into run.meta, the results are written and the guests cleaned up."""
+    try:
+        runner.run(run.samples.append, run.syscalls.append)
+    finally:
+        run.meta["duration_s"] = round(time.monotonic() - t0)
+        run.meta["load_gate"] = load_verdict(run.samples) or "passed"
+        write()
+        runner.cleanup()
+
+
+def publish_gated(
+    run: BenchRun, outdir: Path, dest: Path, args: argparse.Namespace, prog: str
+) -> bool:
+    """Copy outdir to dest unless --no-publish; False (nothing copied) when counted samples
+    ran under host load and --force was not given."""
+    if args.no_publish:
+        return True
+    busy = load_verdict(run.samples)
+    if busy and not args.force:
+        print(
+            f"{prog}: not published to {dest}: {busy}; run again on a quiet host, or "
+            f"--force to publish anyway (results stay in {outdir})",
+            file=sys.stderr,
+        )
+        return False
+    publish(outdir, dest)
+    return True
 
 
 def render(outdir: Path) -> int:
@@ -302,29 +334,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
             except (VMError, BenchParseError) as exc:
                 progress(f"bench: iperf3 -u FAILED (no link limit in this run): {exc}")
-            try:
-                runner.run(run.samples.append, run.syscalls.append)
-            finally:
-                meta["duration_s"] = round(time.monotonic() - t0)
-                meta["load_gate"] = load_verdict(run.samples) or "passed"
-                write_results(run, outdir)
-                runner.cleanup()
+            run_recorded(runner, run, lambda: write_results(run, outdir), t0)
     except HarnessError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         if run.samples:
             write_results(run, outdir)
             print(f"bench: partial results in {outdir}", file=sys.stderr)
         return 1
-    busy = load_verdict(run.samples)
-    if busy and not args.no_publish and not args.force:
-        print(
-            f"bench: not published to docs/results: {busy}; run again on a quiet host, or "
-            f"--force to publish anyway (results stay in {outdir})",
-            file=sys.stderr,
-        )
+    if not publish_gated(run, outdir, root / "docs" / "results", args, "bench"):
         return 3
-    if not args.no_publish:
-        publish(outdir, root / "docs" / "results")
     failed = sum(not s.ok for s in run.samples) + sum(not s.ok for s in run.syscalls)
     progress(
         f"bench: done in {time.monotonic() - t0:.0f} s; {len(run.samples)} timed runs, "

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from p2pkpvm.bench.hostload import LOAD_LIMIT, load_verdict
-from p2pkpvm.bench.main import host_meta, progress, publish
+from p2pkpvm.bench.hostload import LOAD_LIMIT
+from p2pkpvm.bench.main import host_meta, progress, publish_gated, run_recorded
 from p2pkpvm.bench.model import METHOD_LABELS, METHODS, BenchRun, median_ci
 from p2pkpvm.bench.runner import BenchConfig, BenchRunner
 from p2pkpvm.bench.tables import fmt_s, fmt_size
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not all(1 <= n <= 64 for n in ns):
         raise SystemExit(f"bench-scale: methods {bad} unknown or receivers {ns} not in 1..64")
     kernel = select(args.kernel, load_pin(args.pin))
-    seed = args.seed if args.seed is not None else int(time.time()) % (1 << 31)
+    seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     cfg = BenchConfig(
         sizes=(args.size,),
         peers=ns,
@@ -291,25 +292,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             runner = BenchRunner([cluster[0], *rs], cfg, progress, receiver_cpu=False)
             runner.prepare()
-            try:
-                runner.run(run.samples.append, run.syscalls.append)
-            finally:
-                meta["duration_s"] = round(time.monotonic() - t0)
-                meta["load_gate"] = load_verdict(run.samples) or "passed"
-                write_results(run, outdir)
-                runner.cleanup()
+            run_recorded(runner, run, lambda: write_results(run, outdir), t0)
     except HarnessError as exc:
         print(f"bench-scale: {exc}", file=sys.stderr)
         if run.samples:
             write_results(run, outdir)
         return 1
     print(scale_table(run))
-    busy = load_verdict(run.samples)
-    if busy and not args.no_publish and not args.force:
-        print(f"bench-scale: not published: {busy} (--force to publish)", file=sys.stderr)
+    if not publish_gated(run, outdir, root / "docs" / "results" / "scaling", args, "bench-scale"):
         return 3
-    if not args.no_publish:
-        publish(outdir, root / "docs" / "results" / "scaling")
     failed = sum(not s.ok for s in run.samples)
     progress(f"bench-scale: done in {time.monotonic() - t0:.0f} s, {failed} failed; {outdir}")
     return 1 if failed else 0
