@@ -32,17 +32,23 @@ MAX_PEERS = 64  # P2PKP_MAX_PEERS (p2pkp.h)
 
 
 def start_receivers(
-    scn: Scenario, cluster: ClusterView, rs: list[Receiver], dst: str, port: int
+    scn: Scenario,
+    cluster: ClusterView,
+    rs: list[Receiver],
+    dst: str,
+    port: int,
+    count: int = 1,
 ) -> dict[str, Job]:
     """p2pkp-recv in each receiver's namespace, into dst.<name> (they share their guest's
-    file system); guests in parallel, a guest's receivers one after the other."""
+    file system; with count > 1, dst holds a %d pattern); guests in parallel, a guest's
+    receivers one after the other."""
     by_guest: dict[str, list[Receiver]] = {}
     for r in rs:
         by_guest.setdefault(r.guest, []).append(r)
 
     def start(guest: str) -> list[tuple[str, Job]]:
         return [
-            (r.name, scn.receiver_as(cluster, r.name, f"{dst}.{r.name}", port))
+            (r.name, scn.receiver_as(cluster, r.name, f"{dst}.{r.name}", port, count=count))
             for r in by_guest[guest]
         ]
 
@@ -163,3 +169,59 @@ def test_scale_64_receivers_8_dead_8_lossy(scn: Scenario, cluster: ClusterView) 
         assert sha256(vm, f"{dst}.{r.name}", size) == digest, f"{r.name}: content differs"
     retrans = sum(results[f"{r.ipv4.ip}:{port}"].retrans for r in lossy)
     print(f"\nlossy receivers: {retrans} retransmitted datagrams in all (TCG)")
+
+
+SOAK_ROUNDS = 20
+SOAK_SIZE = 8 * MiB  # x 22 receivers of a guest, in its RAM until checked
+
+
+@pytest.mark.long
+@pytest.mark.timeout_s(7200)
+def test_scale_soak_64_receivers(scn: Scenario, cluster: ClusterView) -> None:
+    """The long campaign of test_scale_one_file_to_64_receivers: 20 files of 8 MiB, each
+    new, one after the other to the same 64 receivers (each p2pkp-recv takes all 20).
+    Every file bit-exact at every receiver, every write DONE for all 64; afterwards no
+    P2PKP socket is left in any namespace (each receiver's /proc/net/p2pkp, the guests'),
+    each receiver's namespace counted 20 files received, no hidden temporary name is left,
+    and the module's socket slab holds no object."""
+    tx = cluster["vm1"]
+    rs = cluster.receivers[:MAX_PEERS]
+    port = next_port()
+    dst = scn.path("dst")
+    jobs = start_receivers(scn, cluster, rs, dst + ".%03d", port, count=SOAK_ROUNDS)
+    to = "".join(f" --to {r.ipv4.ip}:{port}" for r in rs)
+    for i in range(1, SOAK_ROUNDS + 1):
+        src, digest = scn.make_file(tx, "src", SOAK_SIZE)
+        res = tx.run(f"{SEND} --json{to} {q(src)}", timeout=transfer_deadline(64 * SOAK_SIZE))
+        files = toolout.sent(res.output)
+        assert [(f.size, f.peers) for f in files] == [(SOAK_SIZE, MAX_PEERS)], res.output
+        bad = {a: p for a, p in files[0].results.items() if p.state != "DONE"}
+        assert not bad, f"round {i}: not DONE: {bad}"
+        print(f"round {i}: {SOAK_SIZE} bytes to {MAX_PEERS} receivers in {files[0].ms:.0f} ms")
+
+        def check(guest: str, i: int = i, digest: str = digest) -> None:
+            vm = cluster[guest]
+            for r in (r for r in rs if r.guest == guest):
+                name = f"{dst}.{r.name}.{i:03d}"
+                assert sha256(vm, name, SOAK_SIZE) == digest, f"round {i}: {r.name} differs"
+                vm.run(f"rm -f {q(name)}")
+
+        run_parallel(check, "check", sorted({r.guest for r in rs}))
+    for r in rs:
+        out = jobs[r.name].wait(timeout=60.0)
+        assert out.rc == 0, f"{r.name}: p2pkp-recv exited {out.rc}:\n{out.output}"
+        assert len(parse_received(out.output)) == SOAK_ROUNDS, out.output
+    for vm in cluster:
+        mine = [r for r in rs if r.guest == vm.name]
+        for where in ["", *(r.exec_prefix for r in mine)]:
+            text = vm.run(f"{where}cat /proc/net/p2pkp").output
+            socks = [ln for ln in text.splitlines() if ln.startswith("sock ")]
+            assert not socks, f"{vm.name} {where or '(guest)'}: sockets left:\n{text}"
+            if where:
+                total = dict(w.split("=", 1) for w in text.split("total ", 1)[1].split())
+                assert total["files_received"] == str(SOAK_ROUNDS), f"{where}: {text}"
+        hidden = vm.run(f"ls -a {q(scn.dir)} | grep -c '^\\.p2pkp-' || true").output
+        assert hidden.strip() == "0", f"{vm.name}: hidden temporary files left: {hidden}"
+        # the proto's slab, when SLUB did not merge it into another cache of its size
+        slab = vm.run("awk '$1 == \"P2PKP\" {print $2}' /proc/slabinfo").output.strip()
+        assert slab in ("", "0"), f"{vm.name}: {slab} P2PKP sockets still allocated"

@@ -258,12 +258,20 @@ class Scenario:
         return job
 
     def receiver_as(
-        self, view: ClusterView, name: str, out: str, port: int, timeout_ms: int | None = None
+        self,
+        view: ClusterView,
+        name: str,
+        out: str,
+        port: int,
+        timeout_ms: int | None = None,
+        count: int = 1,
     ) -> Job:
         """receiver() as receiver `name` (r1, r2, ...: a network namespace inside a guest,
         topology `receivers:`), listening on its own address."""
         vm, r = view.receiver(name)
-        return self.receiver(vm, out, port, timeout_ms=timeout_ms, prefix=r.exec_prefix)
+        return self.receiver(
+            vm, out, port, count=count, timeout_ms=timeout_ms, prefix=r.exec_prefix
+        )
 
     def receivers(
         self, vms: Sequence[Guest], out: str, port: int, count: int = 1, host: str = "0.0.0.0"
