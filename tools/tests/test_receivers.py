@@ -108,22 +108,27 @@ def test_setup_script_for_one_guest() -> None:
     assert "ip addr flush dev eth0 && ip link set eth0 master br0" in lines
     assert "ip link set br0 up && ip addr add 10.99.0.2/24 dev br0" in lines
     assert "ip -6 addr add fd00:99::2/64 dev br0 nodad" in lines
-    # b's receivers only, each with its namespace, both MACs and its addresses
-    assert re.findall(r"^ip netns add (\S+)$", script, re.M) == [
-        "p2pkp-r1",
-        "p2pkp-r2",
-        "p2pkp-r3",
-    ]
+    # b's receivers only, each with its namespace, both MACs and its addresses: the guest's
+    # side in one `ip -batch`, then one per namespace
+    assert re.findall(r"^netns add (\S+)$", script, re.M) == ["p2pkp-r1", "p2pkp-r2", "p2pkp-r3"]
     r2 = rs[1]
     assert (
-        f"ip link add vr2 address {r2.host_mac} type veth peer name eth0 address {r2.mac} "
+        f"link add vr2 address {r2.host_mac} type veth peer name eth0 address {r2.mac} "
         "netns p2pkp-r2"
     ) in lines
-    assert "ip -n p2pkp-r2 addr add 10.99.0.66/24 dev eth0" in lines
-    assert "ip -n p2pkp-r2 -6 addr add fd00:99::42/64 dev eth0 nodad" in lines
+    assert "link set vr2 master br0 up" in lines
+    batches = script.split("<<'EOF'\n")[1:]
+    assert len(batches) == 4 and all(b.count("\nEOF\n") == 1 for b in batches)
+    assert lines[lines.index("ip -n p2pkp-r2 -batch - <<'EOF'") + 1 :][:5] == [
+        "link set lo up",
+        "link set eth0 up",
+        "addr add 10.99.0.66/24 dev eth0",
+        "addr add fd00:99::42/64 dev eth0 nodad",
+        "EOF",
+    ]
     assert "p2pkp-r4" not in script
     # c's receivers have no IPv6 address
-    assert " -6 " not in setup_script(t.guest("c"), rs)
+    assert "fd00" not in setup_script(t.guest("c"), rs).split("<<'EOF'", 1)[1]
 
 
 def test_exec_prefix() -> None:

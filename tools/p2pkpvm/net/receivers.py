@@ -145,17 +145,26 @@ def setup_script(guest: GuestLike, receivers: Sequence[Receiver]) -> str:
     ]
     if guest.ipv6 is not None:
         lines.append(f"ip -6 addr add {guest.ipv6} dev {BRIDGE} nodad")
+    # One `ip -batch` for the guest's side and one per namespace (each stops at its first
+    # failing line and exits non-zero): an exec costs ~0.2 s under TCG, and 22 receivers
+    # one command each took 43 s.
+    lines.append("ip -batch - <<'EOF'")
     for r in mine:
-        host_end = r.bridge_port
         lines += [
-            f"ip netns add {r.netns}",
-            f"ip link add {host_end} address {r.host_mac} type veth "
+            f"netns add {r.netns}",
+            f"link add {r.bridge_port} address {r.host_mac} type veth "
             f"peer name eth0 address {r.mac} netns {r.netns}",
-            f"ip link set {host_end} master {BRIDGE} up",
-            f"ip -n {r.netns} link set lo up",
-            f"ip -n {r.netns} link set eth0 up",
-            f"ip -n {r.netns} addr add {r.ipv4} dev eth0",
+            f"link set {r.bridge_port} master {BRIDGE} up",
+        ]
+    lines.append("EOF")
+    for r in mine:
+        lines += [
+            f"ip -n {r.netns} -batch - <<'EOF'",
+            "link set lo up",
+            "link set eth0 up",
+            f"addr add {r.ipv4} dev eth0",
         ]
         if r.ipv6 is not None:
-            lines.append(f"ip -n {r.netns} -6 addr add {r.ipv6} dev eth0 nodad")
+            lines.append(f"addr add {r.ipv6} dev eth0 nodad")
+        lines.append("EOF")
     return "\n".join(lines) + "\n"
