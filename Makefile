@@ -61,6 +61,7 @@ help:
 	@echo "  make demo            boot 3 guests, send one file from vm1 to vm2 and vm3"
 	@echo "  make bench [QUICK=1] P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
 	@echo "  make bench-scale     one file to 1..64 receivers per method -> docs/results/scaling"
+	@echo "                       (SCALE_ARGS='--receivers 1,4,16,64 --reps 1 ...')"
 	@echo "  make lossbench       goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
 	@echo "Variables: PIN=$(subst $(eval) ,|,$(PIN_NAMES)) (default $(PIN_DEFAULT), configs/kernel-pin.yaml)  QEMU=debian|backports"
 	@echo "           KERNEL=stock|lean|debug  KDIR=<build tree>  VMS=<n>  PYTEST_ARGS='-k multipeer'"
@@ -189,7 +190,7 @@ bench: deps
 
 bench-scale: deps
 	$(MAKE) all
-	$(CLI) --pin $(PIN_NAME) bench-scale -- --kernel $(KERNEL) $(BENCH_ARGS)
+	$(CLI) --pin $(PIN_NAME) bench-scale -- --kernel $(KERNEL) $(SCALE_ARGS)
 
 lossbench: deps
 	$(MAKE) all

@@ -78,8 +78,14 @@ static void send_concurrent(const int *socks, const struct sockaddr_in *peers, i
 
 			if (pfd[i].fd < 0 || !pfd[i].revents)
 				continue;
-			if (pfd[i].revents & (POLLERR | POLLHUP))
-				fail("peer %s: connection failed", inet_ntoa(peers[i].sin_addr));
+			if (pfd[i].revents & (POLLERR | POLLHUP)) {
+				int e = 0;
+				socklen_t el = sizeof(e);
+
+				getsockopt(socks[i], SOL_SOCKET, SO_ERROR, &e, &el);
+				fail("peer %s: connection failed: %s", inet_ntoa(peers[i].sin_addr),
+				     strerror(e ? e : EPIPE));
+			}
 			n = sendfile(socks[i], fd, &off[i], size - off[i]);
 			if (n < 0 && errno != EAGAIN)
 				die("sendfile %s", inet_ntoa(peers[i].sin_addr));

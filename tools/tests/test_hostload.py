@@ -10,6 +10,7 @@ import pytest
 from p2pkpvm.bench.hostload import (
     LOAD_LIMIT,
     LoadSnapshot,
+    cell_loads,
     descendants_ticks,
     foreign_cpus,
     load_verdict,
@@ -25,8 +26,8 @@ DATA = Path(__file__).parent / "data" / "bench"
 def test_pid_stat_fields_after_an_odd_command_name() -> None:
     # comm "a) (b": a parser that splits on spaces or the first ')' reads the wrong fields
     assert parse_pid_stat((DATA / "host-pid-stat-odd-name.txt").read_text()) == (21489, 0)
-    # a python busy loop: utime 33, stime 1
-    assert parse_pid_stat((DATA / "host-pid-stat-busy.txt").read_text()) == (21509, 34)
+    # a python busy loop: utime 33, stime 1, cutime 4, cstime 2 (children it reaped)
+    assert parse_pid_stat((DATA / "host-pid-stat-busy.txt").read_text()) == (21509, 40)
 
 
 def test_host_busy_is_user_nice_system() -> None:
@@ -49,7 +50,7 @@ def snap(t: float, busy: int, ours: int) -> LoadSnapshot:
 def test_foreign_cpus() -> None:
     # 4 s: 600 busy ticks on the host, 200 of them ours: 400 ticks = 4 s of CPU = 1 CPU
     assert foreign_cpus(snap(0, 1000, 50), snap(4, 1600, 250)) == pytest.approx(1.0)
-    assert foreign_cpus(snap(0, 1000, 50), snap(4, 1100, 250)) == 0.0  # a child took its ticks
+    assert foreign_cpus(snap(0, 1000, 50), snap(4, 1100, 250)) == 0.0  # rounding: clipped
     assert foreign_cpus(snap(3, 0, 0), snap(3, 10, 0)) == 0.0
 
 
@@ -58,14 +59,14 @@ def test_snapshot_of_this_host() -> None:
     assert s.busy_ticks > 0 and s.ours_ticks >= 0 and s.loadavg1 >= 0
 
 
-def sample(foreign: float, warmup: bool = False) -> Sample:
+def sample(foreign: float, warmup: bool = False, wall: float = 1.0, size: int = 1 << 20) -> Sample:
     return Sample(
         method="p2pkp",
-        size=1 << 20,
+        size=size,
         peers=3,
         cache="warm",
         rep=0,
-        wall_s=1.0,
+        wall_s=wall,
         cpu_s=1.0,
         sender_cpu_s=0.1,
         ok=True,
@@ -75,13 +76,20 @@ def sample(foreign: float, warmup: bool = False) -> Sample:
     )
 
 
-def test_load_verdict_counts_only_counted_samples() -> None:
+def test_load_verdict_judges_cells_of_counted_samples() -> None:
     quiet = [sample(0.05), sample(LOAD_LIMIT)]
     assert load_verdict(quiet) == ""
     assert load_verdict([*quiet, sample(1.7, warmup=True)]) == ""
-    why = load_verdict([*quiet, replace(sample(1.2), method="udp-rw")])
-    assert why.startswith("1 of 3 samples ran while more than 0.25 host CPUs did other work")
-    assert "worst 1.20, udp-rw 1048576 B to 3 peers, load average 3.50" in why
+    # one short sample's tick rounding does not condemn its cell: 0.05 s at 2 CPUs
+    # against 2 s near 0
+    assert cell_loads([sample(2.0, wall=0.05), sample(0.0, wall=2.0)]) == {
+        (1 << 20, 3, "warm"): pytest.approx(0.1 / 2.05)
+    }
+    assert load_verdict([sample(2.0, wall=0.05), sample(0.0, wall=2.0)]) == ""
+    busy = [replace(sample(1.2), method="udp-rw"), sample(0.9), sample(0.0, size=4096)]
+    why = load_verdict([*quiet, *busy])
+    assert why.startswith("1 of 2 cells ran while more than 0.25 host CPUs did other work")
+    assert "1048576 B to 3 peers, warm cache, load average up to 3.50" in why
     # samples of an older raw.json have no measurement (-1): never under load
     assert load_verdict([sample(-1.0)]) == ""
 
@@ -96,4 +104,4 @@ def test_snapshot_of_a_captured_proc(tmp_path: Path) -> None:
         (tmp_path / str(pid) / "stat").write_text((DATA / name).read_text())
     (tmp_path / "self").mkdir()  # not a pid: skipped
     s = snapshot(root=21509, proc=tmp_path)
-    assert (s.busy_ticks, s.ours_ticks, s.loadavg1) == (84357, 34, 3.54)
+    assert (s.busy_ticks, s.ours_ticks, s.loadavg1) == (84357, 40, 3.54)

@@ -40,11 +40,13 @@ def parse_stat_busy(text: str) -> int:
 
 
 def parse_pid_stat(text: str) -> tuple[int, int]:
-    """(ppid, utime + stime) of a /proc/PID/stat line; the command name may hold spaces and
-    parentheses, so fields are counted after its last ')'."""
+    """(ppid, utime + stime + cutime + cstime) of a /proc/PID/stat line: the process's CPU
+    time and that of its children it has reaped, so that a child that exits between two
+    snapshots moves its time to its parent instead of taking it out of the sum.  The command
+    name may hold spaces and parentheses: fields are counted after its last ')'."""
     rest = text[text.rindex(")") + 2 :].split()
-    # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15
-    return int(rest[1]), int(rest[11]) + int(rest[12])
+    # rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15, cutime 16, cstime 17
+    return int(rest[1]), sum(int(x) for x in rest[11:15])
 
 
 def descendants_ticks(root: int, stats: dict[int, tuple[int, int]]) -> int:
@@ -84,7 +86,7 @@ def snapshot(root: int | None = None, proc: Path = Path("/proc")) -> LoadSnapsho
 
 def foreign_cpus(a: LoadSnapshot, b: LoadSnapshot) -> float:
     """Host CPUs busy with other work between a and b, on average (0 when nothing else ran;
-    clipped at 0: a descendant that exited meanwhile takes its ticks along)."""
+    clipped at 0: the two counts are rounded to ticks separately)."""
     secs = b.t - a.t
     if secs <= 0:
         return 0.0
@@ -92,20 +94,33 @@ def foreign_cpus(a: LoadSnapshot, b: LoadSnapshot) -> float:
     return max(other / USER_HZ / secs, 0.0)
 
 
-def under_load(samples: list[Sample], limit: float = LOAD_LIMIT) -> list[Sample]:
-    """The counted samples taken while more than `limit` host CPUs did other work."""
-    return [s for s in samples if s.foreign_cpu > limit]
+def cell_loads(samples: list[Sample]) -> dict[tuple[int, int, str], float]:
+    """Per cell (size, peers, cache) of the counted samples, the host CPUs busy with other
+    work over the cell's samples together (weighted by their wall time): one short sample
+    is a window of a few 10 ms ticks, too coarse to judge alone."""
+    busy: dict[tuple[int, int, str], float] = {}
+    secs: dict[tuple[int, int, str], float] = {}
+    for s in samples:
+        if s.warmup or s.foreign_cpu < 0:
+            continue
+        key = (s.size, s.peers, s.cache)
+        w = max(s.wall_s, 1e-3)
+        busy[key] = busy.get(key, 0.0) + s.foreign_cpu * w
+        secs[key] = secs.get(key, 0.0) + w
+    return {k: busy[k] / secs[k] for k in busy}
 
 
 def load_verdict(samples: list[Sample], limit: float = LOAD_LIMIT) -> str:
-    """'' when the run may be published, else why not (how many samples, the worst)."""
-    counted = [s for s in samples if not s.warmup]
-    bad = under_load(counted, limit)
+    """'' when the run may be published, else why not: the cells whose samples ran, on
+    average, while more than `limit` host CPUs did other work (and the worst of them)."""
+    loads = cell_loads(samples)
+    bad = {k: v for k, v in loads.items() if v > limit}
     if not bad:
         return ""
-    worst = max(bad, key=lambda s: s.foreign_cpu)
+    (size, peers, cache), worst = max(bad.items(), key=lambda kv: kv[1])
+    la = max(s.loadavg for s in samples if (s.size, s.peers, s.cache) == (size, peers, cache))
     return (
-        f"{len(bad)} of {len(counted)} samples ran while more than {limit:g} host CPUs did "
-        f"other work (worst {worst.foreign_cpu:.2f}, {worst.method} {worst.size} B to "
-        f"{worst.peers} peers, load average {worst.loadavg:.2f})"
+        f"{len(bad)} of {len(loads)} cells ran while more than {limit:g} host CPUs did other "
+        f"work (worst {worst:.2f}: {size} B to {peers} peers, {cache} cache, load average "
+        f"up to {la:.2f})"
     )

@@ -60,8 +60,8 @@ SRC = f"{WORK}/src"  # ext4 on a loop device, so that drop_caches really makes a
 IMG = f"{WORK}/disk.img"
 # The sender's NIC counters, printed before and after the timed command (parse_wire).
 WIRE = (
-    "echo wire tx_packets=$(cat /sys/class/net/eth0/statistics/tx_packets) "
-    "tx_bytes=$(cat /sys/class/net/eth0/statistics/tx_bytes)"
+    "read p < /sys/class/net/eth0/statistics/tx_packets; "
+    "read b < /sys/class/net/eth0/statistics/tx_bytes; echo wire tx_packets=$p tx_bytes=$b"
 )
 UDP_MODES = {"udp-rw": "rw", "udp-sendfile": "sendfile", "udp-gso": "gso"}
 
@@ -200,10 +200,9 @@ class BenchRunner:
         def start(vm: Guest) -> tuple[Guest, Job, str]:
             path = f"{out}-{vm.name}"
             cmd = (
-                f"head -1 /proc/stat; {recv_cmd(method, port, path)}; rc=$?; "
+                f"rm -f {path}; head -1 /proc/stat; {recv_cmd(method, port, path)}; rc=$?; "
                 "head -1 /proc/stat; exit $rc"
             )
-            vm.run(f"rm -f {path}")
             return vm, start_receiver(vm, cmd), path
 
         with ThreadPoolExecutor(max_workers=min(peers, 16)) as pool:
@@ -232,10 +231,9 @@ class BenchRunner:
             if res.rc != 0:
                 return 0.0, f"{vm.name}: receiver exit {res.rc}:\n{res.output[-800:]}"
             got = parse_sha256(
-                vm.run(f"sha256sum {out}", timeout=deadline(size, 1)).output,
+                vm.run(f"sha256sum {out}; rm -f {out}", timeout=deadline(size, 1)).output,
                 f"{vm.name}: sha256sum {out}",
             )
-            vm.run(f"rm -f {out}")
             if got != self.digests[size]:
                 return 0.0, f"{vm.name}: {out} has SHA-256 {got}, source {self.digests[size]}"
             if not self.receiver_cpu:
