@@ -7,6 +7,8 @@ namespace on a bridge inside its guest with its own address on the cluster's sub
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from p2pkpvm.cluster.cluster import ClusterView, run_parallel
@@ -171,7 +173,8 @@ def test_scale_64_receivers_8_dead_8_lossy(scn: Scenario, cluster: ClusterView) 
     print(f"\nlossy receivers: {retrans} retransmitted datagrams in all (TCG)")
 
 
-SOAK_ROUNDS = 20
+# P2PKP_SOAK_ROUNDS=2 for a quick look at the campaign itself
+SOAK_ROUNDS = int(os.environ.get("P2PKP_SOAK_ROUNDS", "20"))
 SOAK_SIZE = 8 * MiB  # x 22 receivers of a guest, in its RAM until checked
 
 
