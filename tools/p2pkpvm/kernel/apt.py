@@ -29,12 +29,13 @@ class Offer:
 
     package: str
     version: str
-    origin: str  # "MIRROR bookworm-backports/main amd64 Packages"
+    origin: str  # "http://deb.debian.org/debian bookworm-backports/main amd64 Packages"
 
     @property
     def suite(self) -> str:
-        """'bookworm-backports' from the origin's 'bookworm-backports/main'."""
-        for word in self.origin.split():
+        """'bookworm-backports' from the origin's 'bookworm-backports/main': the word after
+        the archive's URI (which has slashes of its own)."""
+        for word in self.origin.split()[1:]:
             if "/" in word:
                 return word.split("/", 1)[0]
         return ""
