@@ -27,6 +27,8 @@ TOOL_PACKAGES: tuple[str, ...] = (
     "iputils-ping",
     "strace",
     "iperf3",
+    # make bench reports the guest NIC's UDP segmentation offload (ethtool -k)
+    "ethtool",
     "nftables",
     # the power-cut test (dm-flakey, ext4 on a loop device)
     "dmsetup",
