@@ -46,6 +46,9 @@ def progress(line: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
 
+ETHTOOL_USO_ON = "ethtool -K eth0 tx-udp-segmentation on"
+
+
 def uso_state(vm: Guest) -> str:
     """What the guest's virtio NIC offers for UDP segmentation ('tx-udp-segmentation: on',
     'off [fixed]' where the device or kernel lacks it)."""
@@ -231,7 +234,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--uso",
         choices=("on", "off", "default"),
         default="default",
-        help="virtio-net USO forced on or off (QEMU 8.2+; 6.2+ guests use it), default: QEMU's",
+        help="virtio-net USO forced on or off (QEMU 8.2+; 6.2+ guests can use it; 'on' also "
+        "turns it on in the guests, which 6.12 leaves off), default: QEMU's",
     )
     p.add_argument("--out", type=Path, help="results folder (default results/<timestamp>)")
     p.add_argument("--no-publish", action="store_true", help="do not copy to docs/results")
@@ -314,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
         uso = {"on": True, "off": False}.get(args.uso)
         with Cluster(load_topology("quad"), accel=args.accel, kernel=kernel, uso=uso) as cluster:
             cluster.load_module()
+            if uso:
+                # 6.12's virtio-net offers USO (hw_features) but leaves it off: turn it on
+                for vm in cluster:
+                    vm.run(ETHTOOL_USO_ON, timeout=30, check=False)
             g = cluster.topology.guests[0]
             meta.update(
                 accel=cluster.accel,
