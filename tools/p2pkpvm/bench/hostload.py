@@ -16,9 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pkpvm.bench.model import BenchParseError, Sample
+from p2pkpvm.bench.model import USER_HZ, BenchParseError, Sample
 
-USER_HZ = 100
 LOAD_LIMIT = 0.25  # foreign CPUs (of the host's) above which a sample was taken under load
 
 

@@ -254,11 +254,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     if args.reps:
         cfg = replace(cfg, reps=args.reps)
     if args.methods:
-        methods = tuple(m.strip() for m in args.methods.split(","))
-        bad = [m for m in methods if m not in METHODS]
-        if bad:
-            raise SystemExit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
-        cfg = replace(cfg, methods=methods)
+        cfg = replace(cfg, methods=parse_methods(args.methods))
     if args.sizes:
         cfg = replace(cfg, sizes=tuple(int(x) for x in args.sizes.split(",")))
     if args.peers:
@@ -273,12 +269,25 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     return replace(cfg, seed=args.seed if args.seed is not None else secrets.randbelow(1 << 31))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def parse_methods(text: str) -> tuple[str, ...]:
+    """--methods of bench and bench-scale: comma-separated names of METHODS."""
+    methods = tuple(m.strip() for m in text.split(","))
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SystemExit(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    return methods
+
+
+def setup_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    setup_logging(args.verbose)
     root = project_root()
     if args.render:
         return render(args.render)

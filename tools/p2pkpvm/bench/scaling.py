@@ -24,7 +24,14 @@ import time
 from pathlib import Path
 
 from p2pkpvm.bench.hostload import LOAD_LIMIT
-from p2pkpvm.bench.main import host_meta, progress, publish_gated, run_recorded
+from p2pkpvm.bench.main import (
+    host_meta,
+    parse_methods,
+    progress,
+    publish_gated,
+    run_recorded,
+    setup_logging,
+)
 from p2pkpvm.bench.model import METHOD_LABELS, METHODS, BenchRun, median_ci
 from p2pkpvm.bench.runner import BenchConfig, BenchRunner
 from p2pkpvm.bench.tables import fmt_s, fmt_size
@@ -236,19 +243,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    setup_logging(args.verbose)
     root = project_root()
     if args.render:
         write_results(BenchRun.from_json((args.render / "raw.json").read_text()), args.render)
         return 0
     ns = tuple(int(x) for x in args.receivers.split(","))
-    methods = tuple(m.strip() for m in args.methods.split(","))
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not all(1 <= n <= 64 for n in ns):
-        raise SystemExit(f"bench-scale: methods {bad} unknown or receivers {ns} not in 1..64")
+    methods = parse_methods(args.methods)
+    if not all(1 <= n <= 64 for n in ns):
+        raise SystemExit(f"bench-scale: receivers {ns} not all in 1..64")
     kernel = select(args.kernel, load_pin(args.pin))
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     cfg = BenchConfig(
