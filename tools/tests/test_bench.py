@@ -22,6 +22,7 @@ from p2pkpvm.bench.model import (
     parse_iperf,
     parse_sha256,
     parse_timeit,
+    parse_total_delta,
     parse_udp_counters,
     parse_wire,
 )
@@ -150,6 +151,16 @@ def test_markdown_rows() -> None:
         "(ratio 1.01) |" in md
     )
     assert "| wall P2PKP / TCP sendfile | 4.00 | <= 1.0 | **no** |" in md
+
+
+def test_total_delta_of_the_p2pkp_counters() -> None:
+    text = (
+        "total files_sent=3 dgrams_sent=100 drop_dup=0\n"
+        "timeit wall_ns=1 rc=0 utime_us=0 stime_us=0\n"
+        "total files_sent=4 dgrams_sent=850 drop_dup=0\n"
+    )
+    assert parse_total_delta(text) == {"files_sent": 1, "dgrams_sent": 750}
+    assert parse_total_delta("total files_sent=3\n") == {}
 
 
 def test_median_interval_from_order_statistics() -> None:

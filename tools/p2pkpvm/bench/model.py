@@ -135,6 +135,23 @@ def parse_udp_counters(text: str) -> dict[str, int]:
     return {"datagrams": int(m[1]), "timeouts": int(m[2])} if m else {}
 
 
+TOTAL_RE = re.compile(r"^total (\S.*)$", re.MULTILINE)
+
+
+def parse_total_delta(text: str) -> dict[str, int]:
+    """The counters that changed between the first and the last `total` line of
+    /proc/net/p2pkp in text (empty without two lines)."""
+    found = TOTAL_RE.findall(text)
+    if len(found) < 2:
+        return {}
+
+    def counters(line: str) -> dict[str, int]:
+        return {k: int(v) for k, v in (w.split("=", 1) for w in line.split() if "=" in w)}
+
+    before, after = counters(found[0]), counters(found[-1])
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k)}
+
+
 WIRE_RE = re.compile(r"^wire tx_packets=(\d+) tx_bytes=(\d+)\s*$", re.MULTILINE)
 
 

@@ -33,6 +33,7 @@ from p2pkpvm.bench.model import (
     parse_iperf,
     parse_sha256,
     parse_timeit,
+    parse_total_delta,
     parse_udp_counters,
     parse_wire,
 )
@@ -40,7 +41,6 @@ from p2pkpvm.errors import HarnessError, VMError
 from p2pkpvm.scenario.scenario import (
     SEND,
     next_port,
-    proc_total,
     start_receiver,
     transfer_deadline,
 )
@@ -63,6 +63,7 @@ WIRE = (
     "read p < /sys/class/net/eth0/statistics/tx_packets; "
     "read b < /sys/class/net/eth0/statistics/tx_bytes; echo wire tx_packets=$p tx_bytes=$b"
 )
+PROC_TOTAL = "grep '^total ' /proc/net/p2pkp"
 UDP_MODES = {"udp-rw": "rw", "udp-sendfile": "sendfile", "udp-gso": "gso"}
 
 
@@ -247,9 +248,6 @@ class BenchRunner:
                     errors.append(err)
         return cpu, errors
 
-    def _p2pkp_total(self) -> dict[str, int]:
-        return proc_total(self.sender)
-
     def timed(
         self, method: str, size: int, peers: int, cache: str, rep: int, warmup: bool = False
     ) -> Sample:
@@ -259,17 +257,18 @@ class BenchRunner:
         jobs = self._start_receivers(method, peers, port, out)
         self.prepare_cache(size, cache)
         send = send_cmd(method, addrs, port, src_path(size))
-        before = self._p2pkp_total() if method.startswith("p2pkp") else {}
+        # the P2PKP sender's namespace counters before and after, in the same console round
+        total = f"{PROC_TOTAL}; " if method.startswith("p2pkp") else ""
         load0 = self.load()
         res = self.sender.run(
-            f"{WIRE}; head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat; {WIRE}",
+            f"{total}{WIRE}; head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat; "
+            f"{WIRE}; {total}",
             timeout=deadline(size, peers),
             check=False,
         )
         load1 = self.load()
         if method.startswith("p2pkp"):
-            after = self._p2pkp_total()
-            counters = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k)}
+            counters = parse_total_delta(res.output)
         else:
             counters = parse_udp_counters(res.output) if method in UDP_MODES else {}
         counters.update(parse_wire(res.output))
