@@ -61,6 +61,10 @@ class BootError(VMError):
     """The guest did not reach a shell prompt."""
 
 
+class MtuMismatch(VMError):
+    """A guest's NIC came up without the MTU its topology asks for."""
+
+
 class TopologyError(HarnessError):
     """A topology file is missing or invalid."""
 

@@ -131,6 +131,23 @@ def test_setup_script_for_one_guest() -> None:
     assert "fd00" not in setup_script(t.guest("c"), rs).split("<<'EOF'", 1)[1]
 
 
+def test_setup_script_gives_the_cluster_mtu_to_bridge_and_veths() -> None:
+    """At another MTU than 1500, br0 and both ends of every veth pair get it (a bridge takes
+    its smallest port's MTU otherwise); at 1500 the script is what it always was."""
+    t = parse_topology(TWO)
+    rs = plan(t.guests, "run")
+    plain = setup_script(t.guest("b"), rs)
+    assert setup_script(t.guest("b"), rs, 1500) == plain
+    assert " mtu " not in plain
+    lines = setup_script(t.guest("b"), rs, 9000).splitlines()
+    assert "ip link add br0 mtu 9000 type bridge forward_delay 0 stp_state 0" in lines
+    r2 = rs[1]
+    assert (
+        f"link add vr2 address {r2.host_mac} mtu 9000 type veth peer name eth0 "
+        f"address {r2.mac} mtu 9000 netns p2pkp-r2"
+    ) in lines
+
+
 def test_exec_prefix() -> None:
     rs = plan(parse_topology(TWO).guests, "run")
     assert rs[0].exec_prefix == "ip netns exec p2pkp-r1 "

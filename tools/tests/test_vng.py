@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from p2pkpvm.vm.vng import (
+    ETH_MTU,
     NicSpec,
     VngSpec,
     build_argv,
@@ -42,6 +43,34 @@ def test_tcg_guest_with_nic() -> None:
     assert "-no-reboot" in opts
     assert opts[opts.index("-netdev") + 1] == "tap,id=n0,ifname=tap1,script=no,downscript=no"
     assert opts[opts.index("-device") + 1] == "virtio-net-pci,netdev=n0,mac=02:00:00:00:00:01"
+
+
+def test_nic_mtu_is_announced_with_host_mtu() -> None:
+    """Another MTU than 1500 goes to virtio-net as host_mtu (before the USO options); 1500
+    leaves the device exactly as before (no host_mtu)."""
+    plain = NicSpec(tap="tap0", mac="02:00:00:00:00:01", device_options=",host_uso=off")
+    assert plain.mtu == ETH_MTU == 1500
+    assert plain.qemu_args()[-1] == "virtio-net-pci,netdev=n0,mac=02:00:00:00:00:01,host_uso=off"
+    assert (
+        NicSpec(tap="tap0", mac="02:00:00:00:00:01", mtu=1500).qemu_args()
+        == NicSpec(tap="tap0", mac="02:00:00:00:00:01").qemu_args()
+    )
+    jumbo = NicSpec(tap="tap0", mac="02:00:00:00:00:01", device_options=",host_uso=off", mtu=65520)
+    assert jumbo.qemu_args() == [
+        "-netdev",
+        "tap,id=n0,ifname=tap0,script=no,downscript=no",
+        "-device",
+        "virtio-net-pci,netdev=n0,mac=02:00:00:00:00:01,host_mtu=65520,host_uso=off",
+    ]
+    argv = build_argv(VngSpec(kernel=KERNEL, name="vm1", nics=(jumbo,)))
+    (qemu,) = [a for a in argv if a.startswith("--qemu-opts=")]
+    assert "host_mtu=65520" in shlex.split(qemu.split("=", 1)[1])[-1]
+
+
+@pytest.mark.parametrize("mtu", [0, 67, 65536])
+def test_nic_mtu_outside_what_host_mtu_can_say(mtu: int) -> None:
+    with pytest.raises(ValueError, match=r"68\.\.65535"):
+        NicSpec(tap="tap0", mac="02:00:00:00:00:01", mtu=mtu)
 
 
 def test_kvm_and_exec() -> None:

@@ -21,9 +21,10 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
-from p2pkpvm.errors import HarnessError
+from p2pkpvm.errors import HarnessError, MtuMismatch
 from p2pkpvm.kernel.choice import KernelChoice, check_vermagic, stock
 from p2pkpvm.net.impair import apply as apply_link
+from p2pkpvm.net.mtu import mtu_mismatch, mtu_probe
 from p2pkpvm.net.netns import Netns
 from p2pkpvm.net.receivers import Receiver, plan, setup_script
 from p2pkpvm.net.topology import GuestSpec, Topology
@@ -127,7 +128,7 @@ class Cluster:
             self.kernel.image, vng, guest_env(vng), forced=self._accel_forced
         ).accel
         self._nic_options = uso_device_options(self.uso)
-        self.netns.create(len(self.topology.guests))
+        self.netns.create(len(self.topology.guests), mtu=self.topology.mtu)
 
     def attach_guest(self, netns: str, name: str, accel: str) -> VM:
         """Boot one guest of the topology in an existing namespace (made by another process)
@@ -156,6 +157,7 @@ class Cluster:
                     tap=f"tap{index}",
                     mac=guest_mac(self.run_id, index),
                     device_options=self._nic_options,
+                    mtu=self.topology.mtu,
                 ),
             ),
             append=(*DEFAULT_APPEND, *self.kernel.append),
@@ -192,8 +194,13 @@ class Cluster:
         cmd = f"ip link set lo up && ip link set eth0 up && ip addr add {g.ipv4} dev eth0"
         if g.ipv6 is not None:
             cmd += f" && ip -6 addr add {g.ipv6} dev eth0 nodad"
-        vm.run(cmd, timeout=30)
-        script = setup_script(g, self.receivers)
+        # the NIC's MTU (QEMU's host_mtu), read back in the same console round
+        cmd += f" && {mtu_probe('eth0')}"
+        res = vm.run(cmd, timeout=30)
+        wrong = mtu_mismatch(res.output, self.topology.mtu, "eth0")
+        if wrong:
+            raise MtuMismatch(vm.name, cmd, wrong, vm.full_tail())
+        script = setup_script(g, self.receivers, self.topology.mtu)
         if script:
             # a file in the run's log folder (the guest sees the host's tree): kept for the
             # report, and no console line of kilobytes

@@ -1,6 +1,7 @@
 """A private network namespace with one bridge and one tap per guest.
 
-The bridge is never attached to a host interface: guests only reach each other.
+The bridge is never attached to a host interface: guests only reach each other.  Bridge and
+taps get the cluster's MTU (topology `mtu:`); at 1500 nothing is said (their default).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pkpvm.errors import HarnessError, NotRootError
+from p2pkpvm.net.mtu import DEFAULT_MTU
 
 log = logging.getLogger(__name__)
 NS_PREFIX = "p2pkp-"
@@ -52,28 +54,34 @@ def list_namespaces() -> list[str]:
 
 @dataclass
 class Netns:
-    """Network namespace `name` holding bridge br0 and taps tap0..tapN-1."""
+    """Network namespace `name` holding bridge br0 and taps tap0..tapN-1, all at `mtu`."""
 
     name: str = field(default_factory=unique_ns_name)
     taps: list[str] = field(default_factory=list)
     created: bool = False
+    mtu: int = DEFAULT_MTU
 
-    def create(self, n_taps: int) -> None:
+    def create(self, n_taps: int, mtu: int = DEFAULT_MTU) -> None:
         require_root("creating a network namespace")
         if self.name in list_namespaces():
             raise HarnessError(f"network namespace {self.name} already exists")
+        self.mtu = mtu
         ip("netns", "add", self.name)
         self.created = True
         try:
             self.ip("link", "set", "lo", "up")
-            self.ip("link", "add", BRIDGE, "type", "bridge")
+            # A bridge told its MTU keeps it (it no longer follows its smallest port).
+            self.ip("link", "add", BRIDGE, *self._mtu_args(), "type", "bridge")
             self.ip("link", "set", BRIDGE, "up")
             for i in range(n_taps):
                 self.add_tap(f"tap{i}")
         except BaseException:
             self.destroy()
             raise
-        log.info("netns %s: bridge %s, taps %s", self.name, BRIDGE, self.taps)
+        log.info("netns %s: bridge %s, taps %s, MTU %d", self.name, BRIDGE, self.taps, self.mtu)
+
+    def _mtu_args(self) -> list[str]:
+        return ["mtu", str(self.mtu)] if self.mtu != DEFAULT_MTU else []
 
     def ip(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return ip("-n", self.name, *args, check=check)
@@ -81,6 +89,8 @@ class Netns:
     def add_tap(self, tap: str) -> None:
         self.ip("tuntap", "add", "dev", tap, "mode", "tap")
         self.taps.append(tap)
+        if self.mtu != DEFAULT_MTU:
+            self.ip("link", "set", tap, *self._mtu_args())
         self.ip("link", "set", tap, "master", BRIDGE)
         self.ip("link", "set", tap, "up")
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from p2pkpvm.errors import TopologyError
+from p2pkpvm.net.mtu import DEFAULT_MTU
 
 RECEIVER_HOST_BASE = 64  # receiver k is host RECEIVER_HOST_BASE + k of the subnet
 MAX_RECEIVERS = 128  # in one topology (a /24 has room for 64 + 128 < 255)
@@ -126,17 +127,22 @@ def plan(guests: Sequence[GuestLike], run_id: str) -> list[Receiver]:
     return out
 
 
-def setup_script(guest: GuestLike, receivers: Sequence[Receiver]) -> str:
+def setup_script(guest: GuestLike, receivers: Sequence[Receiver], mtu: int = DEFAULT_MTU) -> str:
     """The guest's shell commands (one `set -e` script) that make br0 and its receivers.
 
     Runs after the guest has its addresses on eth0: they move to br0 (eth0 keeps carrying
-    the frames), so the guest's own address does not change."""
+    the frames), so the guest's own address does not change.  mtu: the cluster's (topology
+    `mtu:`), given to br0 and both ends of every veth pair; at DEFAULT_MTU (what they get anyway)
+    the script says nothing of it."""
     mine = [r for r in receivers if r.guest == guest.name]
     if not mine:
         return ""
+    # A bridge takes the smallest MTU of its ports unless told one: both br0 and the veth
+    # ends need it.
+    m = f" mtu {mtu}" if mtu != DEFAULT_MTU else ""
     lines = [
         "set -e",
-        f"ip link add {BRIDGE} type bridge forward_delay 0 stp_state 0",
+        f"ip link add {BRIDGE}{m} type bridge forward_delay 0 stp_state 0",
         f"ip link set {BRIDGE} address $(cat /sys/class/net/eth0/address)",
         # no IPv6 DAD or autoconf on the bridge: addresses are static, as on eth0
         f"sysctl -qw net.ipv6.conf.{BRIDGE}.accept_ra=0 net.ipv6.conf.{BRIDGE}.autoconf=0",
@@ -152,8 +158,8 @@ def setup_script(guest: GuestLike, receivers: Sequence[Receiver]) -> str:
     for r in mine:
         lines += [
             f"netns add {r.netns}",
-            f"link add {r.bridge_port} address {r.host_mac} type veth "
-            f"peer name eth0 address {r.mac} netns {r.netns}",
+            f"link add {r.bridge_port} address {r.host_mac}{m} type veth "
+            f"peer name eth0 address {r.mac}{m} netns {r.netns}",
             f"link set {r.bridge_port} master {BRIDGE} up",
         ]
     lines.append("EOF")

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from p2pkpvm.errors import TopologyError
+from p2pkpvm.net.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU
 from p2pkpvm.net.netem import LINK_KEYS, Link, NetemError, link_from_mapping
 from p2pkpvm.net.receivers import MAX_RECEIVERS, ReceiverPlanError, plan
 from p2pkpvm.paths import project_root
@@ -39,6 +40,9 @@ class Topology:
     name: str
     guests: tuple[GuestSpec, ...]
     link: dict[str, float] = field(default_factory=dict)
+    # MTU of every link of the cluster: the bridge and taps in its namespace, each guest's
+    # NIC (QEMU host_mtu) and the receivers' bridge and veth pairs inside guests (net/mtu.py)
+    mtu: int = DEFAULT_MTU
 
     def guest(self, name: str) -> GuestSpec:
         for g in self.guests:
@@ -49,7 +53,11 @@ class Topology:
     def covers(self, other: Topology) -> bool:
         """True when a cluster booted for self can serve tests written for other."""
         mine = {g.name: g for g in self.guests}
-        return self.link == other.link and all(mine.get(g.name) == g for g in other.guests)
+        return (
+            self.link == other.link
+            and self.mtu == other.mtu
+            and all(mine.get(g.name) == g for g in other.guests)
+        )
 
 
 def topologies_dir() -> Path:
@@ -128,6 +136,7 @@ def topology_dict(t: Topology) -> dict[str, Any]:
     return {
         "name": t.name,
         "link": dict(t.link),
+        "mtu": t.mtu,
         "guests": [
             {
                 "name": g.name,
@@ -146,7 +155,7 @@ def topology_dict(t: Topology) -> dict[str, Any]:
 def parse_topology_dict(data: Any, where: str = "topology") -> Topology:
     if not isinstance(data, dict):
         raise TopologyError(f"{where}: expected a mapping at top level")
-    unknown = set(data) - {"name", "guests", "link"}
+    unknown = set(data) - {"name", "guests", "link", "mtu"}
     if unknown:
         raise TopologyError(f"{where}: unknown keys {sorted(unknown)}")
     name = data.get("name")
@@ -156,13 +165,14 @@ def parse_topology_dict(data: Any, where: str = "topology") -> Topology:
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_GUESTS:
         raise TopologyError(f"{where}: 'guests' must be a list of 1..{MAX_GUESTS} guests")
     link = _link(data.get("link"), where)
+    mtu = _int(data.get("mtu", DEFAULT_MTU), f"{where}: mtu", MIN_MTU, MAX_MTU)
     guests = tuple(_guest(g, f"{where}: guests[{i}]", link) for i, g in enumerate(raw))
     _check_unique(guests, where)
     try:
         plan(guests, "check")
     except ReceiverPlanError as exc:
         raise TopologyError(f"{where}: {exc}") from None
-    return Topology(name=name, guests=guests, link=link)
+    return Topology(name=name, guests=guests, link=link, mtu=mtu)
 
 
 def _check_unique(guests: tuple[GuestSpec, ...], where: str) -> None:
@@ -222,4 +232,6 @@ def topology_of_size(n: int) -> Topology:
         raise TopologyError(f"--vms {n}: must be in 1..{len(base.guests)}")
     if n == len(base.guests):
         return base
-    return Topology(name=f"{base.name}-{n}", guests=base.guests[:n], link=dict(base.link))
+    return Topology(
+        name=f"{base.name}-{n}", guests=base.guests[:n], link=dict(base.link), mtu=base.mtu
+    )

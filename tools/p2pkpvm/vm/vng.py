@@ -52,6 +52,10 @@ def masked_in_guest(path: Path) -> str | None:
     return None
 
 
+# The MTU a virtio-net NIC comes up with when QEMU does not announce one (no host_mtu).
+ETH_MTU = 1500
+
+
 @dataclass(frozen=True)
 class NicSpec:
     """One virtio-net NIC attached to a host tap device (in the run's namespace)."""
@@ -60,13 +64,22 @@ class NicSpec:
     mac: str
     netdev_id: str = "n0"
     device_options: str = ""  # appended to -device virtio-net-pci,... (",host_uso=off")
+    # The guest NIC's MTU.  Any other than ETH_MTU is announced with virtio-net's host_mtu
+    # (feature VIRTIO_NET_F_MTU): the guest's driver starts with it, and takes it as its
+    # maximum.  ETH_MTU leaves the device as it always was (no host_mtu).
+    mtu: int = ETH_MTU
+
+    def __post_init__(self) -> None:
+        if not 68 <= self.mtu <= 65535:
+            raise ValueError(f"NIC MTU must be in 68..65535 (host_mtu is 16 bits), not {self.mtu}")
 
     def qemu_args(self) -> list[str]:
+        mtu = f",host_mtu={self.mtu}" if self.mtu != ETH_MTU else ""
         return [
             "-netdev",
             f"tap,id={self.netdev_id},ifname={self.tap},script=no,downscript=no",
             "-device",
-            f"virtio-net-pci,netdev={self.netdev_id},mac={self.mac}{self.device_options}",
+            f"virtio-net-pci,netdev={self.netdev_id},mac={self.mac}{mtu}{self.device_options}",
         ]
 
 
