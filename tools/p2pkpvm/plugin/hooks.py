@@ -164,6 +164,9 @@ def _uses_vms(item: pytest.Item) -> bool:
     return "cluster" in getattr(item, "fixturenames", ())
 
 
+Rank = tuple[int, int, str]  # a topology's place: (-guests, topologies it covers, name)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long tests opt-in; VM-less tests first, then grouped by topology from the largest, so
     that one cluster serves every test it covers (a 4-guest cluster serves pair and trio
@@ -182,14 +185,28 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # topology, so it comes before quad, which then serves trio and pair).
     covers = {n: sum(t.covers(o) for m, o in tops.items() if m != n) for n, t in tops.items()}
 
-    def key(item: pytest.Item) -> tuple[int, int, int, int, str]:
+    def rank(name: str) -> Rank:
+        return (-len(tops[name].guests), covers[name], name)
+
+    # Each topology's tests run right after those of the topology that serves it (its host:
+    # the largest that covers it, itself when none does), so that one the host does not
+    # cover (jumbo: a pair at another MTU) does not come between quad and pair.
+    host = {
+        n: max(
+            (m for m, o in tops.items() if o.covers(t)),
+            key=lambda m: (len(tops[m].guests), covers[m], m),
+        )
+        for n, t in tops.items()
+    }
+
+    def key(item: pytest.Item) -> tuple[int, int, Rank, bool, Rank]:
         if not _uses_vms(item):
-            return (0, 0, 0, 0, "")
+            return (0, 0, (0, 0, ""), False, (0, 0, ""))
         name = _topology_name(item)
         # Tests that crash a guest on purpose go last: the guest the last one kills is never
         # booted again.
         crash = 1 if item.get_closest_marker("expect_crash") is not None else 0
-        return (1, crash, -len(tops[name].guests), covers[name], name)
+        return (1, crash, rank(host[name]), name != host[name], rank(name))
 
     items.sort(key=key)
 
