@@ -52,6 +52,8 @@
 #include <linux/security.h>
 #include <linux/rculist.h>
 #include <net/sock.h>
+#include <net/ip.h>
+#include <net/dst.h>
 #include <net/udp.h>
 #include <net/ipv6.h>
 #include <net/net_namespace.h>
@@ -195,7 +197,8 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_RTO_INIT_US	200000U
 #define P2PKP_RTO_MAX_US	2000000U
 #define P2PKP_LINGER_MS		1000
-#define P2PKP_BLOCK_BYTES	(64 * P2PKP_CHUNK_SIZE)	/* new data read at once */
+#define P2PKP_BLOCK_BYTES	BIT(16)	/* new data read at once: at least */
+#define P2PKP_BLOCK_MAX		BIT(20)	/* ... and at most */
 #define P2PKP_GSO_CHUNKS	32	/* DATA datagrams per UDP_SEGMENT send */
 #define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
 #define P2PKP_RX_BUDGET		256
@@ -247,6 +250,7 @@ enum {
 	P2PKP_ST_RATE_WAITS,
 	P2PKP_ST_GSO_SENDS,
 	P2PKP_ST_ICMP_ERRORS,
+	P2PKP_ST_EPOCHS,
 	P2PKP_NSTATS,
 };
 
@@ -259,7 +263,7 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"drop_cookie", "drop_window", "drop_dup",
 	"busy_sent", "cookies_sent", "xfers_abandoned", "xfers_aborted",
 	"peers_failed", "refused_size", "refused_space", "replies_limited",
-	"acks_sent", "rate_waits", "gso_sends", "icmp_errors",
+	"acks_sent", "rate_waits", "gso_sends", "icmp_errors", "epochs",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -296,6 +300,13 @@ struct p2pkp_peer {
 	bool cookie_known;
 	bool confirmed;			/* the receiver accepted the transfer */
 	bool blocked;			/* its socket buffer was full */
+	bool resync;			/* new epoch sent, not yet accepted */
+	bool frag;			/* path MTU < one datagram: fragments */
+	u16 epoch;			/* current epoch (section 2.2) */
+	u32 chunk;			/* ... its chunk size, from the path MTU */
+	u64 base;			/* ... its byte offset of chunk 0 */
+	u64 count;			/* ... its number of chunks */
+	u64 rs_lo, rs_hi;		/* bounds of the base a resync may get */
 	u64 cum;			/* chunks acked in order */
 	u64 next;			/* next chunk never sent */
 	u32 win;			/* window from START_ACK / ACK */
@@ -341,7 +352,7 @@ struct p2pkp_sock {
 	u32 timeout_ms;
 	u64 rate;			/* sender: bytes/s, 0 = no cap */
 	u64 tx_size;			/* sender: the last write()'s file */
-	u32 tx_chunk;			/* ... and chunk size */
+	u32 chunk;			/* sender: P2PKP_CHUNK, 0: no cap */
 	bool fsync;			/* receiver: fsync before naming */
 	struct file *recv_file;		/* receiver: P2PKP_RECV_FD, or NULL */
 	struct crypto_shash *mac;	/* hmac(sha256) with the key, or NULL */
@@ -861,6 +872,80 @@ static void p2pkp_ksock_close(struct p2pkp_ksock *ks)
 	ks->file = NULL;
 }
 
+/*
+ * DATA is not fragmented (section 3.1): a datagram larger than the path
+ * MTU fails with EMSGSIZE (IPv4 DF and PMTUDISC_DO; IPv6 DONTFRAG), and an
+ * ICMP "fragmentation needed" / "packet too big" lowers the route's MTU.
+ * Only a path too narrow for a P2PKP_CHUNK_MIN chunk (an IPv4 MTU below
+ * 580 bytes) gets fragments (@frag): IPv4 must carry them.
+ */
+static int p2pkp_set_frag(struct socket *sock, bool frag)
+{
+	sockptr_t dontfrag = KERNEL_SOCKPTR(&(int){ !frag });
+	sockptr_t disc = KERNEL_SOCKPTR(&(int){ frag ? IP_PMTUDISC_DONT :
+						       IP_PMTUDISC_DO });
+
+	if (sock->sk->sk_family == AF_INET6)	/* IPV6_PMTUDISC_* alike */
+		return sock->ops->setsockopt(sock, SOL_IPV6,
+					     IPV6_MTU_DISCOVER, disc,
+					     sizeof(int)) ?:
+		       sock->ops->setsockopt(sock, SOL_IPV6, IPV6_DONTFRAG,
+					     dontfrag, sizeof(int));
+	return sock->ops->setsockopt(sock, SOL_IP, IP_MTU_DISCOVER, disc,
+				     sizeof(int));
+}
+
+/*
+ * The chunk a DATA datagram on @sock carries: its route's MTU less the IP,
+ * UDP and P2PKP headers and the tag, at most @cap (the socket's
+ * P2PKP_CHUNK, 0: P2PKP_CHUNK_MAX).  The route is looked up again if it
+ * changed; without one, P2PKP_CHUNK_SIZE.  Below P2PKP_CHUNK_MIN: the
+ * path is too narrow for a whole datagram.
+ */
+static u32 p2pkp_path_chunk(struct socket *sock, bool mac, u32 cap)
+{
+	struct sock *sk = sock->sk;
+	bool v6 = sk->sk_family == AF_INET6;
+	u32 cookie = 0, mtu = 0, hdr;
+	struct dst_entry *dst;
+
+#if IS_ENABLED(CONFIG_IPV6)
+	if (v6)
+		cookie = inet6_sk(sk)->dst_cookie;
+#endif
+	dst = sk_dst_check(sk, cookie);
+	if (dst) {
+		mtu = dst_mtu(dst);
+		dst_release(dst);
+	}
+	if (!mtu)		/* no route now: the next send finds one */
+		return min_t(u32, cap ?: P2PKP_CHUNK_MAX, P2PKP_CHUNK_SIZE);
+	hdr = (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) +
+	      sizeof(struct udphdr) + P2PKP_DATA_HLEN +
+	      (mac ? P2PKP_MAC_LEN : 0);
+	return min3(mtu > hdr ? mtu - hdr : 0, cap ?: P2PKP_CHUNK_MAX,
+		    (u32)P2PKP_CHUNK_MAX);
+}
+
+/*
+ * Set @p's chunk for a new epoch or write: P2PKP_CHUNK_MIN in fragments
+ * when the path is narrower.
+ */
+static int p2pkp_peer_chunk(struct p2pkp_peer *p, u32 chunk)
+{
+	bool frag = chunk < P2PKP_CHUNK_MIN;
+	int err;
+
+	if (frag != p->frag) {
+		err = p2pkp_set_frag(p->ks.sock, frag);
+		if (err)
+			return err;
+		p->frag = frag;
+	}
+	p->chunk = max_t(u32, chunk, P2PKP_CHUNK_MIN);
+	return 0;
+}
+
 /* ---- cookie and MAC ------------------------------------------------- */
 
 /*
@@ -1131,14 +1216,15 @@ struct p2pkp_tx {
 	struct p2pkp_ctx ctx;		/* the caller of write() */
 	struct file *file;
 	int npeers;			/* ps->peers[0..npeers-1] take part */
-	u64 size, count, id;
-	u32 chunk;
+	u64 size, id;
+	u32 chunk_max;			/* the largest chunk of any peer */
 	u64 start_ns;
-	u8 *blk;			/* blk_chunks chunks of new data */
-	u32 blk_chunks;
-	u64 blk_first, blk_n;
+	u8 *blk;			/* new data: file bytes blk_pos.. */
+	u32 blk_size, blk_len;		/* ... allocated, valid */
+	u64 blk_pos;
 	u8 *one;			/* one chunk, for retransmissions */
-	u64 one_idx;			/* the chunk in @one, U64_MAX: none */
+	u64 one_pos;			/* its file offset, U64_MAX: none */
+	u32 one_len;
 	u8 *rbuf;			/* received datagram */
 	u64 hashed;			/* bytes hashed in order */
 	bool digest_done;
@@ -1156,45 +1242,59 @@ struct p2pkp_tx {
 	u8 gtag[P2PKP_GSO_CHUNKS][P2PKP_MAC_LEN];
 };
 
-static u32 p2pkp_tx_len(const struct p2pkp_tx *tx, u64 c)
+/* File offset and length of chunk @c of @p's epoch (section 2.2). */
+static u64 p2pkp_peer_off(const struct p2pkp_peer *p, u64 c)
 {
-	return p2pkp_chunk_len(tx->size, tx->count, tx->chunk, c);
+	return p->base + c * p->chunk;
 }
 
-/* Return chunk @c, reading a whole block for new data (hashing in order). */
-static const u8 *p2pkp_get_chunk(struct p2pkp_tx *tx, u64 c, bool retrans,
-				 int *err)
+static u32 p2pkp_peer_len(const struct p2pkp_tx *tx,
+			  const struct p2pkp_peer *p, u64 c)
 {
-	u64 pos, bytes, n;
+	return p2pkp_chunk_len(tx->size - p->base, p->count, p->chunk, c);
+}
 
-	if (c >= tx->blk_first && c < tx->blk_first + tx->blk_n)
-		return tx->blk + (c - tx->blk_first) * tx->chunk;
-	pos = c * tx->chunk;
-	if (retrans) {
-		if (tx->one_idx == c)
-			return tx->one;	/* several peers miss it: read once */
-		tx->one_idx = U64_MAX;
-		*err = p2pkp_read_full(tx->file, tx->one, p2pkp_tx_len(tx, c),
-				       pos);
-		if (*err)
-			return NULL;
-		tx->one_idx = c;
-		return tx->one;
-	}
-	n = min_t(u64, tx->blk_chunks, tx->count - c);
-	bytes = min_t(u64, n * tx->chunk, tx->size - pos);
-	tx->blk_n = 0;
-	*err = p2pkp_read_full(tx->file, tx->blk, bytes, pos);
-	if (*err)
-		return NULL;
-	tx->blk_first = c;
-	tx->blk_n = n;
+/* Is [@pos, @pos + @len) in the block of new data? */
+static bool p2pkp_in_blk(const struct p2pkp_tx *tx, u64 pos, u32 len)
+{
+	return pos >= tx->blk_pos && pos + len <= tx->blk_pos + tx->blk_len;
+}
+
+/* Read the block of new data from @pos (hashing what is next in order). */
+static int p2pkp_read_blk(struct p2pkp_tx *tx, u64 pos)
+{
+	u32 bytes = min_t(u64, tx->blk_size, tx->size - pos);
+	int err;
+
+	tx->blk_len = 0;
+	err = p2pkp_read_full(tx->file, tx->blk, bytes, pos);
+	if (err)
+		return err;
+	tx->blk_pos = pos;
+	tx->blk_len = bytes;
 	if (!tx->digest_done && tx->hashed >= pos && tx->hashed < pos + bytes) {
 		p2pkp_sha_update(&tx->sha, tx->blk + (tx->hashed - pos),
 				 pos + bytes - tx->hashed);
 		tx->hashed = pos + bytes;
 	}
-	return tx->blk;
+	return 0;
+}
+
+/* File bytes [@pos, @pos + @len) to send again: from the block or read. */
+static const u8 *p2pkp_get_old(struct p2pkp_tx *tx, u64 pos, u32 len,
+			       int *err)
+{
+	if (p2pkp_in_blk(tx, pos, len))
+		return tx->blk + (pos - tx->blk_pos);
+	if (tx->one_pos == pos && tx->one_len == len)
+		return tx->one;	/* several peers miss it: read once */
+	tx->one_pos = U64_MAX;
+	*err = p2pkp_read_full(tx->file, tx->one, len, pos);
+	if (*err)
+		return NULL;
+	tx->one_pos = pos;
+	tx->one_len = len;
+	return tx->one;
 }
 
 static int p2pkp_tx_digest(struct p2pkp_tx *tx)
@@ -1204,9 +1304,9 @@ static int p2pkp_tx_digest(struct p2pkp_tx *tx)
 
 	if (tx->digest_done)
 		return 0;
-	tx->one_idx = U64_MAX;		/* @one is reused below */
+	tx->one_pos = U64_MAX;		/* @one is reused below */
 	while (tx->hashed < tx->size) {
-		n = min_t(u64, tx->chunk, tx->size - tx->hashed);
+		n = min_t(u64, tx->chunk_max, tx->size - tx->hashed);
 		err = p2pkp_read_full(tx->file, tx->one, n, tx->hashed);
 		if (err)
 			return err;
@@ -1283,13 +1383,13 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	u32 w = be32_to_cpu(a->window);
 	u32 i;
 
-	if (be16_to_cpu(a->nbits) != P2PKP_WIN || !w || w > P2PKP_WIN ||
-	    cum > p->next || cum > tx->count) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+	if (be16_to_cpu(a->epoch) != p->epoch || p->resync) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
 		return;
 	}
-	if (be16_to_cpu(a->epoch)) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
+	if (be16_to_cpu(a->nbits) != P2PKP_WIN || !w || w > P2PKP_WIN ||
+	    cum > p->next || cum > p->count) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
 	}
 	p->confirmed = true;
@@ -1312,14 +1412,81 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	for (i = 0; i < P2PKP_WIN && cum + i < p->next; i++)
 		if (a->bitmap[i / 8] & (1U << (i % 8)))
 			__set_bit(i, p->sack);
-	if (p->cum == tx->count && p->state == PS_DATA) {
+	if (p->cum == p->count && p->state == PS_DATA) {
 		WRITE_ONCE(p->state, PS_END);
 		p->last_ctl = 0;
 	}
 }
 
+/*
+ * The accepting START_ACK of a new epoch (section 3.1): its chunks start
+ * at @base, the receiver's verified prefix, which lies between what was
+ * acknowledged and what was sent in the epoch before.
+ */
+static void p2pkp_tx_resynced(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			      struct p2pkp_peer *p, u64 base, u32 w)
+{
+	if (base < p->rs_lo || base > p->rs_hi) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+		return;
+	}
+	p->resync = false;
+	p->confirmed = true;
+	p->base = base;
+	p->count = DIV_ROUND_UP_ULL(tx->size - base, p->chunk);
+	p->cum = 0;
+	p->next = 0;
+	p->win = w;
+	bitmap_zero(p->sack, P2PKP_WIN);
+	if (!p->count) {
+		WRITE_ONCE(p->state, PS_END);
+		p->last_ctl = 0;
+	}
+}
+
+/*
+ * A send of @p failed with EMSGSIZE, or an ICMP error said so: if the
+ * path MTU dropped below @p's datagrams, @p goes on in a new epoch with a
+ * smaller chunk (section 3.1).  Returns true if it did (or failed: the
+ * path cannot carry the smallest chunk).
+ */
+static bool p2pkp_tx_mtu(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			 struct p2pkp_peer *p)
+{
+	u32 chunk, old = p->chunk;
+	int err;
+
+	if (p->state != PS_DATA)
+		return false;
+	chunk = p2pkp_path_chunk(p->ks.sock, ps->mac, READ_ONCE(ps->chunk));
+	if (chunk >= old || p->frag)
+		return false;
+	if (!p->resync) {
+		/* what the receiver verified is at least what it acked */
+		p->rs_lo = min(p2pkp_peer_off(p, p->cum), tx->size);
+		p->rs_hi = min(p2pkp_peer_off(p, p->next), tx->size);
+	}
+	err = p2pkp_peer_chunk(p, chunk);
+	if (err) {
+		p2pkp_peer_fail(ps, p, err);
+		return true;
+	}
+	if (p->chunk == old)		/* the smallest chunk, in fragments */
+		return true;
+	if (p->epoch == U16_MAX) {	/* cannot be: chunks only shrink */
+		p2pkp_peer_fail(ps, p, -EMSGSIZE);
+		return true;
+	}
+	p->resync = true;
+	p->epoch++;
+	p->last_ctl = 0;		/* its START goes at once */
+	p2pkp_stat(ps, P2PKP_ST_EPOCHS, 1);
+	return true;
+}
+
 /* A peer said BUSY to our confirmed START: back to START, later. */
-static void p2pkp_tx_busy(struct p2pkp_peer *p, u64 now)
+static void p2pkp_tx_busy(struct p2pkp_tx *tx, struct p2pkp_peer *p,
+			  u64 now)
 {
 	if (p->state != PS_DATA && p->state != PS_END)
 		return;
@@ -1327,6 +1494,9 @@ static void p2pkp_tx_busy(struct p2pkp_peer *p, u64 now)
 		return;		/* stale: it accepted since */
 	WRITE_ONCE(p->state, PS_START);
 	p->cookie_known = false;
+	p->resync = false;
+	p->base = 0;
+	p->count = DIV_ROUND_UP_ULL(tx->size, p->chunk);
 	p->cum = 0;
 	p->next = 0;
 	bitmap_zero(p->sack, P2PKP_WIN);
@@ -1356,6 +1526,8 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			/* ICMP: a hint, not a verdict (section 3.1) */
 			p->soft_err = n;
 			p2pkp_stat(ps, P2PKP_ST_ICMP_ERRORS, 1);
+			if (n == -EMSGSIZE)	/* the path MTU dropped */
+				p2pkp_tx_mtu(ps, tx, p);
 			continue;
 		}
 		p2pkp_stat(ps, P2PKP_ST_DGRAMS_RECEIVED, 1);
@@ -1383,19 +1555,25 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		case P2PKP_T_START_ACK: {
 			const struct p2pkp_start_ack *sa = body;
 			u32 w = be32_to_cpu(sa->window);
+			u64 base = be64_to_cpu(sa->base);
 			bool acc = be16_to_cpu(h->flags) & P2PKP_F_ACCEPTED;
 
 			if (!w || w > P2PKP_WIN || !cookie ||
-			    (acc && be64_to_cpu(sa->base))) {
+			    (base && (!acc || !p->resync))) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 				continue;
 			}
-			if (be16_to_cpu(sa->epoch)) {
+			if (be16_to_cpu(sa->epoch) != p->epoch) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 				continue;
 			}
 			p->last_rx = now;
 			p->soft_err = 0;
+			if (acc && p->resync && p->state == PS_DATA) {
+				p2pkp_rtt_sample(p, h);
+				p2pkp_tx_resynced(ps, tx, p, base, w);
+				continue;
+			}
 			if (acc)
 				p->confirmed = true;
 			if (p->state != PS_START)
@@ -1404,14 +1582,14 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p->cookie = cookie;
 			p->cookie_known = true;
 			p->win = w;
-			WRITE_ONCE(p->state, tx->count ? PS_DATA : PS_END);
+			WRITE_ONCE(p->state, p->count ? PS_DATA : PS_END);
 			p->last_ctl = 0;	/* confirm at once */
 			break;
 		}
 		case P2PKP_T_BUSY:
 			p->last_rx = now;	/* alive, keep trying */
 			p->soft_err = 0;
-			p2pkp_tx_busy(p, now);
+			p2pkp_tx_busy(tx, p, now);
 			break;
 		case P2PKP_T_ACK:
 			p->last_rx = now;
@@ -1435,7 +1613,7 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			if (st) {
 				p2pkp_peer_fail(ps, p, st);
 			} else {
-				p->cum = tx->count;
+				p->cum = p->count;
 				WRITE_ONCE(p->state, PS_DONE);
 			}
 			break;
@@ -1461,7 +1639,7 @@ static void p2pkp_data_hdr(const struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		flags |= P2PKP_F_ECHO;
 	}
 	p2pkp_hdr_fill(ps, pkt, P2PKP_T_DATA, flags, tx->id, p->cookie, echo);
-	d->epoch = 0;
+	d->epoch = cpu_to_be16(p->epoch);
 	put_unaligned_be48(c, d->index);
 	p->sent_ns[c % P2PKP_WIN] = now;
 }
@@ -1493,7 +1671,7 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			     u16 flags, bool retrans)
 {
 	u8 pkt[P2PKP_DATA_HLEN];
-	u32 plen = p2pkp_tx_len(tx, c);
+	u32 plen = p2pkp_peer_len(tx, p, c);
 	u64 was = p->sent_ns[c % P2PKP_WIN];
 	int err;
 
@@ -1508,6 +1686,8 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 	if (p2pkp_soft_err(err))
 		return 0;	/* like a loss: retransmitted later */
+	if (err == -EMSGSIZE && p2pkp_tx_mtu(ps, tx, p))
+		return 0;	/* sent again in the new epoch */
 	if (err) {
 		p2pkp_peer_fail(ps, p, err);
 		return 0;
@@ -1517,26 +1697,26 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 }
 
 /* ACK at once for the file's last chunk, the window's last and its middle. */
-static u16 p2pkp_new_flags(const struct p2pkp_tx *tx,
-			   const struct p2pkp_peer *p, u64 c)
+static u16 p2pkp_new_flags(const struct p2pkp_peer *p, u64 c)
 {
-	if (c + 1 == tx->count || c + 1 == p->cum + p->win ||
+	if (c + 1 == p->count || c + 1 == p->cum + p->win ||
 	    c + 1 == p->cum + p->win / 2)
 		return P2PKP_F_ACKREQ;
 	return 0;
 }
 
-/* Payload bytes of chunks @c .. @c + @n - 1. */
-static u64 p2pkp_run_len(const struct p2pkp_tx *tx, u64 c, u32 n)
+/* Payload bytes of @p's chunks @c .. @c + @n - 1. */
+static u64 p2pkp_run_len(const struct p2pkp_tx *tx,
+			 const struct p2pkp_peer *p, u64 c, u32 n)
 {
-	return min_t(u64, (u64)n * tx->chunk, tx->size - c * tx->chunk);
+	return min_t(u64, (u64)n * p->chunk, tx->size - p2pkp_peer_off(p, c));
 }
 
-/* Datagrams in one UDP_SEGMENT send: at most 32, within 64 KiB. */
+/* Datagrams in one UDP_SEGMENT send to @p: at most 32, within 64 KiB. */
 static u32 p2pkp_gso_max(const struct p2pkp_sock *ps,
-			 const struct p2pkp_tx *tx)
+			 const struct p2pkp_peer *p)
 {
-	u32 seg = P2PKP_DATA_HLEN + tx->chunk + (ps->mac ? P2PKP_MAC_LEN : 0);
+	u32 seg = P2PKP_DATA_HLEN + p->chunk + (ps->mac ? P2PKP_MAC_LEN : 0);
 
 	return clamp_t(u32, 63 * 1024 / seg, 1, P2PKP_GSO_CHUNKS);
 }
@@ -1545,10 +1725,11 @@ static u32 p2pkp_gso_max(const struct p2pkp_sock *ps,
  * Send new chunks @c .. @c + @n - 1, all in tx->blk, to @p with one
  * UDP_SEGMENT send: routed and queued once and the NIC kicked once, then
  * cut into @n datagrams (every one with its own header and tag) by the
- * stack or the NIC.  A route that cannot (no checksum offload: EIO; path
- * MTU below one datagram: EINVAL, EMSGSIZE) turns batching off for this
- * file.  Returns how many chunks went (fewer than @n: the socket buffer
- * is full).
+ * stack or the NIC.  A path MTU that dropped below one datagram (EINVAL,
+ * EMSGSIZE) starts a new epoch; a route that cannot batch (no checksum
+ * offload: EIO, or those errors without a lower MTU) turns batching off
+ * for this file.  Returns how many chunks went (fewer than @n: the socket
+ * buffer is full).
  */
 static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			     struct p2pkp_peer *p, u64 c, u32 n)
@@ -1562,21 +1743,21 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		.msg_controllen = sizeof(ctl),
 		.msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT,
 	};
-	const u8 *data = tx->blk + (c - tx->blk_first) * tx->chunk;
+	const u8 *data = tx->blk + (p2pkp_peer_off(p, c) - tx->blk_pos);
 	u32 mlen = ps->mac ? P2PKP_MAC_LEN : 0;
 	u64 now = ktime_get_ns();
-	u64 bytes = p2pkp_run_len(tx, c, n);
+	u64 bytes = p2pkp_run_len(tx, p, c, n);
 	u32 i, v = 0;
 	int err;
 
 	if (n > 1 && !tx->no_gso) {
 		for (i = 0; i < n; i++) {
 			u8 *hdr = tx->ghdr[i];
-			const u8 *pl = data + i * tx->chunk;
-			u32 plen = p2pkp_tx_len(tx, c + i);
+			const u8 *pl = data + i * p->chunk;
+			u32 plen = p2pkp_peer_len(tx, p, c + i);
 
 			p2pkp_data_hdr(ps, tx, p, hdr, c + i,
-				       p2pkp_new_flags(tx, p, c + i), now);
+				       p2pkp_new_flags(p, c + i), now);
 			tx->gvec[v].iov_base = hdr;
 			tx->gvec[v++].iov_len = P2PKP_DATA_HLEN;
 			tx->gvec[v].iov_base = (void *)pl;
@@ -1592,7 +1773,7 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		ctl.cm.cmsg_level = SOL_UDP;
 		ctl.cm.cmsg_type = UDP_SEGMENT;
 		ctl.cm.cmsg_len = CMSG_LEN(sizeof(u16));
-		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + tx->chunk + mlen;
+		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + p->chunk + mlen;
 		err = kernel_sendmsg(p->ks.sock, &msg, tx->gvec, v,
 				     n * (P2PKP_DATA_HLEN + mlen) + bytes);
 		if (err >= 0) {
@@ -1609,11 +1790,13 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_peer_fail(ps, p, err);
 			return n;
 		}
+		if (err != -EIO && p2pkp_tx_mtu(ps, tx, p))
+			return n;	/* sent again in the new epoch */
 		tx->no_gso = true;
 	}
-	for (i = 0; i < n && p->state == PS_DATA; i++)
-		if (p2pkp_tx_data_one(ps, tx, p, c + i, data + i * tx->chunk,
-				      p2pkp_new_flags(tx, p, c + i), false))
+	for (i = 0; i < n && p->state == PS_DATA && !p->resync; i++)
+		if (p2pkp_tx_data_one(ps, tx, p, c + i, data + i * p->chunk,
+				      p2pkp_new_flags(p, c + i), false))
 			return i;
 	return n;
 }
@@ -1679,7 +1862,7 @@ static bool p2pkp_sack_due(const struct p2pkp_peer *p, u64 c, u64 now)
 static u64 p2pkp_lost(const struct p2pkp_peer *p, u64 c, u64 now,
 		      bool rto_ok)
 {
-	if (p->state != PS_DATA || p->blocked)
+	if (p->state != PS_DATA || p->blocked || p->resync)
 		return U64_MAX;
 	for (c = max(c, p->cum); c < p->next; c++) {
 		if (test_bit(c - p->cum, p->sack))
@@ -1692,14 +1875,21 @@ static u64 p2pkp_lost(const struct p2pkp_peer *p, u64 c, u64 now,
 	return U64_MAX;
 }
 
+/* File offset of the chunk @p should get again next, U64_MAX: none. */
+static u64 p2pkp_cur_off(const struct p2pkp_tx *tx, int i,
+			 const struct p2pkp_peer *p)
+{
+	return tx->cur[i] == U64_MAX ? U64_MAX : p2pkp_peer_off(p, tx->cur[i]);
+}
+
 /*
- * Retransmit in one pass in chunk order over all peers: a chunk several
+ * Retransmit in one pass in file order over all peers: a chunk several
  * peers miss is read once and sent to each of them.
  */
 static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
 	DECLARE_BITMAP(backoff, P2PKP_MAX_PEERS);
-	u64 c, now = ktime_get_ns();
+	u64 c, pos, now = ktime_get_ns();
 	const u8 *data;
 	int i, err = 0;
 
@@ -1718,22 +1908,25 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		tx->cur[i] = p2pkp_lost(p, 0, now, tx->rto_left[i]);
 	}
 	for (;;) {
-		c = U64_MAX;
+		pos = U64_MAX;
 		for (i = 0; i < tx->npeers; i++)
-			c = min(c, tx->cur[i]);
-		if (c == U64_MAX)
-			break;
-		data = p2pkp_get_chunk(tx, c, true, &err);
-		if (!data)
+			pos = min(pos, p2pkp_cur_off(tx, i, ps->peers[i]));
+		if (pos == U64_MAX)
 			break;
 		cond_resched();
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
+			u32 len;
 			bool rto;
 
-			if (tx->cur[i] != c)
+			if (p2pkp_cur_off(tx, i, p) != pos)
 				continue;
-			if (!p2pkp_pace(ps, tx, p2pkp_tx_len(tx, c)))
+			c = tx->cur[i];
+			len = p2pkp_peer_len(tx, p, c);
+			data = p2pkp_get_old(tx, pos, len, &err);
+			if (!data)
+				goto out;
+			if (!p2pkp_pace(ps, tx, len))
 				goto out;
 			rto = !p2pkp_sack_due(p, c, now);
 			if (rto) {
@@ -1757,19 +1950,22 @@ out:
 	return err;
 }
 
-static bool p2pkp_may_send(const struct p2pkp_tx *tx,
-			   const struct p2pkp_peer *p)
+static bool p2pkp_may_send(const struct p2pkp_peer *p)
 {
-	return p->state == PS_DATA && !p->blocked && p->next < tx->count &&
-	       p->next < p->cum + p->win;
+	return p->state == PS_DATA && !p->blocked && !p->resync &&
+	       p->next < p->count && p->next < p->cum + p->win;
 }
 
-/* Retransmit what is lost, then send new chunks within every window. */
+/*
+ * Retransmit what is lost, then send new chunks within every window: the
+ * block of new data starts where the peer furthest behind goes on, and
+ * every peer gets the run of its chunks that lie whole in it.
+ */
 static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
-	u32 n, sent, gmax = p2pkp_gso_max(ps, tx);
+	u64 pos, end, run;
+	u32 n, sent;
 	int i, err = 0;
-	u64 c, end;
 
 	tx->pace_ns = 0;
 	for (i = 0; i < tx->npeers; i++)
@@ -1779,28 +1975,45 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		return err;
 
 	for (;;) {
-		c = U64_MAX;
-		for (i = 0; i < tx->npeers; i++)
-			if (p2pkp_may_send(tx, ps->peers[i]))
-				c = min(c, ps->peers[i]->next);
-		if (c == U64_MAX)
-			break;
-		if (!p2pkp_get_chunk(tx, c, false, &err))
-			return err;
-		/* every peer gets the run of this block it may have */
-		end = tx->blk_first + tx->blk_n;
+		struct p2pkp_peer *first = NULL;
+
+		pos = U64_MAX;
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 
-			if (!p2pkp_may_send(tx, p) || p->next < tx->blk_first ||
-			    p->next >= end)
+			if (p2pkp_may_send(p) &&
+			    p2pkp_peer_off(p, p->next) < pos) {
+				pos = p2pkp_peer_off(p, p->next);
+				first = p;
+			}
+		}
+		if (!first)
+			break;
+		if (!p2pkp_in_blk(tx, pos,
+				  p2pkp_peer_len(tx, first, first->next))) {
+			err = p2pkp_read_blk(tx, pos);
+			if (err)
+				return err;
+		}
+		end = tx->blk_pos + tx->blk_len;
+		for (i = 0; i < tx->npeers; i++) {
+			struct p2pkp_peer *p = ps->peers[i];
+			u64 off = p2pkp_peer_off(p, p->next);
+
+			if (!p2pkp_may_send(p) ||
+			    !p2pkp_in_blk(tx, off,
+					  p2pkp_peer_len(tx, p, p->next)))
 				continue;
-			n = min_t(u64, end, p->cum + p->win) - p->next;
-			n = min(n, gmax);
+			/* its chunks that lie whole in the block */
+			run = end == tx->size ? p->count - p->next :
+			      div_u64(end - off, p->chunk);
+			run = min(run, p->cum + p->win - p->next);
+			n = min_t(u64, run, p2pkp_gso_max(ps, p));
 			if (tx->rate)	/* a run must fit in the bucket */
-				n = clamp_t(u32, div_u64(tx->burst, tx->chunk),
+				n = clamp_t(u32, div_u64(tx->burst, p->chunk),
 					    1, n);
-			if (!p2pkp_pace(ps, tx, p2pkp_run_len(tx, p->next, n)))
+			if (!p2pkp_pace(ps, tx,
+					p2pkp_run_len(tx, p, p->next, n)))
 				return 0;
 			sent = p2pkp_tx_data_run(ps, tx, p, p->next, n);
 			p->next += sent;
@@ -1815,13 +2028,13 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 
 /*
  * START until the peer hands out its cookie, then START with the cookie
- * (the confirmed START) until it accepts; END until DONE.  Each repeats
- * every RTO, doubling it (at most 2 s).
+ * (the confirmed START) until it accepts, and again for a new epoch; END
+ * until DONE.  Each repeats every RTO, doubling it (at most 2 s).
  */
 static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			     struct p2pkp_peer *p, u64 now)
 {
-	bool start = p->state == PS_START || !p->confirmed;
+	bool start = p->state == PS_START || !p->confirmed || p->resync;
 
 	if (!p2pkp_peer_active(p) || (!start && p->state != PS_END))
 		return;
@@ -1833,7 +2046,8 @@ static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	if (start) {
 		struct p2pkp_start st = {
 			.size = cpu_to_be64(tx->size),
-			.chunk = cpu_to_be32(tx->chunk),
+			.chunk = cpu_to_be32(p->chunk),
+			.epoch = cpu_to_be16(p->epoch),
 		};
 
 		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_START, &st, sizeof(st));
@@ -1975,10 +2189,25 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		kfree(tx);
 		return -EFBIG;
 	}
-	tx->chunk = P2PKP_CHUNK_SIZE;
-	tx->blk_chunks = max_t(u32, 1, P2PKP_BLOCK_BYTES / tx->chunk);
-	tx->blk = kvmalloc(tx->blk_chunks * tx->chunk, GFP_KERNEL_ACCOUNT);
-	tx->one = kvmalloc(tx->chunk, GFP_KERNEL_ACCOUNT);
+	/* each peer's chunk from its path MTU, within P2PKP_CHUNK */
+	for (i = 0; i < ps->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		err = p2pkp_peer_chunk(p, p2pkp_path_chunk(p->ks.sock, ps->mac,
+							   READ_ONCE(ps->chunk)));
+		if (err) {
+			kfree(tx);
+			return err;
+		}
+		tx->chunk_max = max(tx->chunk_max, p->chunk);
+	}
+	/* new data is read in blocks of 64 chunks, at least 64 KiB */
+	tx->blk_size = max_t(u32, P2PKP_BLOCK_BYTES,
+			     min_t(u32, 64 * tx->chunk_max,
+				   P2PKP_BLOCK_MAX / tx->chunk_max *
+				   tx->chunk_max));
+	tx->blk = kvmalloc(tx->blk_size, GFP_KERNEL_ACCOUNT);
+	tx->one = kvmalloc(tx->chunk_max, GFP_KERNEL_ACCOUNT);
 	tx->rbuf = kmalloc(P2PKP_REPLY_MAX, GFP_KERNEL_ACCOUNT);
 	if (!tx->blk || !tx->one || !tx->rbuf) {
 		p2pkp_tx_free(tx);
@@ -1986,11 +2215,10 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	}
 	get_file(f);
 	tx->file = f;
-	tx->count = DIV_ROUND_UP_ULL(tx->size, tx->chunk);
-	tx->one_idx = U64_MAX;
+	tx->one_pos = U64_MAX;
 	tx->rate = READ_ONCE(ps->rate);
 	/* ~16 ms of sending, at least two chunks */
-	tx->burst = max_t(u64, tx->rate / 64, 2 * tx->chunk);
+	tx->burst = max_t(u64, tx->rate / 64, 2 * tx->chunk_max);
 	tx->tokens = tx->burst;
 	tx->tok_ns = ktime_get_ns();
 	do {
@@ -2014,6 +2242,10 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		p->cookie = 0;
 		p->cookie_known = false;
 		p->confirmed = false;
+		p->resync = false;
+		p->epoch = 0;
+		p->base = 0;
+		p->count = DIV_ROUND_UP_ULL(tx->size, p->chunk);
 		p->cum = 0;
 		p->next = 0;
 		p->win = 0;
@@ -2032,7 +2264,6 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	p2pkp_ctx_get(&tx->ctx);
 	ps->tx = tx;
 	ps->tx_size = tx->size;
-	ps->tx_chunk = tx->chunk;
 	WRITE_ONCE(ps->state, P2PKP_SENDING);
 	p2pkp_kick(ps);
 	return 0;
@@ -2057,8 +2288,10 @@ struct p2pkp_rx {
 	int state;			/* RS_* */
 	bool finished;
 	int result;			/* 0 or -errno for read() */
-	u64 id, cookie, size, count, cum;
+	u64 id, cookie, size, cum;
+	u64 base, count;		/* of the epoch: its chunk 0, chunks */
 	u32 chunk, window;
+	u16 epoch;
 	struct sockaddr_storage from;
 	int fromlen;
 	u64 start_ns, last_rx, linger_end;
@@ -2161,6 +2394,7 @@ static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
 	struct p2pkp_ack a = {
 		.cum = cpu_to_be64(rx->cum),
+		.epoch = cpu_to_be16(rx->epoch),
 		.nbits = cpu_to_be16(P2PKP_WIN),
 		.window = cpu_to_be32(rx->window),
 	};
@@ -2454,18 +2688,23 @@ static void p2pkp_rx_fail(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->finished = true;
 }
 
+/* Length of chunk @c of the receiver's epoch. */
+static u32 p2pkp_rx_len(const struct p2pkp_rx *rx, u64 c)
+{
+	return p2pkp_chunk_len(rx->size - rx->base, rx->count, rx->chunk, c);
+}
+
 /* Hash the chunks that became contiguous (read back from the file). */
 static int p2pkp_rx_advance(struct p2pkp_rx *rx)
 {
 	while (rx->cum < rx->count &&
 	       test_bit(rx->cum % P2PKP_WIN, rx->ring)) {
-		u32 len = p2pkp_chunk_len(rx->size, rx->count, rx->chunk,
-					  rx->cum);
+		u32 len = p2pkp_rx_len(rx, rx->cum);
 		int err;
 
 		__clear_bit(rx->cum % P2PKP_WIN, rx->ring);
 		err = p2pkp_read_full(rx->file, rx->chunkbuf, len,
-				      rx->cum * rx->chunk);
+				      rx->base + rx->cum * rx->chunk);
 		if (err)
 			return err;
 		p2pkp_sha_update(&rx->sha, rx->chunkbuf, len);
@@ -2551,7 +2790,8 @@ static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
 /* Take the transfer of a confirmed START into the armed read(). */
 static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			    const struct p2pkp_hdr *h, u64 size, u32 chunk,
-			    struct sockaddr_storage *from, int fromlen)
+			    u16 epoch, struct sockaddr_storage *from,
+			    int fromlen)
 {
 	struct p2pkp_start_ack sa = {};
 	u32 echo = be32_to_cpu(h->ts);
@@ -2563,6 +2803,8 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->fromlen = fromlen;
 	rx->size = size;
 	rx->chunk = chunk;
+	rx->epoch = epoch;
+	rx->base = 0;
 	rx->count = DIV_ROUND_UP_ULL(size, chunk);
 	rx->window = p2pkp_rx_window(ps, chunk);
 	rx->cum = 0;
@@ -2595,8 +2837,29 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->state = RS_RECV;
 	WRITE_ONCE(ps->state, P2PKP_RECEIVING);
 	sa.window = cpu_to_be32(rx->window);
+	sa.epoch = cpu_to_be16(epoch);
 	p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, P2PKP_F_ACCEPTED,
 		       rx->id, rx->cookie, echo, &sa, sizeof(sa));
+}
+
+/*
+ * A confirmed START of the accepted transfer with a newer epoch (its
+ * sender's path MTU dropped): chunk 0 of the new epoch starts after what
+ * is verified in order; what was stored beyond comes again.
+ */
+static void p2pkp_rx_epoch(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			   u32 chunk, u16 epoch)
+{
+	rx->base = min(rx->base + rx->cum * rx->chunk, rx->size);
+	rx->chunk = chunk;
+	rx->epoch = epoch;
+	rx->count = DIV_ROUND_UP_ULL(rx->size - rx->base, chunk);
+	rx->window = p2pkp_rx_window(ps, chunk);
+	rx->cum = 0;
+	rx->unacked = 0;
+	rx->ooo_acked = false;
+	bitmap_zero(rx->ring, P2PKP_WIN);
+	p2pkp_stat(ps, P2PKP_ST_EPOCHS, 1);
 }
 
 /*
@@ -2614,17 +2877,18 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	u32 echo = be32_to_cpu(h->ts);
 	u64 size = be64_to_cpu(st->size);
 	u32 chunk = be32_to_cpu(st->chunk);
+	u16 epoch = be16_to_cpu(st->epoch);
 	u64 c = p2pkp_cookie(ps, id, from);
 	bool mine = rx && rx->state != RS_IDLE;
 	bool same = mine && p2pkp_addr_eq(from, &rx->from);
 	bool ours = same && id == rx->id;	/* the accepted transfer */
 	bool last = ps->last_valid && id == ps->last_id &&
 		    p2pkp_addr_eq(from, &ps->last_addr);
-	struct p2pkp_start_ack sa = {};
+	struct p2pkp_start_ack sa = { .epoch = st->epoch };
 	int err;
 
 	if (chunk < P2PKP_CHUNK_MIN || chunk > P2PKP_CHUNK_MAX ||
-	    size > P2PKP_MAX_SIZE || be16_to_cpu(st->epoch) ||
+	    size > P2PKP_MAX_SIZE ||
 	    (flags & (P2PKP_F_GROUP | P2PKP_F_DIGEST))) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return false;
@@ -2647,7 +2911,20 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 					     id, rx->cookie, echo, rx->result);
 			return false;
 		}
+		if (cookie && epoch != rx->epoch) {
+			if (epoch < rx->epoch) {
+				p2pkp_drop(ps, P2PKP_ST_DROP_XFER); /* stale */
+				return false;
+			}
+			if (size != rx->size) {
+				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+				return false;
+			}
+			p2pkp_rx_epoch(ps, rx, chunk, epoch);
+		}
 		sa.window = cpu_to_be32(rx->window);
+		if (cookie)
+			sa.base = cpu_to_be64(rx->base);
 		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK,
 			       cookie ? P2PKP_F_ACCEPTED : 0, id, rx->cookie,
 			       echo, &sa, sizeof(sa));
@@ -2698,7 +2975,7 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 				P2PKP_ST_REFUSED_SPACE);
 		return false;
 	}
-	p2pkp_rx_accept(ps, rx, h, size, chunk, from, fromlen);
+	p2pkp_rx_accept(ps, rx, h, size, chunk, epoch, from, fromlen);
 	return false;
 }
 
@@ -2711,7 +2988,7 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	bool ackreq = be16_to_cpu(h->flags) & P2PKP_F_ACKREQ;
 	int err;
 
-	if (be16_to_cpu(d->epoch)) {
+	if (be16_to_cpu(d->epoch) != rx->epoch) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
 		return;
 	}
@@ -2719,7 +2996,7 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
 	}
-	if (plen != p2pkp_chunk_len(rx->size, rx->count, rx->chunk, idx)) {
+	if (plen != p2pkp_rx_len(rx, idx)) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
 	}
@@ -2744,7 +3021,8 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	rx->dirty = true;
-	err = p2pkp_write_full(rx->file, payload, plen, idx * rx->chunk);
+	err = p2pkp_write_full(rx->file, payload, plen,
+			       rx->base + idx * rx->chunk);
 	if (err) {
 		p2pkp_rx_fail(ps, rx, err, rx->echo);
 		return;
@@ -3725,7 +4003,8 @@ static int p2pkp_connect(struct socket *sock, struct sockaddr *uaddr,
 			       P2PKP_SNDBUF);
 	if (err < 0)
 		goto free;
-	err = kernel_connect(p->ks.sock, (struct sockaddr *)&addr, len, 0);
+	err = p2pkp_set_frag(p->ks.sock, false) ?:
+	      kernel_connect(p->ks.sock, (struct sockaddr *)&addr, len, 0);
 	if (err)
 		goto close;
 	spin_lock_bh(&ps->cfg_lock);
@@ -3963,6 +4242,15 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 		return 0;
 	case P2PKP_RECV_FD:
 		return p2pkp_set_recv_fd(ps, optval, optlen);
+	case P2PKP_CHUNK:
+		if (optlen < sizeof(v))
+			return -EINVAL;
+		if (copy_from_sockptr(&v, optval, sizeof(v)))
+			return -EFAULT;
+		if (v && (v < P2PKP_CHUNK_MIN || v > P2PKP_CHUNK_MAX))
+			return -EINVAL;
+		WRITE_ONCE(ps->chunk, v);
+		return 0;
 	default:
 		return -ENOPROTOOPT;
 	}
@@ -3988,7 +4276,8 @@ static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
 		r.status = p->status;
 		r.bytes_acked = p->state == PS_IDLE ? 0 :
 				p->state == PS_DONE ? ps->tx_size :
-				min_t(u64, p->cum * ps->tx_chunk, ps->tx_size);
+				min_t(u64, p2pkp_peer_off(p, p->cum),
+				      ps->tx_size);
 		r.datagrams_sent = p->sent;
 		r.datagrams_retransmitted = p->retrans;
 		if (copy_to_user(optval + i * sizeof(r), &r, sizeof(r))) {
@@ -4037,6 +4326,9 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 	case P2PKP_RECV_FD:		/* 1: set and not taken by a read() */
 		v = !!READ_ONCE(ps->recv_file);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_CHUNK:
+		v = READ_ONCE(ps->chunk);
 		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 	case P2PKP_KEY:
 		return -EPERM;		/* never readable */
@@ -4368,10 +4660,11 @@ static void p2pkp_show_sock(struct seq_file *seq, struct p2pkp_sock *ps)
 	for (i = 0; i < ps->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
 
-		seq_printf(seq, "peer inode=%lu index=%d addr=%pISpc state=%s status=%d\n",
+		seq_printf(seq, "peer inode=%lu index=%d addr=%pISpc state=%s status=%d chunk=%u epoch=%u\n",
 			   ino, i, (struct sockaddr *)&p->addr,
 			   p2pkp_pstate_names[READ_ONCE(p->state)],
-			   READ_ONCE(p->status));
+			   READ_ONCE(p->status), READ_ONCE(p->chunk),
+			   READ_ONCE(p->epoch));
 	}
 	spin_unlock_bh(&ps->cfg_lock);
 }

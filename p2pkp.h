@@ -53,9 +53,11 @@
 #define P2PKP_PATH_MAX		4095
 
 /*
- * File bytes carried by one DATA datagram: the sender's default (fits a
- * 1500-byte MTU, v4 and v6, with a MAC); a receiver accepts any chunk size
- * announced in START within P2PKP_CHUNK_MIN..P2PKP_CHUNK_MAX.
+ * File bytes carried by one DATA datagram.  The sender takes as many as
+ * the path MTU allows (P2PKP_CHUNK caps it), P2PKP_CHUNK_SIZE when the
+ * route is unknown (fits a 1500-byte MTU, v4 and v6, with a MAC); a
+ * receiver accepts any chunk size announced in START within
+ * P2PKP_CHUNK_MIN..P2PKP_CHUNK_MAX.
  */
 #define P2PKP_CHUNK_SIZE	1400
 #define P2PKP_CHUNK_MIN		512
@@ -91,6 +93,11 @@
  *	the next read() whose path is "" writes the file into this descriptor
  *	(a regular file open O_RDWR, not O_APPEND) instead of a named file,
  *	and takes it (one file per setsockopt()); -1 removes it.
+ * P2PKP_CHUNK (u32 bytes, get/set, default 0): sender: the largest chunk
+ *	a DATA datagram carries, P2PKP_CHUNK_MIN..P2PKP_CHUNK_MAX (others are
+ *	EINVAL); 0: as large as each peer's path MTU allows.  The sender
+ *	picks each peer's chunk from its route's MTU at write() and goes on
+ *	with a smaller one when the path MTU drops (docs/protocol.md 3.4).
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2
@@ -99,6 +106,7 @@
 #define P2PKP_KEY		5
 #define P2PKP_FSYNC		6
 #define P2PKP_RECV_FD		7
+#define P2PKP_CHUNK		8
 
 #define P2PKP_RATE_MAX		_BITULL(40)	/* bytes per second */
 #define P2PKP_KEY_SIZE		32

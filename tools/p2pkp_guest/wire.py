@@ -88,7 +88,7 @@ TYPE_FLAGS = {
 }
 
 # Limits (#define P2PKP_*).
-CHUNK_SIZE = 1400  # p2pkp.h: what the kernel's sender uses
+CHUNK_SIZE = 1400  # p2pkp.h: the kernel's sender when it does not know the route
 CHUNK = CHUNK_SIZE
 CHUNK_MIN = 512
 CHUNK_MAX = 65000
@@ -97,6 +97,17 @@ WIN = 512
 MAC_LEN = 16
 KEY_LEN = 32  # P2PKP_KEY_SIZE
 DGRAM_MAX = HLEN + FIXED_LEN[T_DATA] + CHUNK_MAX + MAC_LEN  # longer is MSG_TRUNC
+
+
+def chunk_for(mtu: int, ipv6: bool = False, key: bool = False) -> int:
+    """The chunk the kernel's sender picks for a path of this MTU (p2pkp_path_chunk,
+    docs/protocol.md 3.4): the MTU less the IP, UDP and DATA headers and the tag, within
+    CHUNK_MIN..CHUNK_MAX; 0 when a CHUNK_MIN chunk does not fit (the sender then sends
+    CHUNK_MIN-byte chunks in IPv4 fragments)."""
+    room = mtu - (40 if ipv6 else 20) - 8 - HLEN - FIXED_LEN[T_DATA] - (MAC_LEN if key else 0)
+    return 0 if room < CHUNK_MIN else min(room, CHUNK_MAX)
+
+
 INDEX_MAX = (1 << 48) - 1
 
 # /proc/net/p2pkp counters, in the module's order (p2pkp_stat_names[]); the drop reasons are
@@ -136,5 +147,6 @@ STAT_NAMES = (
     "rate_waits",
     "gso_sends",
     "icmp_errors",
+    "epochs",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))

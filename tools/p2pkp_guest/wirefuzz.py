@@ -284,14 +284,12 @@ def parse_reason(d: bytes, key: bytes | None) -> str | None:
 
 def start_field_bad(d: bytes) -> bool:
     """START fields this release refuses (drop_field): chunk outside 512..65000, size above
-    1 TiB, epoch != 0, an extension (GROUP, DIGEST)."""
+    1 TiB, an extension (GROUP, DIGEST).  Any epoch is valid: a new transfer may begin in any
+    epoch, and a newer one for the accepted transfer moves it (section 3.2)."""
     flags = struct.unpack_from(">H", d, 6)[0]
-    size, chunk, epoch, _ = struct.unpack_from(">QIHH", d, HLEN)
+    size, chunk, _, _ = struct.unpack_from(">QIHH", d, HLEN)
     return (
-        not CHUNK_MIN <= chunk <= CHUNK_MAX
-        or size > MAX_SIZE
-        or epoch != 0
-        or bool(flags & (F_GROUP | F_DIGEST))
+        not CHUNK_MIN <= chunk <= CHUNK_MAX or size > MAX_SIZE or bool(flags & (F_GROUP | F_DIGEST))
     )
 
 
@@ -461,8 +459,10 @@ def _bad_start(rng: random.Random, xid: int, cookie: int) -> Case:
         big = rng.choice((MAX_SIZE + 1, 1 << 63, U64, MAX_SIZE + CHUNK))
         return Case(start(xid, big, chunk, cookie), "drop_field", f"start size {big}")
     if which == 2:
-        ep = rng.choice((1, 2, 0xFFFF))
-        return Case(start(xid, size, chunk, cookie, epoch=ep), "drop_field", f"start epoch {ep}")
+        # a bad chunk in a START of a later epoch: the epoch does not make it valid
+        ep, bad = rng.choice((1, 2, 0xFFFF)), rng.choice((CHUNK_MIN - 1, CHUNK_MAX + 1))
+        d = start(xid, size, bad, cookie, epoch=ep)
+        return Case(d, "drop_field", f"start epoch {ep} chunk {bad}")
     if which == 3:
         grp = bytes([4, 0, 0x1B, 0xCD, 239, 1, 2, 3]) + bytes(12)
         return Case(
@@ -616,15 +616,17 @@ def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
         }[t]()
         return Case(d, "drop_cookie", f"type {t} cookie {ck:x}"), 0
     if kind == 12:
-        # another epoch (this release: 0 only): stale
+        # DATA of another epoch than the accepted one (0): stale
         ep = rng.choice((1, 2, 0xFFFF))
         idx = rng.randrange(x.count) if x.count else 0
         d = data(x.xid, idx, rng.randbytes(x.clen(idx) or 1), c, epoch=ep)
         return Case(d, "drop_xfer", f"data epoch {ep}"), 0
     if kind == 13:
+        # a newer epoch for the accepted transfer must keep its size
         ep = rng.choice((1, 0xFFFF))
-        d = start(x.xid, x.size, x.chunk, c, epoch=ep)
-        return Case(d, "drop_field", f"start epoch {ep}"), 0
+        bad = rng.choice((x.size + 1, max(x.size - 1, 0) if x.size else 1))
+        d = start(x.xid, bad, x.chunk, c, epoch=ep)
+        return Case(d, "drop_field", f"start epoch {ep} size {bad}"), 0
     if kind == 14:
         # STARTs from the accepted source: its own (START_ACK again), a new id with cookie 0
         # (a cookie is handed out), a new id or another source with a guessed cookie

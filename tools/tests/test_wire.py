@@ -128,3 +128,24 @@ def test_reader_sees_a_changed_c_definition(tmp_path: Path) -> None:
     assert c_types(d) == {"START": 1, "NEW": 2}
     assert d.sizeof("p2pkp_hdr") == 24 and d.defines["P2PKP_VERSION"] == 2
     assert d.strings["p2pkp_stat_names"] == ["drop_x", "y"]
+
+
+@pytest.mark.parametrize(
+    ("mtu", "ipv6", "key", "chunk"),
+    [
+        (1500, False, False, 1432),
+        (1500, True, False, 1412),
+        (1500, True, True, 1396),
+        (9000, False, False, 8932),
+        (65520, False, False, 65000),
+        (65067, False, False, 64999),
+        (580, False, False, 512),
+        (579, False, False, 0),
+        (552, False, False, 0),
+        (1280, True, True, 1176),
+    ],
+)
+def test_chunk_for_path_mtu(mtu: int, ipv6: bool, key: bool, chunk: int) -> None:
+    """docs/protocol.md 3.4's examples: 1432 on a 1500-byte IPv4 link, 8932 at 9000, capped at
+    65000; a path too small for a 512-byte chunk gives 0 (512-byte chunks in fragments)."""
+    assert wire.chunk_for(mtu, ipv6, key) == chunk

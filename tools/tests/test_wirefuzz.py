@@ -80,8 +80,8 @@ def spec_idle(d: bytes, key: bytes | None) -> tuple[str | None, str | None]:
     cookie = struct.unpack_from(">Q", d, 16)[0]
     if type_ == 1:
         flags = struct.unpack_from(">H", d, 6)[0]
-        size, chunk, epoch = struct.unpack_from(">QIH", d, 32)
-        if not 512 <= chunk <= 65000 or size > 1 << 40 or epoch or flags & 0x30:
+        size, chunk = struct.unpack_from(">QI", d, 32)
+        if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x30:
             return "drop_field", None
         if cookie:
             return "drop_cookie", None
@@ -105,11 +105,15 @@ class Active:
         if type_ == 1:
             flags = struct.unpack_from(">H", d, 6)[0]
             size, chunk, epoch = struct.unpack_from(">QIH", d, 32)
-            if not 512 <= chunk <= 65000 or size > 1 << 40 or epoch or flags & 0x30:
+            if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x30:
                 return "drop_field", None
             right = cookie == x.cookie and src == 0 and xid == x.xid
             if cookie and not right:
                 return "drop_cookie", None
+            if right and epoch and size != x.size:
+                return "drop_field", None  # a new epoch keeps the file's size
+            if right and epoch:
+                return None, "epochs"  # the transfer moves to that epoch
             if src == 0 and xid == x.xid:
                 return None, None  # START_ACK again
             if src != 0:
