@@ -78,6 +78,7 @@ static void usage(FILE *f)
 		"  recvmsg:PATH           recvmsg() with the path as buffer; prints\n"
 		"                         msg_name (the sender)\n"
 		"  setsockopt:peer_timeout:MS | setsockopt:rate:BYTES_PER_S\n"
+		"  setsockopt:chunk:BYTES   P2PKP_CHUNK (0: from the path MTU)\n"
 		"  setsockopt:sndtimeo:MS | setsockopt:rcvtimeo:MS   SO_SNDTIMEO/SO_RCVTIMEO\n"
 		"  setsockopt-raw:LEVEL:NAME:HEX\n"
 		"  getsockopt:peer_results|last_transfer|peer_timeout|rate|recv_fd|error\n"
@@ -971,15 +972,16 @@ static void run(char *op)
 			result(what, ret, e);
 			return;
 		}
-		if (strcmp(arg, "peer_timeout"))
-			bad(op, "only peer_timeout, rate, recv_fd, sndtimeo and rcvtimeo can be set");
+		if (strcmp(arg, "peer_timeout") && strcmp(arg, "chunk"))
+			bad(op, "only peer_timeout, rate, chunk, recv_fd, sndtimeo and rcvtimeo can be set");
 		ret = p2pkp_parse_uint(val, UINT32_MAX);
 		if (ret < 0)
-			bad(op, "bad milliseconds");
+			bad(op, arg[0] == 'c' ? "bad bytes" : "bad milliseconds");
 		ms = (__u32)ret;
-		ret = setsockopt(cur, SOL_P2PKP, P2PKP_PEER_TIMEOUT, &ms, sizeof(ms));
+		ret = setsockopt(cur, SOL_P2PKP, arg[0] == 'c' ? P2PKP_CHUNK : P2PKP_PEER_TIMEOUT,
+				 &ms, sizeof(ms));
 		e = errno;
-		snprintf(what, sizeof(what), "setsockopt peer_timeout %u", ms);
+		snprintf(what, sizeof(what), "setsockopt %s %u", arg, ms);
 		result(what, ret, e);
 		return;
 	}

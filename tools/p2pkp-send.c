@@ -39,7 +39,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: " PROG " --to HOST[:PORT] [--to HOST[:PORT] ...] [--timeout MS]\n"
-		"                  [--rate BYTES/s] [--verbose] [--json] FILE...\n"
+		"                  [--rate BYTES/s] [--chunk BYTES] [--verbose] [--json] FILE...\n"
 		"Send every FILE, in order, to every receiver over one AF_P2PKP socket.\n"
 		"\n"
 		"  -t, --to HOST[:PORT]  a receiver: IPv4 dotted quad or [IPv6] literal,\n"
@@ -49,6 +49,8 @@ static void usage(FILE *f)
 		"  -r, --rate BYTES      P2PKP_RATE: at most BYTES of file data per second\n"
 		"                        (all peers and retransmissions together); suffix\n"
 		"                        K, M, G = 1000, 1000^2, 1000^3; 0 = no cap\n"
+		"  -c, --chunk BYTES     P2PKP_CHUNK: file bytes per datagram at most\n"
+		"                        (%d..%d); default: what each peer's path MTU allows\n"
 		"  -k, --key-file FILE   P2PKP_KEY: authenticate every datagram with the\n"
 		"                        32-byte key in FILE (raw, or 64 hex digits); the\n"
 		"                        receivers need the same key\n"
@@ -65,7 +67,7 @@ static void usage(FILE *f)
 		"prints '" PROG ": write FILE: ENAME (message)' and the per-peer\n"
 		"results to stderr, goes on with the next FILE (except after EINTR)\n"
 		"and exits 1.  Usage errors exit 2.\n",
-		P2PKP_PORT_DEFAULT, P2PKP_MAX_PEERS);
+		P2PKP_PORT_DEFAULT, P2PKP_MAX_PEERS, P2PKP_CHUNK_MIN, P2PKP_CHUNK_MAX);
 }
 
 /* "1500000", "1.5M", "800K", "1G" (powers of 1000); -1 if malformed. */
@@ -119,6 +121,7 @@ int main(int argc, char **argv)
 		{ "to", required_argument, NULL, 't' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "rate", required_argument, NULL, 'r' },
+		{ "chunk", required_argument, NULL, 'c' },
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
@@ -131,12 +134,13 @@ int main(int argc, char **argv)
 	long long timeout = -1;
 	unsigned long long rate = 0;
 	int rate_set = 0;
+	long chunk = -1;
 	const char *key_file = NULL;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
 	int c, i, fd;
 
-	while ((c = getopt_long(argc, argv, "t:T:r:k:vjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:T:r:c:k:vjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (npeers > P2PKP_MAX_PEERS) {
@@ -166,6 +170,17 @@ int main(int argc, char **argv)
 			}
 			rate_set = 1;
 			break;
+		case 'c': {
+			char *end;
+
+			errno = 0;
+			chunk = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || chunk < 0 || chunk > UINT32_MAX) {
+				fprintf(stderr, PROG ": --chunk '%s': not a number of bytes\n", optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'k':
 			key_file = optarg;
 			break;
@@ -239,6 +254,17 @@ int main(int argc, char **argv)
 
 			fprintf(stderr, PROG ": setsockopt P2PKP_RATE %llu: %s (%s)\n",
 				rate, p2pkp_errname(e), strerror(e));
+			return 1;
+		}
+	}
+	if (chunk >= 0) {
+		__u32 v = (__u32)chunk;
+
+		if (setsockopt(fd, SOL_P2PKP, P2PKP_CHUNK, &v, sizeof(v)) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": setsockopt P2PKP_CHUNK %ld: %s (%s)\n",
+				chunk, p2pkp_errname(e), strerror(e));
 			return 1;
 		}
 	}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.scenario import toolout
 from p2pkpvm.scenario.scenario import (
@@ -56,7 +57,7 @@ def test_multipeer_three_receivers(scn: Scenario, cluster: ClusterView, size: in
     # New chunks leave in UDP_SEGMENT runs of up to 32 (virtio-net offloads checksums). The
     # mean batch (datagrams per send, retransmissions and control messages included) must
     # stay >= MIN_GSO_BATCH: one datagram per send (batching broken) gives ~1.
-    chunks = -(-size // 1400)
+    chunks = -(-size // wire.chunk_for(1500))
     sent = after["dgrams_sent"] - before["dgrams_sent"]
     runs = after["gso_sends"] - before["gso_sends"]
     assert sent >= 3 * chunks, f"{tx.name}: {sent} datagrams sent for 3 x {chunks} chunks"

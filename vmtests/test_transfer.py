@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.scenario.scenario import (
     SEND,
@@ -21,7 +22,8 @@ from p2pkpvm.scenario.scenario import (
     transfer_deadline,
 )
 
-CHUNK = 1400  # P2PKP_CHUNK_SIZE
+# the chunk of a 1500-byte IPv4 link (docs/protocol.md 3.4): sizes around one datagram
+CHUNK = wire.chunk_for(1500)
 
 
 @pytest.mark.parametrize(
