@@ -31,6 +31,7 @@ from p2pkpvm.scenario.scenario import (
     transfer_deadline,
     wait_output,
 )
+from p2pkpvm.vm.guest import Job
 
 pytestmark = [pytest.mark.topology("jumbo"), pytest.mark.timeout_s(900)]
 JUMBO = 65520
@@ -84,6 +85,20 @@ def wait_sent(job: OpJob, tx: Guest, rx: Guest, src: str, size: int) -> None:
         raise AssertionError(f"{tx.name}:\n{job.output()}{procs}")
 
 
+def finish(
+    scn: Scenario, sender: OpJob, job: Job, tx: Guest, rx: Guest, addr: str, src: str, digest: str
+) -> dict[str, str]:
+    """The write of SIZE bytes ends well and the file arrives bit-exact as dst; the sender's
+    peer line for addr (read before the sender's socket is closed)."""
+    wait_sent(sender, tx, rx, src, SIZE)
+    peer = peer_line(tx, addr)
+    sender.kill()
+    res = job.wait(timeout=transfer_deadline(SIZE))
+    assert res.rc == 0, f"{rx.name}: p2pkp-recv exited {res.rc}:\n{res.output}"
+    assert sha256(rx, scn.path("dst"), SIZE) == digest, f"{rx.name}: content differs"
+    return peer
+
+
 @pytest.mark.parametrize(
     ("mtu", "ipv6"),
     [(1500, False), (9000, False), (JUMBO, False), (9000, True)],
@@ -102,12 +117,7 @@ def test_chunk_follows_path_mtu(scn: Scenario, cluster: ClusterView, mtu: int, i
         before = int(rx.run(frags).output.split()[-1])
         job = scn.receiver(rx, scn.path("dst"), port, host=host)
         sender = sender_job(scn, tx, addr, src)
-        wait_sent(sender, tx, rx, src, SIZE)
-        peer = peer_line(tx, addr)
-        sender.kill()
-        res = job.wait(timeout=transfer_deadline(SIZE))
-        assert res.rc == 0, f"{rx.name}: p2pkp-recv exited {res.rc}:\n{res.output}"
-        assert sha256(rx, scn.path("dst"), SIZE) == digest, f"{rx.name}: content differs"
+        peer = finish(scn, sender, job, tx, rx, addr, src, digest)
         want = wire.chunk_for(mtu, ipv6=ipv6)
         assert (peer["state"], peer["chunk"], peer["epoch"]) == ("done", str(want), "0"), peer
         after = int(rx.run(frags).output.split()[-1])
@@ -180,12 +190,7 @@ def _drop_mid_transfer(scn: Scenario, cluster: ClusterView, how: str) -> None:
             assert "mtu 1500" in route, f"{tx.name}: the ICMP did not lower the path MTU:\n{route}"
         # the drop came while DATA was still going
         assert peer_line(tx, addr)["state"] == "data", peer_line(tx, addr)
-        wait_sent(sender, tx, rx, src, SIZE)
-        peer = peer_line(tx, addr)
-        sender.kill()
-        res = job.wait(timeout=transfer_deadline(SIZE))
-        assert res.rc == 0, f"{rx.name}: p2pkp-recv exited {res.rc}:\n{res.output}"
-        assert sha256(rx, scn.path("dst"), SIZE) == digest, f"{rx.name}: content differs"
+        peer = finish(scn, sender, job, tx, rx, addr, src, digest)
         assert peer["state"] == "done" and peer["chunk"] == str(wire.chunk_for(1500)), peer
         assert int(peer["epoch"]) >= 1, peer
         after_tx, after_rx = proc_total(tx), proc_total(rx)

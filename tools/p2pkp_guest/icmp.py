@@ -24,19 +24,16 @@ import struct
 import sys
 import time
 
+from p2pkp_guest.wirefuzz import inet_sum
+
 ICMP_DEST_UNREACH = 3
 ICMP_FRAG_NEEDED = 4
 IP_DF = 0x4000
 
 
 def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of data."""
-    if len(data) % 2:
-        data += b"\0"
-    s: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    """The Internet checksum (RFC 1071) of data: the complement of its one's-complement sum."""
+    return ~inet_sum(data) & 0xFFFF
 
 
 def quoted(src: str, sport: int, dst: str, dport: int, length: int) -> bytes:
