@@ -902,7 +902,8 @@ static int p2pkp_set_frag(struct socket *sock, bool frag)
  * changed; without one, P2PKP_CHUNK_SIZE.  Below P2PKP_CHUNK_MIN: the
  * path is too narrow for a whole datagram.
  */
-static u32 p2pkp_path_chunk(struct socket *sock, bool mac, u32 cap)
+static u32 p2pkp_path_chunk(struct socket *sock, bool mac, u32 cap,
+			    bool *known)
 {
 	struct sock *sk = sock->sk;
 	bool v6 = sk->sk_family == AF_INET6;
@@ -918,6 +919,7 @@ static u32 p2pkp_path_chunk(struct socket *sock, bool mac, u32 cap)
 		mtu = dst_mtu(dst);
 		dst_release(dst);
 	}
+	*known = mtu;
 	if (!mtu)		/* no route now: the next send finds one */
 		return min_t(u32, cap ?: P2PKP_CHUNK_MAX, P2PKP_CHUNK_SIZE);
 	hdr = (v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) +
@@ -1423,12 +1425,13 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
  * at @base, the receiver's verified prefix, which lies between what was
  * acknowledged and what was sent in the epoch before.
  */
-static void p2pkp_tx_resynced(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+static bool p2pkp_tx_resynced(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			      struct p2pkp_peer *p, u64 base, u32 w)
 {
-	if (base < p->rs_lo || base > p->rs_hi) {
+	/* below what it acked: it started over (abandoned, file emptied) */
+	if (base > p->rs_hi) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
-		return;
+		return false;
 	}
 	p->resync = false;
 	p->confirmed = true;
@@ -1442,29 +1445,36 @@ static void p2pkp_tx_resynced(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		WRITE_ONCE(p->state, PS_END);
 		p->last_ctl = 0;
 	}
+	return true;
 }
 
 /*
  * A send of @p failed with EMSGSIZE, or an ICMP error said so: if the
  * path MTU dropped below @p's datagrams, @p goes on in a new epoch with a
- * smaller chunk (section 3.1).  Returns true if it did (or failed: the
- * path cannot carry the smallest chunk).
+ * smaller chunk (section 3.1).  @sent: chunks before it have been sent.
+ * Returns true if the send counts as a loss (new epoch, fragments, no
+ * route known yet) or the peer failed; false: the path is as wide as ever.
  */
 static bool p2pkp_tx_mtu(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			 struct p2pkp_peer *p)
+			 struct p2pkp_peer *p, u64 sent)
 {
 	u32 chunk, old = p->chunk;
+	bool known;
 	int err;
 
 	if (p->state != PS_DATA)
 		return false;
-	chunk = p2pkp_path_chunk(p->ks.sock, ps->mac, READ_ONCE(ps->chunk));
+	chunk = p2pkp_path_chunk(p->ks.sock, ps->mac, READ_ONCE(ps->chunk),
+				 &known);
+	if (!known)
+		return true;	/* the route changed: try again */
 	if (chunk >= old || p->frag)
 		return false;
 	if (!p->resync) {
-		/* what the receiver verified is at least what it acked */
+		/* what the receiver verified is at most what was sent */
 		p->rs_lo = min(p2pkp_peer_off(p, p->cum), tx->size);
-		p->rs_hi = min(p2pkp_peer_off(p, p->next), tx->size);
+		p->rs_hi = min(p2pkp_peer_off(p, max(p->next, sent)),
+			       tx->size);
 	}
 	err = p2pkp_peer_chunk(p, chunk);
 	if (err) {
@@ -1527,7 +1537,7 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p->soft_err = n;
 			p2pkp_stat(ps, P2PKP_ST_ICMP_ERRORS, 1);
 			if (n == -EMSGSIZE)	/* the path MTU dropped */
-				p2pkp_tx_mtu(ps, tx, p);
+				p2pkp_tx_mtu(ps, tx, p, p->next);
 			continue;
 		}
 		p2pkp_stat(ps, P2PKP_ST_DGRAMS_RECEIVED, 1);
@@ -1559,7 +1569,7 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			bool acc = be16_to_cpu(h->flags) & P2PKP_F_ACCEPTED;
 
 			if (!w || w > P2PKP_WIN || !cookie ||
-			    (base && (!acc || !p->resync))) {
+			    (base && (!acc || !p->epoch))) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 				continue;
 			}
@@ -1567,11 +1577,14 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 				continue;
 			}
+			/* a new epoch lives only if its base is sound */
+			if (acc && p->resync && p->state == PS_DATA &&
+			    !p2pkp_tx_resynced(ps, tx, p, base, w))
+				continue;
 			p->last_rx = now;
 			p->soft_err = 0;
-			if (acc && p->resync && p->state == PS_DATA) {
-				p2pkp_rtt_sample(p, h);
-				p2pkp_tx_resynced(ps, tx, p, base, w);
+			if (acc && !p->resync && base) {
+				p2pkp_rtt_sample(p, h);	/* the new epoch's */
 				continue;
 			}
 			if (acc)
@@ -1686,8 +1699,8 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 	if (p2pkp_soft_err(err))
 		return 0;	/* like a loss: retransmitted later */
-	if (err == -EMSGSIZE && p2pkp_tx_mtu(ps, tx, p))
-		return 0;	/* sent again in the new epoch */
+	if (err == -EMSGSIZE && p2pkp_tx_mtu(ps, tx, p, max(p->next, c)))
+		return 0;	/* like a loss: sent again, smaller */
 	if (err) {
 		p2pkp_peer_fail(ps, p, err);
 		return 0;
@@ -1790,8 +1803,8 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_peer_fail(ps, p, err);
 			return n;
 		}
-		if (err != -EIO && p2pkp_tx_mtu(ps, tx, p))
-			return n;	/* sent again in the new epoch */
+		if (err != -EIO && p2pkp_tx_mtu(ps, tx, p, c))
+			return n;	/* like a loss: sent again, smaller */
 		tx->no_gso = true;
 	}
 	for (i = 0; i < n && p->state == PS_DATA && !p->resync; i++)
@@ -2192,9 +2205,11 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	/* each peer's chunk from its path MTU, within P2PKP_CHUNK */
 	for (i = 0; i < ps->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
+		bool known;
 
 		err = p2pkp_peer_chunk(p, p2pkp_path_chunk(p->ks.sock, ps->mac,
-							   READ_ONCE(ps->chunk)));
+							   READ_ONCE(ps->chunk),
+							   &known));
 		if (err) {
 			kfree(tx);
 			return err;
@@ -2858,6 +2873,7 @@ static void p2pkp_rx_epoch(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->cum = 0;
 	rx->unacked = 0;
 	rx->ooo_acked = false;
+	rx->last_rx = ktime_get_ns();	/* the sender lives */
 	bitmap_zero(rx->ring, P2PKP_WIN);
 	p2pkp_stat(ps, P2PKP_ST_EPOCHS, 1);
 }
@@ -4276,6 +4292,7 @@ static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
 		r.status = p->status;
 		r.bytes_acked = p->state == PS_IDLE ? 0 :
 				p->state == PS_DONE ? ps->tx_size :
+				p->resync ? p->rs_lo :
 				min_t(u64, p2pkp_peer_off(p, p->cum),
 				      ps->tx_size);
 		r.datagrams_sent = p->sent;

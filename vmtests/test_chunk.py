@@ -86,16 +86,24 @@ def wait_sent(job: OpJob, tx: Guest, rx: Guest, src: str, size: int) -> None:
 
 
 def finish(
-    scn: Scenario, sender: OpJob, job: Job, tx: Guest, rx: Guest, addr: str, src: str, digest: str
+    scn: Scenario,
+    sender: OpJob,
+    job: Job,
+    tx: Guest,
+    rx: Guest,
+    addr: str,
+    src: str,
+    digest: str,
+    size: int = SIZE,
 ) -> dict[str, str]:
-    """The write of SIZE bytes ends well and the file arrives bit-exact as dst; the sender's
-    peer line for addr (read before the sender's socket is closed)."""
-    wait_sent(sender, tx, rx, src, SIZE)
+    """The write of `size` bytes ends well and the file arrives bit-exact as dst; the
+    sender's peer line for addr (read before the sender's socket is closed)."""
+    wait_sent(sender, tx, rx, src, size)
     peer = peer_line(tx, addr)
     sender.kill()
-    res = job.wait(timeout=transfer_deadline(SIZE))
+    res = job.wait(timeout=transfer_deadline(size))
     assert res.rc == 0, f"{rx.name}: p2pkp-recv exited {res.rc}:\n{res.output}"
-    assert sha256(rx, scn.path("dst"), SIZE) == digest, f"{rx.name}: content differs"
+    assert sha256(rx, scn.path("dst"), size) == digest, f"{rx.name}: content differs"
     return peer
 
 
@@ -207,3 +215,46 @@ def test_path_mtu_drop_icmp_mid_transfer(scn: Scenario, cluster: ClusterView) ->
     """An ICMP "fragmentation needed, next hop 1500" for the flow arrives while 64 MiB go at
     9000 (sent from the receiver's guest, as a router would): new epoch, file intact."""
     _drop_mid_transfer(scn, cluster, "icmp")
+
+
+def test_path_mtu_drop_receiver_starts_over(scn: Scenario, cluster: ClusterView) -> None:
+    """The path MTU drops while the sender's link is cut for longer than the receiver's
+    timeout (2 s): the sender enters the new epoch, its STARTs are lost, the receiver
+    abandons the transfer.  When the link comes back, the receiver accepts the new epoch's
+    START as a new transfer from base 0; the sender takes that base (below what it had
+    acknowledged) and sends the whole file again: it arrives bit-exact, and the write does
+    not hang on START_ACKs it refuses (as it did with a lower bound on base)."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    size = 16 * MiB
+    with mtu_everywhere([tx, rx], 9000), ExitStack() as stack:
+        src, digest = scn.make_file(tx, "src", size)
+        port = next_port()
+        addr = f"{rx.ipv4}:{port}"
+        before_tx, before_rx = proc_total(tx), proc_total(rx)
+        job = scn.receiver(rx, scn.path("dst"), port, timeout_ms=2000)
+        stack.callback(tx.run, "ip route flush cache", check=False)
+        ops = ("setsockopt:rate:3000000", f"connect:{addr}", f"write:{src}", "echo:sent")
+        sender = scn.op_job(tx, ["socket", *ops, "sleep:600000"], "socket")
+        tx.wait_for(
+            f"until [ $(awk '/^total/ {{for (i = 2; i <= NF; i++) if ($i ~ "
+            f'/^bytes_sent=/) {{sub(/.*=/, "", $i); print $i}}}}\' /proc/net/p2pkp) -ge '
+            f"{before_tx['bytes_sent'] + size // 4} ]; do sleep 0.2; done",
+            timeout=120.0,
+        )
+        # cut vm1's egress, then narrow the route: the next send starts the new epoch
+        stack.callback(tx.run, "tc qdisc del dev eth0 root", check=False)
+        tx.run("tc qdisc replace dev eth0 root netem loss 100%")
+        stack.callback(tx.run, f"ip route del {rx.ipv4}/32 dev eth0", check=False)
+        tx.run(f"ip route replace {rx.ipv4}/32 dev eth0 mtu lock 1500")
+        rx.wait_for(
+            "awk '/^total/ {for (i = 2; i <= NF; i++) if ($i ~ /^xfers_abandoned=/) "
+            f'{{sub(/.*=/, "", $i); exit !($i > {before_rx["xfers_abandoned"]})}}}}\' '
+            "/proc/net/p2pkp",
+            timeout=60.0,
+        )
+        assert peer_line(tx, addr)["state"] == "data", peer_line(tx, addr)
+        tx.run("tc qdisc del dev eth0 root")
+        peer = finish(scn, sender, job, tx, rx, addr, src, digest, size)
+        assert peer["state"] == "done" and peer["chunk"] == str(wire.chunk_for(1500)), peer
+        after_rx = proc_total(rx)
+        assert after_rx["files_received"] - before_rx["files_received"] == 1, after_rx
