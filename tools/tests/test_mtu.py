@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import pytest
 
@@ -14,6 +13,7 @@ from p2pkpvm.errors import CommandFailed, HarnessError, MtuMismatch
 from p2pkpvm.net import netns
 from p2pkpvm.net.mtu import link_mtu, mtu_mismatch, mtu_probe, parse_mtu, set_mtu
 from p2pkpvm.vm.guest import Guest
+from tests.fakeguest import FakeGuest, FakeResult
 
 
 def test_probe_uses_builtins_and_parses() -> None:
@@ -64,23 +64,11 @@ def test_mismatch_error_names_vm_command_and_tail() -> None:
 
 
 @dataclass
-class FakeResult:
-    rc: int = 0
-    output: str = ""
-
-
-@dataclass
-class FakeGuest:
+class MtuGuest(FakeGuest):
     """A guest whose eth0 has an MTU and a maximum (the NIC's: host_mtu)."""
 
     mtu: int = 65520
     max_mtu: int = 65520
-    name: str = "vm1"
-    ipv4: str = "10.99.0.1"
-    ipv6: str | None = None
-    time_scale: float = 1.0
-    module: Path = Path("/p2pkp.ko")
-    ran: list[str] = field(default_factory=list)
 
     def run(self, cmd: str, timeout: float = 30.0, check: bool = True) -> FakeResult:
         self.ran.append(cmd)
@@ -95,15 +83,12 @@ class FakeGuest:
             out += f"@mtu eth0 {self.mtu}\n"
         return FakeResult(output=out)
 
-    def spawn(self, cmd: str) -> FakeResult:  # a Job in the real thing; unused here
-        raise NotImplementedError
-
     def wait_for(self, cmd: str, timeout: float, interval: float = 0.5) -> FakeResult:
         return self.run(cmd)
 
 
 def test_set_mtu_one_round_returns_the_earlier_mtu() -> None:
-    vm = FakeGuest()
+    vm = MtuGuest()
     g: Guest = vm  # type: ignore[assignment]
     assert set_mtu(g, 9000) == 65520 and vm.mtu == 9000
     assert len(vm.ran) == 1
@@ -113,7 +98,7 @@ def test_set_mtu_one_round_returns_the_earlier_mtu() -> None:
 
 
 def test_link_mtu_restores_also_on_failure() -> None:
-    vm = FakeGuest()
+    vm = MtuGuest()
     g: Guest = vm  # type: ignore[assignment]
     with link_mtu(g, 9000) as before:
         assert before == 65520 and vm.mtu == 9000
@@ -167,3 +152,10 @@ def test_netns_bridge_and_every_tap_get_the_mtu(monkeypatch: pytest.MonkeyPatch)
         i = cmds.index(["link", "set", tap, "mtu", "65520"])
         # before it joins the bridge, which keeps the MTU it was told
         assert cmds[i + 1] == ["link", "set", tap, "master", "br0"]
+
+
+def test_orphaned_namespaces_are_those_of_dead_runs() -> None:
+    """Only the harness's names (p2pkp-PID-HEX) whose PID is gone; a live run's namespace, a
+    foreign name and an odd one are kept."""
+    names = ["p2pkp-31565-93163f", "p2pkp-1-abcdef", "p2pkp-test", "other-5-aa", "p2pkp-7-a-b"]
+    assert netns.orphaned(names, alive=lambda pid: pid == 1) == ["p2pkp-31565-93163f"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from p2pkpvm.cluster.nsguest import NamespaceGuest
 from p2pkpvm.net.receivers import plan
 from p2pkpvm.net.topology import load_topology
 from p2pkpvm.vm.guest import Guest
+from tests.fakeguest import FakeGuest
 
 MiB = 1 << 20
 
@@ -28,29 +29,9 @@ def test_spread_takes_receivers_round_robin_over_guests() -> None:
 
 
 @dataclass
-class FakeResult:
-    rc: int = 0
-    output: str = ""
-
-
-@dataclass
-class FakeVM:
+class FakeVM(FakeGuest):
     name: str = "vm3"
     ipv4: str = "10.99.0.3"
-    ipv6: str | None = None
-    time_scale: float = 1.0
-    module: Path = Path("/p2pkp.ko")
-    ran: list[str] = field(default_factory=list)
-
-    def run(self, cmd: str, timeout: float = 30.0, check: bool = True) -> FakeResult:
-        self.ran.append(cmd)
-        return FakeResult()
-
-    def spawn(self, cmd: str) -> FakeResult:  # a Job in the real thing; unused here
-        raise NotImplementedError
-
-    def wait_for(self, cmd: str, timeout: float, interval: float = 0.5) -> FakeResult:
-        return self.run(cmd)
 
 
 def test_namespace_guest_runs_inside_the_receivers_namespace() -> None:
