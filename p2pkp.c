@@ -1578,15 +1578,13 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				continue;
 			}
 			/* a new epoch lives only if its base is sound */
-			if (acc && p->resync && p->state == PS_DATA &&
-			    !p2pkp_tx_resynced(ps, tx, p, base, w))
-				continue;
+			if (acc && p->resync && p->state == PS_DATA) {
+				if (!p2pkp_tx_resynced(ps, tx, p, base, w))
+					continue;
+				p2pkp_rtt_sample(p, h);
+			}
 			p->last_rx = now;
 			p->soft_err = 0;
-			if (acc && !p->resync && base) {
-				p2pkp_rtt_sample(p, h);	/* the new epoch's */
-				continue;
-			}
 			if (acc)
 				p->confirmed = true;
 			if (p->state != PS_START)
