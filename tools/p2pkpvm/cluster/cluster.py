@@ -25,7 +25,7 @@ from p2pkpvm.errors import HarnessError, MtuMismatch
 from p2pkpvm.kernel.choice import KernelChoice, check_vermagic, stock
 from p2pkpvm.net.impair import apply as apply_link
 from p2pkpvm.net.mtu import mtu_mismatch, mtu_probe
-from p2pkpvm.net.netns import Netns
+from p2pkpvm.net.netns import Netns, sweep_orphans
 from p2pkpvm.net.receivers import Receiver, plan, setup_script
 from p2pkpvm.net.topology import GuestSpec, Topology
 from p2pkpvm.paths import GUEST_SHELL, out_dir, project_root
@@ -128,6 +128,7 @@ class Cluster:
             self.kernel.image, vng, guest_env(vng), forced=self._accel_forced
         ).accel
         self._nic_options = uso_device_options(self.uso)
+        sweep_orphans()  # namespaces of killed runs (their qemu too)
         self.netns.create(len(self.topology.guests), mtu=self.topology.mtu)
 
     def attach_guest(self, netns: str, name: str, accel: str) -> VM:

@@ -13,6 +13,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,37 @@ def unique_ns_name() -> str:
 def list_namespaces() -> list[str]:
     res = ip("netns", "list", check=False)
     return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+
+
+def orphaned(names: list[str], alive: Callable[[int], bool]) -> list[str]:
+    """The harness's namespaces (p2pkp-PID-HEX) whose creating process is gone: left by a
+    run that was killed before its teardown (SIGKILL, a machine stopped mid-run)."""
+
+    def pid(name: str) -> int | None:
+        parts = name.removeprefix(NS_PREFIX).split("-")
+        ok = name.startswith(NS_PREFIX) and len(parts) == 2 and parts[0].isdigit()
+        return int(parts[0]) if ok else None
+
+    return [n for n in names if (p := pid(n)) is not None and not alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def sweep_orphans() -> list[str]:
+    """Delete the namespaces orphaned() finds (what runs inside is killed first); returns
+    their names.  A live run's namespace is never touched."""
+    gone = []
+    for name in orphaned(list_namespaces(), _alive):
+        try:
+            Netns(name=name, created=True).destroy()
+        except HarnessError as exc:
+            log.warning("orphaned namespace %s: %s", name, exc)
+            continue
+        log.warning("deleted namespace %s, left by a run that was killed", name)
+        gone.append(name)
+    return gone
 
 
 @dataclass
