@@ -159,6 +159,12 @@ struct p2pkp_status {		/* DONE and ABORT */
 #define P2PKP_DGRAM_MAX		(P2PKP_DATA_HLEN + P2PKP_CHUNK_MAX + \
 				 P2PKP_MAC_LEN)
 #define P2PKP_REPLY_MAX		2048	/* a sender's receive buffer */
+/*
+ * A receiver's receive buffer: one datagram, or a UDP GRO batch of them
+ * (less than 64 KiB of UDP payload, at most UDP_GRO_CNT_MAX datagrams).
+ */
+#define P2PKP_RXBUF_LEN		65536
+#define P2PKP_WBATCH		64	/* payloads written at once, at most */
 
 static const u16 p2pkp_fixed_len[P2PKP_T_MAX + 1] = {
 	[P2PKP_T_START]		= sizeof(struct p2pkp_start),
@@ -251,6 +257,8 @@ enum {
 	P2PKP_ST_GSO_SENDS,
 	P2PKP_ST_ICMP_ERRORS,
 	P2PKP_ST_EPOCHS,
+	P2PKP_ST_GRO_RECEIVES,
+	P2PKP_ST_FILE_WRITES,
 	P2PKP_NSTATS,
 };
 
@@ -264,6 +272,7 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"busy_sent", "cookies_sent", "xfers_abandoned", "xfers_aborted",
 	"peers_failed", "refused_size", "refused_space", "replies_limited",
 	"acks_sent", "rate_waits", "gso_sends", "icmp_errors", "epochs",
+	"gro_receives", "file_writes",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -383,10 +392,16 @@ struct p2pkp_sock {
 	struct p2pkp_allow *allow;	/* allowed senders, or NULL: anyone */
 	int nallow;
 	struct p2pkp_rx *rxo;		/* the armed read() */
-	u8 *rxbuf;			/* P2PKP_DGRAM_MAX */
-	int pend_len;			/* > 0: rxbuf holds a START kept back */
-	struct sockaddr_storage pend_addr;
-	int pend_alen;
+	/*
+	 * What the last receive returned, consumed one datagram at a time:
+	 * rxbuf[seg_off, seg_end) in datagrams of seg_size bytes (the last
+	 * may be shorter) from seg_from.  A START kept for the next read()
+	 * stays there too.
+	 */
+	u8 *rxbuf;			/* P2PKP_RXBUF_LEN */
+	u32 seg_off, seg_end, seg_size;
+	struct sockaddr_storage seg_from;
+	int seg_fromlen;
 	u64 linger_end;			/* ns: drain without a read() until */
 	struct p2pkp_ctx linger_ctx;	/* ... as the last read()'s caller */
 	u32 rl_tokens;			/* replies to unproven sources */
@@ -415,6 +430,11 @@ static unsigned long long max_file_size = P2PKP_MAX_SIZE;
 module_param(max_file_size, ullong, 0644);
 MODULE_PARM_DESC(max_file_size,
 		 "largest file a receiver accepts, bytes (default and max 1 TiB)");
+
+static bool rx_gro = true;
+module_param(rx_gro, bool, 0644);
+MODULE_PARM_DESC(rx_gro,
+		 "receivers take datagrams in UDP GRO batches (default 1; read at bind)");
 
 static unsigned int p2pkp_net_id __read_mostly;
 static struct workqueue_struct *p2pkp_wq;
@@ -896,6 +916,18 @@ static int p2pkp_set_frag(struct socket *sock, bool frag)
 }
 
 /*
+ * UDP GRO on a receiver's socket (section 3.3): the stack may join
+ * datagrams of one source and size that arrive together, and a receive
+ * returns them all (P2PKP_RXBUF_LEN).
+ */
+static int p2pkp_set_gro(struct socket *sock, bool on)
+{
+	return sock->ops->setsockopt(sock, SOL_UDP, UDP_GRO,
+				     KERNEL_SOCKPTR(&(int){ on }),
+				     sizeof(int));
+}
+
+/*
  * The chunk a DATA datagram on @sock carries: its route's MTU less the IP,
  * UDP and P2PKP headers and the tag, at most @cap (the socket's
  * P2PKP_CHUNK, 0: P2PKP_CHUNK_MAX).  The route is looked up again if it
@@ -1186,20 +1218,29 @@ static int p2pkp_read_full(struct file *f, u8 *buf, size_t len, loff_t pos)
 	return 0;
 }
 
-/* A short write is retried so that its cause (ENOSPC, EDQUOT...) shows. */
-static int p2pkp_write_full(struct file *f, const u8 *buf, size_t len,
-			    loff_t pos)
+/*
+ * Write all of @it at @pos.  A short write is retried so that its cause
+ * (ENOSPC, EDQUOT...) shows.
+ */
+static int p2pkp_write_iter(struct file *f, struct iov_iter *it, loff_t pos)
 {
-	size_t done = 0;
+	struct iov_iter saved;
+	size_t left;
 	ssize_t w;
 
-	while (done < len) {
-		w = kernel_write(f, buf + done, len - done, &pos);
+	while ((left = iov_iter_count(it))) {
+		saved = *it;
+		w = p2pkp_vfs_iter_write(f, it, &pos);
 		if (w < 0)
 			return w;
-		if (w == 0)
+		if (w == 0 || w > left)
 			return -EIO;
-		done += w;
+		/*
+		 * Go on after what was written, whatever the file system did
+		 * with the iterator (it may truncate it at a size limit).
+		 */
+		*it = saved;
+		iov_iter_advance(it, w);
 	}
 	return 0;
 }
@@ -2317,6 +2358,11 @@ struct p2pkp_rx {
 	struct p2pkp_sha sha;
 	DECLARE_BITMAP(ring, P2PKP_WIN);	/* by chunk % P2PKP_WIN */
 	u8 *chunkbuf;			/* P2PKP_CHUNK_MAX */
+	/* payloads still in ps->rxbuf, contiguous from @wpos: one write */
+	struct kvec wv[P2PKP_WBATCH];
+	u32 wn;
+	size_t wlen;
+	loff_t wpos;
 };
 
 /*
@@ -2682,6 +2728,7 @@ static void p2pkp_rx_discard(struct p2pkp_rx *rx)
 static void p2pkp_rx_abandon(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			     int stat)
 {
+	rx->wn = 0;			/* not written: nothing to keep */
 	if (rx->dirty)
 		p2pkp_rx_empty(rx);	/* else at the next accept */
 	p2pkp_stat(ps, stat, 1);
@@ -2707,9 +2754,65 @@ static u32 p2pkp_rx_len(const struct p2pkp_rx *rx, u64 c)
 	return p2pkp_chunk_len(rx->size - rx->base, rx->count, rx->chunk, c);
 }
 
-/* Hash the chunks that became contiguous (read back from the file). */
-static int p2pkp_rx_advance(struct p2pkp_rx *rx)
+/*
+ * Write the payloads p2pkp_rx_gather() collected with one write: before
+ * the next receive overwrites rxbuf, before a chunk is read back, before
+ * the engine sleeps, and before any other datagram (END, a new epoch) is
+ * handled.  A failure fails the read().
+ */
+static void p2pkp_rx_flush(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
+	struct iov_iter it;
+	u32 n;
+	int err;
+
+	if (!rx || !rx->wn)
+		return;
+	n = rx->wn;
+	rx->wn = 0;
+	if (rx->state != RS_RECV || rx->finished)
+		return;
+	iov_iter_kvec(&it, ITER_SOURCE, rx->wv, n, rx->wlen);
+	err = p2pkp_write_iter(rx->file, &it, rx->wpos);
+	p2pkp_stat(ps, P2PKP_ST_FILE_WRITES, 1);
+	if (err)
+		p2pkp_rx_fail(ps, rx, err, rx->echo);
+}
+
+/*
+ * Add a payload (in ps->rxbuf) for file offset @pos to the pending write,
+ * after writing what it does not continue.  Returns false if that failed
+ * the read().
+ */
+static bool p2pkp_rx_gather(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			    const u8 *payload, u32 len, loff_t pos)
+{
+	if (rx->wn && (rx->wn == P2PKP_WBATCH || pos != rx->wpos + rx->wlen))
+		p2pkp_rx_flush(ps, rx);
+	if (rx->finished)
+		return false;
+	if (!rx->wn) {
+		rx->wpos = pos;
+		rx->wlen = 0;
+	}
+	rx->wv[rx->wn].iov_base = (void *)payload;
+	rx->wv[rx->wn].iov_len = len;
+	rx->wn++;
+	rx->wlen += len;
+	return true;
+}
+
+/*
+ * Hash the chunks that became contiguous, read back from the file (the
+ * page cache, as a rule): out-of-order chunks are not kept in memory.
+ */
+static int p2pkp_rx_advance(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
+{
+	if (rx->cum < rx->count && test_bit(rx->cum % P2PKP_WIN, rx->ring)) {
+		p2pkp_rx_flush(ps, rx);	/* what is read back is written */
+		if (rx->finished)
+			return 0;	/* failed */
+	}
 	while (rx->cum < rx->count &&
 	       test_bit(rx->cum % P2PKP_WIN, rx->ring)) {
 		u32 len = p2pkp_rx_len(rx, rx->cum);
@@ -2827,6 +2930,7 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->last_ack_ns = 0;
 	rx->credit = P2PKP_CTL_MAX;	/* one ACK in advance */
 	bitmap_zero(rx->ring, P2PKP_WIN);
+	rx->wn = 0;
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
 	err = p2pkp_sha_init(&rx->sha);
@@ -3035,18 +3139,17 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	rx->dirty = true;
-	err = p2pkp_write_full(rx->file, payload, plen,
-			       rx->base + idx * rx->chunk);
-	if (err) {
-		p2pkp_rx_fail(ps, rx, err, rx->echo);
+	if (!p2pkp_rx_gather(ps, rx, payload, plen,
+			     rx->base + idx * rx->chunk))
 		return;
-	}
 	p2pkp_stat(ps, P2PKP_ST_BYTES_RECEIVED, plen);
 	if (idx == rx->cum) {
 		p2pkp_sha_update(&rx->sha, payload, plen);
 		rx->ooo_acked = false;	/* the next gap gets its own ACK */
 		rx->cum++;
-		err = p2pkp_rx_advance(rx);
+		err = p2pkp_rx_advance(ps, rx);
+		if (rx->finished)
+			return;
 		if (err) {
 			p2pkp_rx_fail(ps, rx, err, rx->echo);
 			return;
@@ -3112,17 +3215,22 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
  * after one).  Returns true when it must be kept for the next read().
  */
 static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
-			    struct sockaddr_storage *from, int fromlen,
-			    int len)
+			    const u8 *dg, int len,
+			    struct sockaddr_storage *from, int fromlen)
 {
-	const struct p2pkp_hdr *h = (const void *)ps->rxbuf;
+	const struct p2pkp_hdr *h = (const void *)dg;
 	u32 tail = 0;
-	int type = p2pkp_parse(ps, ps->rxbuf, len, true, &tail);
+	int type = p2pkp_parse(ps, dg, len, true, &tail);
 	bool match, last;
 	u64 id, cookie;
 
 	if (!type)
 		return false;
+	if (type != P2PKP_T_DATA) {
+		p2pkp_rx_flush(ps, rx);	/* the data before it is written */
+		if (rx && rx->finished)	/* that failed the read(): */
+			return type == P2PKP_T_START;	/* for the next */
+	}
 	if (type == P2PKP_T_START)
 		return p2pkp_rx_start(ps, rx, h, from, fromlen);
 	id = be64_to_cpu(h->id);
@@ -3179,35 +3287,47 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	return false;
 }
 
-/* Next datagram for the receiver: the one kept back, else the socket's. */
-static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
-			 int *fromlen)
+/*
+ * Receive into rxbuf: one datagram, or a UDP GRO batch of datagrams of the
+ * same size (the last may be shorter) from one source.  Returns how many
+ * datagrams, 0 when the receive was dropped, or -errno (-EAGAIN: none).
+ */
+static int p2pkp_rx_recv(struct p2pkp_sock *ps)
 {
+	union {
+		struct cmsghdr hdr;
+		u8 buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
 	struct msghdr msg = {
-		.msg_name = from,
-		.msg_namelen = sizeof(*from),
+		.msg_control = &ctl,
+		.msg_controllen = sizeof(ctl),
 		.msg_flags = MSG_DONTWAIT,
 	};
-	struct kvec vec = { ps->rxbuf, P2PKP_DGRAM_MAX };
+	struct kvec vec = { ps->rxbuf, P2PKP_RXBUF_LEN };
 	struct sockaddr_storage raw;
-	int n;
+	int n, size, segs;
 
-	if (ps->pend_len) {
-		n = ps->pend_len;
-		ps->pend_len = 0;
-		*from = ps->pend_addr;
-		*fromlen = ps->pend_alen;
-		return n;
-	}
 	memset(&raw, 0, sizeof(raw));
 	msg.msg_name = &raw;
 	msg.msg_namelen = sizeof(raw);
-	n = kernel_recvmsg(ps->rx.sock, &msg, &vec, 1, P2PKP_DGRAM_MAX,
+	n = kernel_recvmsg(ps->rx.sock, &msg, &vec, 1, P2PKP_RXBUF_LEN,
 			   MSG_DONTWAIT);
 	if (n < 0)
 		return n;
-	p2pkp_stat(ps, P2PKP_ST_DGRAMS_RECEIVED, 1);
-	if (msg.msg_flags & MSG_TRUNC) {
+	size = n;
+	if (sizeof(ctl) - msg.msg_controllen >= CMSG_LEN(sizeof(int)) &&
+	    ctl.hdr.cmsg_level == SOL_UDP && ctl.hdr.cmsg_type == UDP_GRO) {
+		int gso = *(int *)CMSG_DATA(&ctl.hdr);
+
+		if (gso > 0 && gso < n)
+			size = gso;
+	}
+	segs = n ? DIV_ROUND_UP(n, size) : 1;
+	p2pkp_stat(ps, P2PKP_ST_DGRAMS_RECEIVED, segs);
+	if (segs > 1)
+		p2pkp_stat(ps, P2PKP_ST_GRO_RECEIVES, 1);
+	/* a batch is less than 64 KiB: only a lone datagram is too long */
+	if ((msg.msg_flags & MSG_TRUNC) || size > P2PKP_DGRAM_MAX) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_LENGTH);
 		return 0;
 	}
@@ -3217,8 +3337,48 @@ static int p2pkp_rx_next(struct p2pkp_sock *ps, struct sockaddr_storage *from,
 		return 0;
 	}
 	/* only the meaningful fields: nothing of the stack reaches users */
-	*fromlen = p2pkp_copy_addr(from, (struct sockaddr *)&raw);
-	return *fromlen ? n : 0;
+	ps->seg_fromlen = p2pkp_copy_addr(&ps->seg_from,
+					  (struct sockaddr *)&raw);
+	if (!ps->seg_fromlen)
+		return 0;
+	ps->seg_off = 0;
+	ps->seg_end = n;
+	ps->seg_size = size;
+	return segs;
+}
+
+/*
+ * Next datagram for the receiver (@dg in rxbuf, its length returned): the
+ * rest of the last receive, else a new one.  0: one was dropped; -errno
+ * (-EAGAIN): none.  p2pkp_rx_keep() gives it back.
+ */
+static int p2pkp_rx_next(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			 const u8 **dg, struct sockaddr_storage *from,
+			 int *fromlen)
+{
+	u32 len;
+	int n;
+
+	if (ps->seg_off >= ps->seg_end) {
+		p2pkp_rx_flush(ps, rx);	/* before rxbuf is overwritten */
+		if (rx && rx->finished)
+			return 0;	/* that failed the read() */
+		n = p2pkp_rx_recv(ps);
+		if (n <= 0)
+			return n;
+	}
+	len = min(ps->seg_size, ps->seg_end - ps->seg_off);
+	*dg = ps->rxbuf + ps->seg_off;
+	ps->seg_off += len;
+	*from = ps->seg_from;
+	*fromlen = ps->seg_fromlen;
+	return len;
+}
+
+/* The datagram p2pkp_rx_next() returned is the next one again. */
+static void p2pkp_rx_keep(struct p2pkp_sock *ps, int len)
+{
+	ps->seg_off -= len;
 }
 
 static void p2pkp_rx_free(struct p2pkp_rx *rx)
@@ -3266,23 +3426,23 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	u64 timeout_ns = (u64)READ_ONCE(ps->timeout_ms) * NSEC_PER_MSEC;
 	int budget, fromlen = 0, n;
 	struct sockaddr_storage from;
+	const u8 *dg = NULL;
 	u64 now, end;
 
 	for (budget = P2PKP_RX_BUDGET; budget; budget--) {
 		if (rx && rx->finished)
 			return true;
-		n = p2pkp_rx_next(ps, &from, &fromlen);
+		n = p2pkp_rx_next(ps, rx, &dg, &from, &fromlen);
 		if (n < 0)
 			break;
-		if (n && p2pkp_rx_handle(ps, rx, &from, fromlen, n)) {
+		if (n && p2pkp_rx_handle(ps, rx, dg, n, &from, fromlen)) {
 			/* keep it for the next read() and stop draining */
-			ps->pend_len = n;
-			ps->pend_addr = from;
-			ps->pend_alen = fromlen;
+			p2pkp_rx_keep(ps, n);
 			ps->linger_end = 0;
 			return rx && rx->finished;
 		}
 	}
+	p2pkp_rx_flush(ps, rx);		/* before the engine sleeps */
 	*more = !budget;
 	now = ktime_get_ns();
 	if (!rx) {
@@ -4056,7 +4216,7 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 	if (ps->npeers)
 		goto unlock;
 	err = -ENOMEM;
-	buf = kvmalloc(P2PKP_DGRAM_MAX, GFP_KERNEL_ACCOUNT);
+	buf = kvmalloc(P2PKP_RXBUF_LEN, GFP_KERNEL_ACCOUNT);
 	if (!buf)
 		goto unlock;
 	rcvbuf = p2pkp_ksock_open(ps, &ps->rx, addr.ss_family, P2PKP_RCVBUF,
@@ -4065,7 +4225,8 @@ static int p2pkp_bind(struct socket *sock, struct sockaddr *uaddr, int alen)
 		err = rcvbuf;
 		goto free;
 	}
-	err = kernel_bind(ps->rx.sock, (struct sockaddr *)&addr, len);
+	err = p2pkp_set_gro(ps->rx.sock, READ_ONCE(rx_gro)) ?:
+	      kernel_bind(ps->rx.sock, (struct sockaddr *)&addr, len);
 	if (err)
 		goto close;
 	err = kernel_getsockname(ps->rx.sock, (struct sockaddr *)&addr);

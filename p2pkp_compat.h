@@ -69,6 +69,22 @@ static inline const struct iovec *p2pkp_iter_iov(const struct iov_iter *it)
 #endif
 }
 
+/* Write @it at *@pos: 6.8 moved file_start_write() into vfs_iter_write(). */
+static inline ssize_t p2pkp_vfs_iter_write(struct file *f, struct iov_iter *it,
+					   loff_t *pos)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 8, 0)
+	return vfs_iter_write(f, it, pos, 0);
+#else
+	ssize_t ret;
+
+	file_start_write(f);
+	ret = vfs_iter_write(f, it, pos, 0);
+	file_end_write(f);
+	return ret;
+#endif
+}
+
 /* 6.5 removed proto_ops.sendpage (MSG_SPLICE_PAGES replaced it). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 #define P2PKP_OPS_SENDPAGE

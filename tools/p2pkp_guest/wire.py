@@ -148,5 +148,7 @@ STAT_NAMES = (
     "gso_sends",
     "icmp_errors",
     "epochs",
+    "gro_receives",
+    "file_writes",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))

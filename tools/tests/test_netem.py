@@ -130,12 +130,15 @@ def test_apply_both_directions() -> None:
     up = next(i for i, c in enumerate(cmds) if c == f"ip link set {IFB} up")
     redirect = next(i for i, c in enumerate(cmds) if "redirect" in c)
     assert up < redirect
+    # netem on the ingress sees datagrams one by one, as they came off the wire: no GRO
+    assert cmds.index("ethtool -K eth0 gro off") < redirect
 
 
 def test_apply_one_direction() -> None:
     egress = apply_cmds(Link(loss_pct=5), "eth1", "egress")
     assert qdisc_cmd("eth1", Link(loss_pct=5)) in egress
     assert not any(IFB in c for c in egress)
+    assert not any("gro off" in c for c in egress)
     ingress = apply_cmds(Link(loss_pct=5), "eth1", "ingress")
     assert qdisc_cmd("eth1", Link(loss_pct=5)) not in ingress
     assert qdisc_cmd(IFB, Link(loss_pct=5)) in ingress
@@ -148,6 +151,7 @@ def test_clear_removes_both_and_checks() -> None:
     joined = script(cmds)
     assert "tc qdisc del dev eth0 root" in joined
     assert "tc qdisc del dev eth0 ingress" in joined
+    assert "ethtool -K eth0 gro on" in joined
     assert f"tc qdisc del dev {IFB} root" in joined
     assert cmds[-1].startswith("! tc qdisc show dev eth0")  # fails if anything is left
 

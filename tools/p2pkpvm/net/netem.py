@@ -10,6 +10,13 @@ the way in, 5% of its ACKs on the way out).  The host side of the link (the tap 
 namespace) is not used: the host kernel of these machines has no sch_netem, the guest kernel
 has it (and ifb, act_mirred, cls_matchall) as modules; the debug kernel has them built in.
 
+An impaired ingress also turns GRO off on the interface (back on when cleared): the ifb's netem
+runs after GRO, which would hand it batches of up to 64 datagrams merged (receivers have UDP
+GRO, issue 14 item 5): a loss would take a whole batch, and a corruption would hit datagrams
+whose checksums GRO has already verified, so they would count as valid.  Without GRO, netem
+sees each datagram as it came off the wire.  (Egress netem sees what the sender's stack queues:
+a UDP_SEGMENT run is one packet there, segmented after the qdisc.)
+
 Everything here builds strings; `p2pkpvm.net.impair` runs them in a guest.
 """
 
@@ -166,6 +173,7 @@ def apply_cmds(
             # and someone deleted it.
             f"{{ ip link show {IFB} >/dev/null 2>&1 || ip link add {IFB} type ifb; }}",
             f"ip link set {IFB} up",
+            f"ethtool -K {d} gro off",
             f"tc qdisc replace dev {d} handle ffff: ingress",
             f"tc filter replace dev {d} parent ffff: pref 1 matchall "
             f"action mirred egress redirect dev {IFB}",
@@ -182,6 +190,7 @@ def clear_cmds(dev: str = "eth0") -> list[str]:
     """
     d = shlex.quote(dev)
     return [
+        f"ethtool -K {d} gro on",
         f"{{ tc qdisc show dev {d} | grep -q '^qdisc netem ' && "
         f"tc qdisc del dev {d} root; true; }}",
         f"{{ tc qdisc show dev {d} | grep -q 'qdisc ingress' && "
