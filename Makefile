@@ -22,7 +22,7 @@ include kernel/kernel.mk
 
 .PHONY: all module tools bench-tools crashme deps venv vm-test vm-test-long vm-up vm-down \
 	vm-shell demo check unit w1 checkpatch lint clean help kernel debug-module \
-	debug-crashme lean-kernel lean-module lean-crashme bench bench-scale lossbench vm-test-matrix \
+	debug-crashme lean-kernel lean-module lean-crashme bench bench-mtu bench-scale lossbench vm-test-matrix \
 	vm-test-subset
 
 all: module tools bench-tools
@@ -60,6 +60,7 @@ help:
 	@echo "  make vm-shell VMS=n  interactive shells on n networked guests, module loaded"
 	@echo "  make demo            boot 3 guests, send one file from vm1 to vm2 and vm3"
 	@echo "  make bench [QUICK=1] P2PKP vs baselines on 4 guests -> results/<ts>, docs/results"
+	@echo "  make bench-mtu       64 MiB to 1 and 3 peers at MTU 1500, 9000, 65520 -> docs/results/mtu-N"
 	@echo "  make bench-scale     one file to 1..64 receivers per method -> docs/results/scaling"
 	@echo "                       (SCALE_ARGS='--receivers 1,4,16,64 --reps 1 ...')"
 	@echo "  make lossbench       goodput + retransmission ratio, 64 MiB to 3 peers at 0/1/5% loss"
@@ -187,6 +188,15 @@ LOSSBENCH_ARGS ?=
 bench: deps
 	$(MAKE) all
 	$(CLI) --pin $(PIN_NAME) bench -- --kernel $(KERNEL) $(if $(QUICK),--quick) $(BENCH_ARGS)
+
+# Issue 14 item 7: the matrix at each link MTU, one bench run (and results folder) per MTU.
+BENCH_MTUS ?= 1500 9000 65520
+bench-mtu: deps
+	$(MAKE) all
+	set -e; for m in $(BENCH_MTUS); do \
+		$(CLI) --pin $(PIN_NAME) bench -- --kernel $(KERNEL) --mtu $$m --sizes 67108864 \
+			--peers 1,3 $(BENCH_ARGS); \
+	done
 
 bench-scale: deps
 	$(MAKE) all

@@ -2,11 +2,11 @@
 /*
  * bench-udp: the UDP baselines of `make bench`.
  *
- *   bench-udp send --mode rw|sendfile|gso --to A.B.C.D:PORT [--to ...] FILE
- *   bench-udp recv --listen PORT --out PATH [--timeout MS]
+ *   bench-udp send --mode rw|sendfile|gso [--payload N] --to A.B.C.D:PORT [--to ...] FILE
+ *   bench-udp recv --listen PORT --out PATH [--payload N] [--timeout MS]
  *
- * The sender sends FILE to every peer in datagrams of 1400 bytes of file (plus a
- * 16-byte header).  Flow control and reliability are deliberately simple but
+ * The sender sends FILE to every peer in datagrams of N bytes of file (default
+ * 1400; both ends must agree) plus a 16-byte header.  Flow control and reliability are deliberately simple but
  * honest: a window of WINDOW datagrams shared by all peers (go-back-N from the
  * slowest peer after RTO_MS without progress); the receiver stores only in-order
  * datagrams, acknowledges every ACK_EVERY of them and at a gap, and sends a final
@@ -19,7 +19,8 @@
  *   sendfile  per peer, one connected socket; send(header, MSG_MORE) + sendfile()
  *             of the chunk: one sendfile() per datagram and peer
  *   gso       preadv() a batch into a buffer, one sendmsg() with UDP_SEGMENT per
- *             peer carrying up to GSO_SEGS datagrams
+ *             peer carrying as many datagrams as fit in 64 KiB (at most
+ *             GSO_SEGS_MAX)
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,11 +45,36 @@
 #define ACK_EVERY	32
 #define RTO_MS		200
 #define STALL_MS	30000
-#define GSO_SEGS	44	/* 44 * 1416 < 64 KiB */
+#define GSO_SEGS_MAX	64	/* UDP_MAX_SEGMENTS of older kernels */
+#define GSO_BYTES	65507	/* largest UDP payload over IPv4 */
 #define LINGER_MS	300
 #define RCVBUF		(8 << 20)
 
 const char *prog = "bench-udp";
+
+static uint32_t payload = BENCH_PAYLOAD;	/* --payload */
+
+static size_t dgram_len(void)
+{
+	return sizeof(struct bench_hdr) + payload;
+}
+
+/* Datagrams per UDP_SEGMENT send (1: one send per datagram). */
+static uint32_t gso_segs(void)
+{
+	size_t n = GSO_BYTES / dgram_len();
+
+	return n > GSO_SEGS_MAX ? GSO_SEGS_MAX : n ? n : 1;
+}
+
+static void *xmalloc(size_t len)
+{
+	void *p = malloc(len);
+
+	if (!p)
+		die("malloc %zu", len);
+	return p;
+}
 
 enum mode { MODE_RW, MODE_SENDFILE, MODE_GSO };
 
@@ -61,7 +87,7 @@ struct peer {
 
 static uint32_t ndgrams(uint64_t size)
 {
-	uint64_t n = (size + BENCH_PAYLOAD - 1) / BENCH_PAYLOAD;
+	uint64_t n = (size + payload - 1) / payload;
 
 	if (n > UINT32_MAX)
 		fail("file too large for the baseline's 32-bit sequence numbers");
@@ -70,9 +96,9 @@ static uint32_t ndgrams(uint64_t size)
 
 static size_t chunk_len(uint64_t size, uint32_t seq)
 {
-	uint64_t off = (uint64_t)seq * BENCH_PAYLOAD;
+	uint64_t off = (uint64_t)seq * payload;
 
-	return size - off < BENCH_PAYLOAD ? size - off : BENCH_PAYLOAD;
+	return size - off < payload ? size - off : payload;
 }
 
 static void fill_hdr(struct bench_hdr *h, uint32_t seq, uint64_t size)
@@ -97,8 +123,13 @@ static void read_chunk(int fd, void *buf, size_t len, uint64_t off, const char *
 static void send_range(enum mode mode, int fd, const char *path, uint64_t size,
 		       struct peer *peers, int npeers, uint32_t from, uint32_t to)
 {
-	static unsigned char buf[GSO_SEGS * BENCH_DGRAM];
+	static unsigned char *buf;
+	size_t dgram = dgram_len();
+	uint32_t segs = gso_segs();
 	uint32_t seq = from;
+
+	if (!buf)
+		buf = xmalloc((size_t)segs * dgram);
 
 	while (seq < to) {
 		uint32_t cnt = 1, i;
@@ -106,29 +137,29 @@ static void send_range(enum mode mode, int fd, const char *path, uint64_t size,
 		int p;
 
 		if (mode == MODE_GSO) {
-			struct iovec iov[GSO_SEGS];
+			struct iovec iov[GSO_SEGS_MAX];
 			size_t total = 0;
 			ssize_t r;
 
-			cnt = to - seq < GSO_SEGS ? to - seq : GSO_SEGS;
+			cnt = to - seq < segs ? to - seq : segs;
 			for (i = 0; i < cnt; i++) {
-				fill_hdr((struct bench_hdr *)(buf + i * BENCH_DGRAM), seq + i, size);
-				iov[i].iov_base = buf + i * BENCH_DGRAM + sizeof(struct bench_hdr);
+				fill_hdr((struct bench_hdr *)(buf + i * dgram), seq + i, size);
+				iov[i].iov_base = buf + i * dgram + sizeof(struct bench_hdr);
 				iov[i].iov_len = chunk_len(size, seq + i);
 				total += iov[i].iov_len;
 			}
-			r = preadv(fd, iov, cnt, (uint64_t)seq * BENCH_PAYLOAD);
+			r = preadv(fd, iov, cnt, (uint64_t)seq * payload);
 			if (r < 0)
 				die("preadv %s", path);
 			if ((size_t)r != total)
 				fail("preadv %s: short read (file changed?)", path);
 			/* only the last segment may be shorter: the batch is contiguous */
-			len = (cnt - 1) * BENCH_DGRAM + sizeof(struct bench_hdr) +
+			len = (cnt - 1) * dgram + sizeof(struct bench_hdr) +
 			      iov[cnt - 1].iov_len;
 		} else if (mode == MODE_RW) {
 			fill_hdr((struct bench_hdr *)buf, seq, size);
 			read_chunk(fd, buf + sizeof(struct bench_hdr), len,
-				   (uint64_t)seq * BENCH_PAYLOAD, path);
+				   (uint64_t)seq * payload, path);
 			len += sizeof(struct bench_hdr);
 		}
 		for (p = 0; p < npeers; p++) {
@@ -142,7 +173,7 @@ static void send_range(enum mode mode, int fd, const char *path, uint64_t size,
 					die("sendto %s", inet_ntoa(pe->addr.sin_addr));
 			} else if (mode == MODE_SENDFILE) {
 				struct bench_hdr h;
-				off_t off = (off_t)seq * BENCH_PAYLOAD;
+				off_t off = (off_t)seq * payload;
 				ssize_t r;
 
 				fill_hdr(&h, seq, size);
@@ -170,7 +201,7 @@ static void send_range(enum mode mode, int fd, const char *path, uint64_t size,
 					cm->cmsg_level = SOL_UDP;
 					cm->cmsg_type = UDP_SEGMENT;
 					cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-					*(uint16_t *)CMSG_DATA(cm) = BENCH_DGRAM;
+					*(uint16_t *)CMSG_DATA(cm) = dgram;
 				}
 				if (sendmsg(pe->sock, &mh, 0) < 0)
 					die("sendmsg UDP_SEGMENT %s", inet_ntoa(pe->addr.sin_addr));
@@ -249,6 +280,8 @@ static int do_send(int argc, char **argv)
 				mode = MODE_GSO;
 			else
 				fail("unknown --mode '%s' (rw, sendfile, gso)", m);
+		} else if (!strcmp(argv[i], "--payload") && i + 1 < argc) {
+			payload = parse_payload(argv[++i]);
 		} else if (!strcmp(argv[i], "--to") && i + 1 < argc) {
 			if (npeers == BENCH_MAX_PEERS)
 				fail("at most %d peers", BENCH_MAX_PEERS);
@@ -261,7 +294,7 @@ static int do_send(int argc, char **argv)
 		}
 	}
 	if (!path || !npeers)
-		fail("usage: send --mode rw|sendfile|gso --to A.B.C.D:PORT [--to ...] FILE");
+		fail("usage: send --mode rw|sendfile|gso [--payload N] --to A.B.C.D:PORT [--to ...] FILE");
 
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
@@ -325,10 +358,10 @@ static int do_send(int argc, char **argv)
 			retransmits++;
 		}
 	}
-	printf("sent %s %llu bytes to %d peers mode=%s datagrams=%u timeouts=%lu\n", path,
-	       (unsigned long long)size, npeers,
+	printf("sent %s %llu bytes to %d peers mode=%s datagrams=%u timeouts=%lu payload=%u\n",
+	       path, (unsigned long long)size, npeers,
 	       mode == MODE_RW ? "rw" : mode == MODE_SENDFILE ? "sendfile" : "gso", n,
-	       retransmits);
+	       retransmits, payload);
 	return 0;
 }
 
@@ -342,7 +375,8 @@ static void send_ack(int sock, const struct sockaddr_in *to, uint32_t seq, int d
 
 static int do_recv(int argc, char **argv)
 {
-	static unsigned char buf[BENCH_DGRAM + 64];
+	unsigned char *buf;
+	size_t bufsize;
 	struct sockaddr_in me = { .sin_family = AF_INET }, sender;
 	const char *out = NULL;
 	uint32_t expected = 0, n = 0, gap_acked = UINT32_MAX;
@@ -357,11 +391,15 @@ static int do_recv(int argc, char **argv)
 			out = argv[++i];
 		else if (!strcmp(argv[i], "--timeout") && i + 1 < argc)
 			timeout_ms = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--payload") && i + 1 < argc)
+			payload = parse_payload(argv[++i]);
 		else
 			fail("unexpected argument '%s'", argv[i]);
 	}
 	if (!port || !out || timeout_ms <= 0)
-		fail("usage: recv --listen PORT --out PATH [--timeout MS]");
+		fail("usage: recv --listen PORT --out PATH [--payload N] [--timeout MS]");
+	bufsize = dgram_len() + 64;	/* a longer datagram shows as too long */
+	buf = xmalloc(bufsize);
 
 	sock = socket(AF_INET, SOCK_DGRAM, 0);
 	if (sock < 0)
@@ -392,7 +430,7 @@ static int do_recv(int argc, char **argv)
 			fail("no datagram for %d ms (%u of %u received)", timeout_ms,
 			     expected, n);
 		}
-		r = recvfrom(sock, buf, sizeof(buf), 0, (struct sockaddr *)&sender, &slen);
+		r = recvfrom(sock, buf, bufsize, 0, (struct sockaddr *)&sender, &slen);
 		if (r < 0)
 			die("recvfrom");
 		if ((size_t)r < sizeof(*h) || ntohl(h->magic) != BENCH_DATA)
@@ -405,7 +443,7 @@ static int do_recv(int argc, char **argv)
 			if (fd < 0)
 				die("open %s", out);
 		}
-		if (seq >= n || (size_t)r > BENCH_DGRAM)
+		if (seq >= n || (size_t)r > dgram_len())
 			fail("bad datagram %u (%zd bytes) for a file of %u", seq, r, n);
 		if (seq < expected || fd < 0) {
 			dups++;
@@ -448,7 +486,8 @@ int main(int argc, char **argv)
 		return do_send(argc - 2, argv + 2);
 	if (argc >= 2 && !strcmp(argv[1], "recv"))
 		return do_recv(argc - 2, argv + 2);
-	fprintf(stderr, "usage: bench-udp send --mode rw|sendfile|gso --to A.B.C.D:PORT... FILE\n"
-			"       bench-udp recv --listen PORT --out PATH [--timeout MS]\n");
+	fprintf(stderr,
+		"usage: bench-udp send --mode rw|sendfile|gso [--payload N] --to A.B.C.D:PORT... FILE\n"
+		"       bench-udp recv --listen PORT --out PATH [--payload N] [--timeout MS]\n");
 	return 2;
 }

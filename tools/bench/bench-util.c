@@ -48,6 +48,17 @@ uint16_t parse_port(const char *arg)
 	return (uint16_t)v;
 }
 
+/* --payload: bytes of file per datagram, 1..BENCH_PAYLOAD_MAX */
+uint32_t parse_payload(const char *arg)
+{
+	char *end;
+	long v = strtol(arg, &end, 10);
+
+	if (*arg == '\0' || *end != '\0' || v < 1 || v > BENCH_PAYLOAD_MAX)
+		fail("bad payload '%s' (1..%d)", arg, BENCH_PAYLOAD_MAX);
+	return (uint32_t)v;
+}
+
 /* "A.B.C.D:PORT" */
 void parse_peer(const char *arg, struct sockaddr_in *sa)
 {

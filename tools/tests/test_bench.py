@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pkpvm.bench.main import config_from, parse_args, results_dir
 from p2pkpvm.bench.model import (
     DEFAULT_METHODS,
     METHODS,
@@ -243,18 +244,41 @@ def test_formatting() -> None:
 
 
 def test_commands() -> None:
-    assert send_cmd("udp-gso", ["10.99.0.2", "10.99.0.3"], 7601, "/f").endswith(
-        "bench-udp send --mode gso --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
+    assert send_cmd("udp-gso", ["10.99.0.2", "10.99.0.3"], 7601, "/f", 1432).endswith(
+        "bench-udp send --mode gso --payload 1432 --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
+    )
+    assert "bench-udp recv --listen 7601 --out /o --payload 8932 " in recv_cmd(
+        "udp-rw", 7601, "/o", 8932
     )
     assert "p2pkp-recv --json --listen 0.0.0.0:7601 --out /o --count 1" in recv_cmd(
-        "p2pkp", 7601, "/o"
+        "p2pkp", 7601, "/o", 1432
     )
-    assert send_cmd("tcp-sendfile-par", ["10.99.0.2", "10.99.0.3"], 7601, "/f").endswith(
+    assert send_cmd("tcp-sendfile-par", ["10.99.0.2", "10.99.0.3"], 7601, "/f", 1432).endswith(
         "bench-tcp send --concurrent --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
     )
-    assert "bench-tcp recv --listen 7601 --out /o" in recv_cmd("tcp-sendfile-par", 7601, "/o")
+    assert "bench-tcp recv --listen 7601 --out /o" in recv_cmd("tcp-sendfile-par", 7601, "/o", 1)
     with pytest.raises(ValueError, match="unknown method"):
-        send_cmd("ftp", ["10.99.0.2"], 1, "/f")
+        send_cmd("ftp", ["10.99.0.2"], 1, "/f", 1432)
+
+
+def test_payload_is_p2pkp_chunk_at_the_mtu() -> None:
+    """The UDP baselines and iperf3 send as many datagrams as P2PKP on the bench's links."""
+    cfg = BenchConfig(sizes=(1,), peers=(1,), caches=("warm",), reps=1)
+    assert cfg.mtu == 1500 and cfg.payload == 1432
+    assert replace(cfg, mtu=9000).payload == 8932
+    assert replace(cfg, mtu=65520).payload == 65000
+
+
+def test_mtu_option(tmp_path: Path) -> None:
+    """--mtu sets the config's MTU (and so the payload) and publishes to docs/results/mtu-N;
+    without it, docs/results as always."""
+    cfg = config_from(parse_args(["--quick", "--mtu", "9000"]))
+    assert cfg.mtu == 9000 and cfg.payload == 8932
+    assert config_from(parse_args(["--quick"])).mtu == 1500
+    with pytest.raises(SystemExit, match=r"1280\.\.65520"):
+        config_from(parse_args(["--mtu", "70000"]))
+    assert results_dir(tmp_path, None) == tmp_path / "docs" / "results"
+    assert results_dir(tmp_path, 65520) == tmp_path / "docs" / "results" / "mtu-65520"
 
 
 def test_plot_writes_png(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.errors import HarnessError, VMError
 from p2pkpvm.kernel.choice import KERNELS, KernelChoice, select
 from p2pkpvm.kernel.pin import load_pin
+from p2pkpvm.net.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU
 from p2pkpvm.net.topology import load_topology
 from p2pkpvm.paths import project_root
 from p2pkpvm.vm.guest import Guest
@@ -89,7 +90,8 @@ def describe(run: BenchRun) -> str:
         f"Made by `{m['command']}` on {m['date']} (commit {m['commit']}).\n\n"
         f"- Host: {m['cpu']}, {m['host_cpus']} cores, host kernel {m['host_kernel']}; "
         f"load average at start {m['loadavg']}.\n"
-        f"- Guests: topology `quad` (vm1 sends, vm2..vm4 receive), {m['guest']}, "
+        f"- Guests: topology `quad` (vm1 sends, vm2..vm4 receive), link MTU "
+        f"{m.get('mtu', DEFAULT_MTU)}, {m['guest']}, "
         f"accelerator **{m['accel'].upper()}**"
         + (
             " (software emulation: KVM does not work on this machine, so every number is "
@@ -125,7 +127,10 @@ def describe(run: BenchRun) -> str:
         "- Throughput: file size x peers / median wall.\n"
         "- Cold cache: the source file lives on ext4 on a loop device in the sender; "
         "`sync; echo 3 > /proc/sys/vm/drop_caches` before the run. Warm: `cat FILE` before.\n"
-        "- Link limit: `iperf3 -u -b 0 -l 1416` vm1 -> vm2.\n"
+        f"- Datagrams: every UDP method and iperf3 carry {m.get('payload', 1400)} bytes of "
+        "file (+ a 16-byte header), P2PKP's chunk on this link, so all send as many "
+        "datagrams.\n"
+        f"- Link limit: `iperf3 -u -b 0 -l {m.get('payload', 1400) + 16}` vm1 -> vm2.\n"
         "- Host load: before each sample the host's 1-minute load average, and during it the "
         "host CPUs busy with work that is not this bench's (host busy time minus that of "
         "the bench and its guests), are kept in raw.json; "
@@ -191,6 +196,13 @@ def publish_gated(
     return True
 
 
+def results_dir(root: Path, mtu: int | None) -> Path:
+    """Where a run is published: docs/results, or docs/results/mtu-N for a run asked for at
+    an MTU (the MTU matrix of `make bench-mtu`, one folder per MTU)."""
+    base = root / "docs" / "results"
+    return base if mtu is None else base / f"mtu-{mtu}"
+
+
 def render(outdir: Path) -> int:
     """Rewrite a results folder from its raw data (after a change to the tables or plot)."""
     raw = outdir / "raw.json"
@@ -237,8 +249,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="virtio-net USO forced on or off (QEMU 8.2+; 6.2+ guests can use it; 'on' also "
         "turns it on in the guests, which 6.12 leaves off), default: QEMU's",
     )
+    p.add_argument(
+        "--mtu",
+        type=int,
+        help=f"MTU of the cluster's links ({MIN_MTU}..{MAX_MTU}; default {DEFAULT_MTU}); "
+        "published to docs/results/mtu-N",
+    )
     p.add_argument("--out", type=Path, help="results folder (default results/<timestamp>)")
-    p.add_argument("--no-publish", action="store_true", help="do not copy to docs/results")
+    p.add_argument(
+        "--no-publish",
+        action="store_true",
+        help="do not copy to docs/results (docs/results/mtu-N with --mtu)",
+    )
     p.add_argument(
         "--render",
         type=Path,
@@ -266,6 +288,10 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         cfg = replace(cfg, strace=False)
     if args.no_warmup:
         cfg = replace(cfg, warmup=False)
+    if args.mtu is not None:
+        if not MIN_MTU <= args.mtu <= MAX_MTU:
+            raise SystemExit(f"--mtu {args.mtu}: must be {MIN_MTU}..{MAX_MTU}")
+        cfg = replace(cfg, mtu=args.mtu)
     return replace(cfg, seed=args.seed if args.seed is not None else secrets.randbelow(1 << 31))
 
 
@@ -318,14 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg": " ".join(Path("/proc/loadavg").read_text().split(" ")[0:3]),
         "pin": kernel.pin,
         "uso": args.uso,
+        "mtu": cfg.mtu,
+        "payload": cfg.payload,
         **host_meta(kernel.module),
     }
     run = BenchRun(meta=meta)
     t0 = time.monotonic()
-    progress(f"bench: booting 4 guests (topology quad); results in {outdir}")
+    progress(f"bench: booting 4 guests (topology quad, MTU {cfg.mtu}); results in {outdir}")
     try:
         uso = {"on": True, "off": False}.get(args.uso)
-        with Cluster(load_topology("quad"), accel=args.accel, kernel=kernel, uso=uso) as cluster:
+        topo = replace(load_topology("quad"), mtu=cfg.mtu)
+        with Cluster(topo, accel=args.accel, kernel=kernel, uso=uso) as cluster:
             cluster.load_module()
             if uso:
                 # 6.12's virtio-net offers USO (hw_features) but leaves it off: turn it on
@@ -358,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             write_results(run, outdir)
             print(f"bench: partial results in {outdir}", file=sys.stderr)
         return 1
-    if not publish_gated(run, outdir, root / "docs" / "results", args, "bench"):
+    if not publish_gated(run, outdir, results_dir(root, args.mtu), args, "bench"):
         return 3
     failed = sum(not s.ok for s in run.samples) + sum(not s.ok for s in run.syscalls)
     progress(

@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         runner.prepare()
         s, rs = cluster[0], list(cluster)[1:]
         port, out = next_port(), "/tmp/bench/recv-profile"
-        rcmd = recv_cmd(args.method, port, out)
+        rcmd = recv_cmd(args.method, port, out, cfg.payload)
         perf = f"perf record -q -e cpu-clock -a -g -o /tmp/bench/recv.data -- {rcmd}"
         jobs = [
             start_receiver(r, perf if args.receiver and i == 0 else rcmd) for i, r in enumerate(rs)
         ]
         runner.prepare_cache(args.size, args.cache)
-        send = send_cmd(args.method, [r.ipv4 for r in rs], port, src_path(args.size))
+        send = send_cmd(args.method, [r.ipv4 for r in rs], port, src_path(args.size), cfg.payload)
         res = s.run(
             f"perf record -q -e cpu-clock -a -g -o /tmp/bench/send.data -- {send}; echo rc=$?",
             timeout=600,

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from p2pkp_guest import wire
 from p2pkpvm import paths
 from p2pkpvm.bench.hostload import LoadSnapshot, foreign_cpus, snapshot
 from p2pkpvm.bench.model import (
@@ -38,6 +39,7 @@ from p2pkpvm.bench.model import (
     parse_wire,
 )
 from p2pkpvm.errors import HarnessError, VMError
+from p2pkpvm.net.mtu import DEFAULT_MTU
 from p2pkpvm.scenario.scenario import (
     SEND,
     next_port,
@@ -78,6 +80,13 @@ class BenchConfig:
     iperf_seconds: int = 5
     warmup: bool = True  # one round of every method per cell first, not counted
     seed: int = 0  # of the method order within each round (recorded in raw.json)
+    mtu: int = DEFAULT_MTU  # of the cluster's links (topology mtu)
+
+    @property
+    def payload(self) -> int:
+        """Bytes of file per datagram of the UDP baselines and iperf3: P2PKP's chunk on a
+        link of this MTU (IPv4, no key), so that every method sends as many datagrams."""
+        return wire.chunk_for(self.mtu)
 
 
 # 6 repetitions: the smallest count whose min-max covers the median with >= 95 % (96.9 %)
@@ -87,27 +96,28 @@ QUICK = BenchConfig(
 )
 
 
-def recv_cmd(method: str, port: int, out: str) -> str:
-    """The receiver of `method`: every one prints a JSON 'listening' event once bound."""
+def recv_cmd(method: str, port: int, out: str, payload: int) -> str:
+    """The receiver of `method`: every one prints a JSON 'listening' event once bound;
+    payload: bytes of file per datagram of the UDP baselines."""
     if method == "p2pkp":
         return p2pkp_recv_cmd(port, out)
     if method == "p2pkp-key":
         return f"{p2pkp_recv_cmd(port, out)} --key-file {KEY}"
     if method in UDP_MODES:
-        return f"{UDP} recv --listen {port} --out {out} --timeout 60000"
+        return f"{UDP} recv --listen {port} --out {out} --payload {payload} --timeout 60000"
     if method in ("tcp-sendfile", "tcp-sendfile-par"):
         return f"{TCP} recv --listen {port} --out {out} --timeout 60000"
     raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
 
 
-def send_cmd(method: str, addrs: Sequence[str], port: int, path: str) -> str:
+def send_cmd(method: str, addrs: Sequence[str], port: int, path: str, payload: int) -> str:
     to = " ".join(f"--to {a}:{port}" for a in addrs)
     if method == "p2pkp":
         return f"{SEND} {to} {path}"
     if method == "p2pkp-key":
         return f"{SEND} --key-file {KEY} {to} {path}"
     if method in UDP_MODES:
-        return f"{UDP} send --mode {UDP_MODES[method]} {to} {path}"
+        return f"{UDP} send --mode {UDP_MODES[method]} --payload {payload} {to} {path}"
     if method == "tcp-sendfile":
         return f"{TCP} send {to} {path}"
     if method == "tcp-sendfile-par":
@@ -200,10 +210,8 @@ class BenchRunner:
 
         def start(vm: Guest) -> tuple[Guest, Job, str]:
             path = f"{out}-{vm.name}"
-            cmd = (
-                f"rm -f {path}; head -1 /proc/stat; {recv_cmd(method, port, path)}; rc=$?; "
-                "head -1 /proc/stat; exit $rc"
-            )
+            recv = recv_cmd(method, port, path, self.config.payload)
+            cmd = f"rm -f {path}; head -1 /proc/stat; {recv}; rc=$?; head -1 /proc/stat; exit $rc"
             return vm, start_receiver(vm, cmd), path
 
         with ThreadPoolExecutor(max_workers=min(peers, 16)) as pool:
@@ -256,7 +264,7 @@ class BenchRunner:
         addrs = [vm.ipv4 for vm in self.receivers[:peers]]
         jobs = self._start_receivers(method, peers, port, out)
         self.prepare_cache(size, cache)
-        send = send_cmd(method, addrs, port, src_path(size))
+        send = send_cmd(method, addrs, port, src_path(size), self.config.payload)
         # the P2PKP sender's namespace counters before and after, in the same console round
         total = f"{PROC_TOTAL}; " if method.startswith("p2pkp") else ""
         load0 = self.load()
@@ -310,7 +318,7 @@ class BenchRunner:
         out = f"{WORK}/recv-{port}"
         addrs = [vm.ipv4 for vm in self.receivers[:peers]]
         jobs = self._start_receivers(method, peers, port, out)
-        send = send_cmd(method, addrs, port, src_path(size))
+        send = send_cmd(method, addrs, port, src_path(size), self.config.payload)
         trace = f"{WORK}/strace-{port}.txt"
         res = self.sender.run(
             f"strace -f -c -o {trace} {send}; echo send_rc=$?; cat {trace}",
@@ -345,7 +353,8 @@ class BenchRunner:
         )
 
     def iperf(self) -> Iperf:
-        """iperf3 -u, unlimited rate, 1416-byte datagrams (header + 1400), vm1 -> vm2."""
+        """iperf3 -u, unlimited rate, vm1 -> vm2, in datagrams as long as the UDP baselines'
+        (their 16-byte header + the payload)."""
         server = self.receivers[0]
         job = server.spawn("iperf3 -s -1 -p 5201")
         try:
@@ -364,8 +373,9 @@ class BenchRunner:
                 "(s['bits_per_second'], s.get('lost_percent', 0.0)))"
             )
             js = f"{WORK}/iperf.json"
+            dgram = self.config.payload + 16
             res = self.sender.run(
-                f"iperf3 -u -b 0 -l 1416 -t {secs} -c {server.ipv4} -p 5201 --json > {js}; "
+                f"iperf3 -u -b 0 -l {dgram} -t {secs} -c {server.ipv4} -p 5201 --json > {js}; "
                 f"python3 -c {shlex.quote(extract)} {js}",
                 timeout=secs + 90,
             )
