@@ -208,6 +208,7 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_GSO_CHUNKS	32	/* DATA datagrams per UDP_SEGMENT send */
 #define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
 #define P2PKP_RX_BUDGET		256
+#define P2PKP_TX_BUDGET		512	/* new DATA datagrams per engine round */
 #define P2PKP_TIMEOUT_DEF	15000U
 #define P2PKP_TIMEOUT_MIN	100U
 #define P2PKP_TIMEOUT_MAX	3600000U
@@ -1276,6 +1277,7 @@ struct p2pkp_tx {
 	/* rate cap: token bucket of DATA payload bytes */
 	u64 rate, burst, tokens, tok_ns;
 	u64 pace_ns;			/* > 0: no tokens, retry after this */
+	bool more;			/* the round's budget ran out: again */
 	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
 	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
 	/* a run of DATA datagrams sent with one UDP_SEGMENT call */
@@ -2015,11 +2017,12 @@ static bool p2pkp_may_send(const struct p2pkp_peer *p)
  */
 static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
+	u32 n, sent, budget = P2PKP_TX_BUDGET;
 	u64 pos, end, run;
-	u32 n, sent;
 	int i, err = 0;
 
 	tx->pace_ns = 0;
+	tx->more = false;
 	for (i = 0; i < tx->npeers; i++)
 		ps->peers[i]->blocked = false;
 	err = p2pkp_tx_retrans(ps, tx);
@@ -2072,6 +2075,17 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			/* buffer full: write_space brings us back */
 			if (sent < n)
 				p->blocked = true;
+			/*
+			 * A round ends after its budget, so that the ACKs of
+			 * every peer are read (and the peer timeouts judged)
+			 * between rounds, however many peers and however
+			 * slow the machine (p2pkp_tx_step runs again at once).
+			 */
+			if (sent >= budget) {
+				tx->more = true;
+				return 0;
+			}
+			budget -= sent;
 		}
 		cond_resched();
 	}
@@ -2223,7 +2237,10 @@ static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 	*errp = err;
 	if (err || !active)
 		return true;
-	p2pkp_arm(ps, wait_ns);
+	if (tx->more)
+		p2pkp_kick(ps);
+	else
+		p2pkp_arm(ps, wait_ns);
 	return false;
 }
 
