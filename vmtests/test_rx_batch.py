@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView
-from p2pkpvm.net import netem
+from p2pkpvm.net.impair import impair
+from p2pkpvm.net.netem import Link
 from p2pkpvm.scenario.scenario import (
     Guest,
     MiB,
@@ -43,16 +44,6 @@ def rx_gro(vm: Guest, on: bool) -> Iterator[None]:
         yield
     finally:
         vm.run(f"echo 1 > {PARAM}")
-
-
-@contextmanager
-def impaired(vm: Guest, link: netem.Link) -> Iterator[None]:
-    """vm's eth0 egress impaired with link for the block."""
-    vm.run(netem.script(netem.apply_cmds(link, "eth0", "egress")))
-    try:
-        yield
-    finally:
-        vm.run(netem.script(netem.clear_cmds("eth0")))
 
 
 def transfer(scn: Scenario, tx: Guest, rx: Guest, size: int = SIZE) -> dict[str, int]:
@@ -98,7 +89,7 @@ def test_gro_under_loss_and_reordering(scn: Scenario, cluster: ClusterView) -> N
     once: no more writes than chunks."""
     tx, rx = cluster["vm1"], cluster["vm2"]
     size = 16 * MiB
-    with impaired(tx, netem.Link(loss_pct=2.0, reorder_pct=10.0)):
+    with impair(tx, Link(loss_pct=2.0, reorder_pct=10.0), direction="egress"):
         d = transfer(scn, tx, rx, size)
     assert d["dgrams_received"] >= -(-size // CHUNK), d
     assert 0 < d["file_writes"] <= -(-size // CHUNK), d
