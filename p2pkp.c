@@ -51,6 +51,9 @@
 #include <linux/memcontrol.h>
 #include <linux/security.h>
 #include <linux/rculist.h>
+#include <linux/vmalloc.h>
+#include <linux/bvec.h>
+#include <linux/wait.h>
 #include <net/sock.h>
 #include <net/ip.h>
 #include <net/dst.h>
@@ -260,6 +263,7 @@ enum {
 	P2PKP_ST_EPOCHS,
 	P2PKP_ST_GRO_RECEIVES,
 	P2PKP_ST_FILE_WRITES,
+	P2PKP_ST_ZC_SENDS,
 	P2PKP_NSTATS,
 };
 
@@ -273,7 +277,7 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"busy_sent", "cookies_sent", "xfers_abandoned", "xfers_aborted",
 	"peers_failed", "refused_size", "refused_space", "replies_limited",
 	"acks_sent", "rate_waits", "gso_sends", "icmp_errors", "epochs",
-	"gro_receives", "file_writes",
+	"gro_receives", "file_writes", "zc_sends",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -1256,6 +1260,96 @@ static u32 p2pkp_chunk_len(u64 size, u64 count, u32 chunk, u64 c)
 
 /* ---- sender ------------------------------------------------------- */
 
+static bool tx_zerocopy = true;
+module_param(tx_zerocopy, bool, 0644);
+MODULE_PARM_DESC(tx_zerocopy,
+		 "senders hand new file data to UDP by page reference (default 1; read at write)");
+
+/*
+ * Zero-copy sends (section 3.3): a block of new data and the DATA headers
+ * sent with it live in one vmalloc area whose pages the skbs reference
+ * (MSG_ZEROCOPY with our ubuf_info).  Nothing in an area is written again
+ * once sent from: the next block gets a new area, and an area is freed when
+ * the transfer has let go of it and so has the last skb (ubuf.refcnt: one
+ * for the transfer, one per skb).  rmmod waits for every area.
+ */
+struct p2pkp_zc {
+	struct ubuf_info ubuf;
+	u8 *area;			/* data_size bytes of file, then headers */
+	u32 data_size, used, size;
+	bool sent;			/* skbs may reference it */
+	struct work_struct free;
+};
+
+static atomic_t p2pkp_zc_live = ATOMIC_INIT(0);
+static DECLARE_WAIT_QUEUE_HEAD(p2pkp_zc_wait);
+
+static void p2pkp_zc_free(struct work_struct *w)
+{
+	struct p2pkp_zc *zc = container_of(w, struct p2pkp_zc, free);
+
+	vfree(zc->area);
+	kfree(zc);
+	if (atomic_dec_and_test(&p2pkp_zc_live))
+		wake_up(&p2pkp_zc_wait);
+}
+
+static void p2pkp_zc_put(struct p2pkp_zc *zc)
+{
+	if (zc && refcount_dec_and_test(&zc->ubuf.refcnt))
+		queue_work(p2pkp_wq, &zc->free);	/* vfree may sleep */
+}
+
+/* An skb lets go of an area's pages (any context but hard IRQ). */
+static void p2pkp_zc_done(struct sk_buff *skb, struct ubuf_info *ubuf,
+			  bool zerocopy_success)
+{
+	rcu_read_lock();		/* rmmod: synchronize_rcu() */
+	p2pkp_zc_put(container_of(ubuf, struct p2pkp_zc, ubuf));
+	rcu_read_unlock();
+}
+
+P2PKP_UBUF_OPS(p2pkp_zc_ops, p2pkp_zc_done);
+
+static struct p2pkp_zc *p2pkp_zc_alloc(u32 data_size, u32 hdr_size)
+{
+	struct p2pkp_zc *zc = kzalloc(sizeof(*zc), GFP_KERNEL_ACCOUNT);
+
+	if (!zc)
+		return NULL;
+	zc->area = __vmalloc(data_size + hdr_size, GFP_KERNEL_ACCOUNT);
+	if (!zc->area) {
+		kfree(zc);
+		return NULL;
+	}
+	zc->data_size = data_size;
+	zc->used = data_size;
+	zc->size = data_size + hdr_size;
+	p2pkp_ubuf_ops_set(&zc->ubuf, p2pkp_zc_ops);
+	zc->ubuf.flags = SKBFL_ZEROCOPY_FRAG | SKBFL_DONT_ORPHAN;
+	refcount_set(&zc->ubuf.refcnt, 1);
+	INIT_WORK(&zc->free, p2pkp_zc_free);
+	atomic_inc(&p2pkp_zc_live);
+	return zc;
+}
+
+/*
+ * Header room in an area of @blk bytes: a header (and tag) for each chunk
+ * of every peer that lies in it, within 4..256 KiB (beyond, a block's last
+ * runs copy).
+ */
+static u32 p2pkp_zc_hdr_size(struct p2pkp_peer **peers, int npeers,
+			     u32 blk, bool mac)
+{
+	u32 per = P2PKP_DATA_HLEN + (mac ? P2PKP_MAC_LEN : 0);
+	u64 n = 0;
+	int i;
+
+	for (i = 0; i < npeers; i++)
+		n += blk / peers[i]->chunk + 2;
+	return clamp_t(u64, PAGE_ALIGN(n * per), SZ_4K, SZ_256K);
+}
+
 struct p2pkp_tx {
 	struct p2pkp_ctx ctx;		/* the caller of write() */
 	struct file *file;
@@ -1266,6 +1360,10 @@ struct p2pkp_tx {
 	u8 *blk;			/* new data: file bytes blk_pos.. */
 	u32 blk_size, blk_len;		/* ... allocated, valid */
 	u64 blk_pos;
+	u8 *blk_copy;			/* blk when not zero-copy */
+	struct p2pkp_zc *zc;		/* blk's area when zero-copy, or NULL */
+	bool zc_on;			/* tx_zerocopy at write() */
+	u32 zc_hdrs;			/* header bytes of a zero-copy area */
 	u8 *one;			/* one chunk, for retransmissions */
 	u64 one_pos;			/* its file offset, U64_MAX: none */
 	u32 one_len;
@@ -1282,9 +1380,11 @@ struct p2pkp_tx {
 	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
 	/* a run of DATA datagrams sent with one UDP_SEGMENT call */
 	bool no_gso;			/* the route refused it: one by one */
+	bool no_zc;			/* ... and so zero-copy runs */
 	struct kvec gvec[3 * P2PKP_GSO_CHUNKS];
 	u8 ghdr[P2PKP_GSO_CHUNKS][P2PKP_DATA_HLEN];
 	u8 gtag[P2PKP_GSO_CHUNKS][P2PKP_MAC_LEN];
+	struct bio_vec zbv[MAX_SKB_FRAGS];	/* a zero-copy run's pieces */
 };
 
 /* File offset and length of chunk @c of @p's epoch (section 2.2). */
@@ -1305,6 +1405,39 @@ static bool p2pkp_in_blk(const struct p2pkp_tx *tx, u64 pos, u32 len)
 	return pos >= tx->blk_pos && pos + len <= tx->blk_pos + tx->blk_len;
 }
 
+/*
+ * Where the next block of new data goes: with zero-copy, an area no skb
+ * references (the current one if nothing was sent from it, else a new one;
+ * the old one lives on with its skbs); else, or if no area can be had, the
+ * copy buffer.
+ */
+static int p2pkp_zc_next(struct p2pkp_tx *tx)
+{
+	struct p2pkp_zc *zc = tx->zc;
+
+	if (!tx->zc_on)
+		return 0;
+	/* every skb that references an area holds a ref on it */
+	if (zc && (!zc->sent || refcount_read(&zc->ubuf.refcnt) == 1)) {
+		smp_acquire__after_ctrl_dep();	/* their last reads first */
+		zc->used = zc->data_size;
+		zc->sent = false;
+		return 0;
+	}
+	tx->zc = NULL;
+	p2pkp_zc_put(zc);
+	zc = p2pkp_zc_alloc(tx->blk_size, tx->zc_hdrs);
+	tx->zc = zc;
+	if (zc) {
+		tx->blk = zc->area;
+		return 0;
+	}
+	if (!tx->blk_copy)
+		tx->blk_copy = kvmalloc(tx->blk_size, GFP_KERNEL_ACCOUNT);
+	tx->blk = tx->blk_copy;
+	return tx->blk ? 0 : -ENOMEM;
+}
+
 /* Read the block of new data from @pos (hashing what is next in order). */
 static int p2pkp_read_blk(struct p2pkp_tx *tx, u64 pos)
 {
@@ -1312,6 +1445,9 @@ static int p2pkp_read_blk(struct p2pkp_tx *tx, u64 pos)
 	int err;
 
 	tx->blk_len = 0;
+	err = p2pkp_zc_next(tx);
+	if (err)
+		return err;
 	err = p2pkp_read_full(tx->file, tx->blk, bytes, pos);
 	if (err)
 		return err;
@@ -1775,15 +1911,159 @@ static u32 p2pkp_gso_max(const struct p2pkp_sock *ps,
 	return clamp_t(u32, 63 * 1024 / seg, 1, P2PKP_GSO_CHUNKS);
 }
 
+/* What a batched send's result means for the rest of its run. */
+enum { P2PKP_RUN_SENT, P2PKP_RUN_AGAIN, P2PKP_RUN_LOST, P2PKP_RUN_SLOW };
+
 /*
- * Send new chunks @c .. @c + @n - 1, all in tx->blk, to @p with one
- * UDP_SEGMENT send: routed and queued once and the NIC kicked once, then
- * cut into @n datagrams (every one with its own header and tag) by the
- * stack or the NIC.  A path MTU that dropped below one datagram (EINVAL,
- * EMSGSIZE) starts a new epoch; a route that cannot batch (no checksum
- * offload: EIO, or those errors without a lower MTU) turns batching off
- * for this file.  Returns how many chunks went (fewer than @n: the socket
- * buffer is full).
+ * A path MTU that dropped below one datagram (EINVAL, EMSGSIZE) starts a
+ * new epoch and the run counts as lost (sent again, smaller); a route that
+ * cannot batch (no checksum offload: EIO, or those errors without a lower
+ * MTU) makes the rest go one by one (SLOW); a full socket buffer sent
+ * nothing (AGAIN); other soft errors are a loss, hard ones fail the peer.
+ */
+static int p2pkp_run_result(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			    struct p2pkp_peer *p, u64 c, int err)
+{
+	if (err >= 0)
+		return P2PKP_RUN_SENT;
+	if (err == -EAGAIN)
+		return P2PKP_RUN_AGAIN;
+	if (p2pkp_soft_err(err))
+		return P2PKP_RUN_LOST;
+	if (err != -EIO && err != -EINVAL && err != -EMSGSIZE) {
+		p2pkp_peer_fail(ps, p, err);
+		return P2PKP_RUN_LOST;
+	}
+	if (err != -EIO && p2pkp_tx_mtu(ps, tx, p, c))
+		return P2PKP_RUN_LOST;
+	return P2PKP_RUN_SLOW;
+}
+
+static void p2pkp_run_sent(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			   struct p2pkp_peer *p, u64 c, u32 n, bool zc)
+{
+	p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, n);
+	if (n > 1)
+		p2pkp_stat(ps, P2PKP_ST_GSO_SENDS, 1);
+	if (zc)
+		p2pkp_stat(ps, P2PKP_ST_ZC_SENDS, 1);
+	p2pkp_data_sent(ps, p, n, p2pkp_run_len(tx, p, c, n), false);
+}
+
+/*
+ * Add [@addr, @addr + @len) of a vmalloc area to the pieces of a zero-copy
+ * run, page by page, joined to the last piece where they continue it (as
+ * the skb will join them): false if that takes more than MAX_SKB_FRAGS.
+ */
+static bool p2pkp_bv_add(struct bio_vec *bv, u32 *nbv, const u8 *addr,
+			 u32 len)
+{
+	while (len) {
+		struct page *pg = vmalloc_to_page(addr);
+		u32 off = offset_in_page(addr);
+		u32 l = min_t(u32, len, PAGE_SIZE - off);
+		struct bio_vec *last = *nbv ? &bv[*nbv - 1] : NULL;
+
+		if (last && last->bv_page == pg &&
+		    last->bv_offset + last->bv_len == off) {
+			last->bv_len += l;
+		} else {
+			if (*nbv == MAX_SKB_FRAGS)
+				return false;
+			bvec_set_page(&bv[(*nbv)++], pg, l, off);
+		}
+		addr += l;
+		len -= l;
+	}
+	return true;
+}
+
+/*
+ * A zero-copy run of up to @n new chunks from @c to @p, into @msg: each
+ * header and tag written once into the area's header room, each payload
+ * referenced where it lies in the block, as many datagrams as the skb's
+ * fragments take.  Returns how many (0: not one fits; send by copy).
+ */
+static u32 p2pkp_zc_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			struct p2pkp_peer *p, u64 c, u32 n, u64 now,
+			struct msghdr *msg)
+{
+	struct p2pkp_zc *zc = tx->zc;
+	u32 mlen = ps->mac ? P2PKP_MAC_LEN : 0;
+	u32 per = P2PKP_DATA_HLEN + mlen;
+	struct bio_vec *bv = tx->zbv;
+	struct bio_vec keep = {};
+	size_t total = 0;
+	u32 i, nbv = 0;
+
+	for (i = 0; i < n && zc->used + per <= zc->size; i++) {
+		u8 *hdr = zc->area + zc->used;
+		const u8 *pl = tx->blk +
+			       (p2pkp_peer_off(p, c + i) - tx->blk_pos);
+		u32 plen = p2pkp_peer_len(tx, p, c + i);
+		u32 nb = nbv;
+
+		if (nbv)
+			keep = bv[nbv - 1];	/* a join may change it */
+		if (!p2pkp_bv_add(bv, &nb, hdr, P2PKP_DATA_HLEN) ||
+		    !p2pkp_bv_add(bv, &nb, pl, plen) ||
+		    (mlen && !p2pkp_bv_add(bv, &nb, hdr + P2PKP_DATA_HLEN,
+					   mlen))) {
+			if (nbv)
+				bv[nbv - 1] = keep;
+			break;		/* the next run takes it */
+		}
+		p2pkp_data_hdr(ps, tx, p, hdr, c + i,
+			       p2pkp_new_flags(p, c + i), now);
+		if (mlen && p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
+				      hdr + P2PKP_DATA_HLEN)) {
+			if (nbv)
+				bv[nbv - 1] = keep;
+			break;
+		}
+		zc->used += per;
+		nbv = nb;
+		total += per + plen;
+	}
+	if (!i)
+		return 0;
+	zc->sent = true;		/* skbs may reference the area now */
+	iov_iter_bvec(&msg->msg_iter, ITER_SOURCE, bv, nbv, total);
+	msg->msg_ubuf = &zc->ubuf;
+	if (i == 1)
+		msg->msg_controllen = 0;	/* one datagram: no GSO */
+	return i;
+}
+
+/*
+ * Zero-copy runs for @p?  Only where they carry at least half the datagrams
+ * of a batch that copies (p2pkp_gso_max): each datagram takes its pages
+ * and a header as skb fragments, and each fragment is charged a whole page
+ * against the socket's send buffer, so small chunks (1432 bytes at MTU
+ * 1500: 6 to 8 per run instead of 32) go faster by copy; chunks of some
+ * pages (MTU 9000 and up) do not.  A 65,000-byte chunk takes more
+ * fragments than an skb has: copy.
+ */
+static bool p2pkp_zc_pays(const struct p2pkp_sock *ps,
+			  const struct p2pkp_tx *tx, const struct p2pkp_peer *p)
+{
+	/* a datagram's fragments: its pages (+1 where it straddles), header */
+	u32 per_run = MAX_SKB_FRAGS * PAGE_SIZE / (p->chunk + 2 * PAGE_SIZE);
+
+	if (!tx->zc || tx->no_zc)
+		return false;
+	return 2 * per_run >= p2pkp_gso_max(ps, p);
+}
+
+/*
+ * Send new chunks @c .. @c + @n - 1, all in tx->blk, to @p in as few
+ * sends as it takes: zero-copy runs (p2pkp_zc_run) while the block is in a
+ * zero-copy area, else one UDP_SEGMENT send with copies: either way routed
+ * and queued once and the NIC kicked once per send, then cut into
+ * datagrams (every one with its own header and tag) by the stack or the
+ * NIC.  What is left after a send the route refused goes one by one
+ * (p2pkp_run_result).  Returns how many chunks went (fewer than @n: the
+ * socket buffer is full).
  */
 static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			     struct p2pkp_peer *p, u64 c, u32 n)
@@ -1792,21 +2072,51 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		struct cmsghdr cm;
 		u8 buf[CMSG_SPACE(sizeof(u16))];
 	} ctl = {};
-	struct msghdr msg = {
-		.msg_control = &ctl,
-		.msg_controllen = sizeof(ctl),
-		.msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT,
-	};
+	struct msghdr msg = {};
 	const u8 *data = tx->blk + (p2pkp_peer_off(p, c) - tx->blk_pos);
 	u32 mlen = ps->mac ? P2PKP_MAC_LEN : 0;
 	u64 now = ktime_get_ns();
-	u64 bytes = p2pkp_run_len(tx, p, c, n);
-	u32 i, v = 0;
-	int err;
+	u32 i, k, v = 0, done = 0;
+	int r;
 
-	if (n > 1 && !tx->no_gso) {
-		for (i = 0; i < n; i++) {
-			u8 *hdr = tx->ghdr[i];
+	ctl.cm.cmsg_level = SOL_UDP;
+	ctl.cm.cmsg_type = UDP_SEGMENT;
+	ctl.cm.cmsg_len = CMSG_LEN(sizeof(u16));
+	*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + p->chunk + mlen;
+
+	while (done < n && p2pkp_zc_pays(ps, tx, p)) {
+		u32 used = tx->zc->used;
+
+		msg = (struct msghdr){
+			.msg_control = &ctl,
+			.msg_controllen = sizeof(ctl),
+			.msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT | MSG_ZEROCOPY,
+		};
+		k = p2pkp_zc_run(ps, tx, p, c + done,
+				 tx->no_gso ? 1 : n - done, now, &msg);
+		if (!k)
+			break;
+		r = p2pkp_run_result(ps, tx, p, c + done,
+				     sock_sendmsg(p->ks.sock, &msg));
+		if (r == P2PKP_RUN_AGAIN) {
+			/* no skb was made (the first one's allocation) */
+			tx->zc->used = used;
+			return done;
+		}
+		if (r == P2PKP_RUN_LOST)
+			return n;	/* like a loss */
+		if (r == P2PKP_RUN_SENT) {
+			p2pkp_run_sent(ps, tx, p, c + done, k, true);
+			done += k;
+		} else {
+			tx->no_zc = true;	/* the route takes no batch */
+			tx->no_gso = true;
+		}
+	}
+	if (n - done > 1 && !tx->no_gso) {
+		for (i = done; i < n; i++) {
+			u8 *hdr = tx->ghdr[i - done];
+			u8 *tag = tx->gtag[i - done];
 			const u8 *pl = data + i * p->chunk;
 			u32 plen = p2pkp_peer_len(tx, p, c + i);
 
@@ -1819,36 +2129,34 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			if (!mlen)
 				continue;
 			if (p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
-				      tx->gtag[i]))
+				      tag))
 				return n;	/* like a loss */
-			tx->gvec[v].iov_base = tx->gtag[i];
+			tx->gvec[v].iov_base = tag;
 			tx->gvec[v++].iov_len = mlen;
 		}
-		ctl.cm.cmsg_level = SOL_UDP;
-		ctl.cm.cmsg_type = UDP_SEGMENT;
-		ctl.cm.cmsg_len = CMSG_LEN(sizeof(u16));
-		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + p->chunk + mlen;
-		err = kernel_sendmsg(p->ks.sock, &msg, tx->gvec, v,
-				     n * (P2PKP_DATA_HLEN + mlen) + bytes);
-		if (err >= 0) {
-			p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, n);
-			p2pkp_stat(ps, P2PKP_ST_GSO_SENDS, 1);
-			p2pkp_data_sent(ps, p, n, bytes, false);
+		msg = (struct msghdr){
+			.msg_control = &ctl,
+			.msg_controllen = sizeof(ctl),
+			.msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT,
+		};
+		r = p2pkp_run_result(ps, tx, p, c + done,
+				     kernel_sendmsg(p->ks.sock, &msg, tx->gvec,
+						    v, (n - done) *
+						    (P2PKP_DATA_HLEN + mlen) +
+						    p2pkp_run_len(tx, p,
+								  c + done,
+								  n - done)));
+		if (r == P2PKP_RUN_SENT) {
+			p2pkp_run_sent(ps, tx, p, c + done, n - done, false);
 			return n;
 		}
-		if (err == -EAGAIN)
-			return 0;
-		if (p2pkp_soft_err(err))
-			return n;	/* like a loss */
-		if (err != -EIO && err != -EINVAL && err != -EMSGSIZE) {
-			p2pkp_peer_fail(ps, p, err);
+		if (r == P2PKP_RUN_AGAIN)
+			return done;
+		if (r == P2PKP_RUN_LOST)
 			return n;
-		}
-		if (err != -EIO && p2pkp_tx_mtu(ps, tx, p, c))
-			return n;	/* like a loss: sent again, smaller */
 		tx->no_gso = true;
 	}
-	for (i = 0; i < n && p->state == PS_DATA && !p->resync; i++)
+	for (i = done; i < n && p->state == PS_DATA && !p->resync; i++)
 		if (p2pkp_tx_data_one(ps, tx, p, c + i, data + i * p->chunk,
 				      p2pkp_new_flags(p, c + i), false))
 			return i;
@@ -2145,7 +2453,8 @@ static void p2pkp_tx_free(struct p2pkp_tx *tx)
 	p2pkp_sha_free(&tx->sha);
 	kfree(tx->rbuf);
 	kvfree(tx->one);
-	kvfree(tx->blk);
+	p2pkp_zc_put(tx->zc);		/* freed with its last skb */
+	kvfree(tx->blk_copy);
 	kfree(tx);
 }
 
@@ -2277,10 +2586,15 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 			     min_t(u32, 64 * tx->chunk_max,
 				   P2PKP_BLOCK_MAX / tx->chunk_max *
 				   tx->chunk_max));
-	tx->blk = kvmalloc(tx->blk_size, GFP_KERNEL_ACCOUNT);
+	tx->zc_on = READ_ONCE(tx_zerocopy);
+	if (!tx->zc_on)	/* else only if no area can be had */
+		tx->blk_copy = kvmalloc(tx->blk_size, GFP_KERNEL_ACCOUNT);
+	tx->blk = tx->blk_copy;
+	tx->zc_hdrs = p2pkp_zc_hdr_size(ps->peers, ps->npeers, tx->blk_size,
+					ps->mac);
 	tx->one = kvmalloc(tx->chunk_max, GFP_KERNEL_ACCOUNT);
 	tx->rbuf = kmalloc(P2PKP_REPLY_MAX, GFP_KERNEL_ACCOUNT);
-	if (!tx->blk || !tx->one || !tx->rbuf) {
+	if ((!tx->zc_on && !tx->blk_copy) || !tx->one || !tx->rbuf) {
 		p2pkp_tx_free(tx);
 		return -ENOMEM;
 	}
@@ -4968,6 +5282,14 @@ static void __exit p2pkp_exit(void)
 	unregister_pernet_subsys(&p2pkp_net_ops);
 	rcu_barrier();			/* sockets freed after a grace period */
 	proto_unregister(&p2pkp_proto);
+	/*
+	 * Zero-copy areas outlive their sockets until the stack frees the
+	 * last skb referencing them (a queue, a delay): their completion is
+	 * our code.  Wait for every one, and for the completion that freed
+	 * the last to return (it runs under rcu_read_lock()).
+	 */
+	wait_event_idle(p2pkp_zc_wait, !atomic_read(&p2pkp_zc_live));
+	synchronize_rcu();
 	destroy_workqueue(p2pkp_wq);
 	crypto_free_shash(p2pkp_sha_tfm);	/* NULL-safe */
 }

@@ -85,6 +85,21 @@ static inline ssize_t p2pkp_vfs_iter_write(struct file *f, struct iov_iter *it,
 #endif
 }
 
+/*
+ * Zero-copy sends: an skb that referenced pages under a ubuf_info calls its
+ * completion when it lets go of them (6.10 moved the callback into ops).
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
+#define P2PKP_UBUF_OPS(name, fn) \
+	static const struct ubuf_info_ops name = { .complete = fn }
+#define p2pkp_ubuf_ops_set(u, name)	((u)->ops = &(name))
+#else
+#define P2PKP_UBUF_OPS(name, fn) \
+	static void (* const name)(struct sk_buff *, struct ubuf_info *, \
+				   bool) = fn
+#define p2pkp_ubuf_ops_set(u, name)	((u)->callback = (name))
+#endif
+
 /* 6.5 removed proto_ops.sendpage (MSG_SPLICE_PAGES replaced it). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 #define P2PKP_OPS_SENDPAGE

@@ -150,5 +150,6 @@ STAT_NAMES = (
     "epochs",
     "gro_receives",
     "file_writes",
+    "zc_sends",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))
