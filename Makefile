@@ -190,12 +190,14 @@ bench: deps
 	$(CLI) --pin $(PIN_NAME) bench -- --kernel $(KERNEL) $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 # Issue 14 item 7: the matrix at each link MTU, one bench run (and results folder) per MTU.
+# Every method, and P2PKP also without zero-copy sends (p2pkp-copy: tx_zerocopy=0).
 BENCH_MTUS ?= 1500 9000 65520
+BENCH_MTU_METHODS ?= p2pkp,p2pkp-copy,p2pkp-key,udp-rw,udp-sendfile,udp-gso,tcp-sendfile
 bench-mtu: deps
 	$(MAKE) all
 	set -e; for m in $(BENCH_MTUS); do \
 		$(CLI) --pin $(PIN_NAME) bench -- --kernel $(KERNEL) --mtu $$m --sizes 67108864 \
-			--peers 1,3 $(BENCH_ARGS); \
+			--peers 1,3 --methods $(BENCH_MTU_METHODS) $(BENCH_ARGS); \
 	done
 
 bench-scale: deps

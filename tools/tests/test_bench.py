@@ -27,7 +27,7 @@ from p2pkpvm.bench.model import (
     parse_udp_counters,
     parse_wire,
 )
-from p2pkpvm.bench.runner import BenchConfig, recv_cmd, send_cmd, timed_plan
+from p2pkpvm.bench.runner import BenchConfig, recv_cmd, send_cmd, timed_plan, zerocopy_cmd
 from p2pkpvm.bench.tables import fmt_s, fmt_size, latex, markdown, targets
 
 DATA = Path(__file__).parent / "data" / "bench"
@@ -259,6 +259,18 @@ def test_commands() -> None:
     assert "bench-tcp recv --listen 7601 --out /o" in recv_cmd("tcp-sendfile-par", 7601, "/o", 1)
     with pytest.raises(ValueError, match="unknown method"):
         send_cmd("ftp", ["10.99.0.2"], 1, "/f", 1432)
+
+
+def test_p2pkp_copy_is_p2pkp_with_zerocopy_off() -> None:
+    """p2pkp-copy runs P2PKP's own commands with the sender's tx_zerocopy at 0; the other
+    P2PKP methods set it back to 1 (it is read at each write()), the baselines leave it."""
+    param = "/sys/module/p2pkp/parameters/tx_zerocopy"
+    assert zerocopy_cmd("p2pkp-copy") == f"echo 0 > {param}; "
+    assert zerocopy_cmd("p2pkp") == zerocopy_cmd("p2pkp-key") == f"echo 1 > {param}; "
+    assert zerocopy_cmd("udp-gso") == zerocopy_cmd("tcp-sendfile") == ""
+    to = ["10.99.0.2"]
+    assert send_cmd("p2pkp-copy", to, 1, "/f", 1432) == send_cmd("p2pkp", to, 1, "/f", 1432)
+    assert recv_cmd("p2pkp-copy", 1, "/o", 1432) == recv_cmd("p2pkp", 1, "/o", 1432)
 
 
 def test_payload_is_p2pkp_chunk_at_the_mtu() -> None:

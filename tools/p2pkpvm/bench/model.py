@@ -23,9 +23,11 @@ METHODS = (
     "udp-gso",
     "tcp-sendfile",
     "tcp-sendfile-par",
+    "p2pkp-copy",
 )
 # The methods of `make bench` unless --methods names others (the concurrent TCP sender is
-# the scaling matrix's: at 1-3 peers it adds little beside the sequential one).
+# the scaling matrix's: at 1-3 peers it adds little beside the sequential one; P2PKP without
+# zero-copy sends is make bench-mtu's).
 DEFAULT_METHODS = METHODS[:6]
 METHOD_LABELS = {
     "p2pkp": "P2PKP",
@@ -35,6 +37,7 @@ METHOD_LABELS = {
     "udp-gso": "UDP GSO",
     "tcp-sendfile": "TCP sendfile",
     "tcp-sendfile-par": "TCP sendfile, concurrent",
+    "p2pkp-copy": "P2PKP, tx_zerocopy=0",
 }
 
 

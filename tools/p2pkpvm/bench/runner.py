@@ -58,6 +58,7 @@ UDP = str(paths.BENCH_TOOLS / "bench-udp")
 TCP = str(paths.BENCH_TOOLS / "bench-tcp")
 WORK = "/tmp/bench"
 KEY = f"{WORK}/key"  # P2PKP_KEY of method p2pkp-key, the same on every guest
+ZC_PARAM = "/sys/module/p2pkp/parameters/tx_zerocopy"
 SRC = f"{WORK}/src"  # ext4 on a loop device, so that drop_caches really makes a cold read
 IMG = f"{WORK}/disk.img"
 # The sender's NIC counters, printed before and after the timed command (parse_wire).
@@ -99,7 +100,7 @@ QUICK = BenchConfig(
 def recv_cmd(method: str, port: int, out: str, payload: int) -> str:
     """The receiver of `method`: every one prints a JSON 'listening' event once bound;
     payload: bytes of file per datagram of the UDP baselines."""
-    if method == "p2pkp":
+    if method in ("p2pkp", "p2pkp-copy"):
         return p2pkp_recv_cmd(port, out)
     if method == "p2pkp-key":
         return f"{p2pkp_recv_cmd(port, out)} --key-file {KEY}"
@@ -114,6 +115,8 @@ def send_cmd(method: str, addrs: Sequence[str], port: int, path: str, payload: i
     to = " ".join(f"--to {a}:{port}" for a in addrs)
     if method == "p2pkp":
         return f"{SEND} {to} {path}"
+    if method == "p2pkp-copy":
+        return f"{SEND} {to} {path}"
     if method == "p2pkp-key":
         return f"{SEND} --key-file {KEY} {to} {path}"
     if method in UDP_MODES:
@@ -123,6 +126,14 @@ def send_cmd(method: str, addrs: Sequence[str], port: int, path: str, payload: i
     if method == "tcp-sendfile-par":
         return f"{TCP} send --concurrent {to} {path}"
     raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+
+
+def zerocopy_cmd(method: str) -> str:
+    """The sender's module parameter tx_zerocopy for `method` (read by each write()): off for
+    p2pkp-copy, on for the other P2PKP methods; nothing for the baselines."""
+    if not method.startswith("p2pkp"):
+        return ""
+    return f"echo {0 if method == 'p2pkp-copy' else 1} > {ZC_PARAM}; "
 
 
 def deadline(size: int, peers: int) -> float:
@@ -269,7 +280,8 @@ class BenchRunner:
         total = f"{PROC_TOTAL}; " if method.startswith("p2pkp") else ""
         load0 = self.load()
         res = self.sender.run(
-            f"{total}{WIRE}; head -1 /proc/stat; {TIMEIT} {send}; head -1 /proc/stat; "
+            f"{zerocopy_cmd(method)}{total}{WIRE}; head -1 /proc/stat; {TIMEIT} {send}; "
+            "head -1 /proc/stat; "
             f"{WIRE}; {total}",
             timeout=deadline(size, peers),
             check=False,
@@ -321,7 +333,7 @@ class BenchRunner:
         send = send_cmd(method, addrs, port, src_path(size), self.config.payload)
         trace = f"{WORK}/strace-{port}.txt"
         res = self.sender.run(
-            f"strace -f -c -o {trace} {send}; echo send_rc=$?; cat {trace}",
+            f"{zerocopy_cmd(method)}strace -f -c -o {trace} {send}; echo send_rc=$?; cat {trace}",
             timeout=10 * deadline(size, peers),
             check=False,
         )
