@@ -11,9 +11,6 @@ guessed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.net.impair import impair
@@ -22,6 +19,7 @@ from p2pkpvm.scenario.scenario import (
     Guest,
     MiB,
     Scenario,
+    module_param,
     next_port,
     parse_received,
     proc_total,
@@ -33,17 +31,6 @@ from p2pkpvm.scenario.scenario import (
 SIZE = 32 * MiB
 CHUNK = wire.chunk_for(1500)
 CHUNKS = -(-SIZE // CHUNK)
-PARAM = "/sys/module/p2pkp/parameters/rx_gro"
-
-
-@contextmanager
-def rx_gro(vm: Guest, on: bool) -> Iterator[None]:
-    """The module parameter rx_gro at `on` on vm for the block (read at bind), then 1."""
-    vm.run(f"echo {int(on)} > {PARAM}")
-    try:
-        yield
-    finally:
-        vm.run(f"echo 1 > {PARAM}")
 
 
 def transfer(scn: Scenario, tx: Guest, rx: Guest, size: int = SIZE) -> dict[str, int]:
@@ -77,7 +64,7 @@ def test_without_gro_one_write_per_chunk(scn: Scenario, cluster: ClusterView) ->
     """rx_gro=0 on vm2: no receive returns several datagrams and each of the file's chunks is
     written alone, exactly once (duplicates are not written)."""
     tx, rx = cluster["vm1"], cluster["vm2"]
-    with rx_gro(rx, False):
+    with module_param(rx, "rx_gro", False):
         d = transfer(scn, tx, rx)
     assert d["gro_receives"] == 0, d
     assert d["file_writes"] == CHUNKS, d

@@ -28,6 +28,7 @@ from p2pkpvm.scenario.scenario import (
     MiB,
     Scenario,
     module_ko,
+    module_param,
     next_port,
     parse_received,
     proc_total,
@@ -39,7 +40,6 @@ from p2pkpvm.scenario.scenario import (
 from p2pkpvm.vm.guest import Job
 
 pytestmark = [pytest.mark.topology("jumbo"), pytest.mark.timeout_s(900)]
-PARAM = "/sys/module/p2pkp/parameters/tx_zerocopy"
 KEY = "5a" * 32
 
 
@@ -51,16 +51,6 @@ def links_at(cluster: ClusterView, mtu: int) -> Iterator[tuple[Guest, Guest]]:
         for vm in (tx, rx):
             stack.enter_context(link_mtu(vm, mtu))
         yield tx, rx
-
-
-@contextmanager
-def tx_zerocopy(vm: Guest, on: bool) -> Iterator[None]:
-    """The module parameter tx_zerocopy at `on` on vm for the block (read at write), then 1."""
-    vm.run(f"echo {int(on)} > {PARAM}")
-    try:
-        yield
-    finally:
-        vm.run(f"echo 1 > {PARAM}")
 
 
 def receivers(scn: Scenario, rx: Guest, peers: int, key: str) -> list[tuple[int, Job]]:
@@ -123,7 +113,7 @@ def test_zerocopy_with_key(scn: Scenario, cluster: ClusterView) -> None:
 def test_zerocopy_off_copies(scn: Scenario, cluster: ClusterView) -> None:
     """tx_zerocopy=0: the same transfer at MTU 9000 copies (zc_sends does not move) and is
     bit-exact."""
-    with links_at(cluster, 9000) as (tx, rx), tx_zerocopy(tx, False):
+    with links_at(cluster, 9000) as (tx, rx), module_param(tx, "tx_zerocopy", False):
         zc = fan_out(scn, tx, rx, 8 * MiB, peers=2)
     assert zc == 0, f"{zc} zero-copy sends with tx_zerocopy=0"
 

@@ -420,6 +420,18 @@ _TMPFILE_PROBE = (
 
 
 @contextmanager
+def module_param(vm: Guest, name: str, on: bool) -> Iterator[None]:
+    """p2pkp's boolean module parameter `name` at `on` on vm for the block, then back at 1
+    (every such parameter defaults to on: rx_gro, tx_zerocopy)."""
+    param = f"/sys/module/p2pkp/parameters/{name}"
+    vm.run(f"echo {int(on)} > {param}")
+    try:
+        yield
+    finally:
+        vm.run(f"echo 1 > {param}")
+
+
+@contextmanager
 def dir_without_o_tmpfile(vm: Guest, base: str) -> Iterator[str]:
     """A world-writable sticky directory on vm (`base`-fuse) where open(O_TMPFILE) fails with
     EOPNOTSUPP, on every kernel: a bindfs (FUSE) mirror of `base`-back.  bindfs mounts with
