@@ -4,6 +4,7 @@ tests are deselected unless asked for."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -135,3 +136,69 @@ def test_vm_tests_grouped_so_each_cluster_boots_once(tmp_path: Path) -> None:
         "test_a_pair",
         "test_0_jumbo",
     ], out
+
+
+TERMINATED = """
+import os
+import signal
+import signal
+import time
+
+import pytest
+
+from p2pkpvm.cluster import cluster as cl
+
+
+class Guests:
+    closed = False
+
+    def close(self):
+        Guests.closed = True
+        print("guests closed", flush=True)
+
+
+@pytest.fixture
+def guests():
+    g = Guests()
+    cl._register(g)  # as a booted Cluster registers itself: its SIGTERM handler is in force
+    os.kill(os.getpid(), signal.SIGTERM)  # e.g. CI's deadline, or kill, while a fixture sets up
+    time.sleep(30)
+    yield g
+
+
+def test_a_before():
+    pass
+
+def test_b_terminated(guests):
+    pass
+
+def test_c_after(guests):
+    pass
+
+def test_d_after():
+    pass
+"""
+
+
+def test_sigterm_ends_the_session_after_closing_the_guests(tmp_path: Path) -> None:
+    """SIGTERM (a deadline, `kill`) stops the run as Ctrl-C does: the guests are closed, no
+    later test runs, pytest reports the stop and exits 128 + SIGTERM.  It used to raise
+    SystemExit inside whatever was running: pytest counted that as one test's error and went
+    on, and a SystemExit during fixture setup left pytest's fixture state stale, so every
+    later test failed its setup with `assert not self._finalizers` (111 errors after one
+    SIGTERM in a debug-kernel run)."""
+    (tmp_path / "test_term.py").write_text(TERMINATED)
+    t0 = time.monotonic()
+    res = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-c", os.devnull,
+         "--rootdir", str(tmp_path), str(tmp_path / "test_term.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    out = res.stdout + res.stderr
+    assert res.returncode == 128 + signal.SIGTERM, out
+    assert "guests closed" in out, out
+    assert "SIGTERM" in out, out
+    assert "_finalizers" not in out, out
+    assert "1 passed" in out, out
+    assert "test_c_after" not in out and "test_d_after" not in out, out
+    assert time.monotonic() - t0 < 25, "the run waited out the fixture's sleep"

@@ -1,21 +1,31 @@
-"""`python -m p2pkpvm bench-profile [--size B] [--method M] [--peers N] [--cache C]`: where a
-transfer's CPU goes.
+"""`python -m p2pkpvm bench-profile [--size B] [--method M] [--peers N] [--cache C] [--mtu M]`:
+where a transfer's CPU goes.
 
 Boots one sender and N receivers (topology `pair`, `trio` or `quad`), loads the module, and on
 the sender runs `perf record -e cpu-clock -a -g` around one transfer (cpu-clock: a TCG guest
 has no PMU), then prints `perf report` (flat, by symbol) of the sender.  The first receiver is
 reported too when --receiver is given.  `--cache cold` drops the sender's page cache first,
-as the bench does.
+as the bench does.  `--mtu` sets the links' MTU (topology `mtu`), as `bench --mtu` does;
+method p2pkp-copy turns the sender's tx_zerocopy off for the profiled write, as the bench does.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from p2pkpvm.bench.model import METHODS
-from p2pkpvm.bench.runner import BenchConfig, BenchRunner, recv_cmd, send_cmd, src_path
+from p2pkpvm.bench.runner import (
+    BenchConfig,
+    BenchRunner,
+    recv_cmd,
+    send_cmd,
+    src_path,
+    zerocopy_cmd,
+)
 from p2pkpvm.cluster.cluster import Cluster
+from p2pkpvm.net.mtu import DEFAULT_MTU, MAX_MTU, MIN_MTU
 from p2pkpvm.net.topology import load_topology
 from p2pkpvm.scenario.scenario import next_port, start_receiver
 
@@ -33,9 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peers", type=int, default=1, choices=sorted(TOPOLOGY))
     p.add_argument("--cache", default="warm", choices=("warm", "cold"))
     p.add_argument("--receiver", action="store_true", help="also profile the first receiver")
+    p.add_argument("--mtu", type=int, default=DEFAULT_MTU, help="MTU of the cluster's links")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = BenchConfig(sizes=(args.size,), peers=(args.peers,), caches=(args.cache,), reps=1)
-    with Cluster(load_topology(TOPOLOGY[args.peers])) as cluster:
+    if not MIN_MTU <= args.mtu <= MAX_MTU:
+        p.error(f"--mtu {args.mtu}: must be {MIN_MTU}..{MAX_MTU}")
+    cfg = BenchConfig(
+        sizes=(args.size,), peers=(args.peers,), caches=(args.cache,), reps=1, mtu=args.mtu
+    )
+    topo = replace(load_topology(TOPOLOGY[args.peers]), mtu=args.mtu)
+    with Cluster(topo) as cluster:
         cluster.load_module()
         runner = BenchRunner(list(cluster), cfg, print)
         runner.prepare()
@@ -49,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         runner.prepare_cache(args.size, args.cache)
         send = send_cmd(args.method, [r.ipv4 for r in rs], port, src_path(args.size), cfg.payload)
         res = s.run(
+            f"{zerocopy_cmd(args.method)}"
             f"perf record -q -e cpu-clock -a -g -o /tmp/bench/send.data -- {send}; echo rc=$?",
             timeout=600,
         )
@@ -56,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         for job in jobs:
             job.wait(timeout=120)
         print(
-            f"== sender ({s.name}) {args.method} {args.size} B, {args.peers} peers, {args.cache} =="
+            f"== sender ({s.name}) {args.method} {args.size} B, {args.peers} peers, "
+            f"{args.cache}, MTU {args.mtu} =="
         )
         print(s.run(REPORT.format(data="/tmp/bench/send.data"), timeout=300).output)
         if args.receiver:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,8 @@ DEBUG_BOOT_TIMEOUT_S = 300.0  # scaled by the debug kernel's time_scale (x6: 30 
 MANAGER_KEY = pytest.StashKey[ClusterManager]()
 SUMMARY_KEY = pytest.StashKey[RunSummary]()
 VIEW_KEY = pytest.StashKey[ClusterView]()
+SigHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+SIGTERM_KEY = pytest.StashKey[SigHandler]()  # the SIGTERM handler before the run's
 SCN_READY_KEY = pytest.StashKey[bool]()  # the health probe made the scenario directory
 
 
@@ -117,6 +121,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[MANAGER_KEY] = mgr
     config.stash[SUMMARY_KEY] = summary
     logging.getLogger("p2pkpvm").setLevel(logging.INFO)
+    if threading.current_thread() is threading.main_thread():
+        config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM (a CI deadline, `kill`) ends the run as Ctrl-C does: pytest stops after the
+    current step, tears the session down (the guests) and exits 128 + SIGTERM.  A Cluster's
+    own handler closes its guests first, then calls this one.  Without it SIGTERM raised
+    SystemExit in whatever ran, which pytest counts as one test's error and goes on from."""
+    pytest.exit("SIGTERM: run stopped, guests torn down", 128 + signum)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -136,6 +150,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     mgr = config.stash.get(MANAGER_KEY, None)
     if mgr is not None:
         mgr.close()
+    previous = config.stash.get(SIGTERM_KEY, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
