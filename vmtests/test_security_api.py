@@ -598,7 +598,13 @@ def test_security_13_proc_read_in_pieces_while_sockets_churn(
     holders = []
     for _ in range(4):
         ops = ["socket", *peers] * 16
-        holders.append(scn.op_job(vm, [*ops, "echo:held", "sleep:60000"], "held"))
+        # held until killed below: a holder that exited mid-listing (a 60 s sleep did, on the
+        # debug kernel) closes its sockets, and a socket closed before the reader reaches it
+        # is rightly not shown
+        holders.append(scn.op_job(vm, [*ops, "echo:held", "sleep:3600000"], "held"))
+    # 64 sockets x 64 peers must exist before a missing line can mean a skipped one
+    failed = [c.line for job in holders for c in job.output().calls if c.op != "echo" and c.ret < 0]
+    assert not failed, f"{len(failed)} calls of the holders failed, first: {failed[:3]}"
     churn = scn.spawn(vm, f"while :; do {OP} socket bind:127.0.0.1:0 close >/dev/null; done")
     for _ in range(3):
         out = vm.run("dd if=/proc/net/p2pkp bs=64 2>/dev/null", timeout=60.0).output
@@ -611,7 +617,12 @@ def test_security_13_proc_read_in_pieces_while_sockets_churn(
             assert re.fullmatch(whole, line), line
         socks = [line.split()[1] for line in lines if line.startswith("sock ")]
         assert len(socks) == len(set(socks)), "a socket was shown twice"
-        assert sum(line.startswith("peer ") for line in lines) >= 64 * 64, len(lines)
+        alive = vm.run(" && ".join(f"kill -0 {job.pid}" for job in holders), check=False)
+        assert alive.rc == 0, "a holder exited during the listing: the count below means nothing"
+        shown = [(line.split()[1], line.split()[5]) for line in lines if line.startswith("sock ")]
+        assert sum(line.startswith("peer ") for line in lines) >= 64 * 64, (
+            f"{len(socks)} sockets shown, the 64 holders' have peers=64: {shown}"
+        )
     churn.kill()
     for job in holders:
         job.kill()
