@@ -615,11 +615,12 @@ def test_security_13_proc_read_in_pieces_while_sockets_churn(
         whole = rf"sock inode=\d+ .* {wire.STAT_NAMES[-1]}=\d+|peer inode=\d+ .* epoch=\d+"
         for line in lines[1:-1]:
             assert re.fullmatch(whole, line), line
-        socks = [line.split()[1] for line in lines if line.startswith("sock ")]
+        sock_words = [line.split() for line in lines if line.startswith("sock ")]
+        socks = [w[1] for w in sock_words]
         assert len(socks) == len(set(socks)), "a socket was shown twice"
         alive = vm.run(" && ".join(f"kill -0 {job.pid}" for job in holders), check=False)
         assert alive.rc == 0, "a holder exited during the listing: the count below means nothing"
-        shown = [(line.split()[1], line.split()[5]) for line in lines if line.startswith("sock ")]
+        shown = [(w[1], next(x for x in w if x.startswith("peers="))) for w in sock_words]
         assert sum(line.startswith("peer ") for line in lines) >= 64 * 64, (
             f"{len(socks)} sockets shown, the 64 holders' have peers=64: {shown}"
         )
