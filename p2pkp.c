@@ -264,6 +264,10 @@ enum {
 	P2PKP_ST_GRO_RECEIVES,
 	P2PKP_ST_FILE_WRITES,
 	P2PKP_ST_ZC_SENDS,
+	P2PKP_ST_CC_LOSSES,
+	P2PKP_ST_CC_TIMEOUTS,
+	P2PKP_ST_CC_UNDOS,
+	P2PKP_ST_PACE_WAITS,
 	P2PKP_NSTATS,
 };
 
@@ -278,6 +282,7 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"peers_failed", "refused_size", "refused_space", "replies_limited",
 	"acks_sent", "rate_waits", "gso_sends", "icmp_errors", "epochs",
 	"gro_receives", "file_writes", "zc_sends",
+	"cc_losses", "cc_timeouts", "cc_undos", "pace_waits",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -331,6 +336,24 @@ struct p2pkp_peer {
 	u64 rto_ns;			/* ns: last timeout retransmission */
 	u64 rack_ns;			/* ns: latest send time acknowledged */
 	u64 sent, retrans;
+	/* congestion control and pacing (section 3.3), in chunks */
+	bool cc;			/* tx_cc at write() */
+	u32 cwnd, ssthresh;
+	u32 cwnd_cnt;			/* growth owed, in 1/cwnd chunks */
+	u32 nsacked;			/* bits set in sack */
+	u32 pipe;			/* in flight, during a round */
+	u32 w_max;			/* CUBIC: cwnd before the last loss */
+	u32 k_ms;			/* ... time to get back to it */
+	u32 w_origin;			/* ... the curve's plateau */
+	u64 w_est;			/* ... Reno estimate, 1/1024 chunks */
+	u64 cc_epoch_ns;		/* ... start of the curve, 0: none */
+	u64 rec_next;			/* losses below: the same event */
+	u64 pace_ns;			/* ns: next DATA may leave then */
+	u64 pace_rate;			/* bytes/s, 0: not paced */
+	u32 undo_cwnd, undo_ssthresh, undo_w_max;	/* before a timeout */
+	u64 undo_cum;			/* the timed-out chunk, U64_MAX: none */
+	u32 undo_us;			/* ... when it was resent */
+	u64 losses, timeouts, undos;
 	u32 peer_ts;			/* ts of the peer's last datagram */
 	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
 	DECLARE_BITMAP(sack, P2PKP_WIN);	/* relative to cum */
@@ -1375,6 +1398,7 @@ struct p2pkp_tx {
 	/* rate cap: token bucket of DATA payload bytes */
 	u64 rate, burst, tokens, tok_ns;
 	u64 pace_ns;			/* > 0: no tokens, retry after this */
+	u64 wait_ns;			/* pacing: a peer may send after this */
 	bool more;			/* the round's budget ran out: again */
 	u64 cur[P2PKP_MAX_PEERS];	/* retransmission cursor per peer */
 	u32 rto_left[P2PKP_MAX_PEERS];	/* timeout retransmissions allowed */
@@ -1509,6 +1533,23 @@ static void p2pkp_peer_fail(struct p2pkp_sock *ps, struct p2pkp_peer *p,
 	p2pkp_stat(ps, P2PKP_ST_PEERS_FAILED, 1);
 }
 
+/* File bytes @p confirmed in the last write (racy reads: for /proc too). */
+static u64 p2pkp_peer_acked(const struct p2pkp_sock *ps,
+			    const struct p2pkp_peer *p)
+{
+	int state = READ_ONCE(p->state);
+	u64 size = READ_ONCE(ps->tx_size);
+
+	if (state == PS_IDLE)
+		return 0;
+	if (state == PS_DONE)
+		return size;
+	if (READ_ONCE(p->resync))
+		return min(READ_ONCE(p->rs_lo), size);
+	return min(READ_ONCE(p->base) +
+		   READ_ONCE(p->cum) * READ_ONCE(p->chunk), size);
+}
+
 static bool p2pkp_peer_active(const struct p2pkp_peer *p)
 {
 	return p->state >= PS_START && p->state <= PS_END;
@@ -1552,15 +1593,263 @@ static void p2pkp_rtt_sample(struct p2pkp_peer *p, const struct p2pkp_hdr *h)
 		p->rttvar = (3 * p->rttvar + d) / 4;
 		p->srtt = (7 * p->srtt + r) / 8;
 	}
-	p->rto = clamp_t(u32, p->srtt + max_t(u32, 4 * p->rttvar, 10000),
+	/* srtt / 2: a timer late under load is not a loss (section 3.3) */
+	p->rto = clamp_t(u32, p->srtt + max3(4 * p->rttvar, p->srtt / 2, 10000U),
 			 P2PKP_RTO_MIN_US, P2PKP_RTO_MAX_US);
+}
+
+/*
+ * Congestion control per peer (section 3.3): CUBIC (RFC 9438) in chunks,
+ * with slow start, its Reno-friendly region and fast convergence, a
+ * window of one chunk after a timeout, and the undo of a timeout that an
+ * ACK proves spurious.  The receiver's window stays the upper bound.
+ */
+static bool tx_cc = true;
+module_param(tx_cc, bool, 0644);
+MODULE_PARM_DESC(tx_cc,
+		 "Congestion control and pacing per peer (default 1); read at each write");
+
+#define P2PKP_CWND_INIT		10	/* chunks (RFC 6928) */
+#define P2PKP_CWND_MIN		2
+#define P2PKP_CUBIC_BETA	717	/* / 1024: 0.7 */
+#define P2PKP_CUBIC_C		410	/* / 1024: 0.4 chunks / s^3 */
+#define P2PKP_CUBIC_ALPHA	542	/* / 1024: 3 (1 - beta) / (1 + beta) */
+#define P2PKP_CUBIC_T_MAX_MS	100000U	/* curve time considered, at most */
+#define P2PKP_PACE_SS		20	/* / 10: pacing gain in slow start */
+#define P2PKP_PACE_CA		12	/* / 10: ... and otherwise */
+
+static void p2pkp_cc_reset(struct p2pkp_peer *p)
+{
+	p->cc = READ_ONCE(tx_cc);
+	p->cwnd = p->cc ? P2PKP_CWND_INIT : P2PKP_WIN;
+	p->ssthresh = P2PKP_WIN;
+	p->cwnd_cnt = 0;
+	p->w_max = 0;
+	p->cc_epoch_ns = 0;
+	p->rec_next = 0;
+	p->pace_ns = 0;
+	p->pace_rate = 0;
+	p->undo_cum = U64_MAX;
+}
+
+/* Integer cube root of @x < 2^63. */
+static u32 p2pkp_cbrt(u64 x)
+{
+	u32 lo = 0, hi = 1U << 21;	/* hi^3 = 2^63 > x */
+
+	while (hi - lo > 1) {
+		u32 mid = lo + (hi - lo) / 2;
+
+		if ((u64)mid * mid * mid <= x)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Pacing rate: the window per srtt, times 2 early in slow start, else 1.2. */
+static void p2pkp_cc_pace(struct p2pkp_peer *p)
+{
+	u32 gain = p->cwnd < p->ssthresh / 2 ? P2PKP_PACE_SS : P2PKP_PACE_CA;
+
+	if (!p->cc || !p->rtt_valid) {
+		p->pace_rate = 0;
+		return;
+	}
+	/* at most 512 x 65000 x 10^6 x 20: no overflow */
+	p->pace_rate = div_u64((u64)p->cwnd * p->chunk * USEC_PER_SEC * gain,
+			       max(p->srtt, 100U) * 10);
+}
+
+static void p2pkp_cc_set(struct p2pkp_peer *p, u32 cwnd)
+{
+	p->cwnd = clamp_t(u32, cwnd, 1, P2PKP_WIN);
+	p2pkp_cc_pace(p);
+}
+
+/* @acked chunks newly acknowledged (in order or selectively). */
+static void p2pkp_cc_ack(struct p2pkp_peer *p, u32 acked, u64 now)
+{
+	u64 t, d, delta, target, est;
+
+	if (!p->cc || !acked)
+		return;
+	/* a window the peer's own window caps does not grow (RFC 7661) */
+	if (p->cwnd >= p->win) {
+		p2pkp_cc_pace(p);
+		return;
+	}
+	if (p->cwnd < p->ssthresh) {			/* slow start */
+		p2pkp_cc_set(p, min(p->cwnd + acked, p->ssthresh));
+		return;
+	}
+	if (!p->cc_epoch_ns) {				/* a new curve */
+		p->cc_epoch_ns = now;
+		p->cwnd_cnt = 0;
+		p->w_est = (u64)p->cwnd << 10;
+		if (p->w_max > p->cwnd) {
+			p->w_origin = p->w_max;
+			p->k_ms = p2pkp_cbrt(div_u64((u64)(p->w_max - p->cwnd) *
+						     NSEC_PER_SEC * 1024,
+						     P2PKP_CUBIC_C));
+		} else {
+			p->w_origin = p->cwnd;
+			p->k_ms = 0;
+		}
+	}
+	/* W_cubic(t + srtt) = C (t + srtt - K)^3 + W_origin, t in ms */
+	t = div_u64(now - p->cc_epoch_ns, NSEC_PER_MSEC) + p->srtt / 1000;
+	t = min_t(u64, t, P2PKP_CUBIC_T_MAX_MS);
+	d = t > p->k_ms ? t - p->k_ms : p->k_ms - t;
+	delta = div64_u64(d * d * d * P2PKP_CUBIC_C, 1024ULL * NSEC_PER_SEC);
+	if (t > p->k_ms)
+		target = p->w_origin + delta;
+	else
+		target = delta < p->w_origin ? p->w_origin - delta : 0;
+	/* Reno-friendly estimate: alpha chunks per window acknowledged */
+	p->w_est += div_u64((u64)P2PKP_CUBIC_ALPHA * acked, p->cwnd);
+	est = p->w_est >> 10;
+	if (est > target)
+		target = est;
+	target = clamp_t(u64, target, p->cwnd, p->cwnd + p->cwnd / 2);
+	p->cwnd_cnt += (u32)(target - p->cwnd) * acked;
+	if (p->cwnd_cnt >= p->cwnd) {
+		u32 inc = p->cwnd_cnt / p->cwnd;
+
+		p->cwnd_cnt -= inc * p->cwnd;
+		p2pkp_cc_set(p, p->cwnd + inc);
+	} else {
+		p2pkp_cc_pace(p);
+	}
+}
+
+/* Multiplicative decrease, with CUBIC's fast convergence. */
+static u32 p2pkp_cc_cut(struct p2pkp_peer *p)
+{
+	u32 was = p->cwnd;
+
+	p->w_max = was < p->w_max ? was * (1024 + P2PKP_CUBIC_BETA) / 2048 : was;
+	p->ssthresh = max_t(u32, was * P2PKP_CUBIC_BETA / 1024, P2PKP_CWND_MIN);
+	p->cc_epoch_ns = 0;
+	return p->ssthresh;
+}
+
+/* Chunk @c was found lost by the SACK rule: once per window of data. */
+static void p2pkp_cc_loss(struct p2pkp_sock *ps, struct p2pkp_peer *p, u64 c)
+{
+	if (!p->cc || c < p->rec_next)
+		return;
+	p->rec_next = p->next;
+	p->undo_cum = U64_MAX;		/* a real loss: no undo */
+	p->losses++;
+	p2pkp_stat(ps, P2PKP_ST_CC_LOSSES, 1);
+	p2pkp_cc_set(p, p2pkp_cc_cut(p));
+}
+
+/* Chunk @c is resent because its RTO ran out: one chunk, slow start. */
+static void p2pkp_cc_timeout(struct p2pkp_sock *ps, struct p2pkp_peer *p,
+			     u64 c)
+{
+	if (!p->cc)
+		return;
+	if (p->undo_cum == U64_MAX) {	/* the first of a row: keep for undo */
+		p->undo_cwnd = p->cwnd;
+		p->undo_ssthresh = p->ssthresh;
+		p->undo_w_max = p->w_max;
+		p->undo_cum = c;
+		p->undo_us = p2pkp_now_us();
+	}
+	if (c >= p->rec_next || p->cwnd > 1) {
+		p2pkp_cc_cut(p);
+		p->w_max = 0;		/* K = 0 from the next curve (RFC 9438) */
+	}
+	p->rec_next = p->next;
+	p->timeouts++;
+	p2pkp_stat(ps, P2PKP_ST_CC_TIMEOUTS, 1);
+	p2pkp_cc_set(p, 1);
+}
+
+/*
+ * An ACK past the timed-out chunk that answers a datagram sent before its
+ * retransmission: the original arrived, the timeout was spurious (Eifel,
+ * RFC 3522): the window before it comes back.
+ */
+static void p2pkp_cc_undo(struct p2pkp_sock *ps, struct p2pkp_peer *p,
+			  const struct p2pkp_hdr *h, u64 cum)
+{
+	if (p->undo_cum == U64_MAX || cum <= p->undo_cum)
+		return;
+	if ((be16_to_cpu(h->flags) & P2PKP_F_ECHO) &&
+	    (s32)(p->undo_us - be32_to_cpu(h->echo)) > 0) {
+		p->ssthresh = max(p->ssthresh, p->undo_ssthresh);
+		p->w_max = p->undo_w_max;
+		p->cc_epoch_ns = 0;
+		p->undos++;
+		p2pkp_stat(ps, P2PKP_ST_CC_UNDOS, 1);
+		p2pkp_cc_set(p, max(p->cwnd, p->undo_cwnd));
+	}
+	p->undo_cum = U64_MAX;
+}
+
+/* Chunks in flight to @p: sent, neither acknowledged nor known lost. */
+static u32 p2pkp_pipe(const struct p2pkp_peer *p)
+{
+	u64 reo = (u64)(p->srtt / 4 + 1000) * NSEC_PER_USEC;
+	u32 i, n = p->next - p->cum - p->nsacked, lost = 0;
+
+	if (!p->nsacked || !p->rtt_valid)
+		return n;
+	/* lost: sent well before the latest acknowledged send (3.3) */
+	for (i = 0; i < p->next - p->cum; i++)
+		if (!test_bit(i, p->sack) &&
+		    p->sent_ns[(p->cum + i) % P2PKP_WIN] + reo <= p->rack_ns)
+			lost++;
+	return n - lost;
+}
+
+/*
+ * Pacing: may DATA go to @p now?  If not, tx->wait_ns says when.  A send
+ * of @bytes moves p->pace_ns on by bytes / rate; idle time buys at most
+ * one quantum (P2PKP_PACE_QUANTUM_NS of sending) of credit, and a run of
+ * new chunks is at most a quantum long (at least 2 chunks).
+ */
+#define P2PKP_PACE_QUANTUM_NS	(4 * NSEC_PER_MSEC)
+
+static bool p2pkp_paced(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
+			u64 now)
+{
+	if (!p->pace_rate || p->pace_ns <= now)
+		return true;
+	tx->wait_ns = min(tx->wait_ns, p->pace_ns - now);
+	return false;
+}
+
+static void p2pkp_pace_sent(struct p2pkp_peer *p, u64 bytes, u64 now)
+{
+	u64 floor = now - min_t(u64, now, P2PKP_PACE_QUANTUM_NS);
+
+	if (!p->pace_rate)
+		return;
+	p->pace_ns = max(p->pace_ns, floor) +
+		     mul_u64_u64_div_u64(bytes, NSEC_PER_SEC, p->pace_rate);
+}
+
+static u32 p2pkp_pace_run(const struct p2pkp_peer *p)
+{
+	if (!p->pace_rate)
+		return U32_MAX;
+	return max_t(u64, div_u64(mul_u64_u64_div_u64(p->pace_rate,
+						      P2PKP_PACE_QUANTUM_NS,
+						      NSEC_PER_SEC), p->chunk),
+		     2);
 }
 
 static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			 struct p2pkp_peer *p, const struct p2pkp_hdr *h)
 {
 	const struct p2pkp_ack *a = (const void *)(h + 1);
-	u64 cum = be64_to_cpu(a->cum);
+	u64 cum = be64_to_cpu(a->cum), known;
 	u32 w = be32_to_cpu(a->window);
 	u32 i;
 
@@ -1578,6 +1867,7 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	if (cum < p->cum)
 		return;		/* reordered, stale */
 	p->win = w;
+	known = p->cum + p->nsacked;
 	/* newly acknowledged chunks: the latest time one of them was sent */
 	for (i = 0; p->cum + i < p->next && i < P2PKP_WIN; i++) {
 		u64 c = p->cum + i;
@@ -1588,11 +1878,15 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				(a->bitmap[(c - cum) / 8] & (1U << ((c - cum) % 8)))))
 			p->rack_ns = max(p->rack_ns, p->sent_ns[c % P2PKP_WIN]);
 	}
+	p2pkp_cc_undo(ps, p, h, cum);
 	p->cum = cum;
 	bitmap_zero(p->sack, P2PKP_WIN);
 	for (i = 0; i < P2PKP_WIN && cum + i < p->next; i++)
 		if (a->bitmap[i / 8] & (1U << (i % 8)))
 			__set_bit(i, p->sack);
+	p->nsacked = bitmap_weight(p->sack, P2PKP_WIN);
+	if (cum + p->nsacked > known)
+		p2pkp_cc_ack(p, cum + p->nsacked - known, ktime_get_ns());
 	if (p->cum == p->count && p->state == PS_DATA) {
 		WRITE_ONCE(p->state, PS_END);
 		p->last_ctl = 0;
@@ -1620,6 +1914,9 @@ static bool p2pkp_tx_resynced(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	p->next = 0;
 	p->win = w;
 	bitmap_zero(p->sack, P2PKP_WIN);
+	p->nsacked = 0;
+	p->rec_next = 0;		/* chunk numbers start over */
+	p->undo_cum = U64_MAX;
 	if (!p->count) {
 		WRITE_ONCE(p->state, PS_END);
 		p->last_ctl = 0;
@@ -1689,6 +1986,8 @@ static void p2pkp_tx_busy(struct p2pkp_tx *tx, struct p2pkp_peer *p,
 	p->cum = 0;
 	p->next = 0;
 	bitmap_zero(p->sack, P2PKP_WIN);
+	p->nsacked = 0;
+	p2pkp_cc_reset(p);
 	p->last_ctl = now;	/* the next START after an RTO */
 }
 
@@ -1886,11 +2185,16 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	return 0;
 }
 
-/* ACK at once for the file's last chunk, the window's last and its middle. */
+/*
+ * ACK at once for the file's last chunk, the window's last and its middle
+ * (the smaller of the receiver's and the congestion window).
+ */
 static u16 p2pkp_new_flags(const struct p2pkp_peer *p, u64 c)
 {
-	if (c + 1 == p->count || c + 1 == p->cum + p->win ||
-	    c + 1 == p->cum + p->win / 2)
+	u32 w = min(p->win, p->cwnd);
+
+	if (c + 1 == p->count || c + 1 == p->cum + w ||
+	    c + 1 == p->cum + w / 2)
 		return P2PKP_F_ACKREQ;
 	return 0;
 }
@@ -2283,6 +2587,10 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 
 			if (p2pkp_cur_off(tx, i, p) != pos)
 				continue;
+			if (!p2pkp_paced(tx, p, now)) {
+				tx->cur[i] = U64_MAX;	/* later */
+				continue;
+			}
 			c = tx->cur[i];
 			len = p2pkp_peer_len(tx, p, c);
 			data = p2pkp_get_old(tx, pos, len, &err);
@@ -2295,6 +2603,9 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 				__set_bit(i, backoff);
 				p->rto_ns = now;
 				tx->rto_left[i]--;
+				p2pkp_cc_timeout(ps, p, c);
+			} else {
+				p2pkp_cc_loss(ps, p, c);
 			}
 			if (p2pkp_tx_data_one(ps, tx, p, c, data,
 					      rto ? P2PKP_F_ACKREQ : 0, true)) {
@@ -2302,6 +2613,7 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 				tx->cur[i] = U64_MAX;
 				continue;
 			}
+			p2pkp_pace_sent(p, len, now);
 			tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
 		}
 	}
@@ -2312,10 +2624,16 @@ out:
 	return err;
 }
 
-static bool p2pkp_may_send(const struct p2pkp_peer *p)
+/*
+ * New chunks may go to @p: within its receiver's window, its congestion
+ * window (p->pipe in flight) and its pacing.
+ */
+static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
+			   u64 now)
 {
 	return p->state == PS_DATA && !p->blocked && !p->resync &&
-	       p->next < p->count && p->next < p->cum + p->win;
+	       p->next < p->count && p->next < p->cum + p->win &&
+	       p->pipe < p->cwnd && p2pkp_paced(tx, p, now);
 }
 
 /*
@@ -2330,21 +2648,25 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	int i, err = 0;
 
 	tx->pace_ns = 0;
+	tx->wait_ns = U64_MAX;
 	tx->more = false;
 	for (i = 0; i < tx->npeers; i++)
 		ps->peers[i]->blocked = false;
 	err = p2pkp_tx_retrans(ps, tx);
 	if (err || tx->pace_ns)
 		return err;
+	for (i = 0; i < tx->npeers; i++)
+		ps->peers[i]->pipe = p2pkp_pipe(ps->peers[i]);
 
 	for (;;) {
 		struct p2pkp_peer *first = NULL;
+		u64 now = ktime_get_ns();
 
 		pos = U64_MAX;
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 
-			if (p2pkp_may_send(p) &&
+			if (p2pkp_may_send(tx, p, now) &&
 			    p2pkp_peer_off(p, p->next) < pos) {
 				pos = p2pkp_peer_off(p, p->next);
 				first = p;
@@ -2363,7 +2685,7 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			struct p2pkp_peer *p = ps->peers[i];
 			u64 off = p2pkp_peer_off(p, p->next);
 
-			if (!p2pkp_may_send(p) ||
+			if (!p2pkp_may_send(tx, p, now) ||
 			    !p2pkp_in_blk(tx, off,
 					  p2pkp_peer_len(tx, p, p->next)))
 				continue;
@@ -2371,6 +2693,8 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			run = end == tx->size ? p->count - p->next :
 			      div_u64(end - off, p->chunk);
 			run = min(run, p->cum + p->win - p->next);
+			run = min_t(u64, run, p->cwnd - p->pipe);
+			run = min_t(u64, run, p2pkp_pace_run(p));
 			n = min_t(u64, run, p2pkp_gso_max(ps, p));
 			if (tx->rate)	/* a run must fit in the bucket */
 				n = clamp_t(u32, div_u64(tx->burst, p->chunk),
@@ -2379,6 +2703,10 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 					p2pkp_run_len(tx, p, p->next, n)))
 				return 0;
 			sent = p2pkp_tx_data_run(ps, tx, p, p->next, n);
+			if (sent)
+				p2pkp_pace_sent(p, p2pkp_run_len(tx, p, p->next,
+								 sent), now);
+			p->pipe += sent;
 			p->next += sent;
 			/* buffer full: write_space brings us back */
 			if (sent < n)
@@ -2542,6 +2870,10 @@ static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 		err = p2pkp_tx_data(ps, tx);
 		if (tx->pace_ns)	/* rate cap: wait for tokens */
 			wait_ns = min(wait_ns, tx->pace_ns);
+		if (tx->wait_ns != U64_MAX) {	/* pacing */
+			wait_ns = min(wait_ns, tx->wait_ns);
+			p2pkp_stat(ps, P2PKP_ST_PACE_WAITS, 1);
+		}
 	}
 	*errp = err;
 	if (err || !active)
@@ -2644,6 +2976,11 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		p->retrans = 0;
 		p->peer_ts_ns = 0;
 		bitmap_zero(p->sack, P2PKP_WIN);
+		p->nsacked = 0;
+		p->losses = 0;
+		p->timeouts = 0;
+		p->undos = 0;
+		p2pkp_cc_reset(p);
 		WRITE_ONCE(p->state, PS_START);
 	}
 	p2pkp_ctx_get(&tx->ctx);
@@ -4780,11 +5117,7 @@ static int p2pkp_get_results(struct p2pkp_sock *ps, char __user *optval,
 			  p->state == PS_FAILED ? P2PKP_PEER_FAILED :
 			  P2PKP_PEER_IDLE;
 		r.status = p->status;
-		r.bytes_acked = p->state == PS_IDLE ? 0 :
-				p->state == PS_DONE ? ps->tx_size :
-				p->resync ? p->rs_lo :
-				min_t(u64, p2pkp_peer_off(p, p->cum),
-				      ps->tx_size);
+		r.bytes_acked = p2pkp_peer_acked(ps, p);
 		r.datagrams_sent = p->sent;
 		r.datagrams_retransmitted = p->retrans;
 		if (copy_to_user(optval + i * sizeof(r), &r, sizeof(r))) {
@@ -5167,11 +5500,22 @@ static void p2pkp_show_sock(struct seq_file *seq, struct p2pkp_sock *ps)
 	for (i = 0; i < ps->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
 
-		seq_printf(seq, "peer inode=%lu index=%d addr=%pISpc state=%s status=%d chunk=%u epoch=%u\n",
+		seq_printf(seq, "peer inode=%lu index=%d addr=%pISpc state=%s status=%d chunk=%u epoch=%u",
 			   ino, i, (struct sockaddr *)&p->addr,
 			   p2pkp_pstate_names[READ_ONCE(p->state)],
 			   READ_ONCE(p->status), READ_ONCE(p->chunk),
 			   READ_ONCE(p->epoch));
+		seq_printf(seq, " acked=%llu sent=%llu retrans=%llu",
+			   p2pkp_peer_acked(ps, p), READ_ONCE(p->sent),
+			   READ_ONCE(p->retrans));
+		seq_printf(seq, " cc=%d cwnd=%u ssthresh=%u srtt_us=%u rttvar_us=%u rto_us=%u pacing_Bps=%llu",
+			   READ_ONCE(p->cc), READ_ONCE(p->cwnd),
+			   READ_ONCE(p->ssthresh), READ_ONCE(p->srtt),
+			   READ_ONCE(p->rttvar), READ_ONCE(p->rto),
+			   READ_ONCE(p->pace_rate));
+		seq_printf(seq, " losses=%llu timeouts=%llu undos=%llu\n",
+			   READ_ONCE(p->losses), READ_ONCE(p->timeouts),
+			   READ_ONCE(p->undos));
 	}
 	spin_unlock_bh(&ps->cfg_lock);
 }

@@ -151,5 +151,9 @@ STAT_NAMES = (
     "gro_receives",
     "file_writes",
     "zc_sends",
+    "cc_losses",
+    "cc_timeouts",
+    "cc_undos",
+    "pace_waits",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))
