@@ -249,7 +249,9 @@ def cmd_bench_scale(args: argparse.Namespace) -> int:
 def cmd_lossbench(args: argparse.Namespace) -> int:
     losses = [float(x) for x in args.loss.split(",")]
     kernel = select(args.kernel, _pin(args))
-    return lossbench.run_lossbench(args.accel, args.size, losses, args.json, kernel)
+    return lossbench.run_lossbench(
+        args.accel, args.size, losses, args.json, kernel, fair_window=args.fair_window
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--accel", choices=("kvm", "tcg"), default=None)
     s.add_argument(
         "--size", type=lossbench.parse_size, default=64 << 20, help="file size (default 64M)"
+    )
+    s.add_argument(
+        "--fair-window",
+        type=float,
+        default=30.0,
+        help="seconds of each fairness run on a 20 Mbit/s bottleneck (default 30; 0: none)",
     )
     s.add_argument(
         "--loss",

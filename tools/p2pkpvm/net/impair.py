@@ -20,16 +20,23 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from p2pkpvm.errors import HarnessError
-from p2pkpvm.net.netem import Direction, Link, apply_cmds, clear_cmds, script
+from p2pkpvm.net.netem import QUEUE_LIMIT, Direction, Link, apply_cmds, clear_cmds, script
 from p2pkpvm.net.netns import ip
 from p2pkpvm.vm.guest import Guest
 
 log = logging.getLogger(__name__)
 
 
-def apply(vm: Guest, link: Link, direction: Direction = "both", dev: str = "eth0") -> None:
-    """Impair vm's dev with link (replaces any earlier impairment); clean link = clear."""
-    vm.run(script(apply_cmds(link, dev, direction)), timeout=60.0)
+def apply(
+    vm: Guest,
+    link: Link,
+    direction: Direction = "both",
+    dev: str = "eth0",
+    limit: int = QUEUE_LIMIT,
+) -> None:
+    """Impair vm's dev with link (replaces any earlier impairment; netem queues of `limit`
+    packets); clean link = clear."""
+    vm.run(script(apply_cmds(link, dev, direction, limit)), timeout=60.0)
     log.info("%s: %s impaired (%s): %s", vm.name, dev, direction, link.describe())
 
 
@@ -44,6 +51,7 @@ def impair(
     link: Link | None = None,
     direction: Direction = "both",
     dev: str = "eth0",
+    limit: int = QUEUE_LIMIT,
     **params: float,
 ) -> Iterator[Link]:
     """Impair vm's link for the duration of the block: `impair(vm, loss_pct=5)`.
@@ -54,7 +62,7 @@ def impair(
     if link is not None and params:
         raise HarnessError("impair(): give a Link or its fields, not both")
     link = link if link is not None else Link(**params)
-    apply(vm, link, direction, dev)
+    apply(vm, link, direction, dev, limit)
     try:
         yield link
     except BaseException:

@@ -66,11 +66,11 @@ def udp_csum_errors(vm: Guest) -> int:
     return sum(int(w) for w in out.split() if w.isdigit())
 
 
-def netem_drops(vm: Guest) -> int:
-    """Datagrams the netem qdiscs of vm (eth0 egress, ifb0 = ingress) dropped so far."""
-    out = vm.run(
-        "tc -s qdisc show dev eth0; tc -s qdisc show dev ifb0 2>/dev/null; true", timeout=30.0
-    ).output
+def netem_drops(vm: Guest, ingress_only: bool = False) -> int:
+    """Datagrams the netem qdiscs of vm (eth0 egress, ifb0 = ingress; ingress_only: ifb0's)
+    dropped so far."""
+    eth0 = "" if ingress_only else "tc -s qdisc show dev eth0; "
+    out = vm.run(f"{eth0}tc -s qdisc show dev ifb0 2>/dev/null; true", timeout=30.0).output
     return parse_netem_drops(out)
 
 

@@ -124,6 +124,16 @@ def received(text: str) -> list[tuple[str, int]]:
     return [(str(r["path"]), int(r["size"])) for r in events(text, "received", "p2pkp-recv")]
 
 
+def received_ms(text: str) -> list[float]:
+    """The kernel's time (START to verified end, ms) of every file p2pkp-recv --json
+    received, in order (NaN where the event has no duration_ns)."""
+    out = []
+    for r in events(text, "received", "p2pkp-recv"):
+        ns = r.get("duration_ns")
+        out.append(float(ns) / 1e6 if ns is not None else float("nan"))
+    return out
+
+
 def listening(text: str) -> str | None:
     """The address p2pkp-recv --json bound ("listening" event), or None (not yet)."""
     found = events(text, "listening", "p2pkp-recv")
