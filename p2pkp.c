@@ -2696,8 +2696,13 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			run = min_t(u64, run, p->cwnd - p->pipe);
 			run = min_t(u64, run, p2pkp_pace_run(p));
 			n = min_t(u64, run, p2pkp_gso_max(ps, p));
-			if (tx->rate)	/* a run must fit in the bucket */
-				n = clamp_t(u32, div_u64(tx->burst, p->chunk),
+			/*
+			 * A run takes at most half the bucket: one that needs
+			 * it all waits until it is full, and a wake-up later
+			 * than that would lose the tokens of the lateness.
+			 */
+			if (tx->rate)
+				n = clamp_t(u32, div_u64(tx->burst / 2, p->chunk),
 					    1, n);
 			if (!p2pkp_pace(ps, tx,
 					p2pkp_run_len(tx, p, p->next, n)))

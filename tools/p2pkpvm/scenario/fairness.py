@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from p2pkpvm.errors import HarnessError
 from p2pkpvm.net.impair import impair
 from p2pkpvm.net.netem import Link
 from p2pkpvm.scenario.scenario import SEND, Scenario, next_port, q
@@ -39,7 +40,7 @@ WINDOW_RE = re.compile(r"^fair ns=(\d+) bytes=(-?\d+)\s*$", re.MULTILINE)
 CC_KEYS = ("cwnd", "ssthresh", "srtt_us", "losses", "timeouts", "undos", "retrans", "sent")
 
 
-class FairnessError(AssertionError):
+class FairnessError(HarnessError):
     """A measurement that cannot be read (the message has the guest's output)."""
 
 
