@@ -1618,9 +1618,9 @@ MODULE_PARM_DESC(tx_cc,
 #define P2PKP_PACE_SS		20	/* / 10: pacing gain in slow start */
 #define P2PKP_PACE_CA		12	/* / 10: ... and otherwise */
 
-static void p2pkp_cc_reset(struct p2pkp_peer *p)
+static void p2pkp_cc_reset(struct p2pkp_peer *p, bool cc)
 {
-	p->cc = READ_ONCE(tx_cc);
+	p->cc = cc;
 	p->cwnd = p->cc ? P2PKP_CWND_INIT : P2PKP_WIN;
 	p->ssthresh = P2PKP_WIN;
 	p->cwnd_cnt = 0;
@@ -1707,8 +1707,14 @@ static void p2pkp_cc_ack(struct p2pkp_peer *p, u32 acked, u64 now)
 		target = p->w_origin + delta;
 	else
 		target = delta < p->w_origin ? p->w_origin - delta : 0;
-	/* Reno-friendly estimate: alpha chunks per window acknowledged */
-	p->w_est += div_u64((u64)P2PKP_CUBIC_ALPHA * acked, p->cwnd);
+	/*
+	 * Reno-friendly estimate: alpha chunks per window acknowledged, 1 once
+	 * past the window before the loss (RFC 9438 4.3); a window's worth at
+	 * most per ACK (a hole filled after lost ACKs acknowledges many).
+	 */
+	acked = min(acked, p->cwnd);
+	p->w_est += div_u64((u64)((p->w_est >> 10) >= p->w_max ? 1024 :
+				  P2PKP_CUBIC_ALPHA) * acked, p->cwnd);
 	est = p->w_est >> 10;
 	if (est > target)
 		target = est;
@@ -1718,7 +1724,7 @@ static void p2pkp_cc_ack(struct p2pkp_peer *p, u32 acked, u64 now)
 		u32 inc = p->cwnd_cnt / p->cwnd;
 
 		p->cwnd_cnt -= inc * p->cwnd;
-		p2pkp_cc_set(p, p->cwnd + inc);
+		p2pkp_cc_set(p, min_t(u64, p->cwnd + inc, target));
 	} else {
 		p2pkp_cc_pace(p);
 	}
@@ -1760,7 +1766,7 @@ static void p2pkp_cc_timeout(struct p2pkp_sock *ps, struct p2pkp_peer *p,
 		p->undo_cum = c;
 		p->undo_us = p2pkp_now_us();
 	}
-	if (c >= p->rec_next || p->cwnd > 1) {
+	if (c >= p->rec_next) {		/* not a loss already reacted to */
 		p2pkp_cc_cut(p);
 		p->w_max = 0;		/* K = 0 from the next curve (RFC 9438) */
 	}
@@ -1798,8 +1804,10 @@ static u32 p2pkp_pipe(const struct p2pkp_peer *p)
 	u64 reo = (u64)(p->srtt / 4 + 1000) * NSEC_PER_USEC;
 	u32 i, n = p->next - p->cum - p->nsacked, lost = 0;
 
-	if (!p->nsacked || !p->rtt_valid)
-		return n;
+	if (!p->rtt_valid || p->next == p->cum ||
+	    (!p->nsacked &&
+	     p->sent_ns[p->cum % P2PKP_WIN] + reo > p->rack_ns))
+		return n;	/* nothing sent long enough before rack */
 	/* lost: sent well before the latest acknowledged send (3.3) */
 	for (i = 0; i < p->next - p->cum; i++)
 		if (!test_bit(i, p->sack) &&
@@ -1815,11 +1823,12 @@ static u32 p2pkp_pipe(const struct p2pkp_peer *p)
  * new chunks is at most a quantum long (at least 2 chunks).
  */
 #define P2PKP_PACE_QUANTUM_NS	(4 * NSEC_PER_MSEC)
+#define P2PKP_PACE_EARLY_NS	(NSEC_PER_MSEC / 4)	/* fewer wake-ups */
 
-static bool p2pkp_paced(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
-			u64 now)
+static bool p2pkp_pace_ok(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
+			  u64 now)
 {
-	if (!p->pace_rate || p->pace_ns <= now)
+	if (!p->pace_rate || p->pace_ns <= now + P2PKP_PACE_EARLY_NS)
 		return true;
 	tx->wait_ns = min(tx->wait_ns, p->pace_ns - now);
 	return false;
@@ -1879,8 +1888,16 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p->rack_ns = max(p->rack_ns, p->sent_ns[c % P2PKP_WIN]);
 	}
 	p2pkp_cc_undo(ps, p, h, cum);
+	/*
+	 * A receiver keeps what it selectively acknowledged: bits of an
+	 * older ACK (reordered, with fewer bits) stay set, so that they are
+	 * neither counted twice as newly acknowledged nor taken for losses.
+	 */
+	if (cum - p->cum < P2PKP_WIN)
+		bitmap_shift_right(p->sack, p->sack, cum - p->cum, P2PKP_WIN);
+	else
+		bitmap_zero(p->sack, P2PKP_WIN);
 	p->cum = cum;
-	bitmap_zero(p->sack, P2PKP_WIN);
 	for (i = 0; i < P2PKP_WIN && cum + i < p->next; i++)
 		if (a->bitmap[i / 8] & (1U << (i % 8)))
 			__set_bit(i, p->sack);
@@ -1987,7 +2004,7 @@ static void p2pkp_tx_busy(struct p2pkp_tx *tx, struct p2pkp_peer *p,
 	p->next = 0;
 	bitmap_zero(p->sack, P2PKP_WIN);
 	p->nsacked = 0;
-	p2pkp_cc_reset(p);
+	p2pkp_cc_reset(p, p->cc);
 	p->last_ctl = now;	/* the next START after an RTO */
 }
 
@@ -2587,7 +2604,7 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 
 			if (p2pkp_cur_off(tx, i, p) != pos)
 				continue;
-			if (!p2pkp_paced(tx, p, now)) {
+			if (!p2pkp_pace_ok(tx, p, now)) {
 				tx->cur[i] = U64_MAX;	/* later */
 				continue;
 			}
@@ -2600,10 +2617,11 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 				goto out;
 			rto = !p2pkp_sack_due(p, c, now);
 			if (rto) {
-				__set_bit(i, backoff);
+				/* one timeout event per pass */
+				if (!__test_and_set_bit(i, backoff))
+					p2pkp_cc_timeout(ps, p, c);
 				p->rto_ns = now;
 				tx->rto_left[i]--;
-				p2pkp_cc_timeout(ps, p, c);
 			} else {
 				p2pkp_cc_loss(ps, p, c);
 			}
@@ -2633,7 +2651,7 @@ static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
 {
 	return p->state == PS_DATA && !p->blocked && !p->resync &&
 	       p->next < p->count && p->next < p->cum + p->win &&
-	       p->pipe < p->cwnd && p2pkp_paced(tx, p, now);
+	       p->pipe < p->cwnd && p2pkp_pace_ok(tx, p, now);
 }
 
 /*
@@ -2877,7 +2895,8 @@ static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 			wait_ns = min(wait_ns, tx->pace_ns);
 		if (tx->wait_ns != U64_MAX) {	/* pacing */
 			wait_ns = min(wait_ns, tx->wait_ns);
-			p2pkp_stat(ps, P2PKP_ST_PACE_WAITS, 1);
+			if (!tx->more)
+				p2pkp_stat(ps, P2PKP_ST_PACE_WAITS, 1);
 		}
 	}
 	*errp = err;
@@ -2985,7 +3004,7 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		p->losses = 0;
 		p->timeouts = 0;
 		p->undos = 0;
-		p2pkp_cc_reset(p);
+		p2pkp_cc_reset(p, READ_ONCE(tx_cc));
 		WRITE_ONCE(p->state, PS_START);
 	}
 	p2pkp_ctx_get(&tx->ctx);
