@@ -87,6 +87,9 @@ def test_rate_capped_transfer(scn: Scenario, cluster: ClusterView) -> None:
 
 
 ACCURACY = 0.05  # issue 15: the cap within 5 % over a 10 s transfer
+# At 1 Mbit/s the bucket holds two chunks: runs of half of it keep the rate within 2.5 %; runs
+# of the whole bucket lost the lateness of every wake-up (measured -3.1 %, TCG).
+ACCURACY_1MBIT = 0.025
 
 
 def capped_send(scn: Scenario, cluster: ClusterView, size: int, rate: int) -> tuple[float, int]:
@@ -111,14 +114,15 @@ def capped_send(scn: Scenario, cluster: ClusterView, size: int, rate: int) -> tu
 
 def test_rate_accurate_at_1mbit(scn: Scenario, cluster: ClusterView) -> None:
     """A cap of 1 Mbit/s (125,000 B/s) on a 10 s transfer: the rate (file bytes over the
-    kernel's START-to-end time) is within 5 % of the cap, both ways."""
+    kernel's START-to-end time) is within 2.5 % of the cap (the issue asks 5 %), both ways."""
     rate = 125_000
     size = 10 * rate
     secs, waits = capped_send(scn, cluster, size, rate)
     got = size / secs
     print(f"cap {rate} B/s: {size} bytes in {secs:.3f} s = {got:.0f} B/s, rate_waits={waits}")
-    assert abs(got / rate - 1) <= ACCURACY, (
-        f"cap {rate} B/s, measured {got:.0f} B/s ({got / rate - 1:+.1%}): not within 5 %"
+    assert abs(got / rate - 1) <= ACCURACY_1MBIT, (
+        f"cap {rate} B/s, measured {got:.0f} B/s ({got / rate - 1:+.1%}): not within "
+        f"{ACCURACY_1MBIT:.1%}"
     )
 
 
