@@ -81,6 +81,9 @@
  *	P2PKP_RATE_MAX, larger values are EINVAL): sender: caps the DATA
  *	payload bytes (retransmissions included) the socket sends per second,
  *	all peers together (token bucket); takes effect at the next write().
+ *	Each peer is also limited by its own congestion window and pacing
+ *	rate (module parameter tx_cc, docs/protocol.md 3.3); the cap applies
+ *	on top of them.
  * P2PKP_KEY (P2PKP_KEY_SIZE bytes, set only; optlen 0 removes the key):
  *	every datagram carries an HMAC-SHA256 tag under this key, and only
  *	datagrams with a valid tag are accepted; both ends need the same key.
