@@ -33,7 +33,6 @@ from p2pkpvm.scenario.scenario import (
 )
 from p2pkpvm.vm.guest import Guest
 
-FAIR_FILE = 64 * MiB  # outlasts a 30 s window at two thirds of 20 Mbit/s
 SLOW_FACTOR_MAX = 1.2
 FAST_MBIT, SLOW_MBIT = 40.0, 4.0
 SLOW_SIZE = 4 * MiB
@@ -57,18 +56,11 @@ def check_shares(shares: fairness.Shares) -> None:
     )
 
 
-def fair_tcp(scn: Scenario, cluster: ClusterView, window_s: float) -> None:
-    tx, tcp_tx, rx = cluster["vm1"], cluster["vm2"], cluster["vm3"]
-    src, _ = scn.make_file(tx, "src", FAIR_FILE)
-    with fairness.capped(rx):
-        check_shares(fairness.measure_vs_tcp(scn, tx, tcp_tx, rx, src, window_s))
-
-
-def fair_two_senders(scn: Scenario, cluster: ClusterView, window_s: float) -> None:
-    a, b, rx = cluster["vm1"], cluster["vm2"], cluster["vm3"]
-    srcs = (scn.make_file(a, "src", FAIR_FILE)[0], scn.make_file(b, "src", FAIR_FILE)[0])
-    with fairness.capped(rx):
-        check_shares(fairness.measure_two_senders(scn, a, b, rx, srcs, window_s))
+def fair(
+    scn: Scenario, cluster: ClusterView, against: fairness.Against, window_s: float
+) -> fairness.Shares:
+    """P2PKP vm1 -> vm3 against `against` from vm2 -> vm3 through vm3's capped ingress."""
+    return fairness.run(scn, against, cluster["vm1"], cluster["vm2"], cluster["vm3"], window_s)
 
 
 @pytest.mark.topology("trio")
@@ -76,14 +68,14 @@ def fair_two_senders(scn: Scenario, cluster: ClusterView, window_s: float) -> No
 def test_congestion_fair_with_tcp(scn: Scenario, cluster: ClusterView) -> None:
     """P2PKP vm1 -> vm3 and TCP vm2 -> vm3 through vm3's 20 Mbit/s ingress, 10 s: each gets
     a third to two thirds; the P2PKP peer line shows its cwnd, srtt and pacing rate."""
-    fair_tcp(scn, cluster, fairness.SHORT_S)
+    check_shares(fair(scn, cluster, "tcp", fairness.SHORT_S))
 
 
 @pytest.mark.topology("trio")
 @pytest.mark.timeout_s(600)
 def test_congestion_fair_two_senders(scn: Scenario, cluster: ClusterView) -> None:
     """P2PKP vm1 -> vm3 and P2PKP vm2 -> vm3 through vm3's 20 Mbit/s ingress, 10 s."""
-    fair_two_senders(scn, cluster, fairness.SHORT_S)
+    check_shares(fair(scn, cluster, "p2pkp", fairness.SHORT_S))
 
 
 @pytest.mark.long
@@ -91,7 +83,7 @@ def test_congestion_fair_two_senders(scn: Scenario, cluster: ClusterView) -> Non
 @pytest.mark.timeout_s(900)
 def test_congestion_fair_with_tcp_30s(scn: Scenario, cluster: ClusterView) -> None:
     """As test_congestion_fair_with_tcp over the issue's 30 s window."""
-    fair_tcp(scn, cluster, fairness.LONG_S)
+    check_shares(fair(scn, cluster, "tcp", fairness.LONG_S))
 
 
 @pytest.mark.long
@@ -99,7 +91,7 @@ def test_congestion_fair_with_tcp_30s(scn: Scenario, cluster: ClusterView) -> No
 @pytest.mark.timeout_s(900)
 def test_congestion_fair_two_senders_30s(scn: Scenario, cluster: ClusterView) -> None:
     """As test_congestion_fair_two_senders over the issue's 30 s window."""
-    fair_two_senders(scn, cluster, fairness.LONG_S)
+    check_shares(fair(scn, cluster, "p2pkp", fairness.LONG_S))
 
 
 @pytest.mark.topology("trio")
@@ -107,10 +99,8 @@ def test_congestion_fair_two_senders_30s(scn: Scenario, cluster: ClusterView) ->
 def test_congestion_off_is_unfair(scn: Scenario, cluster: ClusterView) -> None:
     """Control: with tx_cc=0 (the fixed 512-chunk window, no pacing) P2PKP takes more than
     two thirds of the link from TCP over 5 s: the fairness test above can fail."""
-    tx, tcp_tx, rx = cluster["vm1"], cluster["vm2"], cluster["vm3"]
-    src, _ = scn.make_file(tx, "src", FAIR_FILE)
-    with module_param(tx, "tx_cc", False), fairness.capped(rx):
-        shares = fairness.measure_vs_tcp(scn, tx, tcp_tx, rx, src, CONTROL_S)
+    with module_param(cluster["vm1"], "tx_cc", False):
+        shares = fair(scn, cluster, "tcp", CONTROL_S)
     print(shares.describe())
     assert shares.a.cc.get("cc") == "0", f"tx_cc=0 did not reach the transfer: {shares.a.cc}"
     assert shares.share_a > fairness.SHARE_MAX, (

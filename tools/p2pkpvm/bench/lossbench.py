@@ -197,17 +197,15 @@ def run_fairness(cluster: Cluster, window_s: float) -> dict[str, fairness.Shares
     """The two fairness runs on vm1, vm2 -> vm3 (each in a scenario of its own)."""
     a, b, rx = cluster["vm1"], cluster["vm2"], cluster["vm3"]
     results = {}
-    for name in ("p2pkp vs tcp", "p2pkp vs p2pkp"):
+    runs: tuple[tuple[str, fairness.Against], ...] = (
+        ("p2pkp vs tcp", "tcp"),
+        ("p2pkp vs p2pkp", "p2pkp"),
+    )
+    for name, against in runs:
         scn = Scenario(cluster.vms, "lossbench-fair")
         scn.setup()
         print(f"{name}, {window_s:g} s ...", flush=True)
-        src_a = scn.make_file(a, "src", 64 << 20)[0]
-        with fairness.capped(rx):
-            if name == "p2pkp vs tcp":
-                sh = fairness.measure_vs_tcp(scn, a, b, rx, src_a, window_s)
-            else:
-                src_b = scn.make_file(b, "src", 64 << 20)[0]
-                sh = fairness.measure_two_senders(scn, a, b, rx, (src_a, src_b), window_s)
+        sh = fairness.run(scn, against, a, b, rx, window_s)
         print(sh.describe(), flush=True)
         results[name] = sh
         scn.teardown()

@@ -19,11 +19,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from p2pkpvm.errors import HarnessError
 from p2pkpvm.net.impair import impair
 from p2pkpvm.net.netem import Link
-from p2pkpvm.scenario.scenario import SEND, Scenario, next_port, q
+from p2pkpvm.scenario.scenario import SEND, MiB, Scenario, next_port, q
 from p2pkpvm.vm.guest import Guest, Job
 
 RATE_MBIT = 20.0
@@ -34,6 +35,8 @@ LEAD_S = 3.0  # both flows run this long before the window opens
 SHORT_S = 10.0  # the always-run window
 LONG_S = 30.0  # the issue's window (marker long, and make lossbench)
 SHARE_MIN, SHARE_MAX = 1 / 3, 2 / 3
+FILE_SIZE = 64 * MiB  # outlasts a 30 s window at two thirds of 20 Mbit/s
+Against = Literal["tcp", "p2pkp"]
 
 PEER_RE = re.compile(r"^peer (.*)$", re.MULTILINE)
 WINDOW_RE = re.compile(r"^fair ns=(\d+) bytes=(-?\d+)\s*$", re.MULTILINE)
@@ -194,6 +197,18 @@ def measure_two_senders(
     for s in sends:
         s.kill()
     return Shares(a, b, RATE_MBIT * 1e6 / 8)
+
+
+def run(scn: Scenario, against: Against, a: Guest, b: Guest, rx: Guest, window_s: float) -> Shares:
+    """One whole fairness run: P2PKP a -> rx (a FILE_SIZE file) against TCP or a second P2PKP
+    transfer b -> rx, through rx's capped ingress, measured over window_s."""
+    src_a = scn.make_file(a, "src", FILE_SIZE)[0]
+    if against == "tcp":
+        with capped(rx):
+            return measure_vs_tcp(scn, a, b, rx, src_a, window_s)
+    src_b = scn.make_file(b, "src", FILE_SIZE)[0]
+    with capped(rx):
+        return measure_two_senders(scn, a, b, rx, (src_a, src_b), window_s)
 
 
 def _finished(job: Job, vm: Guest, window_s: float) -> str:
