@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,15 +146,18 @@ class ClusterManager:
             self.boot_error = f"replacing {name}: {exc}"
             raise
 
-    def collect(self, view: ClusterView) -> list[DmesgCheck]:
-        """Each guest's kernel log since mark() and the crash signatures in it."""
+    def collect(
+        self, view: ClusterView, before: Mapping[str, str] | None = None
+    ) -> list[DmesgCheck]:
+        """Each guest's kernel log since mark() and the crash signatures in it; before[name]
+        (shell, e.g. a test's cleanup) runs first on that guest, in the same console round."""
 
         def check(vm: VM) -> DmesgCheck:
             died = not vm.alive
             text = ""
             if not died:
                 try:
-                    text = vm.dmesg_since_mark()
+                    text = vm.dmesg_since_mark((before or {}).get(vm.name, ""))
                 except (GuestDied, CommandTimeout):
                     died = True
             if died:

@@ -178,6 +178,7 @@ class Scenario:
     guests: Sequence[Guest]
     name: str
     jobs: list[tuple[Guest, Job]] = field(default_factory=list)
+    done: bool = False  # cleaned up (cleaned())
 
     @property
     def dir(self) -> str:
@@ -202,27 +203,40 @@ class Scenario:
         script = self.setup_script()
         run_parallel(lambda vm: vm.run(script), "scenario setup", self.guests)
 
+    def cleanup_script(self, vm: Guest) -> str:
+        """Shell that kills this test's jobs on vm (each job's process group) and removes its
+        directory (a lazy umount also detaches what tests mounted inside it)."""
+        groups = " ".join(f"-{job.pid}" for owner, job in self.jobs if owner is vm and job.pid > 0)
+        kill = f"kill -TERM -- {groups} 2>/dev/null; " if groups else ""
+        return f"{kill}umount -l {q(self.dir)} 2>/dev/null; rm -rf {q(self.dir)}"
+
+    def cleanup_guests(self) -> list[Guest]:
+        """The guests cleanup_script must run on: the scenario's and any other a job ran on."""
+        others = [vm for vm, _ in self.jobs if all(vm is not g for g in self.guests)]
+        return [*self.guests, *others]
+
+    def cleaned(self) -> None:
+        """cleanup_script ran on every guest of cleanup_guests (the pytest plugin runs it
+        in the same console round as its dmesg check after the test): teardown has nothing
+        left to do."""
+        self.jobs.clear()
+        self.done = True
+
     def teardown(self) -> None:
         """Kill the test's jobs and remove its directory, every guest at once; every guest is
-        cleaned even when one fails."""
+        cleaned even when one fails.  Nothing when the plugin already did (cleaned)."""
+        if self.done:
+            return
         errors: list[str] = []
 
         def clean(vm: Guest) -> None:
             # One console round per guest: every job's process group, then the directory.
-            groups = " ".join(
-                f"-{job.pid}" for owner, job in self.jobs if owner is vm and job.pid > 0
-            )
-            kill = f"kill -TERM -- {groups} 2>/dev/null; " if groups else ""
             try:
-                vm.run(
-                    f"{kill}umount -l {q(self.dir)} 2>/dev/null; rm -rf {q(self.dir)}",
-                    timeout=60.0,
-                )
+                vm.run(self.cleanup_script(vm), timeout=60.0)
             except Exception as exc:  # cleanup must reach every guest
-                errors.append(f"{vm.name}: kill {groups or '(no jobs)'}, umount, rm -rf: {exc}")
+                errors.append(f"{vm.name}: {self.cleanup_script(vm)}: {exc}")
 
-        others = [vm for vm, _ in self.jobs if all(vm is not g for g in self.guests)]
-        run_parallel(clean, "scenario teardown", [*self.guests, *others])
+        run_parallel(clean, "scenario teardown", self.cleanup_guests())
         self.jobs.clear()
         if errors:
             raise AssertionError("scenario cleanup failed:\n" + "\n".join(errors))

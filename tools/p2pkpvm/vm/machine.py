@@ -144,15 +144,21 @@ class GuestOps:
         self._mark = f"P2PKP-MARK-{secrets.token_hex(6)}"
         return f"echo {self._mark} > /dev/kmsg"
 
-    def dmesg_since_mark(self) -> str:
+    def dmesg_since_mark(self, before: str = "") -> str:
+        """The kernel log since the mark; `before` (shell) runs first in the same console
+        round, whatever its exit status (e.g. a test's cleanup, whose effects on the kernel
+        then belong to the log read)."""
+        first = f"{{ {before}; }} >/dev/null 2>&1; " if before else ""
         if not self._mark:
+            if first:
+                self.run(before, check=False)
             return self.dmesg()
         # When the log was cleared (dmesg -C) since the mark, all of it is "since the mark".
         out = self.run(
-            f"dmesg > /tmp/.p2pkp-dmesg; if grep -q {self._mark} /tmp/.p2pkp-dmesg; "
+            f"{first}dmesg > /tmp/.p2pkp-dmesg; if grep -q {self._mark} /tmp/.p2pkp-dmesg; "
             f"then sed -n '/{self._mark}/,$p' /tmp/.p2pkp-dmesg | tail -n +2; "
             "else cat /tmp/.p2pkp-dmesg; fi",
-            timeout=30,
+            timeout=60,
         ).output
         return out
 
