@@ -45,6 +45,7 @@
 #include <linux/sockptr.h>
 #include <linux/poll.h>
 #include <linux/statfs.h>
+#include <linux/xattr.h>
 #include <linux/math64.h>
 #include <linux/siphash.h>
 #include <linux/cred.h>
@@ -222,6 +223,10 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_RL_PER_SEC	100U	/* replies to unproven sources, per s */
 #define P2PKP_RL_BURST		20U
 #define P2PKP_TMP_TRIES		4	/* temporary names tried at commit */
+/* a partial file's checkpoints (section 1.7): every 8 MiB or second */
+#define P2PKP_CKPT_BYTES	(8ULL << 20)
+#define P2PKP_CKPT_NS		NSEC_PER_SEC
+#define P2PKP_HAVE_XATTR	"user.p2pkp.have"
 #define P2PKP_COOKIE_SECS	64	/* a cookie is valid 64..128 s */
 
 /* Counters, per socket and per network namespace (section 5). */
@@ -268,6 +273,7 @@ enum {
 	P2PKP_ST_CC_TIMEOUTS,
 	P2PKP_ST_CC_UNDOS,
 	P2PKP_ST_PACE_WAITS,
+	P2PKP_ST_RESUMED,
 	P2PKP_NSTATS,
 };
 
@@ -282,7 +288,7 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"peers_failed", "refused_size", "refused_space", "replies_limited",
 	"acks_sent", "rate_waits", "gso_sends", "icmp_errors", "epochs",
 	"gro_receives", "file_writes", "zc_sends",
-	"cc_losses", "cc_timeouts", "cc_undos", "pace_waits",
+	"cc_losses", "cc_timeouts", "cc_undos", "pace_waits", "resumed",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -391,6 +397,7 @@ struct p2pkp_sock {
 	u64 tx_size;			/* sender: the last write()'s file */
 	u32 chunk;			/* sender: P2PKP_CHUNK, 0: no cap */
 	bool fsync;			/* receiver: fsync before naming */
+	bool resume;			/* P2PKP_RESUME */
 	struct file *recv_file;		/* receiver: P2PKP_RECV_FD, or NULL */
 	struct crypto_shash *mac;	/* hmac(sha256) with the key, or NULL */
 	/* the write() or read() in progress, or done and not yet returned */
@@ -1393,6 +1400,7 @@ struct p2pkp_tx {
 	u8 *rbuf;			/* received datagram */
 	u64 hashed;			/* bytes hashed in order */
 	bool digest_done;
+	bool resume;			/* P2PKP_RESUME: digest in START */
 	struct p2pkp_sha sha;
 	u8 digest[P2PKP_DIGEST_SIZE];
 	/* rate cap: token bucket of DATA payload bytes */
@@ -1556,12 +1564,12 @@ static bool p2pkp_peer_active(const struct p2pkp_peer *p)
 }
 
 /* Send a control datagram to a connected peer. */
-static int p2pkp_tx_ctl(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			struct p2pkp_peer *p, u8 type, const void *body,
-			size_t blen)
+static int p2pkp_tx_ctl_flags(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			      struct p2pkp_peer *p, u8 type, u16 flags,
+			      const void *body, size_t blen)
 {
 	u8 pkt[P2PKP_CTL_MAX];
-	size_t n = p2pkp_hdr_fill(ps, pkt, type, 0, tx->id,
+	size_t n = p2pkp_hdr_fill(ps, pkt, type, flags, tx->id,
 				  p->cookie_known ? p->cookie : 0, 0);
 	int err;
 
@@ -1572,6 +1580,13 @@ static int p2pkp_tx_ctl(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	if (!err)
 		p->sent++;
 	return err;
+}
+
+static int p2pkp_tx_ctl(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			struct p2pkp_peer *p, u8 type, const void *body,
+			size_t blen)
+{
+	return p2pkp_tx_ctl_flags(ps, tx, p, type, 0, body, blen);
 }
 
 static void p2pkp_rtt_sample(struct p2pkp_peer *p, const struct p2pkp_hdr *h)
@@ -1911,6 +1926,30 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 }
 
 /*
+ * The accepting START_ACK of a START with the digest (resume, section
+ * 2.3): the peer's epoch 0 starts at @base, the verified prefix of its
+ * partial file, a multiple of its chunk within the file.
+ */
+static bool p2pkp_tx_resumed(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			     struct p2pkp_peer *p, u64 base)
+{
+	u32 rem;
+
+	if (base > tx->size) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+		return false;
+	}
+	div_u64_rem(base, p->chunk, &rem);
+	if (rem && base != tx->size) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+		return false;
+	}
+	p->base = base;
+	p->count = DIV_ROUND_UP_ULL(tx->size - base, p->chunk);
+	return true;
+}
+
+/*
  * The accepting START_ACK of a new epoch (section 3.1): its chunks start
  * at @base, the receiver's verified prefix, which lies between what was
  * acknowledged and what was sent in the epoch before.
@@ -2063,8 +2102,12 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			u64 base = be64_to_cpu(sa->base);
 			bool acc = be16_to_cpu(h->flags) & P2PKP_F_ACCEPTED;
 
+			/*
+			 * a base only in an accepting START_ACK of a new
+			 * epoch, or of a START with the digest (resume, 2.3)
+			 */
 			if (!w || w > P2PKP_WIN || !cookie ||
-			    (base && (!acc || !p->epoch))) {
+			    (base && (!acc || (!p->epoch && !tx->resume)))) {
 				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 				continue;
 			}
@@ -2088,8 +2131,16 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p->cookie = cookie;
 			p->cookie_known = true;
 			p->win = w;
-			WRITE_ONCE(p->state, p->count ? PS_DATA : PS_END);
 			p->last_ctl = 0;	/* confirm at once */
+			/*
+			 * With the digest, no DATA before the peer accepted
+			 * and said from where: the rest of its partial file
+			 */
+			if (tx->resume && !acc)
+				break;
+			if (tx->resume && !p2pkp_tx_resumed(ps, tx, p, base))
+				continue;
+			WRITE_ONCE(p->state, p->count ? PS_DATA : PS_END);
 			break;
 		}
 		case P2PKP_T_BUSY:
@@ -2769,13 +2820,24 @@ static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		p->rto = min(p->rto * 2, P2PKP_RTO_MAX_US);
 	p->last_ctl = now;
 	if (start) {
-		struct p2pkp_start st = {
-			.size = cpu_to_be64(tx->size),
-			.chunk = cpu_to_be32(p->chunk),
-			.epoch = cpu_to_be16(p->epoch),
+		struct {
+			struct p2pkp_start st;
+			u8 digest[P2PKP_DIGEST_SIZE];
+		} __packed b = {
+			.st.size = cpu_to_be64(tx->size),
+			.st.chunk = cpu_to_be32(p->chunk),
+			.st.epoch = cpu_to_be16(p->epoch),
 		};
 
-		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_START, &st, sizeof(st));
+		/* P2PKP_RESUME: the whole file's digest (section 2.2) */
+		if (tx->resume) {
+			memcpy(b.digest, tx->digest, sizeof(b.digest));
+			p2pkp_tx_ctl_flags(ps, tx, p, P2PKP_T_START,
+					   P2PKP_F_DIGEST, &b, sizeof(b));
+		} else {
+			p2pkp_tx_ctl(ps, tx, p, P2PKP_T_START, &b.st,
+				     sizeof(b.st));
+		}
 	}
 	if (p->state == PS_END) {
 		struct p2pkp_end end = { .size = cpu_to_be64(tx->size) };
@@ -2866,6 +2928,17 @@ static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 	u64 now, wait_ns = U64_MAX;
 	int i, err = 0, active = 0;
 
+	if (tx->resume && !tx->digest_done) {
+		/* START carries the digest: one read of the file first */
+		err = p2pkp_tx_digest(tx);
+		if (err) {
+			*errp = err;
+			return true;
+		}
+		now = ktime_get_ns();	/* the peers' time starts now */
+		for (i = 0; i < tx->npeers; i++)
+			ps->peers[i]->last_rx = now;
+	}
 	for (i = 0; i < tx->npeers; i++)
 		p2pkp_tx_input(ps, tx, ps->peers[i]);
 	now = ktime_get_ns();
@@ -2958,6 +3031,7 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 	tx->file = f;
 	tx->one_pos = U64_MAX;
 	tx->rate = READ_ONCE(ps->rate);
+	tx->resume = READ_ONCE(ps->resume);
 	/* ~16 ms of sending, at least two chunks */
 	tx->burst = max_t(u64, tx->rate / 64, 2 * tx->chunk_max);
 	tx->tokens = tx->burst;
@@ -3028,8 +3102,12 @@ struct p2pkp_rx {
 	bool fd;			/* @file is the caller's (1.6) */
 	bool dirty;			/* @file holds an abandoned transfer */
 	bool fsync;
+	bool resume;			/* P2PKP_RESUME at read() */
+	bool partial;			/* @file is a kept partial file (1.7) */
+	bool no_xattr;			/* its file system has no user xattrs */
+	u64 ckpt_at, ckpt_ns;		/* its last checkpoint: prefix, time */
 	u64 fsize;			/* the caller's RLIMIT_FSIZE */
-	char tmpname[32];
+	char tmpname[NAME_MAX + 1];
 	umode_t mode;			/* final mode (the named fallback) */
 	int state;			/* RS_* */
 	bool finished;
@@ -3300,6 +3378,13 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 		if (err)
 			goto drop;
 	}
+	/* a partial file's claim does not go with the final file */
+	if (rx->partial && !rx->no_xattr) {
+		err = vfs_removexattr(idmap, rx->file->f_path.dentry,
+				      P2PKP_HAVE_XATTR);
+		if (err && err != -ENODATA && err != -EOPNOTSUPP)
+			goto drop;
+	}
 	lock_rename(dir, dir);
 	newd = lookup_one(idmap, rx->name, dir, strlen(rx->name));
 	if (IS_ERR(newd)) {
@@ -3404,16 +3489,114 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 }
 
 /*
+ * The partial file's claim (section 1.7): the prefix written, in order and
+ * synced, as user.p2pkp.have (8 bytes, big-endian).  File systems without
+ * user xattrs (tmpfs before 6.6) go without: there the file's size is the
+ * claim, made true at every interruption.
+ */
+static void p2pkp_rx_set_have(struct p2pkp_rx *rx, u64 have)
+{
+	__be64 v = cpu_to_be64(have);
+	struct path *path = &rx->file->f_path;
+	int err;
+
+	if (rx->no_xattr)
+		return;
+	err = mnt_want_write(path->mnt);
+	if (!err) {
+		err = vfs_setxattr(p2pkp_idmap(path->mnt), path->dentry,
+				   P2PKP_HAVE_XATTR, &v, sizeof(v), 0);
+		mnt_drop_write(path->mnt);
+	}
+	if (err == -EOPNOTSUPP)
+		rx->no_xattr = true;
+	else if (err)
+		pr_warn_ratelimited("partial file checkpoint failed: %d\n", err);
+}
+
+/* The claim of @f: its size where there is no xattr, 0 where one is missing. */
+static u64 p2pkp_rx_get_have(struct p2pkp_rx *rx, struct file *f)
+{
+	u64 size = i_size_read(file_inode(f));
+	__be64 v;
+	ssize_t n;
+
+	n = vfs_getxattr(p2pkp_idmap(f->f_path.mnt), f->f_path.dentry,
+			 P2PKP_HAVE_XATTR, &v, sizeof(v));
+	if (n == -EOPNOTSUPP) {
+		rx->no_xattr = true;
+		return size;
+	}
+	rx->no_xattr = false;
+	if (n != sizeof(v))
+		return 0;	/* none (a new file, or cut before any) */
+	return min(be64_to_cpu(v), size);
+}
+
+/*
+ * Every P2PKP_CKPT_BYTES or P2PKP_CKPT_NS of a resumable transfer (after
+ * the engine wrote what it gathered): the new prefix is synced, then
+ * claimed and the claim synced, so a power cut loses at most what came
+ * since (a claim never runs ahead of the data it names).
+ */
+static void p2pkp_rx_checkpoint(struct p2pkp_rx *rx)
+{
+	u64 prefix = min(rx->base + rx->cum * rx->chunk, rx->size);
+	u64 now = ktime_get_ns();
+	int err;
+
+	if (prefix <= rx->ckpt_at ||
+	    (prefix - rx->ckpt_at < P2PKP_CKPT_BYTES &&
+	     now - rx->ckpt_ns < P2PKP_CKPT_NS))
+		return;
+	err = vfs_fsync_range(rx->file, rx->ckpt_at, prefix - 1, 1);
+	if (err) {
+		pr_warn_ratelimited("partial file checkpoint failed: %d\n", err);
+		return;
+	}
+	p2pkp_rx_set_have(rx, prefix);
+	if (!rx->no_xattr)
+		vfs_fsync(rx->file, 0);	/* the claim: a journal commit */
+	rx->ckpt_at = prefix;
+	rx->ckpt_ns = now;
+}
+
+/*
+ * A resumable transfer is interrupted (section 1.7): its partial file
+ * keeps the prefix received in order, which is written, and is fsynced;
+ * what was stored beyond goes.
+ */
+static void p2pkp_rx_keep_prefix(struct p2pkp_rx *rx)
+{
+	u64 keep = min(rx->base + rx->cum * rx->chunk, rx->size);
+	int err = 0;
+
+	if (i_size_read(file_inode(rx->file)) > keep)
+		err = vfs_truncate(&rx->file->f_path, keep);
+	if (!err)
+		err = vfs_fsync(rx->file, 0);
+	if (err)
+		pr_warn_ratelimited("keeping a partial file failed: %d\n", err);
+	else
+		p2pkp_rx_set_have(rx, keep);
+	rx->dirty = false;
+}
+
+/*
  * A read() that ends without its file (as its caller): the hidden name of
  * the fallback goes, and the caller's descriptor is emptied of a partial
- * file (1.6).
+ * file (1.6).  A resumable transfer's partial file stays, with its prefix.
  */
 static void p2pkp_rx_discard(struct p2pkp_rx *rx)
 {
-	if (rx->named)
+	if (rx->partial) {
+		if (rx->state == RS_RECV)
+			p2pkp_rx_keep_prefix(rx);
+	} else if (rx->named) {
 		p2pkp_rx_unlink(rx);
-	else if (rx->fd && rx->dirty)
+	} else if (rx->fd && rx->dirty) {
 		p2pkp_rx_empty(rx);
+	}
 }
 
 /* Abandon the transfer in progress (the read() keeps waiting). */
@@ -3421,7 +3604,9 @@ static void p2pkp_rx_abandon(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			     int stat)
 {
 	rx->wn = 0;			/* not written: nothing to keep */
-	if (rx->dirty)
+	if (rx->partial && rx->state == RS_RECV)
+		p2pkp_rx_keep_prefix(rx);
+	else if (rx->dirty && !rx->partial)
 		p2pkp_rx_empty(rx);	/* else at the next accept */
 	p2pkp_stat(ps, stat, 1);
 	rx->state = RS_IDLE;
@@ -3595,11 +3780,197 @@ static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
 	return 0;
 }
 
+/*
+ * The partial file of a resumable transfer (section 2.3):
+ * ".p2pkp-part-NAME-" and 16 hex digits, NAME the final name and the
+ * digits the first 64 bits of SHA-256(size (be64) || digest).  Only the
+ * caller's path and the sender's (size, digest) go in: a peer cannot
+ * choose the name, and another file gets another partial.  -ENAMETOOLONG
+ * when it does not fit NAME_MAX (such a destination is not resumable).
+ */
+static int p2pkp_rx_partname(struct p2pkp_rx *rx, u64 size,
+			     const u8 *digest, char *out, size_t len)
+{
+	struct p2pkp_sha sha = {};
+	__be64 bsize = cpu_to_be64(size);
+	u8 h[SHA256_DIGEST_SIZE];
+	int err, n;
+
+	err = p2pkp_sha_alloc(&sha) ?: p2pkp_sha_init(&sha);
+	if (!err) {
+		p2pkp_sha_update(&sha, (const u8 *)&bsize, sizeof(bsize));
+		p2pkp_sha_update(&sha, digest, P2PKP_DIGEST_SIZE);
+		p2pkp_sha_final(&sha, h);
+		/* %8phN: 16 hex digits */
+		n = snprintf(out, len, ".p2pkp-part-%s-%8phN", rx->name, h);
+		if ((size_t)n >= len || n > NAME_MAX)
+			err = -ENAMETOOLONG;
+	}
+	p2pkp_sha_free(&sha);
+	return err;
+}
+
+/*
+ * Open the partial file @name in the destination directory (as the
+ * caller): a new one (mode 0600 until it is named), or an existing one
+ * only if it is a regular file of one link owned by the caller, opened
+ * without following a link, that nobody else has open for writing.
+ * NULL: no usable partial (anything else at that name is left alone, and
+ * the transfer is not resumable).
+ */
+static struct file *p2pkp_rx_open_partial(struct p2pkp_rx *rx,
+					  const char *name)
+{
+	const int flags = O_RDWR | O_LARGEFILE | O_NOFOLLOW | O_NOCTTY |
+			  O_NONBLOCK;
+	struct file *f, *pf;
+	struct inode *inode;
+
+	f = file_open_root(&rx->dir, name, flags | O_CREAT | O_EXCL, 0600);
+	if (!IS_ERR(f))
+		goto check;
+	if (PTR_ERR(f) != -EEXIST)
+		return NULL;
+	/* what is there, before opening it for writing */
+	pf = file_open_root(&rx->dir, name, O_PATH | O_NOFOLLOW, 0);
+	if (IS_ERR(pf))
+		return NULL;
+	inode = file_inode(pf);
+	if (!S_ISREG(inode->i_mode) || inode->i_nlink != 1 ||
+	    !uid_eq(inode->i_uid, current_fsuid())) {
+		fput(pf);
+		return NULL;
+	}
+	f = file_open_root(&rx->dir, name, flags, 0);
+	if (!IS_ERR(f) && file_inode(f) != inode) {
+		fput(f);
+		f = ERR_PTR(-ESTALE);	/* replaced in between */
+	}
+	fput(pf);
+	if (IS_ERR(f))
+		return NULL;
+check:
+	/*
+	 * Ours alone: another read() of the same destination (or anyone)
+	 * writing it would truncate or fill it under this one's feet.
+	 */
+	if (atomic_read(&file_inode(f)->i_writecount) != 1) {
+		fput(f);
+		return NULL;
+	}
+	return f;
+}
+
+/* Hash the first @len bytes of @f into the receiver's digest. */
+static int p2pkp_rx_hash_prefix(struct p2pkp_rx *rx, struct file *f, u64 len)
+{
+	u64 pos = 0;
+	u32 n;
+	int err;
+
+	while (pos < len) {
+		n = min_t(u64, P2PKP_CHUNK_MAX, len - pos);
+		err = p2pkp_read_full(f, rx->chunkbuf, n, pos);
+		if (err)
+			return err;
+		p2pkp_sha_update(&rx->sha, rx->chunkbuf, n);
+		pos += n;
+		cond_resched();
+	}
+	return 0;
+}
+
+/*
+ * A confirmed START with the digest on a socket with P2PKP_RESUME (section
+ * 2.3): the transfer goes into its partial file, and resumes after what
+ * that file holds.  Returns 1 when it does, 0 when the transfer goes on
+ * as any other (no usable partial file), or a negative errno.
+ */
+static int p2pkp_rx_resume(struct p2pkp_rx *rx, const u8 *digest)
+{
+	char name[sizeof(rx->tmpname)];
+	struct file *f;
+	u64 have, base;
+	u32 rem;
+	int err;
+
+	err = p2pkp_rx_partname(rx, rx->size, digest, name, sizeof(name));
+	if (err == -ENAMETOOLONG)
+		return 0;
+	if (err)
+		return err;
+	if (rx->partial && !strcmp(rx->tmpname, name)) {
+		f = rx->file;		/* this read() kept it: again */
+	} else {
+		f = p2pkp_rx_open_partial(rx, name);
+		if (!f)
+			return 0;
+		/* the armed file goes (a kept partial stays on disk) */
+		if (rx->named && !rx->partial)
+			p2pkp_rx_unlink(rx);
+		fput(rx->file);
+		rx->file = f;
+		rx->named = true;
+		rx->partial = true;
+		strscpy(rx->tmpname, name, sizeof(rx->tmpname));
+	}
+	rx->dirty = false;
+	have = p2pkp_rx_get_have(rx, f);
+	div_u64_rem(have, rx->chunk, &rem);
+	base = have >= rx->size ? rx->size : have - rem;
+	if (have > base)
+		err = vfs_truncate(&f->f_path, base);
+	if (!err && base)
+		err = p2pkp_rx_hash_prefix(rx, f, base);
+	if (err) {
+		/* unreadable: start over, in the same file */
+		base = 0;
+		err = p2pkp_sha_init(&rx->sha) ?:
+		      vfs_truncate(&f->f_path, 0);
+		if (err)
+			return err;
+	}
+	rx->base = base;
+	rx->count = DIV_ROUND_UP_ULL(rx->size - base, rx->chunk);
+	rx->ckpt_at = base;
+	rx->ckpt_ns = ktime_get_ns();
+	p2pkp_rx_set_have(rx, base);	/* a new file claims 0 at once */
+	return 1;
+}
+
+/*
+ * Another transfer than the kept partial file's: that file stays on disk
+ * as it is, and this one gets a new hidden file (mode 0600 until named).
+ */
+static int p2pkp_rx_detach(struct p2pkp_rx *rx)
+{
+	char name[32];
+	struct file *f = ERR_PTR(-EEXIST);
+	int i;
+
+	for (i = 0; i < P2PKP_TMP_TRIES && PTR_ERR(f) == -EEXIST; i++) {
+		snprintf(name, sizeof(name), ".p2pkp-%016llx",
+			 get_random_u64());
+		f = file_open_root(&rx->dir, name,
+				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
+				   O_NOFOLLOW, 0600);
+	}
+	if (IS_ERR(f))
+		return PTR_ERR(f);
+	fput(rx->file);
+	rx->file = f;
+	rx->named = true;
+	rx->partial = false;
+	rx->dirty = false;
+	strscpy(rx->tmpname, name, sizeof(rx->tmpname));
+	return 0;
+}
+
 /* Take the transfer of a confirmed START into the armed read(). */
 static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			    const struct p2pkp_hdr *h, u64 size, u32 chunk,
-			    u16 epoch, struct sockaddr_storage *from,
-			    int fromlen)
+			    u16 epoch, const u8 *digest,
+			    struct sockaddr_storage *from, int fromlen)
 {
 	struct p2pkp_start_ack sa = {};
 	u32 echo = be32_to_cpu(h->ts);
@@ -3635,6 +4006,17 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_rx_fail(ps, rx, -EPERM, echo);
 		return;
 	}
+	err = 0;
+	if (digest && rx->resume && !rx->fd)
+		err = p2pkp_rx_resume(rx, digest);
+	if (!err && rx->partial)
+		err = p2pkp_rx_detach(rx);
+	if (err < 0) {
+		p2pkp_rx_fail(ps, rx, err, echo);
+		return;
+	}
+	if (err)
+		p2pkp_stat(ps, P2PKP_ST_RESUMED, 1);
 	/* an abandoned transfer wrote to it, or the caller's file had data */
 	if (rx->dirty || (rx->fd && i_size_read(file_inode(rx->file)))) {
 		err = p2pkp_rx_empty(rx);
@@ -3647,6 +4029,7 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	WRITE_ONCE(ps->state, P2PKP_RECEIVING);
 	sa.window = cpu_to_be32(rx->window);
 	sa.epoch = cpu_to_be16(epoch);
+	sa.base = cpu_to_be64(rx->base);
 	p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, P2PKP_F_ACCEPTED,
 		       rx->id, rx->cookie, echo, &sa, sizeof(sa));
 }
@@ -3698,8 +4081,7 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	int err;
 
 	if (chunk < P2PKP_CHUNK_MIN || chunk > P2PKP_CHUNK_MAX ||
-	    size > P2PKP_MAX_SIZE ||
-	    (flags & (P2PKP_F_GROUP | P2PKP_F_DIGEST))) {
+	    size > P2PKP_MAX_SIZE || (flags & P2PKP_F_GROUP)) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return false;
 	}
@@ -3785,7 +4167,9 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 				P2PKP_ST_REFUSED_SPACE);
 		return false;
 	}
-	p2pkp_rx_accept(ps, rx, h, size, chunk, epoch, from, fromlen);
+	p2pkp_rx_accept(ps, rx, h, size, chunk, epoch,
+			flags & P2PKP_F_DIGEST ? (const u8 *)(st + 1) : NULL,
+			from, fromlen);
 	return false;
 }
 
@@ -3887,6 +4271,9 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		err = -EBADMSG;
 	else
 		err = p2pkp_rx_commit(rx);
+	/* named now, or wrong: a partial file is not kept (never mixed) */
+	if (!err || err == -EBADMSG)
+		rx->partial = false;
 	p2pkp_rx_remember(ps, rx, err, digest);
 	p2pkp_stat(ps, err ? P2PKP_ST_FILES_FAILED : P2PKP_ST_FILES_RECEIVED,
 		   1);
@@ -4076,7 +4463,7 @@ static void p2pkp_rx_keep(struct p2pkp_sock *ps, int len)
 static void p2pkp_rx_free(struct p2pkp_rx *rx)
 {
 	if (rx->file) {
-		if (rx->named)
+		if (rx->named && !rx->partial)	/* a partial file stays */
 			p2pkp_rx_unlink(rx);
 		fput(rx->file);
 	}
@@ -4135,6 +4522,8 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		}
 	}
 	p2pkp_rx_flush(ps, rx);		/* before the engine sleeps */
+	if (rx && rx->partial && rx->state == RS_RECV && !rx->finished)
+		p2pkp_rx_checkpoint(rx);
 	*more = !budget;
 	now = ktime_get_ns();
 	if (!rx) {
@@ -4215,6 +4604,7 @@ static void p2pkp_rx_ready(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 {
 	rx->fsize = rlimit(RLIMIT_FSIZE);
 	rx->fsync = READ_ONCE(ps->fsync);
+	rx->resume = READ_ONCE(ps->resume);
 	rx->state = RS_IDLE;
 	p2pkp_ctx_get(&rx->ctx);
 	ps->rxo = rx;
@@ -5107,6 +5497,13 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			return -EFAULT;
 		WRITE_ONCE(ps->fsync, !!v);
 		return 0;
+	case P2PKP_RESUME:
+		if (optlen < sizeof(v))
+			return -EINVAL;
+		if (copy_from_sockptr(&v, optval, sizeof(v)))
+			return -EFAULT;
+		WRITE_ONCE(ps->resume, !!v);
+		return 0;
 	case P2PKP_RECV_FD:
 		return p2pkp_set_recv_fd(ps, optval, optlen);
 	case P2PKP_CHUNK:
@@ -5187,6 +5584,9 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 		return p2pkp_put_opt(optval, optlen, len, &rate, sizeof(rate));
 	case P2PKP_FSYNC:
 		v = READ_ONCE(ps->fsync);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_RESUME:
+		v = READ_ONCE(ps->resume);
 		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 	case P2PKP_RECV_FD:		/* 1: set and not taken by a read() */
 		v = !!READ_ONCE(ps->recv_file);

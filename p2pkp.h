@@ -101,6 +101,17 @@
  *	EINVAL); 0: as large as each peer's path MTU allows.  The sender
  *	picks each peer's chunk from its route's MTU at write() and goes on
  *	with a smaller one when the path MTU drops (docs/protocol.md 3.4).
+ * P2PKP_RESUME (int, get/set, default 0): sender: write() first reads the
+ *	file once for its SHA-256 and sends it in START, so that receivers
+ *	with P2PKP_RESUME can resume; receiver: a transfer whose START has
+ *	the digest goes into a partial file ".p2pkp-part-<32 hex digits>" in
+ *	the destination's directory, kept with the prefix received in order
+ *	when the transfer is interrupted (sender silent past the peer
+ *	timeout, ABORT, close, the process killed), so that the next read()
+ *	of the same destination offered the same file (final name, size and
+ *	SHA-256) gets only the rest.  A changed file never mixes with the old
+ *	one's partial (another name), and a partial that fails the digest at
+ *	the end is deleted (EBADMSG).  docs/protocol.md 1.7 and 2.3.
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2
@@ -110,6 +121,7 @@
 #define P2PKP_FSYNC		6
 #define P2PKP_RECV_FD		7
 #define P2PKP_CHUNK		8
+#define P2PKP_RESUME		9
 
 #define P2PKP_RATE_MAX		_BITULL(40)	/* bytes per second */
 #define P2PKP_KEY_SIZE		32

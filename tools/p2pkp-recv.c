@@ -10,7 +10,9 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdint.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "p2pkp-util.h"
@@ -32,7 +35,8 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: " PROG " --listen ADDR[:PORT] --out PATH [--count N] [--timeout MS]\n"
 		"                  [--key-file FILE] [--allow ADDR[:PORT]]... [--no-fsync]\n"
-		"                  [--verbose] [--json]\n"
+		"                  [--resume] [--verbose] [--json]\n"
+		"       " PROG " --clean-partials DIR [--older-than SECONDS]\n"
 		"Receive files on one AF_P2PKP socket, one read() per file.\n"
 		"\n"
 		"  -l, --listen ADDR[:PORT] local IPv4 dotted quad or [IPv6] literal to\n"
@@ -48,6 +52,14 @@ static void usage(FILE *f)
 		"                           if none is given); repeat for more\n"
 		"  -F, --no-fsync           P2PKP_FSYNC 0: do not fsync the file and its\n"
 		"                           directory before read() returns\n"
+		"  -R, --resume             P2PKP_RESUME: a transfer whose sender sent the\n"
+		"                           file's SHA-256 (p2pkp-send --resume) goes into a\n"
+		"                           partial file .p2pkp-part-* beside PATH, kept when\n"
+		"                           interrupted; the next run gets only the rest\n"
+		"                           (partials of other versions of a file that\n"
+		"                           arrived are removed)\n"
+		"  --clean-partials DIR     remove the partial files in DIR (yours, not\n"
+		"                           modified for --older-than SECONDS, default 0)\n"
 		"  -v, --verbose            also print sender, transfer id, digest, duration\n"
 		"  -j, --json               machine-readable: one JSON object per line on\n"
 		"                           stdout, {\"event\":\"listening\"|\"received\"|\"error\",\n"
@@ -173,6 +185,96 @@ static void print_info(int fd, const char *path, ssize_t n, int verbose)
 	fflush(stdout);
 }
 
+/*
+ * After PATH arrived with --resume: partial files of other versions of
+ * it (".p2pkp-part-NAME-" and 16 hex digits, NAME PATH's last component;
+ * the source changed while one was interrupted) are of no use any more.
+ * Removed when they are regular files of the caller's; errors are ignored
+ * (--clean-partials is the way to see them).
+ */
+static void remove_stale_partials(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dir[PATH_MAX], prefix[NAME_MAX + 16];
+	size_t plen;
+	struct dirent *de;
+	struct stat st;
+	int dfd;
+	DIR *d;
+
+	if (!slash || (size_t)(slash - path) >= sizeof(dir))
+		return;
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	if (!dir[0])
+		snprintf(dir, sizeof(dir), "/");
+	plen = (size_t)snprintf(prefix, sizeof(prefix), ".p2pkp-part-%s-", slash + 1);
+	if (plen >= sizeof(prefix))
+		return;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	d = dfd < 0 ? NULL : fdopendir(dfd);
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, prefix, plen) || strlen(de->d_name + plen) != 16 ||
+		    strspn(de->d_name + plen, "0123456789abcdef") != 16)
+			continue;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && st.st_uid == geteuid())
+			unlinkat(dfd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
+/*
+ * --clean-partials: unlink DIR's partial files (.p2pkp-part-*, kept by
+ * P2PKP_RESUME) that are regular, owned by the caller and not modified for
+ * @older seconds; one line per file removed.  The module never scans a
+ * directory: this is the clean-up it leaves to user space.
+ */
+static int clean_partials(const char *dir, long long older)
+{
+	static const char prefix[] = ".p2pkp-part-";
+	time_t now = time(NULL);
+	struct dirent *de;
+	struct stat st;
+	int dfd, rc = 0;
+	DIR *d;
+
+	dfd = open(dir, O_RDONLY | O_DIRECTORY);
+	d = dfd < 0 ? NULL : fdopendir(dfd);
+	if (!d) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": --clean-partials %s: %s (%s)\n", dir, p2pkp_errname(e),
+			strerror(e));
+		if (dfd >= 0)
+			close(dfd);
+		return 1;
+	}
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, prefix, sizeof(prefix) - 1))
+			continue;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode) || st.st_uid != geteuid() ||
+		    now - st.st_mtime < older)
+			continue;
+		if (unlinkat(dfd, de->d_name, 0) < 0) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": unlink %s/%s: %s (%s)\n", dir, de->d_name,
+				p2pkp_errname(e), strerror(e));
+			rc = 1;
+			continue;
+		}
+		printf("removed %s/%s (%lld bytes)\n", dir, de->d_name, (long long)st.st_size);
+	}
+	closedir(d);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -183,6 +285,9 @@ int main(int argc, char **argv)
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "allow", required_argument, NULL, 'a' },
 		{ "no-fsync", no_argument, NULL, 'F' },
+		{ "resume", no_argument, NULL, 'R' },
+		{ "clean-partials", required_argument, NULL, 'P' },
+		{ "older-than", required_argument, NULL, 'O' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -200,12 +305,14 @@ int main(int argc, char **argv)
 		const char *spec;
 	} allow[P2PKP_MAX_PEERS];
 	const char *key_file = NULL;
-	int nallow = 0, no_fsync = 0, i;
+	int nallow = 0, no_fsync = 0, resume = 0, i;
+	const char *clean_dir = NULL;
+	long long older = 0;
 	int have_addr = 0, verbose = 0, fd, c, convs;
 	size_t plen;
 	struct stat st;
 
-	while ((c = getopt_long(argc, argv, "l:o:c:T:k:a:Fvjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:o:c:T:k:a:FRvjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (p2pkp_parse_addr(optarg, P2PKP_PORT_DEFAULT, &addr,
@@ -249,6 +356,20 @@ int main(int argc, char **argv)
 		case 'F':
 			no_fsync = 1;
 			break;
+		case 'R':
+			resume = 1;
+			break;
+		case 'P':
+			clean_dir = optarg;
+			break;
+		case 'O':
+			older = p2pkp_parse_uint(optarg, 100LL * 365 * 86400);
+			if (older < 0) {
+				fprintf(stderr, PROG ": --older-than '%s': not a number of seconds\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -263,6 +384,13 @@ int main(int argc, char **argv)
 			usage(stderr);
 			return 2;
 		}
+	}
+	if (clean_dir) {
+		if (have_addr || out || optind != argc) {
+			fprintf(stderr, PROG ": --clean-partials takes only --older-than\n");
+			return 2;
+		}
+		return clean_partials(clean_dir, older);
 	}
 	if (!have_addr || !out || optind != argc) {
 		fprintf(stderr, PROG ": need --listen and --out and no other arguments (see --help)\n");
@@ -337,6 +465,13 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	if (resume && setsockopt(fd, SOL_P2PKP, P2PKP_RESUME, &resume, sizeof(resume)) < 0) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": setsockopt P2PKP_RESUME 1: %s (%s)\n", p2pkp_errname(e),
+			strerror(e));
+		return 1;
+	}
 	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {
 		int e = errno;
 
@@ -394,6 +529,8 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		print_info(fd, path, n, verbose);
+		if (resume)
+			remove_stale_partials(path);
 	}
 	close(fd);
 	free(base);

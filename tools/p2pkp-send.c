@@ -39,7 +39,8 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"Usage: " PROG " --to HOST[:PORT] [--to HOST[:PORT] ...] [--timeout MS]\n"
-		"                  [--rate BYTES/s] [--chunk BYTES] [--verbose] [--json] FILE...\n"
+		"                  [--rate BYTES/s] [--chunk BYTES] [--resume] [--verbose] [--json]\n"
+		"                  FILE...\n"
 		"Send every FILE, in order, to every receiver over one AF_P2PKP socket.\n"
 		"\n"
 		"  -t, --to HOST[:PORT]  a receiver: IPv4 dotted quad or [IPv6] literal,\n"
@@ -51,6 +52,9 @@ static void usage(FILE *f)
 		"                        K, M, G = 1000, 1000^2, 1000^3; 0 = no cap\n"
 		"  -c, --chunk BYTES     P2PKP_CHUNK: file bytes per datagram at most\n"
 		"                        (%d..%d); default: what each peer's path MTU allows\n"
+		"  -R, --resume          P2PKP_RESUME: read each file once for its SHA-256 and\n"
+		"                        send it in START, so that receivers with --resume\n"
+		"                        get only what their partial file lacks\n"
 		"  -k, --key-file FILE   P2PKP_KEY: authenticate every datagram with the\n"
 		"                        32-byte key in FILE (raw, or 64 hex digits); the\n"
 		"                        receivers need the same key\n"
@@ -122,6 +126,7 @@ int main(int argc, char **argv)
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "rate", required_argument, NULL, 'r' },
 		{ "chunk", required_argument, NULL, 'c' },
+		{ "resume", no_argument, NULL, 'R' },
 		{ "key-file", required_argument, NULL, 'k' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
@@ -135,12 +140,13 @@ int main(int argc, char **argv)
 	unsigned long long rate = 0;
 	int rate_set = 0;
 	long chunk = -1;
+	int resume = 0;
 	const char *key_file = NULL;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
 	int c, i, fd;
 
-	while ((c = getopt_long(argc, argv, "t:T:r:c:k:vjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:T:r:c:Rk:vjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (npeers > P2PKP_MAX_PEERS) {
@@ -181,6 +187,9 @@ int main(int argc, char **argv)
 			}
 			break;
 		}
+		case 'R':
+			resume = 1;
+			break;
 		case 'k':
 			key_file = optarg;
 			break;
@@ -267,6 +276,13 @@ int main(int argc, char **argv)
 				chunk, p2pkp_errname(e), strerror(e));
 			return 1;
 		}
+	}
+	if (resume && setsockopt(fd, SOL_P2PKP, P2PKP_RESUME, &resume, sizeof(resume)) < 0) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": setsockopt P2PKP_RESUME 1: %s (%s)\n", p2pkp_errname(e),
+			strerror(e));
+		return 1;
 	}
 	for (i = 0; i < nfiles; i++) {
 		size_t len = strlen(files[i]);

@@ -15,6 +15,7 @@ import pytest
 from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView
 from p2pkpvm.net.impair import link_cut
+from p2pkpvm.scenario.powercut import flakey_disk
 from p2pkpvm.scenario.scenario import (
     AS_NOBODY,
     GUEST_PY,
@@ -529,22 +530,8 @@ def test_security_12_file_survives_power_cut(
     tx, rx = cluster["vm1"], cluster["vm2"]
     size = 4 * MiB
     src, digest = scn.make_file(tx, "src", size)
-    img, mnt, dev = f"{scn.dir}/disk.img", f"{scn.dir}-mnt", "p2pkp-flakey"
-    rx.run(
-        # modules on the stock kernel, built in on the kernels of `make kernel`
-        "{ modprobe -q loop || test -e /dev/loop-control; } && "
-        "{ modprobe -q dm_flakey; dmsetup targets | grep -qw flakey; } && "
-        f"truncate -s 64M {img} && "
-        f"LOOP=$(losetup -f --show {img}) && "
-        f"echo $LOOP > {scn.dir}/loop && "
-        f'dmsetup create {dev} --table "0 $(blockdev --getsz $LOOP) flakey $LOOP 0 600 0" && '
-        # the guests run without udev: dmsetup makes the /dev/mapper node itself
-        f"dmsetup mknodes {dev} && "
-        f"mkfs.ext4 -q /dev/mapper/{dev} && mkdir -p {mnt} && mount /dev/mapper/{dev} {mnt} && "
-        f"chmod 1777 {mnt} && sync",
-        timeout=120.0,
-    )
-    try:
+    with flakey_disk(rx, scn.dir, "flakey") as disk:
+        mnt = disk.mnt
         port = next_port()
         dst = f"{mnt}/dst"
         recv = scn.op_job(
@@ -559,32 +546,15 @@ def test_security_12_file_survives_power_cut(
             ],
             "ready",
         )
-        # The power cut: as soon as read() returned, every write is dropped.
-        loop = rx.run(f"cat {scn.dir}/loop").output.strip()
-        cut = (
-            f"dmsetup suspend --nolockfs {dev} && "
-            f'dmsetup load {dev} --table "0 $(blockdev --getsz {loop}) flakey {loop} 0 0 600 '
-            f'1 drop_writes" && dmsetup resume {dev}'
-        )
         res = tx.run(f"{SEND} --to {rx.ipv4}:{port} {q(src)}", timeout=60.0)
         assert res.rc == 0, res.output
         wait_output(recv, r"^stored", 60.0, f"{rx.name}: receiver")
-        rx.run(cut)
-        rx.run(
-            f"umount {mnt} && dmsetup remove {dev} && "
-            f'dmsetup create {dev} --table "0 $(blockdev --getsz {loop}) linear {loop} 0" && '
-            f"dmsetup mknodes {dev} && mount /dev/mapper/{dev} {mnt}",
-            timeout=120.0,
-        )
+        # The power cut: as soon as read() returned, every write is dropped.
+        disk.cut()
+        disk.remount()
         assert op_result(recv.wait(timeout=30.0).output, f"read {dst}") == str(size)
         assert listing(rx, mnt) == ["dst", "lost+found"], listing(rx, mnt)
         assert sha256(rx, dst, size) == digest
-    finally:
-        rx.run(
-            f"umount {mnt}; dmsetup remove {dev}; losetup -d $(cat {scn.dir}/loop); rm -rf {mnt}",
-            check=False,
-            timeout=120.0,
-        )
 
 
 def test_security_13_proc_read_in_pieces_while_sockets_churn(

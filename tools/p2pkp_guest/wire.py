@@ -155,5 +155,6 @@ STAT_NAMES = (
     "cc_timeouts",
     "cc_undos",
     "pace_waits",
+    "resumed",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))

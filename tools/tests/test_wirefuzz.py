@@ -81,7 +81,7 @@ def spec_idle(d: bytes, key: bytes | None) -> tuple[str | None, str | None]:
     if type_ == 1:
         flags = struct.unpack_from(">H", d, 6)[0]
         size, chunk = struct.unpack_from(">QI", d, 32)
-        if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x30:
+        if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x10:  # GROUP
             return "drop_field", None
         if cookie:
             return "drop_cookie", None
@@ -105,7 +105,7 @@ class Active:
         if type_ == 1:
             flags = struct.unpack_from(">H", d, 6)[0]
             size, chunk, epoch = struct.unpack_from(">QIH", d, 32)
-            if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x30:
+            if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x10:  # GROUP
                 return "drop_field", None
             right = cookie == x.cookie and src == 0 and xid == x.xid
             if cookie and not right:

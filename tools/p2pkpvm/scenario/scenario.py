@@ -84,14 +84,20 @@ def wait_output(job: Job, pattern: str, timeout: float, what: str) -> re.Match[s
 
 
 def recv_cmd(
-    port: int, out: str, count: int = 1, host: str = "0.0.0.0", timeout_ms: int | None = None
+    port: int,
+    out: str,
+    count: int = 1,
+    host: str = "0.0.0.0",
+    timeout_ms: int | None = None,
+    extra: str = "",
 ) -> str:
-    """p2pkp-recv --json on host:port into out (opts: timeout_ms)."""
+    """p2pkp-recv --json on host:port into out (opts: timeout_ms; extra: more options, e.g.
+    " --resume")."""
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     cmd = f"{RECV} --json --listen {listen} --out {q(out)} --count {count}"
     if timeout_ms is not None:
         cmd += f" --timeout {timeout_ms}"
-    return cmd
+    return cmd + extra
 
 
 def start_receiver(vm: Guest, cmd: str, within: float = 60.0) -> Job:
@@ -264,9 +270,11 @@ class Scenario:
         timeout_ms: int | None = None,
         prefix: str = "",
         host: str = "0.0.0.0",
+        extra: str = "",
     ) -> Job:
-        """Start p2pkp-recv --json on vm and wait until it has bound (its 'listening')."""
-        cmd = prefix + recv_cmd(port, out, count, host, timeout_ms=timeout_ms)
+        """Start p2pkp-recv --json on vm and wait until it has bound (its 'listening');
+        extra: more options (e.g. " --resume")."""
+        cmd = prefix + recv_cmd(port, out, count, host, timeout_ms=timeout_ms, extra=extra)
         job = start_receiver(vm, cmd)
         self.jobs.append((vm, job))
         return job
