@@ -227,6 +227,8 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_CKPT_BYTES	(8ULL << 20)
 #define P2PKP_CKPT_NS		NSEC_PER_SEC
 #define P2PKP_HAVE_XATTR	"user.p2pkp.have"
+/* file bytes hashed per engine round (a resumed prefix, a sender's digest) */
+#define P2PKP_HASH_BUDGET	(4U << 20)
 #define P2PKP_COOKIE_SECS	64	/* a cookie is valid 64..128 s */
 
 /* Counters, per socket and per network namespace (section 5). */
@@ -1510,15 +1512,18 @@ static const u8 *p2pkp_get_old(struct p2pkp_tx *tx, u64 pos, u32 len,
 	return tx->one;
 }
 
-static int p2pkp_tx_digest(struct p2pkp_tx *tx)
+/* Hash the file from where it is hashed in order, at most @budget bytes. */
+static int p2pkp_tx_digest_some(struct p2pkp_tx *tx, u64 budget)
 {
+	u64 stop = tx->size - tx->hashed > budget ? tx->hashed + budget :
+		   tx->size;
 	u32 n;
 	int err;
 
 	if (tx->digest_done)
 		return 0;
 	tx->one_pos = U64_MAX;		/* @one is reused below */
-	while (tx->hashed < tx->size) {
+	while (tx->hashed < stop) {
 		n = min_t(u64, tx->chunk_max, tx->size - tx->hashed);
 		err = p2pkp_read_full(tx->file, tx->one, n, tx->hashed);
 		if (err)
@@ -1526,9 +1531,16 @@ static int p2pkp_tx_digest(struct p2pkp_tx *tx)
 		p2pkp_sha_update(&tx->sha, tx->one, n);
 		tx->hashed += n;
 	}
+	if (tx->hashed < tx->size)
+		return 0;
 	p2pkp_sha_final(&tx->sha, tx->digest);
 	tx->digest_done = true;
 	return 0;
+}
+
+static int p2pkp_tx_digest(struct p2pkp_tx *tx)
+{
+	return p2pkp_tx_digest_some(tx, U64_MAX);
 }
 
 static void p2pkp_peer_fail(struct p2pkp_sock *ps, struct p2pkp_peer *p,
@@ -1926,27 +1938,19 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 }
 
 /*
- * The accepting START_ACK of a START with the digest (resume, section
- * 2.3): the peer's epoch 0 starts at @base, the verified prefix of its
- * partial file, a multiple of its chunk within the file.
+ * The base of an accepting START_ACK of a START with the digest (resume,
+ * section 1.7): the verified prefix of the peer's partial file, a multiple
+ * of its chunk within the file, or the whole file.
  */
-static bool p2pkp_tx_resumed(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			     struct p2pkp_peer *p, u64 base)
+static bool p2pkp_tx_base_ok(const struct p2pkp_tx *tx,
+			     const struct p2pkp_peer *p, u64 base)
 {
 	u32 rem;
 
-	if (base > tx->size) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+	if (base > tx->size)
 		return false;
-	}
 	div_u64_rem(base, p->chunk, &rem);
-	if (rem && base != tx->size) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
-		return false;
-	}
-	p->base = base;
-	p->count = DIV_ROUND_UP_ULL(tx->size - base, p->chunk);
-	return true;
+	return !rem || base == tx->size;
 }
 
 /*
@@ -2030,6 +2034,12 @@ static bool p2pkp_tx_mtu(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 static void p2pkp_tx_busy(struct p2pkp_tx *tx, struct p2pkp_peer *p,
 			  u64 now)
 {
+	/* a resumable START waits in PS_START with the cookie: a new one */
+	if (p->state == PS_START && p->cookie_known && !p->confirmed) {
+		p->cookie_known = false;
+		p->last_ctl = now;
+		return;
+	}
 	if (p->state != PS_DATA && p->state != PS_END)
 		return;
 	if (p->confirmed)
@@ -2115,6 +2125,12 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 				continue;
 			}
+			/* checked before it counts as a sign of life */
+			if (acc && tx->resume && p->state == PS_START &&
+			    !p2pkp_tx_base_ok(tx, p, base)) {
+				p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
+				continue;
+			}
 			/* a new epoch lives only if its base is sound */
 			if (acc && p->resync && p->state == PS_DATA) {
 				if (!p2pkp_tx_resynced(ps, tx, p, base, w))
@@ -2138,8 +2154,11 @@ static void p2pkp_tx_input(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			 */
 			if (tx->resume && !acc)
 				break;
-			if (tx->resume && !p2pkp_tx_resumed(ps, tx, p, base))
-				continue;
+			if (tx->resume) {	/* its epoch 0 starts at @base */
+				p->base = base;
+				p->count = DIV_ROUND_UP_ULL(tx->size - base,
+							    p->chunk);
+			}
 			WRITE_ONCE(p->state, p->count ? PS_DATA : PS_END);
 			break;
 		}
@@ -2929,11 +2948,18 @@ static bool p2pkp_tx_step(struct p2pkp_sock *ps, int *errp)
 	int i, err = 0, active = 0;
 
 	if (tx->resume && !tx->digest_done) {
-		/* START carries the digest: one read of the file first */
-		err = p2pkp_tx_digest(tx);
+		/*
+		 * START carries the digest: one read of the file first, a
+		 * piece per round (close and other sockets go on meanwhile)
+		 */
+		err = p2pkp_tx_digest_some(tx, P2PKP_HASH_BUDGET);
 		if (err) {
 			*errp = err;
 			return true;
+		}
+		if (!tx->digest_done) {
+			p2pkp_kick(ps);
+			return false;
 		}
 		now = ktime_get_ns();	/* the peers' time starts now */
 		for (i = 0; i < tx->npeers; i++)
@@ -3106,6 +3132,10 @@ struct p2pkp_rx {
 	bool partial;			/* @file is a kept partial file (1.7) */
 	bool no_xattr;			/* its file system has no user xattrs */
 	u64 ckpt_at, ckpt_ns;		/* its last checkpoint: prefix, time */
+	bool hashing;			/* reading its prefix [0, base) back */
+	u64 hashed;			/* ... bytes of it hashed */
+	u64 keep_max;			/* what it may keep: a failed write */
+	u8 want[P2PKP_DIGEST_SIZE];	/* the digest START announced */
 	u64 fsize;			/* the caller's RLIMIT_FSIZE */
 	char tmpname[NAME_MAX + 1];
 	umode_t mode;			/* final mode (the named fallback) */
@@ -3185,8 +3215,9 @@ static void p2pkp_rx_reply(struct p2pkp_sock *ps, struct sockaddr_storage *to,
 		p2pkp_stat(ps, P2PKP_ST_REPLIES_LIMITED, 1);
 		return;
 	}
-	n = p2pkp_hdr_fill(ps, pkt, type, flags | P2PKP_F_ECHO, id, cookie,
-			   echo);
+	/* echo 0: no datagram to echo (an RTT sample would be wrong) */
+	n = p2pkp_hdr_fill(ps, pkt, type, flags | (echo ? P2PKP_F_ECHO : 0),
+			   id, cookie, echo);
 	if (blen)
 		memcpy(pkt + n, body, blen);
 	p2pkp_xmit(ps, ps->rx.sock, to, tolen, pkt, n + blen, NULL, 0,
@@ -3373,16 +3404,19 @@ static int p2pkp_rx_commit(struct p2pkp_rx *rx)
 	err = mnt_want_write(rx->dir.mnt);
 	if (err)
 		return err;
-	if (rx->named) {
-		err = p2pkp_rx_chmod(rx);
-		if (err)
-			goto drop;
-	}
-	/* a partial file's claim does not go with the final file */
+	/*
+	 * A partial file's claim does not go with the final file: removed
+	 * while the mode still lets its owner write (before the chmod)
+	 */
 	if (rx->partial && !rx->no_xattr) {
 		err = vfs_removexattr(idmap, rx->file->f_path.dentry,
 				      P2PKP_HAVE_XATTR);
 		if (err && err != -ENODATA && err != -EOPNOTSUPP)
+			goto drop;
+	}
+	if (rx->named) {
+		err = p2pkp_rx_chmod(rx);
+		if (err)
 			goto drop;
 	}
 	lock_rename(dir, dir);
@@ -3568,7 +3602,8 @@ static void p2pkp_rx_checkpoint(struct p2pkp_rx *rx)
  */
 static void p2pkp_rx_keep_prefix(struct p2pkp_rx *rx)
 {
-	u64 keep = min(rx->base + rx->cum * rx->chunk, rx->size);
+	u64 keep = min3(rx->base + rx->cum * rx->chunk, rx->size,
+			rx->keep_max);
 	int err = 0;
 
 	if (i_size_read(file_inode(rx->file)) > keep)
@@ -3652,8 +3687,11 @@ static void p2pkp_rx_flush(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 	iov_iter_kvec(&it, ITER_SOURCE, rx->wv, n, rx->wlen);
 	err = p2pkp_write_iter(rx->file, &it, rx->wpos);
 	p2pkp_stat(ps, P2PKP_ST_FILE_WRITES, 1);
-	if (err)
+	if (err) {
+		/* counted in cum maybe, but not all written */
+		rx->keep_max = min_t(u64, rx->keep_max, rx->wpos);
 		p2pkp_rx_fail(ps, rx, err, rx->echo);
+	}
 }
 
 /*
@@ -3837,7 +3875,8 @@ static struct file *p2pkp_rx_open_partial(struct p2pkp_rx *rx,
 		return NULL;
 	inode = file_inode(pf);
 	if (!S_ISREG(inode->i_mode) || inode->i_nlink != 1 ||
-	    !uid_eq(inode->i_uid, current_fsuid())) {
+	    !vfsuid_eq_kuid(i_uid_into_vfsuid(p2pkp_idmap(pf->f_path.mnt),
+					      inode), current_fsuid())) {
 		fput(pf);
 		return NULL;
 	}
@@ -3861,30 +3900,12 @@ check:
 	return f;
 }
 
-/* Hash the first @len bytes of @f into the receiver's digest. */
-static int p2pkp_rx_hash_prefix(struct p2pkp_rx *rx, struct file *f, u64 len)
-{
-	u64 pos = 0;
-	u32 n;
-	int err;
-
-	while (pos < len) {
-		n = min_t(u64, P2PKP_CHUNK_MAX, len - pos);
-		err = p2pkp_read_full(f, rx->chunkbuf, n, pos);
-		if (err)
-			return err;
-		p2pkp_sha_update(&rx->sha, rx->chunkbuf, n);
-		pos += n;
-		cond_resched();
-	}
-	return 0;
-}
-
 /*
  * A confirmed START with the digest on a socket with P2PKP_RESUME (section
- * 2.3): the transfer goes into its partial file, and resumes after what
- * that file holds.  Returns 1 when it does, 0 when the transfer goes on
- * as any other (no usable partial file), or a negative errno.
+ * 1.7): the transfer goes into its partial file, and resumes after what
+ * that file claims, once the engine has read that prefix back
+ * (p2pkp_rx_hash_step).  Returns 1 when it does, 0 when the transfer goes
+ * on as any other (no usable partial file), or a negative errno.
  */
 static int p2pkp_rx_resume(struct p2pkp_rx *rx, const u8 *digest)
 {
@@ -3905,8 +3926,11 @@ static int p2pkp_rx_resume(struct p2pkp_rx *rx, const u8 *digest)
 		f = p2pkp_rx_open_partial(rx, name);
 		if (!f)
 			return 0;
-		/* the armed file goes (a kept partial stays on disk) */
-		if (rx->named && !rx->partial)
+		/*
+		 * The armed file goes, and so does a partial file this
+		 * read() kept of another file: one read() keeps one
+		 */
+		if (rx->named)
 			p2pkp_rx_unlink(rx);
 		fput(rx->file);
 		rx->file = f;
@@ -3915,23 +3939,20 @@ static int p2pkp_rx_resume(struct p2pkp_rx *rx, const u8 *digest)
 		strscpy(rx->tmpname, name, sizeof(rx->tmpname));
 	}
 	rx->dirty = false;
+	memcpy(rx->want, digest, P2PKP_DIGEST_SIZE);
 	have = p2pkp_rx_get_have(rx, f);
 	div_u64_rem(have, rx->chunk, &rem);
 	base = have >= rx->size ? rx->size : have - rem;
-	if (have > base)
+	/* nothing beyond the prefix: not even bytes past the size */
+	if (i_size_read(file_inode(f)) > base) {
 		err = vfs_truncate(&f->f_path, base);
-	if (!err && base)
-		err = p2pkp_rx_hash_prefix(rx, f, base);
-	if (err) {
-		/* unreadable: start over, in the same file */
-		base = 0;
-		err = p2pkp_sha_init(&rx->sha) ?:
-		      vfs_truncate(&f->f_path, 0);
 		if (err)
 			return err;
 	}
 	rx->base = base;
 	rx->count = DIV_ROUND_UP_ULL(rx->size - base, rx->chunk);
+	rx->hashed = 0;
+	rx->hashing = base > 0;
 	rx->ckpt_at = base;
 	rx->ckpt_ns = ktime_get_ns();
 	p2pkp_rx_set_have(rx, base);	/* a new file claims 0 at once */
@@ -3939,8 +3960,9 @@ static int p2pkp_rx_resume(struct p2pkp_rx *rx, const u8 *digest)
 }
 
 /*
- * Another transfer than the kept partial file's: that file stays on disk
- * as it is, and this one gets a new hidden file (mode 0600 until named).
+ * Another transfer than the kept partial file's (another file, or one
+ * without the digest): that partial goes (one read() keeps one), and this
+ * transfer gets a new hidden file (mode 0600 until named).
  */
 static int p2pkp_rx_detach(struct p2pkp_rx *rx)
 {
@@ -3957,6 +3979,7 @@ static int p2pkp_rx_detach(struct p2pkp_rx *rx)
 	}
 	if (IS_ERR(f))
 		return PTR_ERR(f);
+	p2pkp_rx_unlink(rx);
 	fput(rx->file);
 	rx->file = f;
 	rx->named = true;
@@ -3966,13 +3989,73 @@ static int p2pkp_rx_detach(struct p2pkp_rx *rx)
 	return 0;
 }
 
+/*
+ * START_ACK to the accepted transfer's confirmed START: ACCEPTED with the
+ * base, or, while its prefix is still being read back, without (the
+ * sender waits, and hears that the receiver lives).
+ */
+static void p2pkp_rx_start_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			       u32 echo)
+{
+	struct p2pkp_start_ack sa = {
+		.window = cpu_to_be32(rx->window),
+		.epoch = cpu_to_be16(rx->epoch),
+	};
+	u16 flags = 0;
+
+	if (!rx->hashing) {
+		flags = P2PKP_F_ACCEPTED;
+		sa.base = cpu_to_be64(rx->base);
+	}
+	p2pkp_rx_reply(ps, &rx->from, rx->fromlen, P2PKP_T_START_ACK, flags,
+		       rx->id, rx->cookie, echo, &sa, sizeof(sa));
+}
+
+/*
+ * Read back and hash at most P2PKP_HASH_BUDGET bytes of the resumed
+ * prefix (one engine round: close and the timers are not held up); when
+ * it is all hashed, accept.  A prefix that cannot be read is dropped: the
+ * transfer starts over from 0 in the same file.
+ */
+static void p2pkp_rx_hash_step(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
+{
+	u64 stop = min_t(u64, rx->base, rx->hashed + P2PKP_HASH_BUDGET);
+	u32 n;
+	int err = 0;
+
+	while (rx->hashed < stop && !err) {
+		n = min_t(u64, P2PKP_CHUNK_MAX, stop - rx->hashed);
+		err = p2pkp_read_full(rx->file, rx->chunkbuf, n, rx->hashed);
+		if (!err) {
+			p2pkp_sha_update(&rx->sha, rx->chunkbuf, n);
+			rx->hashed += n;
+		}
+	}
+	if (err) {
+		err = p2pkp_sha_init(&rx->sha) ?:
+		      vfs_truncate(&rx->file->f_path, 0);
+		if (err) {
+			p2pkp_rx_fail(ps, rx, err, 0);
+			return;
+		}
+		rx->base = 0;
+		rx->count = DIV_ROUND_UP_ULL(rx->size, rx->chunk);
+		rx->ckpt_at = 0;
+		p2pkp_rx_set_have(rx, 0);
+	} else if (rx->hashed < rx->base) {
+		return;
+	}
+	rx->hashing = false;
+	rx->last_rx = ktime_get_ns();
+	p2pkp_rx_start_ack(ps, rx, 0);	/* accepted now, not an echo */
+}
+
 /* Take the transfer of a confirmed START into the armed read(). */
 static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			    const struct p2pkp_hdr *h, u64 size, u32 chunk,
 			    u16 epoch, const u8 *digest,
 			    struct sockaddr_storage *from, int fromlen)
 {
-	struct p2pkp_start_ack sa = {};
 	u32 echo = be32_to_cpu(h->ts);
 	int err;
 
@@ -3994,6 +4077,8 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->credit = P2PKP_CTL_MAX;	/* one ACK in advance */
 	bitmap_zero(rx->ring, P2PKP_WIN);
 	rx->wn = 0;
+	rx->hashing = false;
+	rx->keep_max = U64_MAX;
 	rx->start_ns = ktime_get_ns();
 	rx->last_rx = rx->start_ns;
 	err = p2pkp_sha_init(&rx->sha);
@@ -4017,6 +4102,19 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	if (err)
 		p2pkp_stat(ps, P2PKP_ST_RESUMED, 1);
+	if (digest && rx->resume && !rx->fd) {
+		/*
+		 * Room for what the partial file lacks (p2pkp_rx_start left
+		 * it to here): refused as there, the read() keeps waiting
+		 */
+		err = p2pkp_rx_space(rx, rx->size - rx->base);
+		if (err) {
+			p2pkp_stat(ps, P2PKP_ST_REFUSED_SPACE, 1);
+			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+					     rx->id, rx->cookie, echo, err);
+			return;
+		}
+	}
 	/* an abandoned transfer wrote to it, or the caller's file had data */
 	if (rx->dirty || (rx->fd && i_size_read(file_inode(rx->file)))) {
 		err = p2pkp_rx_empty(rx);
@@ -4027,11 +4125,7 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	}
 	rx->state = RS_RECV;
 	WRITE_ONCE(ps->state, P2PKP_RECEIVING);
-	sa.window = cpu_to_be32(rx->window);
-	sa.epoch = cpu_to_be16(epoch);
-	sa.base = cpu_to_be64(rx->base);
-	p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, P2PKP_F_ACCEPTED,
-		       rx->id, rx->cookie, echo, &sa, sizeof(sa));
+	p2pkp_rx_start_ack(ps, rx, echo);
 }
 
 /*
@@ -4078,6 +4172,7 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	bool last = ps->last_valid && id == ps->last_id &&
 		    p2pkp_addr_eq(from, &ps->last_addr);
 	struct p2pkp_start_ack sa = { .epoch = st->epoch };
+	bool resumable;
 	int err;
 
 	if (chunk < P2PKP_CHUNK_MIN || chunk > P2PKP_CHUNK_MAX ||
@@ -4114,12 +4209,16 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			}
 			p2pkp_rx_epoch(ps, rx, chunk, epoch);
 		}
+		if (cookie) {
+			/* while its prefix is read back: it waits, and lives */
+			if (rx->hashing)
+				rx->last_rx = ktime_get_ns();
+			p2pkp_rx_start_ack(ps, rx, echo);
+			return false;
+		}
 		sa.window = cpu_to_be32(rx->window);
-		if (cookie)
-			sa.base = cpu_to_be64(rx->base);
-		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK,
-			       cookie ? P2PKP_F_ACCEPTED : 0, id, rx->cookie,
-			       echo, &sa, sizeof(sa));
+		p2pkp_rx_reply(ps, from, fromlen, P2PKP_T_START_ACK, 0, id,
+			       rx->cookie, echo, &sa, sizeof(sa));
 		return false;
 	}
 	if (last && (!mine || !same)) {
@@ -4161,7 +4260,9 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		}
 		p2pkp_rx_abandon(ps, rx, P2PKP_ST_XFER_ABORTED);
 	}
-	err = p2pkp_rx_space(rx, size);
+	/* a resumable one needs room for the rest only: checked at accept */
+	resumable = (flags & P2PKP_F_DIGEST) && rx->resume && !rx->fd;
+	err = resumable ? 0 : p2pkp_rx_space(rx, size);
 	if (err) {
 		p2pkp_rx_refuse(ps, h, from, fromlen, c, err,
 				P2PKP_ST_REFUSED_SPACE);
@@ -4182,8 +4283,9 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	bool ackreq = be16_to_cpu(h->flags) & P2PKP_F_ACKREQ;
 	int err;
 
-	if (be16_to_cpu(d->epoch) != rx->epoch) {
-		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
+	/* not this epoch, or before the resumed transfer was accepted */
+	if (be16_to_cpu(d->epoch) != rx->epoch || rx->hashing) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 		return;
 	}
 	if (idx >= rx->count) {
@@ -4267,7 +4369,9 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	p2pkp_sha_final(&rx->sha, digest);
-	if (crypto_memneq(digest, e->digest, sizeof(digest)))
+	/* a partial file is completed only as the file START named */
+	if (crypto_memneq(digest, e->digest, sizeof(digest)) ||
+	    (rx->partial && crypto_memneq(rx->want, e->digest, sizeof(digest))))
 		err = -EBADMSG;
 	else
 		err = p2pkp_rx_commit(rx);
@@ -4522,9 +4626,15 @@ static bool p2pkp_rx_run(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		}
 	}
 	p2pkp_rx_flush(ps, rx);		/* before the engine sleeps */
-	if (rx && rx->partial && rx->state == RS_RECV && !rx->finished)
-		p2pkp_rx_checkpoint(rx);
 	*more = !budget;
+	if (rx && rx->partial && rx->state == RS_RECV && !rx->finished) {
+		if (rx->hashing) {
+			p2pkp_rx_hash_step(ps, rx);
+			*more |= rx->hashing;	/* a piece per round */
+		} else {
+			p2pkp_rx_checkpoint(rx);
+		}
+	}
 	now = ktime_get_ns();
 	if (!rx) {
 		*wait = ps->linger_end > now ? ps->linger_end - now : U64_MAX;

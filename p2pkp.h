@@ -104,14 +104,16 @@
  * P2PKP_RESUME (int, get/set, default 0): sender: write() first reads the
  *	file once for its SHA-256 and sends it in START, so that receivers
  *	with P2PKP_RESUME can resume; receiver: a transfer whose START has
- *	the digest goes into a partial file ".p2pkp-part-<32 hex digits>" in
- *	the destination's directory, kept with the prefix received in order
- *	when the transfer is interrupted (sender silent past the peer
- *	timeout, ABORT, close, the process killed), so that the next read()
- *	of the same destination offered the same file (final name, size and
- *	SHA-256) gets only the rest.  A changed file never mixes with the old
- *	one's partial (another name), and a partial that fails the digest at
- *	the end is deleted (EBADMSG).  docs/protocol.md 1.7 and 2.3.
+ *	the digest goes into a partial file ".p2pkp-part-NAME-<16 hex
+ *	digits>" beside the destination NAME, synced and claimed (xattr
+ *	user.p2pkp.have) every 8 MiB or second and kept with the prefix
+ *	received in order when the transfer is interrupted (sender silent
+ *	past the peer timeout, ABORT, close, the process killed, a power
+ *	cut), so that the next read() of the same destination offered the
+ *	same file (final name, size and SHA-256) gets only the rest.  A
+ *	changed file never mixes with the old one's partial (another name),
+ *	and a partial that fails the digest at the end is deleted (EBADMSG).
+ *	docs/protocol.md 1.7.
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2

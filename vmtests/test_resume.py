@@ -21,6 +21,7 @@ from p2pkpvm.net.impair import impair
 from p2pkpvm.scenario import toolout
 from p2pkpvm.scenario.powercut import flakey_disk
 from p2pkpvm.scenario.scenario import (
+    AS_NOBODY,
     SEND,
     MiB,
     Scenario,
@@ -59,6 +60,15 @@ def partials(vm: Guest, d: str, name: str) -> dict[str, int]:
     return found
 
 
+def wait_partial(vm: Guest, d: str, name: str, at_least: int, size: int) -> None:
+    """Until the partial file of d/name on vm holds at least `at_least` bytes."""
+    vm.wait_for(
+        f'test "$(stat -c %s {q(d)}/.p2pkp-part-{name}-* | head -n 1)" -ge {at_least}',
+        timeout=transfer_deadline(size, 4),
+        interval=0.2,
+    )
+
+
 def interrupt_half_way(
     scn: Scenario,
     tx: Guest,
@@ -80,11 +90,7 @@ def interrupt_half_way(
     to = "".join(f" --to {vm.ipv4}:{port}" for vm in [*others, rx])
     with impair(rx, rate_mbit=rate_mbit, direction="ingress"):
         sender = scn.spawn(tx, f"{SEND} --resume --json --timeout 5000{to} {q(src)}")
-        rx.wait_for(
-            f'test "$(stat -c %s {q(d)}/.p2pkp-part-{name}-* | head -n 1)" -ge {size // 2}',
-            timeout=transfer_deadline(size, 4),
-            interval=0.2,
-        )
+        wait_partial(rx, d, name, size // 2, size)
         if before_kill is not None:
             before_kill()
         victim.kill("KILL")
@@ -140,13 +146,21 @@ def test_resume_after_receiver_killed(scn: Scenario, cluster: ClusterView) -> No
     assert total >= 1, f"vm4 counted {total} resumed transfers"
 
 
+def total_at_least(names: Sequence[str], n: int) -> str:
+    """Shell: true once the counters `names` of /proc/net/p2pkp's total line add up to n."""
+    counters = " + ".join(
+        f"$(sed -n 's/^total .*[ ]{name}=\\([0-9]*\\).*/\\1/p' /proc/net/p2pkp)" for name in names
+    )
+    return f"test $(( {counters} )) -ge {n}"
+
+
 def proc_counter(vm: Guest, name: str) -> int:
     text = vm.run("cat /proc/net/p2pkp").output
     line = next(ln for ln in text.splitlines() if ln.startswith("total "))
     return int(dict(w.split("=", 1) for w in line.split()[1:])[name])
 
 
-SMALL = 16 * MiB
+SMALL = 8 * MiB
 
 
 def send_resume(tx: Guest, rx: Guest, port: int, src: str, size: int) -> toolout.Peer:
@@ -278,3 +292,100 @@ def test_resume_after_power_cut(scn: Scenario, cluster: ClusterView) -> None:
         )
         assert p.dgrams <= 0.65 * chunks, f"{p.dgrams} datagrams of {chunks} chunks"
         assert partials(rx, mnt, "dst") == {}
+
+
+def test_resume_partial_of_a_restricted_umask_is_named(scn: Scenario, cluster: ClusterView) -> None:
+    """A non-root receiver whose umask leaves its own files read-only (0277): the resumable
+    transfer into ext4 (user xattrs: the partial file carries its claim) is named with the
+    final mode 0400 and without the claim (the claim goes before the mode: removing a user
+    xattr needs write permission)."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    size = 2 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    with flakey_disk(rx, scn.dir, "umask", size_mib=32) as disk:
+        dst = f"{disk.mnt}/dst"
+        port = next_port()
+        job = scn.receiver(
+            rx, dst, port, timeout_ms=5000, prefix=f"umask 0277; {AS_NOBODY} ", extra=" --resume"
+        )
+        p = send_resume(tx, rx, port, src, size)
+        assert (p.state, p.acked) == ("DONE", size), p
+        out = job.wait(timeout=60.0)
+        assert parse_received(out.output) == [(dst, size)], out.output
+        assert sha256(rx, dst, size) == digest
+        mode = rx.run(f"stat -c '%a %U' {q(dst)}").output.strip()
+        assert mode == "400 nobody", mode
+        listxattr = "import os, sys; print(os.listxattr(sys.argv[1]))"
+        attrs = rx.run(f"python3 -c {q(listxattr)} {q(dst)}").output.strip()
+        assert "user.p2pkp.have" not in attrs, f"the final file carries the claim: {attrs}"
+        assert partials(rx, disk.mnt, "dst") == {}
+
+
+def test_resume_one_partial_per_read(scn: Scenario, cluster: ClusterView) -> None:
+    """One read() keeps at most one partial file: a first sender's resumable transfer is
+    cut off (the sender killed: its ABORT, or its silence past the receiver's 2 s, ends the
+    transfer and the partial is kept), then a second sender offers another file to the same
+    read(): while that one runs, its partial is the only one (the first was removed), and
+    it arrives."""
+    tx, other, rx = cluster["vm1"], cluster["vm3"], cluster["vm2"]
+    src1, _ = scn.make_file(tx, "src", SMALL)
+    src2, digest2 = scn.make_file(other, "src", SMALL)
+    port = next_port()
+    dst = scn.path("dst")
+    d, name = dst.rsplit("/", 1)
+    ended = ("xfers_abandoned", "xfers_aborted")  # ABORT from the killed sender, or silence
+    gone = sum(proc_counter(rx, c) for c in ended)
+    resumed = proc_counter(rx, "resumed")
+    job = recv_resume(scn, rx, dst, port, timeout_ms=2000)
+    to = f" --to {rx.ipv4}:{port}"
+    with impair(rx, rate_mbit=SLOW_MBIT, direction="ingress"):
+        first = scn.spawn(tx, f"{SEND} --resume --json --timeout 5000{to} {q(src1)}")
+        wait_partial(rx, d, name, SMALL // 4, SMALL)
+        first.kill("KILL")
+        # abandoned after the receiver's 2 s: its partial kept
+        rx.wait_for(total_at_least(ended, gone + 1), 30.0, interval=0.5)
+        assert len(partials(rx, d, name)) == 1, partials(rx, d, name)
+        second = scn.spawn(other, f"{SEND} --resume --json --timeout 5000{to} {q(src2)}")
+        rx.wait_for(total_at_least(["resumed"], resumed + 2), 60.0, interval=0.2)
+        during = partials(rx, d, name)
+        res = second.wait(timeout=transfer_deadline(SMALL, 4) + 60.0)
+    assert len(during) == 1, f"partial files while the second file arrives: {during}"
+    (p,) = toolout.peers(res.output).values()
+    assert (p.state, p.acked) == ("DONE", SMALL), res.output
+    assert parse_received(job.wait(timeout=60.0).output) == [(dst, SMALL)]
+    assert sha256(rx, dst, SMALL) == digest2
+    assert partials(rx, d, name) == {}
+
+
+def test_resume_after_disk_full(scn: Scenario, cluster: ClusterView) -> None:
+    """The receiver's file system fills up mid-transfer (another file takes the rest):
+    read() fails ENOSPC and the partial file keeps only what was really written (not the
+    chunks counted but never written); once space is freed, the next attempt gets the
+    file bit-exact from there."""
+    tx, rx = cluster["vm1"], cluster["vm2"]
+    size = 24 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    d = scn.path("small")
+    rx.run(f"mkdir -p {q(d)} && mount -t tmpfs -o size=40m p2pkp-full {q(d)}")
+    try:
+        port = next_port()
+        dst = f"{d}/dst"
+        job = recv_resume(scn, rx, dst, port)
+        with impair(rx, rate_mbit=SLOW_MBIT, direction="ingress"):
+            sender = scn.spawn(
+                tx, f"{SEND} --resume --json --timeout 5000 --to {rx.ipv4}:{port} {q(src)}"
+            )
+            wait_partial(rx, d, "dst", size // 3, size)
+            rx.run(f"dd if=/dev/zero of={q(d)}/filler bs=64k 2>/dev/null || true")
+            res = sender.wait(timeout=transfer_deadline(size, 4) + 60.0)
+        (p,) = toolout.peers(res.output).values()
+        assert (p.state, p.errname) == ("FAILED", "ENOSPC"), res.output
+        out = job.wait(timeout=60.0)
+        assert out.rc != 0 and "ENOSPC" in out.output, out.output
+        (kept,) = partials(rx, d, "dst").values()
+        rx.run(f"rm -f {q(d)}/filler")
+        p = resume_once(scn, tx, rx, port, src, dst, size, digest)
+        print(f"\nkept {kept} bytes after ENOSPC; the rest took {p.dgrams} datagrams (TCG)")
+        assert partials(rx, d, "dst") == {}
+    finally:
+        rx.run(f"umount -l {q(d)}", check=False)
