@@ -33,10 +33,12 @@ from p2pkpvm.scenario.scenario import (
 )
 from p2pkpvm.vm.guest import Guest
 
-SLOW_FACTOR_MAX = 1.2
+# A fast receiver's time with a slow third, as a share of the slow one's at most: with one
+# pace for all (the slowest's) they would finish together (1.0); with independent windows
+# (docs/protocol.md 4) in about FAST_MBIT / SLOW_MBIT of it (0.1).
+DECOUPLED_MAX = 0.5
 FAST_MBIT, SLOW_MBIT = 40.0, 4.0
 SLOW_SIZE = 4 * MiB
-SLOW_ROUNDS = 2
 CONTROL_S = 5.0
 UTILISATION_MIN = 0.6  # below that the link was not the bottleneck: the run says nothing
 
@@ -110,39 +112,43 @@ def test_congestion_off_is_unfair(scn: Scenario, cluster: ClusterView) -> None:
 
 @pytest.mark.timeout_s(900)
 def test_congestion_slow_receiver(scn: Scenario, cluster: ClusterView) -> None:
-    """vm1 -> vm2, vm3, vm4, 4 MiB, every receiver's ingress at 40 Mbit/s; rounds alternate
-    vm4 at 40 and at 4 Mbit/s: vm2's and vm3's own transfer times with the slow vm4 stay within
-    1.2x of those with a fast vm4 (independent windows per peer)."""
+    """vm1 -> vm2, vm3, vm4, 4 MiB, every receiver's ingress at 40 Mbit/s, then again with
+    vm4 at 4 Mbit/s: vm2 and vm3 do not wait for the slow vm4 (independent windows per peer):
+    each finishes in at most half of vm4's own time in the same transfer.  Their times with a
+    fast and with a slow vm4 are printed (a timed comparison across transfers belongs to a
+    bench: under load it measures the machine)."""
     tx = cluster["vm1"]
     fast = [cluster["vm2"], cluster["vm3"]]
     slow = cluster["vm4"]
     src, _ = scn.make_file(tx, "src", SLOW_SIZE)
-    times: dict[bool, list[float]] = {False: [], True: []}
+    times: dict[bool, tuple[list[float], float]] = {}
     link = Link(rate_mbit=FAST_MBIT)
     with (
         impair(fast[0], link, direction="ingress"),
         impair(fast[1], link, direction="ingress"),
     ):
-        for rnd in range(SLOW_ROUNDS):
-            for is_slow in (False, True) if rnd % 2 == 0 else (True, False):
-                rate = SLOW_MBIT if is_slow else FAST_MBIT
-                with impair(slow, Link(rate_mbit=rate), direction="ingress"):
-                    times[is_slow] += one_round(scn, tx, fast, slow, src)
-    base, with_slow = statistics.mean(times[False]), statistics.mean(times[True])
+        for is_slow in (False, True):
+            rate = SLOW_MBIT if is_slow else FAST_MBIT
+            with impair(slow, Link(rate_mbit=rate), direction="ingress"):
+                times[is_slow] = one_round(scn, tx, fast, slow, src)
+    (base, _), (with_slow, slowest) = times[False], times[True]
+    ratio = statistics.mean(with_slow) / statistics.mean(base)
     print(
-        f"fast receivers' times (ms): with vm4 at {FAST_MBIT:g} Mbit/s {times[False]}, "
-        f"at {SLOW_MBIT:g} Mbit/s {times[True]}: {with_slow / base:.2f}x"
+        f"fast receivers' times (ms): with vm4 at {FAST_MBIT:g} Mbit/s {base}, at "
+        f"{SLOW_MBIT:g} Mbit/s {with_slow} ({ratio:.2f}x); "
+        f"vm4 at {SLOW_MBIT:g} Mbit/s: {slowest:.0f} ms"
     )
-    assert with_slow <= SLOW_FACTOR_MAX * base, (
-        f"a 10x slower vm4 slowed vm2 and vm3 by {with_slow / base:.2f}x "
-        f"(> {SLOW_FACTOR_MAX}): {times}"
+    assert max(with_slow) <= DECOUPLED_MAX * slowest, (
+        f"vm2 and vm3 took {with_slow} ms next to a 10x slower vm4 ({slowest:.0f} ms): "
+        f"more than {DECOUPLED_MAX:.0%} of its time, as if they waited for it"
     )
 
 
 def one_round(
     scn: Scenario, tx: Guest, fast: Sequence[Guest], slow: Guest, src: str
-) -> list[float]:
-    """One transfer of src to fast + [slow]: the fast receivers' own times (ms)."""
+) -> tuple[list[float], float]:
+    """One transfer of src to fast + [slow]: the fast receivers' own times and the slow
+    one's (ms, START to verified end as each receiver's kernel measured it)."""
     port = next_port()
     dst = scn.path("dst")
     rxs = [*fast, slow]
@@ -163,5 +169,5 @@ def one_round(
         out = job.wait(timeout=60.0).output
         assert toolout.received(out) == [(dst, SLOW_SIZE)], f"{rx.name}: {out}"
         times += toolout.received_ms(out)
-    jobs[-1].wait(timeout=60.0)
-    return times
+    (slowest,) = toolout.received_ms(jobs[-1].wait(timeout=60.0).output)
+    return times, slowest

@@ -1,5 +1,5 @@
-"""The rule that keeps p2pkp.ko current in a guest, run by a real shell against fake
-/proc/modules, insmod and rmmod (no VM)."""
+"""The rule that keeps p2pkp.ko current in a guest, run by a real shell against a fake
+/sys/module, insmod and rmmod (no VM)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ from p2pkpvm.vm import module
 
 
 def run(script: str, tmp: Path) -> str:
-    """script with /proc/modules, /run and the module tools redirected into tmp."""
+    """script with /sys/module, /run and the module tools redirected into tmp."""
     bin_ = tmp / "bin"
     bin_.mkdir(exist_ok=True)
     for tool, body in {
-        "insmod": f'echo "p2pkp 1 0 - Live" > {tmp}/modules; echo insmod "$@" >> {tmp}/log',
-        "rmmod": f": > {tmp}/modules; echo rmmod >> {tmp}/log",
+        "insmod": f'mkdir -p {tmp}/sys/p2pkp; echo insmod "$@" >> {tmp}/log',
+        "rmmod": f"rmdir {tmp}/sys/p2pkp; echo rmmod >> {tmp}/log",
     }.items():
         (bin_ / tool).write_text(f"#!/bin/sh\n{body}\n")
         (bin_ / tool).chmod(0o755)
-    (tmp / "modules").touch()
-    script = script.replace("/proc/modules", f"{tmp}/modules").replace(module.STAMP, f"{tmp}/s")
+    (tmp / "sys").mkdir(exist_ok=True)
+    script = script.replace(module.SYS_MODULE, f"{tmp}/sys").replace(module.STAMP, f"{tmp}/s")
     env = dict(os.environ, PATH=f"{bin_}:{os.environ['PATH']}")
     return subprocess.run(
         ["sh", "-c", script], env=env, capture_output=True, text=True, check=True
