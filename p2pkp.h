@@ -105,8 +105,8 @@
  *	file once for its SHA-256 and sends it in START, so that receivers
  *	with P2PKP_RESUME can resume; receiver: a transfer whose START has
  *	the digest goes into a partial file ".p2pkp-part-NAME-<16 hex
- *	digits>" beside the destination NAME, synced and claimed (xattr
- *	user.p2pkp.have) every 8 MiB or second and kept with the prefix
+ *	digits>" beside the destination NAME, synced and claimed (in an
+ *	extended attribute) every 8 MiB or second and kept with the prefix
  *	received in order when the transfer is interrupted (sender silent
  *	past the peer timeout, ABORT, close, the process killed, a power
  *	cut), so that the next read() of the same destination offered the
