@@ -61,11 +61,16 @@ def partials(vm: Guest, d: str, name: str) -> dict[str, int]:
 
 
 def wait_partial(vm: Guest, d: str, name: str, at_least: int, size: int) -> None:
-    """Until the partial file of d/name on vm holds at least `at_least` bytes."""
-    vm.wait_for(
+    """Until the partial file of d/name on vm holds at least `at_least` bytes; fails at once
+    when the file arrived whole first (nothing left to interrupt)."""
+    res = vm.wait_for(
+        f"{{ test -e {q(d)}/{q(name)} && echo arrived-whole; }} || "
         f'test "$(stat -c %s {q(d)}/.p2pkp-part-{name}-* | head -n 1)" -ge {at_least}',
         timeout=transfer_deadline(size, 4),
         interval=0.2,
+    )
+    assert "arrived-whole" not in res.output, (
+        f"{vm.name}: {name} arrived before its partial file was seen at {at_least} bytes"
     )
 
 
@@ -160,7 +165,7 @@ def proc_counter(vm: Guest, name: str) -> int:
     return int(dict(w.split("=", 1) for w in line.split()[1:])[name])
 
 
-SMALL = 8 * MiB
+SMALL = 16 * MiB  # 8 MiB at 40 Mbit/s ended between two polls once (6.12, TCG)
 
 
 def send_resume(tx: Guest, rx: Guest, port: int, src: str, size: int) -> toolout.Peer:
