@@ -2849,14 +2849,11 @@ static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		};
 
 		/* P2PKP_RESUME: the whole file's digest (section 2.2) */
-		if (tx->resume) {
+		if (tx->resume)
 			memcpy(b.digest, tx->digest, sizeof(b.digest));
-			p2pkp_tx_ctl_flags(ps, tx, p, P2PKP_T_START,
-					   P2PKP_F_DIGEST, &b, sizeof(b));
-		} else {
-			p2pkp_tx_ctl(ps, tx, p, P2PKP_T_START, &b.st,
-				     sizeof(b.st));
-		}
+		p2pkp_tx_ctl_flags(ps, tx, p, P2PKP_T_START,
+				   tx->resume ? P2PKP_F_DIGEST : 0, &b,
+				   tx->resume ? sizeof(b) : sizeof(b.st));
 	}
 	if (p->state == PS_END) {
 		struct p2pkp_end end = { .size = cpu_to_be64(tx->size) };
@@ -3522,6 +3519,12 @@ static int p2pkp_rx_empty(struct p2pkp_rx *rx)
 	return err;
 }
 
+/* File bytes received in order: the epoch's base and its chunks up to cum. */
+static u64 p2pkp_rx_prefix(const struct p2pkp_rx *rx)
+{
+	return min(rx->base + rx->cum * rx->chunk, rx->size);
+}
+
 /*
  * The partial file's claim (section 1.7): the prefix written, in order and
  * synced, as user.p2pkp.have (8 bytes, big-endian).  File systems without
@@ -3575,7 +3578,7 @@ static u64 p2pkp_rx_get_have(struct p2pkp_rx *rx, struct file *f)
  */
 static void p2pkp_rx_checkpoint(struct p2pkp_rx *rx)
 {
-	u64 prefix = min(rx->base + rx->cum * rx->chunk, rx->size);
+	u64 prefix = p2pkp_rx_prefix(rx);
 	u64 now = ktime_get_ns();
 	int err;
 
@@ -3602,8 +3605,7 @@ static void p2pkp_rx_checkpoint(struct p2pkp_rx *rx)
  */
 static void p2pkp_rx_keep_prefix(struct p2pkp_rx *rx)
 {
-	u64 keep = min3(rx->base + rx->cum * rx->chunk, rx->size,
-			rx->keep_max);
+	u64 keep = min(p2pkp_rx_prefix(rx), rx->keep_max);
 	int err = 0;
 
 	if (i_size_read(file_inode(rx->file)) > keep)
@@ -3785,25 +3787,36 @@ static void p2pkp_rx_refuse(struct p2pkp_sock *ps, const struct p2pkp_hdr *h,
  * caller's credentials and umask: O_TMPFILE (no name until verified) or,
  * where the file system has no O_TMPFILE, a hidden temporary name.
  */
+/*
+ * A new file under a hidden name .p2pkp-<16 random hex digits> (in
+ * @rx->tmpname), private until verified: other users must not read a
+ * partial file; its final mode is set when it is named.
+ */
+static struct file *p2pkp_rx_hidden(struct p2pkp_rx *rx)
+{
+	struct file *f = ERR_PTR(-EEXIST);
+	int i;
+
+	for (i = 0; i < P2PKP_TMP_TRIES && PTR_ERR(f) == -EEXIST; i++) {
+		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
+			 get_random_u64());
+		f = file_open_root(&rx->dir, rx->tmpname,
+				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
+				   O_NOFOLLOW, 0600);
+	}
+	return f;
+}
+
 static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
 {
 	struct file *f;
 	bool named = false;
-	int i;
 
 	f = file_open_root(&rx->dir, ".", O_TMPFILE | O_RDWR | O_LARGEFILE,
 			   0666);
-	for (i = 0; IS_ERR(f) && (PTR_ERR(f) == -EOPNOTSUPP ||
-				  PTR_ERR(f) == -EEXIST) &&
-		    i < P2PKP_TMP_TRIES; i++) {
-		snprintf(rx->tmpname, sizeof(rx->tmpname), ".p2pkp-%016llx",
-			 get_random_u64());
-		/* private until verified: other users must not read a
-		 * partial file; its final mode is set when it is named
-		 */
-		f = file_open_root(&rx->dir, rx->tmpname,
-				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
-				   O_NOFOLLOW, 0600);
+	if (IS_ERR(f) && (PTR_ERR(f) == -EOPNOTSUPP ||
+			  PTR_ERR(f) == -EEXIST)) {
+		f = p2pkp_rx_hidden(rx);
 		named = !IS_ERR(f);
 	}
 	if (IS_ERR(f))
@@ -3819,7 +3832,7 @@ static int p2pkp_rx_newfile(struct p2pkp_rx *rx)
 }
 
 /*
- * The partial file of a resumable transfer (section 2.3):
+ * The partial file of a resumable transfer (section 1.7):
  * ".p2pkp-part-NAME-" and 16 hex digits, NAME the final name and the
  * digits the first 64 bits of SHA-256(size (be64) || digest).  Only the
  * caller's path and the sender's (size, digest) go in: a peer cannot
@@ -3966,26 +3979,16 @@ static int p2pkp_rx_resume(struct p2pkp_rx *rx, const u8 *digest)
  */
 static int p2pkp_rx_detach(struct p2pkp_rx *rx)
 {
-	char name[32];
-	struct file *f = ERR_PTR(-EEXIST);
-	int i;
+	struct file *f = p2pkp_rx_hidden(rx);
 
-	for (i = 0; i < P2PKP_TMP_TRIES && PTR_ERR(f) == -EEXIST; i++) {
-		snprintf(name, sizeof(name), ".p2pkp-%016llx",
-			 get_random_u64());
-		f = file_open_root(&rx->dir, name,
-				   O_CREAT | O_EXCL | O_RDWR | O_LARGEFILE |
-				   O_NOFOLLOW, 0600);
-	}
 	if (IS_ERR(f))
 		return PTR_ERR(f);
-	p2pkp_rx_unlink(rx);
+	p2pkp_rx_unlink(rx);		/* the kept partial's name */
 	fput(rx->file);
 	rx->file = f;
 	rx->named = true;
 	rx->partial = false;
 	rx->dirty = false;
-	strscpy(rx->tmpname, name, sizeof(rx->tmpname));
 	return 0;
 }
 
@@ -4136,7 +4139,7 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 static void p2pkp_rx_epoch(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			   u32 chunk, u16 epoch)
 {
-	rx->base = min(rx->base + rx->cum * rx->chunk, rx->size);
+	rx->base = p2pkp_rx_prefix(rx);
 	rx->chunk = chunk;
 	rx->epoch = epoch;
 	rx->count = DIV_ROUND_UP_ULL(rx->size - rx->base, chunk);

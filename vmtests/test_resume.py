@@ -27,6 +27,7 @@ from p2pkpvm.scenario.scenario import (
     Scenario,
     next_port,
     parse_received,
+    proc_total,
     q,
     sha256,
     transfer_deadline,
@@ -147,7 +148,7 @@ def test_resume_after_receiver_killed(scn: Scenario, cluster: ClusterView) -> No
         f"{p.dgrams - p.retrans} datagrams for {SIZE - kept} missing bytes"
     )
     assert partials(rx, d, name) == {}, "a partial file is left after the resumed transfer"
-    total = proc_counter(rx, "resumed")
+    total = proc_total(rx)["resumed"]
     assert total >= 1, f"vm4 counted {total} resumed transfers"
 
 
@@ -157,12 +158,6 @@ def total_at_least(names: Sequence[str], n: int) -> str:
         f"$(sed -n 's/^total .*[ ]{name}=\\([0-9]*\\).*/\\1/p' /proc/net/p2pkp)" for name in names
     )
     return f"test $(( {counters} )) -ge {n}"
-
-
-def proc_counter(vm: Guest, name: str) -> int:
-    text = vm.run("cat /proc/net/p2pkp").output
-    line = next(ln for ln in text.splitlines() if ln.startswith("total "))
-    return int(dict(w.split("=", 1) for w in line.split()[1:])[name])
 
 
 SMALL = 16 * MiB  # 8 MiB at 40 Mbit/s ended between two polls once (6.12, TCG)
@@ -339,8 +334,8 @@ def test_resume_one_partial_per_read(scn: Scenario, cluster: ClusterView) -> Non
     dst = scn.path("dst")
     d, name = dst.rsplit("/", 1)
     ended = ("xfers_abandoned", "xfers_aborted")  # ABORT from the killed sender, or silence
-    gone = sum(proc_counter(rx, c) for c in ended)
-    resumed = proc_counter(rx, "resumed")
+    before = proc_total(rx)
+    gone, resumed = sum(before[c] for c in ended), before["resumed"]
     job = recv_resume(scn, rx, dst, port, timeout_ms=2000)
     to = f" --to {rx.ipv4}:{port}"
     with impair(rx, rate_mbit=SLOW_MBIT, direction="ingress"):
