@@ -58,6 +58,9 @@
 #include <net/sock.h>
 #include <net/ip.h>
 #include <net/dst.h>
+#include <net/route.h>
+#include <net/ipv6.h>
+#include <net/ip6_route.h>
 #include <net/udp.h>
 #include <net/ipv6.h>
 #include <net/net_namespace.h>
@@ -217,6 +220,9 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_TIMEOUT_MIN	100U
 #define P2PKP_TIMEOUT_MAX	3600000U
 #define P2PKP_ACK_EVERY		16	/* receiver ACKs every N chunks */
+#define P2PKP_GROUP_LAG_DEF	10000U	/* ms, P2PKP_GROUP_LAG */
+#define P2PKP_GROUP_WAIT_NS	(500 * NSEC_PER_MSEC)	/* late peers */
+#define P2PKP_ACKLOG_MAX	6	/* 64 members */
 #define P2PKP_ACK_MIN_US	500U	/* receiver: min gap between ACKs */
 #define P2PKP_ACK_MAX_US	20000U	/* ... srtt/4 but at most this */
 #define P2PKP_CREDIT_MAX	65536U	/* ACK bytes owed to a sender, max */
@@ -276,6 +282,11 @@ enum {
 	P2PKP_ST_CC_UNDOS,
 	P2PKP_ST_PACE_WAITS,
 	P2PKP_ST_RESUMED,
+	P2PKP_ST_GROUP_SENT,
+	P2PKP_ST_GROUP_REPAIRS,
+	P2PKP_ST_PEERS_DROPPED,
+	P2PKP_ST_GROUP_JOINED,
+	P2PKP_ST_REFUSED_GROUP,
 	P2PKP_NSTATS,
 };
 
@@ -291,6 +302,8 @@ static const char * const p2pkp_stat_names[P2PKP_NSTATS] = {
 	"acks_sent", "rate_waits", "gso_sends", "icmp_errors", "epochs",
 	"gro_receives", "file_writes", "zc_sends",
 	"cc_losses", "cc_timeouts", "cc_undos", "pace_waits", "resumed",
+	"group_sent", "group_repairs", "peers_dropped", "group_joined",
+	"refused_group",
 };
 
 enum { P2PKP_IDLE, P2PKP_SENDING, P2PKP_WAITING, P2PKP_RECEIVING };
@@ -362,6 +375,10 @@ struct p2pkp_peer {
 	u64 undo_cum;			/* the timed-out chunk, U64_MAX: none */
 	u32 undo_us;			/* ... when it was resent */
 	u64 losses, timeouts, undos;
+	/* multicast (section 1.8) */
+	bool gsrc;			/* same source as the group's datagrams */
+	bool member;			/* new chunks reach it through the group */
+	u64 lag_ns;			/* behind the group since, 0: not */
 	u32 peer_ts;			/* ts of the peer's last datagram */
 	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
 	DECLARE_BITMAP(sack, P2PKP_WIN);	/* relative to cum */
@@ -400,6 +417,12 @@ struct p2pkp_sock {
 	u32 chunk;			/* sender: P2PKP_CHUNK, 0: no cap */
 	bool fsync;			/* receiver: fsync before naming */
 	bool resume;			/* P2PKP_RESUME */
+	bool no_group;			/* receiver: P2PKP_NO_GROUP */
+	/* sender: P2PKP_GROUP (group_len 0: none) and its options */
+	struct sockaddr_storage group;
+	int group_len;
+	u32 mcast_ttl, group_lag_ms;
+	int mcast_if;
 	struct file *recv_file;		/* receiver: P2PKP_RECV_FD, or NULL */
 	struct crypto_shash *mac;	/* hmac(sha256) with the key, or NULL */
 	/* the write() or read() in progress, or done and not yet returned */
@@ -437,6 +460,8 @@ struct p2pkp_sock {
 	 */
 	u8 *rxbuf;			/* P2PKP_RXBUF_LEN */
 	u32 seg_off, seg_end, seg_size;
+	bool seg_group;			/* ... came from the group's socket */
+	bool rx_flip;			/* which socket is read first */
 	struct sockaddr_storage seg_from;
 	int seg_fromlen;
 	u64 linger_end;			/* ns: drain without a read() until */
@@ -728,6 +753,25 @@ static __be16 p2pkp_addr_port(const struct sockaddr_storage *a)
 	if (a->ss_family == AF_INET)
 		return ((const struct sockaddr_in *)a)->sin_port;
 	return ((const struct sockaddr_in6 *)a)->sin6_port;
+}
+
+/*
+ * Is @a a multicast group P2PKP sends to (section 1.8)?  IPv4 224/4 but
+ * not the link-local control block 224.0.0.0/24; IPv6 ff00::/8 of scope
+ * link-local (2) or wider, not reserved (0, 15) or interface-local (1).
+ */
+static bool p2pkp_group_addr_ok(sa_family_t fam, const u8 *addr)
+{
+	u8 scope;
+
+	if (fam == AF_INET) {
+		__be32 a;
+
+		memcpy(&a, addr, sizeof(a));
+		return ipv4_is_multicast(a) && !ipv4_is_local_multicast(a);
+	}
+	scope = addr[1] & 0xf;
+	return addr[0] == 0xff && scope >= 2 && scope != 0xf;
 }
 
 /* Address and port of @a as an allow-list entry (IPv4 in s6_addr32[0]). */
@@ -1419,6 +1463,16 @@ struct p2pkp_tx {
 	u8 ghdr[P2PKP_GSO_CHUNKS][P2PKP_DATA_HLEN];
 	u8 gtag[P2PKP_GSO_CHUNKS][P2PKP_MAC_LEN];
 	struct bio_vec zbv[MAX_SKB_FRAGS];	/* a zero-copy run's pieces */
+	/* multicast (section 1.8): new chunks once to the group */
+	struct p2pkp_ksock gks;		/* connected to the group */
+	bool gon;			/* a group transfer */
+	bool gno_gso;			/* the group's route takes no batch */
+	u8 acklog;			/* ceil(log2(members)), in START */
+	struct p2pkp_group gext;	/* START's group extension */
+	u32 gchunk;			/* every member's chunk */
+	u64 gcount;			/* ... and number of chunks */
+	u64 gnext;			/* next chunk never sent to the group */
+	u64 gwait_ns;			/* late peers are not waited for after */
 };
 
 /* File offset and length of chunk @c of @p's epoch (section 2.2). */
@@ -2554,6 +2608,261 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	return n;
 }
 
+/* ---- multicast, sender (section 1.8) ---------------------------------- */
+
+/* The local address of connected socket @sk (no port). */
+static void p2pkp_src_of(struct sock *sk, struct sockaddr_storage *a,
+			 int *len)
+{
+	memset(a, 0, sizeof(*a));
+	a->ss_family = sk->sk_family;
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sk->sk_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (void *)a;
+
+		s6->sin6_addr = inet6_sk(sk)->saddr;
+		if (ipv6_addr_type(&s6->sin6_addr) & IPV6_ADDR_LINKLOCAL)
+			s6->sin6_scope_id = sk->sk_bound_dev_if;
+		*len = sizeof(*s6);
+		return;
+	}
+#endif
+	((struct sockaddr_in *)a)->sin_addr.s_addr = inet_sk(sk)->inet_saddr;
+	*len = sizeof(struct sockaddr_in);
+}
+
+static bool p2pkp_same_src(struct sock *a, struct sock *b)
+{
+	struct sockaddr_storage x, y;
+	int n;
+
+	p2pkp_src_of(a, &x, &n);
+	p2pkp_src_of(b, &y, &n);
+	return !memcmp(&x, &y, n);
+}
+
+static int p2pkp_sockopt_int(struct socket *sock, int level, int name, int v)
+{
+	return sock->ops->setsockopt(sock, level, name, KERNEL_SOCKPTR(&v),
+				     sizeof(v));
+}
+
+/*
+ * Hop limit, no loopback, the outgoing interface (@ifindex, 0: the
+ * route's) of the group's socket.
+ */
+static int p2pkp_mcast_opts(struct socket *sock, int ttl, int ifindex)
+{
+	struct ip_mreqn mr = { .imr_ifindex = ifindex };
+
+#if IS_ENABLED(CONFIG_IPV6)
+	if (sock->sk->sk_family == AF_INET6)
+		return p2pkp_sockopt_int(sock, SOL_IPV6, IPV6_MULTICAST_HOPS,
+					 ttl) ?:
+		       p2pkp_sockopt_int(sock, SOL_IPV6, IPV6_MULTICAST_LOOP,
+					 0) ?:
+		       p2pkp_sockopt_int(sock, SOL_IPV6, IPV6_MULTICAST_IF,
+					 ifindex);
+#endif
+	return p2pkp_sockopt_int(sock, SOL_IP, IP_MULTICAST_TTL, ttl) ?:
+	       p2pkp_sockopt_int(sock, SOL_IP, IP_MULTICAST_LOOP, 0) ?:
+	       (ifindex ? sock->ops->setsockopt(sock, SOL_IP, IP_MULTICAST_IF,
+						KERNEL_SOCKPTR(&mr),
+						sizeof(mr)) : 0);
+}
+
+/*
+ * A write() with P2PKP_GROUP: a socket connected to the group, made as
+ * the caller like the peers' (its datagrams pass the same hooks and owner
+ * rules), sending from the first peer's source address; every peer gets
+ * the same chunk (the smallest of the group's and the peers' paths) so
+ * that one datagram serves them all.  Peers reached from another source
+ * address are served by unicast (they would drop the group's datagrams).
+ */
+static int p2pkp_tx_group_open(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
+{
+	struct sockaddr_storage g = ps->group, src;
+	struct sock *sk0 = ps->peers[0]->ks.sock->sk;
+	int fam = g.ss_family, ifindex = READ_ONCE(ps->mcast_if);
+	struct dst_entry *dst;
+	struct socket *sock;
+	int i, err, slen;
+	bool known;
+	u32 chunk;
+
+	for (i = 0; i < ps->npeers; i++) {
+		if (ps->peers[i]->addr.ss_family != fam)
+			return -EAFNOSUPPORT;
+		if (p2pkp_addr_port(&ps->peers[i]->addr) !=
+		    p2pkp_addr_port(&g))
+			return -EINVAL;
+	}
+	if (!ifindex) {		/* the interface of the route to peer 0 */
+		dst = sk_dst_get(sk0);
+		if (dst) {
+			ifindex = dst->dev ? dst->dev->ifindex : 0;
+			dst_release(dst);
+		}
+	}
+	err = p2pkp_ksock_open(ps, &tx->gks, fam, P2PKP_REPLY_MAX,
+			       P2PKP_SNDBUF);
+	if (err < 0)
+		return err;
+	sock = tx->gks.sock;
+	p2pkp_src_of(sk0, &src, &slen);
+	err = p2pkp_mcast_opts(sock, READ_ONCE(ps->mcast_ttl), ifindex) ?:
+	      kernel_bind(sock, (struct sockaddr *)&src, slen) ?:
+	      p2pkp_set_frag(sock, false) ?:
+	      kernel_connect(sock, (struct sockaddr *)&g, ps->group_len, 0);
+	if (err)
+		goto close;
+	chunk = p2pkp_path_chunk(sock, ps->mac, READ_ONCE(ps->chunk), &known);
+	for (i = 0; i < ps->npeers; i++)
+		chunk = min(chunk, ps->peers[i]->chunk);
+	err = -EMSGSIZE;	/* no group datagram fits the path */
+	if (chunk < P2PKP_CHUNK_MIN)
+		goto close;
+	for (i = 0; i < ps->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		err = p2pkp_peer_chunk(p, chunk);
+		if (err)
+			goto close;
+		p->gsrc = p2pkp_same_src(p->ks.sock->sk, sock->sk);
+	}
+	tx->gchunk = chunk;
+	tx->gcount = DIV_ROUND_UP_ULL(tx->size, chunk);
+	tx->chunk_max = chunk;
+	tx->acklog = min_t(u32, order_base_2(ps->npeers), P2PKP_ACKLOG_MAX);
+	tx->gext.family = fam == AF_INET ? 4 : 6;
+	tx->gext.reserved = tx->acklog;
+	tx->gext.port = p2pkp_addr_port(&g);
+	if (fam == AF_INET)
+		memcpy(tx->gext.addr, &((struct sockaddr_in *)&g)->sin_addr, 4);
+	else
+		memcpy(tx->gext.addr, &((struct sockaddr_in6 *)&g)->sin6_addr,
+		       16);
+	tx->gon = true;
+	return 0;
+close:
+	p2pkp_ksock_close(&tx->gks);
+	return err;
+}
+
+/*
+ * Send the group chunks @c .. @c + @n - 1 (@data: the first one's bytes)
+ * once, in one UDP_SEGMENT send where the route takes it, with cookie 0
+ * and GROUP (and @flags).  Returns how many went (fewer: the socket
+ * buffer is full, its write_space brings the engine back); a hard error
+ * fails every peer the group serves (@*errp).
+ */
+static u32 p2pkp_tx_group_send(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			       u64 c, u32 n, const u8 *data, u16 flags,
+			       int *errp)
+{
+	union {
+		struct cmsghdr cm;
+		u8 buf[CMSG_SPACE(sizeof(u16))];
+	} ctl = {};
+	struct msghdr msg = { .msg_flags = MSG_NOSIGNAL | MSG_DONTWAIT };
+	u32 mlen = ps->mac ? P2PKP_MAC_LEN : 0;
+	u32 i, v = 0, done = 0;
+	u64 bytes = 0;
+	int err;
+
+	if (n > 1 && tx->gno_gso) {
+		for (done = 0; done < n; done++)
+			if (!p2pkp_tx_group_send(ps, tx, c + done, 1,
+						 data + (u64)done * tx->gchunk,
+						 flags, errp) || *errp)
+				break;
+		return done;
+	}
+	for (i = 0; i < n; i++) {
+		u8 *hdr = tx->ghdr[i];
+		struct p2pkp_data *d = (void *)(hdr + P2PKP_HLEN);
+		const u8 *pl = data + (u64)i * tx->gchunk;
+		u32 plen = p2pkp_chunk_len(tx->size, tx->gcount, tx->gchunk,
+					   c + i);
+		u16 f = flags | P2PKP_F_GROUP;
+
+		if (c + i + 1 == tx->gcount)
+			f |= P2PKP_F_ACKREQ;	/* the last: ACK at once */
+		p2pkp_hdr_fill(ps, hdr, P2PKP_T_DATA, f, tx->id, 0, 0);
+		d->epoch = 0;
+		put_unaligned_be48(c + i, d->index);
+		tx->gvec[v].iov_base = hdr;
+		tx->gvec[v++].iov_len = P2PKP_DATA_HLEN;
+		tx->gvec[v].iov_base = (void *)pl;
+		tx->gvec[v++].iov_len = plen;
+		bytes += plen;
+		if (!mlen)
+			continue;
+		if (p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
+			      tx->gtag[i]))
+			return n;	/* like a loss */
+		tx->gvec[v].iov_base = tx->gtag[i];
+		tx->gvec[v++].iov_len = mlen;
+	}
+	if (n > 1) {
+		ctl.cm.cmsg_level = SOL_UDP;
+		ctl.cm.cmsg_type = UDP_SEGMENT;
+		ctl.cm.cmsg_len = CMSG_LEN(sizeof(u16));
+		*(u16 *)CMSG_DATA(&ctl.cm) = P2PKP_DATA_HLEN + tx->gchunk +
+					     mlen;
+		msg.msg_control = &ctl;
+		msg.msg_controllen = sizeof(ctl);
+	}
+	err = kernel_sendmsg(tx->gks.sock, &msg, tx->gvec, v,
+			     n * (P2PKP_DATA_HLEN + mlen) + bytes);
+	if (err >= 0) {
+		p2pkp_stat(ps, P2PKP_ST_DGRAMS_SENT, n);
+		p2pkp_stat(ps, P2PKP_ST_BYTES_SENT, bytes);
+		if (n > 1)
+			p2pkp_stat(ps, P2PKP_ST_GSO_SENDS, 1);
+		return n;
+	}
+	if (err == -EAGAIN)
+		return 0;
+	if (p2pkp_soft_err(err))
+		return n;		/* like a loss */
+	if (n > 1 && (err == -EIO || err == -EINVAL || err == -EMSGSIZE)) {
+		tx->gno_gso = true;	/* one by one */
+		return p2pkp_tx_group_send(ps, tx, c, n, data, flags, errp);
+	}
+	*errp = err;
+	return 0;
+}
+
+/* A hard error on the group's socket fails the peers it serves. */
+static void p2pkp_tx_group_fail(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+				int err)
+{
+	struct p2pkp_status ab = { .status = cpu_to_be32(-err) };
+	int i;
+
+	for (i = 0; i < tx->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		if (!p->gsrc || !p2pkp_peer_active(p))
+			continue;
+		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
+		p2pkp_peer_fail(ps, p, err);
+		p->member = false;
+	}
+	tx->gon = false;
+}
+
+/*
+ * May @p get new chunks through the group?  Not once its chunking differs
+ * from the group's: a new epoch (path MTU), or a resumed base.
+ */
+static bool p2pkp_g_eligible(const struct p2pkp_tx *tx,
+			     const struct p2pkp_peer *p)
+{
+	return tx->gon && p->gsrc && !p->resync && !p->epoch && !p->base;
+}
+
 /*
  * Rate cap: may @len more DATA bytes go now?  If not, tx->pace_ns says
  * how long until they may.  Tokens accrue at tx->rate (at most
@@ -2636,6 +2945,83 @@ static u64 p2pkp_cur_off(const struct p2pkp_tx *tx, int i,
 }
 
 /*
+ * A chunk due at two or more group members goes once to the group (a
+ * shared repair, section 1.8); members that have it count it as a
+ * duplicate.  A chunk due at one member goes to it alone, by unicast.
+ * Returns an error of reading the file; tx->pace_ns: the rate cap.
+ */
+static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+				 u64 pos, u64 now, unsigned long *backoff)
+{
+	DECLARE_BITMAP(due, P2PKP_MAX_PEERS);
+	u64 c = U64_MAX;
+	const u8 *data;
+	int i, n = 0, err = 0;
+	bool any_rto = false;
+	u32 len, sent;
+
+	if (!tx->gon)
+		return 0;
+	bitmap_zero(due, P2PKP_MAX_PEERS);
+	for (i = 0; i < tx->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		if (!p->member || tx->cur[i] == U64_MAX ||
+		    p2pkp_peer_off(p, tx->cur[i]) != pos)
+			continue;
+		if (!p2pkp_pace_ok(tx, p, now)) {
+			tx->cur[i] = U64_MAX;	/* later */
+			continue;
+		}
+		__set_bit(i, due);
+		c = tx->cur[i];
+		any_rto |= !p2pkp_sack_due(p, c, now);
+		n++;
+	}
+	if (n < 2)
+		return 0;
+	len = p2pkp_chunk_len(tx->size, tx->gcount, tx->gchunk, c);
+	data = p2pkp_get_old(tx, pos, len, &err);
+	if (!data)
+		return err;
+	if (!p2pkp_pace(ps, tx, len))
+		return 0;
+	sent = p2pkp_tx_group_send(ps, tx, c, 1, data,
+				   P2PKP_F_RETRANS |
+				   (any_rto ? P2PKP_F_ACKREQ : 0), &err);
+	if (err) {
+		p2pkp_tx_group_fail(ps, tx, err);
+		return 0;
+	}
+	for_each_set_bit(i, due, P2PKP_MAX_PEERS) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		if (!sent) {		/* buffer full: write_space */
+			tx->cur[i] = U64_MAX;
+			continue;
+		}
+		if (!p2pkp_sack_due(p, c, now)) {
+			/* one timeout event per pass */
+			if (!__test_and_set_bit(i, backoff))
+				p2pkp_cc_timeout(ps, p, c);
+			p->rto_ns = now;
+			if (tx->rto_left[i])
+				tx->rto_left[i]--;
+		} else {
+			p2pkp_cc_loss(ps, p, c);
+		}
+		p->sent_ns[c % P2PKP_WIN] = now;
+		p2pkp_pace_sent(p, len, now);
+		tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
+	}
+	if (sent) {
+		p2pkp_stat(ps, P2PKP_ST_GROUP_REPAIRS, 1);
+		p2pkp_stat(ps, P2PKP_ST_DGRAMS_RETRANS, 1);
+	}
+	return 0;
+}
+
+/*
  * Retransmit in one pass in file order over all peers: a chunk several
  * peers miss is read once and sent to each of them.
  */
@@ -2667,6 +3053,11 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		if (pos == U64_MAX)
 			break;
 		cond_resched();
+		err = p2pkp_tx_group_repair(ps, tx, pos, now, backoff);
+		if (err)
+			goto out;
+		if (tx->pace_ns)
+			goto out;
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 			u32 len;
@@ -2719,9 +3110,181 @@ out:
 static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
 			   u64 now)
 {
+	/*
+	 * A group transfer's peer gets new chunks by unicast only once it
+	 * accepted (its receiver joined the group then), and only those
+	 * the group sent before it became a member (section 1.8).
+	 */
+	if (p2pkp_g_eligible(tx, p) &&
+	    (!p->confirmed || p->member || p->next >= tx->gnext))
+		return false;
 	return p->state == PS_DATA && !p->blocked && !p->resync &&
 	       p->next < p->count && p->next < p->cum + p->win &&
 	       p->pipe < p->cwnd && p2pkp_pace_ok(tx, p, now);
+}
+
+/*
+ * The slow-receiver policy (section 1.8): a member that has been behind
+ * the fastest member by half its window or more for P2PKP_GROUP_LAG (it
+ * alone holds the group back) is dropped with ECONNABORTED.
+ */
+static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			       u64 now)
+{
+	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
+	struct p2pkp_status ab = { .status = cpu_to_be32(ECONNABORTED) };
+	u64 top = 0;
+	int i, n = 0;
+
+	for (i = 0; i < tx->npeers; i++) {
+		if (ps->peers[i]->member) {
+			top = max(top, ps->peers[i]->cum);
+			n++;
+		}
+	}
+	for (i = 0; i < tx->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+
+		if (!p->member)
+			continue;
+		/* a silent one is left to the peer timeout (ETIMEDOUT) */
+		if (n < 2 || !lag || top - p->cum < max_t(u32, p->win / 2, 1) ||
+		    now - p->last_rx > NSEC_PER_SEC) {
+			p->lag_ns = 0;
+			continue;
+		}
+		if (!p->lag_ns)
+			p->lag_ns = now;
+		if (now - p->lag_ns < lag)
+			continue;
+		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
+		p2pkp_peer_fail(ps, p, -ECONNABORTED);
+		p->member = false;
+		p2pkp_stat(ps, P2PKP_ST_PEERS_DROPPED, 1);
+	}
+}
+
+/* Who takes new chunks from the group now; false: wait for late peers. */
+static bool p2pkp_tx_members(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			     u64 now)
+{
+	bool late = false, any = false;
+	int i;
+
+	for (i = 0; i < tx->npeers; i++) {
+		struct p2pkp_peer *p = ps->peers[i];
+		bool ok = p2pkp_g_eligible(tx, p);
+
+		if (p->member && (p->state != PS_DATA || !ok))
+			p->member = false;
+		/* it has every chunk the group sent: it takes the rest */
+		if (!p->member && ok && p->state == PS_DATA && p->confirmed &&
+		    p->next == tx->gnext)
+			p->member = true;
+		if (ok && p2pkp_peer_active(p) && !p->confirmed)
+			late = true;
+		any |= p->member;
+	}
+	if (!any)
+		return false;
+	/* peers that did not accept yet are waited for a little, once */
+	if (!tx->gwait_ns)
+		tx->gwait_ns = now + P2PKP_GROUP_WAIT_NS;
+	if (!tx->gnext && late && now < tx->gwait_ns) {
+		tx->wait_ns = min(tx->wait_ns, tx->gwait_ns - now);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * New chunks to the group (section 1.8): each goes once, when every
+ * member has room for it in its receiver's and congestion window and its
+ * pacing allows; every member counts it as sent to it.
+ */
+static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			       u32 *budget)
+{
+	u64 now = ktime_get_ns(), lim, pos, end, run, bytes;
+	u32 n, sent, room, seg;
+	int i, err = 0;
+	bool any;
+
+	if (!p2pkp_tx_members(ps, tx, now))
+		return 0;
+	p2pkp_tx_group_lag(ps, tx, now);
+	seg = P2PKP_DATA_HLEN + tx->gchunk + (ps->mac ? P2PKP_MAC_LEN : 0);
+	while (tx->gnext < tx->gcount) {
+		lim = tx->gcount;
+		room = clamp_t(u32, 63 * 1024 / seg, 1, P2PKP_GSO_CHUNKS);
+		any = false;
+		for (i = 0; i < tx->npeers; i++) {
+			struct p2pkp_peer *p = ps->peers[i];
+
+			if (!p->member)
+				continue;
+			if (!p2pkp_pace_ok(tx, p, now))
+				return 0;
+			lim = min(lim, p->cum + p->win);
+			room = min(room, p->cwnd > p->pipe ?
+				   p->cwnd - p->pipe : 0);
+			room = min(room, p2pkp_pace_run(p));
+			any = true;
+		}
+		if (!any || lim <= tx->gnext || !room)
+			return 0;
+		pos = tx->gnext * tx->gchunk;
+		if (!p2pkp_in_blk(tx, pos, p2pkp_chunk_len(tx->size,
+							   tx->gcount,
+							   tx->gchunk,
+							   tx->gnext))) {
+			err = p2pkp_read_blk(tx, pos);
+			if (err)
+				return err;
+		}
+		end = tx->blk_pos + tx->blk_len;
+		run = end == tx->size ? tx->gcount - tx->gnext :
+		      div_u64(end - pos, tx->gchunk);
+		n = min3(run, lim - tx->gnext, (u64)min(room, *budget));
+		if (tx->rate)
+			n = clamp_t(u32, div_u64(tx->burst / 2, tx->gchunk),
+				    1, n);
+		bytes = min_t(u64, (u64)n * tx->gchunk, tx->size - pos);
+		if (!p2pkp_pace(ps, tx, bytes))
+			return 0;
+		sent = p2pkp_tx_group_send(ps, tx, tx->gnext, n,
+					   tx->blk + (pos - tx->blk_pos), 0,
+					   &err);
+		if (err) {
+			p2pkp_tx_group_fail(ps, tx, err);
+			return 0;
+		}
+		bytes = min_t(u64, (u64)sent * tx->gchunk, tx->size - pos);
+		for (i = 0; sent && i < tx->npeers; i++) {
+			struct p2pkp_peer *p = ps->peers[i];
+			u64 c;
+
+			if (!p->member)
+				continue;
+			for (c = tx->gnext; c < tx->gnext + sent; c++)
+				p->sent_ns[c % P2PKP_WIN] = now;
+			p->next = tx->gnext + sent;
+			p->pipe += sent;
+			p2pkp_pace_sent(p, bytes, now);
+		}
+		tx->gnext += sent;
+		p2pkp_stat(ps, P2PKP_ST_GROUP_SENT, sent);
+		if (sent < n)
+			return 0;	/* buffer full: write_space */
+		*budget -= sent;
+		if (!*budget) {
+			tx->more = true;
+			return 0;
+		}
+		cond_resched();
+		now = ktime_get_ns();
+	}
+	return 0;
 }
 
 /*
@@ -2745,6 +3308,11 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		return err;
 	for (i = 0; i < tx->npeers; i++)
 		ps->peers[i]->pipe = p2pkp_pipe(ps->peers[i]);
+	if (tx->gon) {
+		err = p2pkp_tx_group_data(ps, tx, &budget);
+		if (err || tx->pace_ns || tx->more)
+			return err;
+	}
 
 	for (;;) {
 		struct p2pkp_peer *first = NULL;
@@ -2781,6 +3349,9 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 			run = end == tx->size ? p->count - p->next :
 			      div_u64(end - off, p->chunk);
 			run = min(run, p->cum + p->win - p->next);
+			/* a late group peer: up to what the group sent */
+			if (p2pkp_g_eligible(tx, p))
+				run = min(run, tx->gnext - p->next);
 			run = min_t(u64, run, p->cwnd - p->pipe);
 			run = min_t(u64, run, p2pkp_pace_run(p));
 			n = min_t(u64, run, p2pkp_gso_max(ps, p));
@@ -2841,19 +3412,29 @@ static void p2pkp_tx_control(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	if (start) {
 		struct {
 			struct p2pkp_start st;
-			u8 digest[P2PKP_DIGEST_SIZE];
+			u8 ext[sizeof(struct p2pkp_group) + P2PKP_DIGEST_SIZE];
 		} __packed b = {
 			.st.size = cpu_to_be64(tx->size),
 			.st.chunk = cpu_to_be32(p->chunk),
 			.st.epoch = cpu_to_be16(p->epoch),
 		};
+		u16 flags = 0;
+		u32 n = 0;
 
+		/* a group transfer: where its DATA goes (section 1.8) */
+		if (tx->gon && p->gsrc) {
+			memcpy(b.ext, &tx->gext, sizeof(tx->gext));
+			n += sizeof(tx->gext);
+			flags |= P2PKP_F_GROUP;
+		}
 		/* P2PKP_RESUME: the whole file's digest (section 2.2) */
-		if (tx->resume)
-			memcpy(b.digest, tx->digest, sizeof(b.digest));
-		p2pkp_tx_ctl_flags(ps, tx, p, P2PKP_T_START,
-				   tx->resume ? P2PKP_F_DIGEST : 0, &b,
-				   tx->resume ? sizeof(b) : sizeof(b.st));
+		if (tx->resume) {
+			memcpy(b.ext + n, tx->digest, P2PKP_DIGEST_SIZE);
+			n += P2PKP_DIGEST_SIZE;
+			flags |= P2PKP_F_DIGEST;
+		}
+		p2pkp_tx_ctl_flags(ps, tx, p, P2PKP_T_START, flags, &b,
+				   sizeof(b.st) + n);
 	}
 	if (p->state == PS_END) {
 		struct p2pkp_end end = { .size = cpu_to_be64(tx->size) };
@@ -2884,6 +3465,7 @@ static void p2pkp_tx_free(struct p2pkp_tx *tx)
 	kvfree(tx->one);
 	p2pkp_zc_put(tx->zc);		/* freed with its last skb */
 	kvfree(tx->blk_copy);
+	p2pkp_ksock_close(&tx->gks);
 	kfree(tx);
 }
 
@@ -3024,6 +3606,9 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		struct p2pkp_peer *p = ps->peers[i];
 		bool known;
 
+		p->gsrc = false;
+		p->member = false;
+		p->lag_ns = 0;
 		err = p2pkp_peer_chunk(p, p2pkp_path_chunk(p->ks.sock, ps->mac,
 							   READ_ONCE(ps->chunk),
 							   &known));
@@ -3032,6 +3617,13 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 			return err;
 		}
 		tx->chunk_max = max(tx->chunk_max, p->chunk);
+	}
+	if (ps->group_len) {
+		err = p2pkp_tx_group_open(ps, tx);
+		if (err) {
+			kfree(tx);
+			return err;
+		}
 	}
 	/* new data is read in blocks of 64 chunks, at least 64 KiB */
 	tx->blk_size = max_t(u32, P2PKP_BLOCK_BYTES,
@@ -3151,6 +3743,14 @@ struct p2pkp_rx {
 	u32 echo;			/* ts of the last DATA */
 	u32 srtt;			/* us, from DATA echoes; 0: unknown */
 	u64 last_ack_ns;
+	u32 ack_every;			/* chunks between paced ACKs */
+	u32 ack_mult;			/* ... and their gap, times srtt/4 */
+	/* a group transfer (section 1.8): the group joined */
+	bool group;
+	bool gself;			/* ... on the bound socket (wildcard) */
+	struct p2pkp_ksock gks;		/* ... or on this one, bound to it */
+	struct sockaddr_storage gaddr;
+	int gifindex;
 	u32 credit;			/* bytes of ACK the sender has paid for */
 	struct p2pkp_sha sha;
 	DECLARE_BITMAP(ring, P2PKP_WIN);	/* by chunk % P2PKP_WIN */
@@ -3161,6 +3761,184 @@ struct p2pkp_rx {
 	size_t wlen;
 	loff_t wpos;
 };
+
+/* ---- multicast, receiver (section 1.8) -------------------------------- */
+
+/* Same host address (the port differs: the group's socket is another). */
+static bool p2pkp_addr_host_eq(const struct sockaddr_storage *a,
+			       const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return ((struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((struct sockaddr_in *)b)->sin_addr.s_addr;
+	return ipv6_addr_equal(&((struct sockaddr_in6 *)a)->sin6_addr,
+			       &((struct sockaddr_in6 *)b)->sin6_addr);
+}
+
+/*
+ * The GROUP extension of a START from @from (section 2.2): the group's
+ * family is the sender's, the address a group P2PKP sends to, its port
+ * this socket's, acklog at most P2PKP_ACKLOG_MAX, padding zero.
+ */
+static bool p2pkp_rx_group_ok(const struct p2pkp_sock *ps,
+			      const struct p2pkp_group *g,
+			      const struct sockaddr_storage *from)
+{
+	static const u8 zero[12];
+	sa_family_t fam = g->family == 4 ? AF_INET : AF_INET6;
+
+	if ((g->family != 4 && g->family != 6) || fam != from->ss_family ||
+	    g->reserved > P2PKP_ACKLOG_MAX ||
+	    g->port != p2pkp_addr_port(&ps->local))
+		return false;
+	if (fam == AF_INET && memcmp(g->addr + 4, zero, sizeof(zero)))
+		return false;
+	return p2pkp_group_addr_ok(fam, g->addr);
+}
+
+/* The interface of the route back to @to: where its group is joined. */
+static int p2pkp_route_ifindex(struct net *net,
+			       const struct sockaddr_storage *to)
+{
+	int ifindex = 0;
+
+	if (to->ss_family == AF_INET) {
+		struct flowi4 fl4 = {
+			.daddr = ((struct sockaddr_in *)to)->sin_addr.s_addr,
+		};
+		struct rtable *rt = ip_route_output_key(net, &fl4);
+
+		if (IS_ERR(rt))
+			return PTR_ERR(rt);
+		ifindex = rt->dst.dev->ifindex;
+		ip_rt_put(rt);
+		return ifindex;
+	}
+#if IS_ENABLED(CONFIG_IPV6)
+	{
+		const struct sockaddr_in6 *a = (const void *)to;
+		struct flowi6 fl6 = {
+			.daddr = a->sin6_addr,
+			.flowi6_oif = a->sin6_scope_id,
+		};
+		struct dst_entry *dst = ip6_route_output(net, NULL, &fl6);
+		int err = dst->error;
+
+		if (!err)
+			ifindex = dst->dev->ifindex;
+		dst_release(dst);
+		return err ?: ifindex;
+	}
+#else
+	return -EAFNOSUPPORT;
+#endif
+}
+
+/* Join or leave (@join false) the group on @sock. */
+static int p2pkp_mc_member(struct socket *sock,
+			   const struct sockaddr_storage *g, int ifindex,
+			   bool join)
+{
+	if (g->ss_family == AF_INET) {
+		struct ip_mreqn mr = {
+			.imr_multiaddr = ((struct sockaddr_in *)g)->sin_addr,
+			.imr_ifindex = ifindex,
+		};
+
+		return sock->ops->setsockopt(sock, SOL_IP, join ?
+					     IP_ADD_MEMBERSHIP :
+					     IP_DROP_MEMBERSHIP,
+					     KERNEL_SOCKPTR(&mr), sizeof(mr));
+	}
+#if IS_ENABLED(CONFIG_IPV6)
+	{
+		struct ipv6_mreq mr = {
+			.ipv6mr_multiaddr =
+				((struct sockaddr_in6 *)g)->sin6_addr,
+			.ipv6mr_ifindex = ifindex,
+		};
+
+		return sock->ops->setsockopt(sock, SOL_IPV6, join ?
+					     IPV6_ADD_MEMBERSHIP :
+					     IPV6_DROP_MEMBERSHIP,
+					     KERNEL_SOCKPTR(&mr), sizeof(mr));
+	}
+#else
+	return -EAFNOSUPPORT;
+#endif
+}
+
+/*
+ * Join the group of an accepted transfer, as the read()'s caller, on the
+ * interface of the route back to its sender: a second socket bound to
+ * group:port (several receiving sockets of a host may take one group),
+ * or, when this socket is bound to the wildcard address (which gets the
+ * group's datagrams too), this socket itself.
+ */
+static int p2pkp_rx_join(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
+			 const struct p2pkp_group *g)
+{
+	struct sockaddr_storage *ga = &rx->gaddr;
+	struct socket *sock = ps->rx.sock;
+	int ifindex, err, len;
+
+	memset(ga, 0, sizeof(*ga));
+	if (g->family == 4) {
+		struct sockaddr_in *a = (void *)ga;
+
+		a->sin_family = AF_INET;
+		a->sin_port = g->port;
+		memcpy(&a->sin_addr, g->addr, 4);
+		len = sizeof(*a);
+		rx->gself = !inet_sk(sock->sk)->inet_rcv_saddr;
+	} else {
+		struct sockaddr_in6 *a = (void *)ga;
+
+		a->sin6_family = AF_INET6;
+		a->sin6_port = g->port;
+		memcpy(&a->sin6_addr, g->addr, 16);
+		len = sizeof(*a);
+		rx->gself = ipv6_addr_any(&sock->sk->sk_v6_rcv_saddr);
+	}
+	ifindex = p2pkp_route_ifindex(sock_net(&ps->sk), &rx->from);
+	if (ifindex < 0)
+		return ifindex;
+	if (!rx->gself) {
+		err = p2pkp_ksock_open(ps, &rx->gks, ga->ss_family,
+				       ps->rcvbuf, P2PKP_REPLY_MAX);
+		if (err < 0)
+			return err;
+		sock = rx->gks.sock;
+		sock_set_reuseaddr(sock->sk);
+		err = p2pkp_set_gro(sock, READ_ONCE(rx_gro)) ?:
+		      kernel_bind(sock, (struct sockaddr *)ga, len);
+		if (err)
+			goto close;
+	}
+	err = p2pkp_mc_member(sock, ga, ifindex, true);
+	if (err)
+		goto close;
+	rx->gifindex = ifindex;
+	rx->group = true;
+	p2pkp_stat(ps, P2PKP_ST_GROUP_JOINED, 1);
+	return 0;
+close:
+	p2pkp_ksock_close(&rx->gks);
+	return err;
+}
+
+/* Leave the group when the transfer ends (closing its socket leaves). */
+static void p2pkp_rx_leave(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
+{
+	if (!rx->group)
+		return;
+	if (rx->gself)
+		p2pkp_mc_member(ps->rx.sock, &rx->gaddr, rx->gifindex, false);
+	p2pkp_ksock_close(&rx->gks);
+	rx->group = false;
+}
 
 /*
  * Token bucket for replies to sources that have not proven their address
@@ -3236,8 +4014,11 @@ static u32 p2pkp_rx_window(const struct p2pkp_sock *ps, u32 chunk)
 /* Gap between two ACKs: srtt/4 within P2PKP_ACK_MIN_US..P2PKP_ACK_MAX_US. */
 static u64 p2pkp_rx_ack_ivl(const struct p2pkp_rx *rx)
 {
-	return (u64)clamp_t(u32, rx->srtt / 4, P2PKP_ACK_MIN_US,
-			    P2PKP_ACK_MAX_US) * NSEC_PER_USEC;
+	u32 us = clamp_t(u32, rx->srtt / 4, P2PKP_ACK_MIN_US, P2PKP_ACK_MAX_US);
+
+	/* a group's members ACK less often (section 1.8) */
+	return (u64)min_t(u32, us * rx->ack_mult,
+			  max_t(u32, us, P2PKP_ACK_MAX_US)) * NSEC_PER_USEC;
 }
 
 /* Bytes of one ACK: what the sender must have sent for it (credit). */
@@ -3646,6 +4427,7 @@ static void p2pkp_rx_abandon(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	else if (rx->dirty && !rx->partial)
 		p2pkp_rx_empty(rx);	/* else at the next accept */
 	p2pkp_stat(ps, stat, 1);
+	p2pkp_rx_leave(ps, rx);
 	rx->state = RS_IDLE;
 	WRITE_ONCE(ps->state, P2PKP_WAITING);
 }
@@ -3658,6 +4440,7 @@ static void p2pkp_rx_fail(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	p2pkp_rx_send_status(ps, &rx->from, rx->fromlen, P2PKP_T_DONE,
 			     rx->id, rx->cookie, echo, err);
 	p2pkp_stat(ps, P2PKP_ST_FILES_FAILED, 1);
+	p2pkp_rx_leave(ps, rx);
 	rx->result = err;
 	rx->finished = true;
 }
@@ -4056,8 +4839,9 @@ static void p2pkp_rx_hash_step(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 /* Take the transfer of a confirmed START into the armed read(). */
 static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			    const struct p2pkp_hdr *h, u64 size, u32 chunk,
-			    u16 epoch, const u8 *digest,
-			    struct sockaddr_storage *from, int fromlen)
+			    u16 epoch, const struct p2pkp_group *grp,
+			    const u8 *digest, struct sockaddr_storage *from,
+			    int fromlen)
 {
 	u32 echo = be32_to_cpu(h->ts);
 	int err;
@@ -4077,6 +4861,21 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->ooo_acked = false;
 	rx->srtt = 0;
 	rx->last_ack_ns = 0;
+	rx->ack_every = P2PKP_ACK_EVERY;
+	rx->ack_mult = 1;
+	if (grp) {
+		/*
+		 * A group's N members ACK every 4 << ceil(log2(N)) chunks
+		 * (16..128, at most a quarter window), each with its own
+		 * random part, so that their ACKs neither pile up nor
+		 * arrive together (section 1.8); the gap scales alike.
+		 */
+		rx->ack_every = clamp_t(u32, 4U << grp->reserved,
+					P2PKP_ACK_EVERY, 128);
+		rx->ack_every = min(rx->ack_every, max(rx->window / 4, 1U));
+		rx->ack_mult = max(rx->ack_every / P2PKP_ACK_EVERY, 1U);
+		rx->ack_every += get_random_u32() % (rx->ack_every / 2 + 1);
+	}
 	rx->credit = P2PKP_CTL_MAX;	/* one ACK in advance */
 	bitmap_zero(rx->ring, P2PKP_WIN);
 	rx->wn = 0;
@@ -4123,6 +4922,16 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		err = p2pkp_rx_empty(rx);
 		if (err) {
 			p2pkp_rx_fail(ps, rx, err, echo);
+			return;
+		}
+	}
+	/* a group transfer's new chunks come to the group: join it */
+	p2pkp_rx_leave(ps, rx);
+	if (grp && !rx->base) {
+		err = p2pkp_rx_join(ps, rx, grp);
+		if (err) {	/* refused, the read() keeps waiting */
+			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+					     rx->id, rx->cookie, echo, err);
 			return;
 		}
 	}
@@ -4175,11 +4984,17 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	bool last = ps->last_valid && id == ps->last_id &&
 		    p2pkp_addr_eq(from, &ps->last_addr);
 	struct p2pkp_start_ack sa = { .epoch = st->epoch };
+	const struct p2pkp_group *grp = NULL;
+	const u8 *digest = (const u8 *)(st + 1);
 	bool resumable;
 	int err;
 
+	if (flags & P2PKP_F_GROUP) {
+		grp = (const void *)(st + 1);
+		digest += sizeof(*grp);
+	}
 	if (chunk < P2PKP_CHUNK_MIN || chunk > P2PKP_CHUNK_MAX ||
-	    size > P2PKP_MAX_SIZE || (flags & P2PKP_F_GROUP)) {
+	    size > P2PKP_MAX_SIZE || (grp && !p2pkp_rx_group_ok(ps, grp, from))) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return false;
 	}
@@ -4242,6 +5057,11 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 				P2PKP_ST_REFUSED_SIZE);
 		return false;
 	}
+	if (grp && READ_ONCE(ps->no_group)) {
+		p2pkp_rx_refuse(ps, h, from, fromlen, c, -EOPNOTSUPP,
+				P2PKP_ST_REFUSED_GROUP);
+		return false;
+	}
 	if (!cookie) {
 		/* no state, no file: hand out the cookie (section 2.3) */
 		sa.window = cpu_to_be32(p2pkp_rx_window(ps, chunk));
@@ -4271,9 +5091,8 @@ static bool p2pkp_rx_start(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 				P2PKP_ST_REFUSED_SPACE);
 		return false;
 	}
-	p2pkp_rx_accept(ps, rx, h, size, chunk, epoch,
-			flags & P2PKP_F_DIGEST ? (const u8 *)(st + 1) : NULL,
-			from, fromlen);
+	p2pkp_rx_accept(ps, rx, h, size, chunk, epoch, grp,
+			flags & P2PKP_F_DIGEST ? digest : NULL, from, fromlen);
 	return false;
 }
 
@@ -4348,7 +5167,7 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	 * (the rest is sent by p2pkp_rx_work when that gap has passed).
 	 */
 	if (ackreq || rx->cum == rx->count ||
-	    (++rx->unacked >= P2PKP_ACK_EVERY &&
+	    (++rx->unacked >= rx->ack_every &&
 	     ktime_get_ns() - rx->last_ack_ns >= p2pkp_rx_ack_ivl(rx)))
 		p2pkp_rx_send_ack(ps, rx);
 }
@@ -4385,6 +5204,7 @@ static void p2pkp_rx_end(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	p2pkp_stat(ps, err ? P2PKP_ST_FILES_FAILED : P2PKP_ST_FILES_RECEIVED,
 		   1);
 	rx->result = err;
+	p2pkp_rx_leave(ps, rx);	/* the rest comes by unicast */
 	rx->state = RS_LINGER;
 	rx->linger_end = ktime_get_ns() + P2PKP_LINGER_MS * NSEC_PER_MSEC;
 	ps->linger_end = rx->linger_end;
@@ -4407,7 +5227,7 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	const struct p2pkp_hdr *h = (const void *)dg;
 	u32 tail = 0;
 	int type = p2pkp_parse(ps, dg, len, true, &tail);
-	bool match, last;
+	bool match, last, group;
 	u64 id, cookie;
 
 	if (!type)
@@ -4417,10 +5237,33 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		if (rx && rx->finished)	/* that failed the read(): */
 			return type == P2PKP_T_START;	/* for the next */
 	}
-	if (type == P2PKP_T_START)
-		return p2pkp_rx_start(ps, rx, h, from, fromlen);
 	id = be64_to_cpu(h->id);
 	cookie = be64_to_cpu(h->cookie);
+	group = type == P2PKP_T_DATA &&
+		(be16_to_cpu(h->flags) & P2PKP_F_GROUP);
+	/* the group's socket takes nothing but the group's DATA */
+	if (ps->seg_group && !group) {
+		p2pkp_drop(ps, P2PKP_ST_DROP_COOKIE);
+		return false;
+	}
+	if (group) {
+		/*
+		 * Only for a group transfer accepted through the cookie
+		 * handshake, from its sender's address, with cookie 0
+		 * (section 2.3); it starts nothing.
+		 */
+		if (!rx || !rx->group || rx->state != RS_RECV ||
+		    id != rx->id || cookie ||
+		    !p2pkp_addr_host_eq(from, &rx->from)) {
+			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
+			return false;
+		}
+		rx->credit = min_t(u32, rx->credit + len, P2PKP_CREDIT_MAX);
+		p2pkp_rx_data(ps, rx, h, tail);
+		return false;
+	}
+	if (type == P2PKP_T_START)
+		return p2pkp_rx_start(ps, rx, h, from, fromlen);
 	match = rx && rx->state != RS_IDLE && id == rx->id;
 	if (match && !p2pkp_addr_eq(from, &rx->from)) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_PEER);
@@ -4478,7 +5321,7 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
  * same size (the last may be shorter) from one source.  Returns how many
  * datagrams, 0 when the receive was dropped, or -errno (-EAGAIN: none).
  */
-static int p2pkp_rx_recv(struct p2pkp_sock *ps)
+static int p2pkp_rx_recv_on(struct p2pkp_sock *ps, struct socket *sock)
 {
 	union {
 		struct cmsghdr hdr;
@@ -4496,8 +5339,7 @@ static int p2pkp_rx_recv(struct p2pkp_sock *ps)
 	memset(&raw, 0, sizeof(raw));
 	msg.msg_name = &raw;
 	msg.msg_namelen = sizeof(raw);
-	n = kernel_recvmsg(ps->rx.sock, &msg, &vec, 1, P2PKP_RXBUF_LEN,
-			   MSG_DONTWAIT);
+	n = kernel_recvmsg(sock, &msg, &vec, 1, P2PKP_RXBUF_LEN, MSG_DONTWAIT);
 	if (n < 0)
 		return n;
 	size = n;
@@ -4531,6 +5373,32 @@ static int p2pkp_rx_recv(struct p2pkp_sock *ps)
 	ps->seg_end = n;
 	ps->seg_size = size;
 	return segs;
+}
+
+/*
+ * With a group joined on its own socket, both sockets are read, in turn
+ * first; ps->seg_group says where the datagrams came from.
+ */
+static int p2pkp_rx_recv(struct p2pkp_sock *ps)
+{
+	struct p2pkp_rx *rx = ps->rxo;
+	struct socket *g = rx && rx->group ? rx->gks.sock : NULL;
+	struct socket *first = ps->rx.sock, *second = g;
+	int n;
+
+	ps->seg_group = false;
+	if (!g)
+		return p2pkp_rx_recv_on(ps, ps->rx.sock);
+	ps->rx_flip = !ps->rx_flip;
+	if (ps->rx_flip)
+		swap(first, second);
+	n = p2pkp_rx_recv_on(ps, first);
+	if (n != -EAGAIN) {
+		ps->seg_group = first == g;
+		return n;
+	}
+	ps->seg_group = second == g;
+	return p2pkp_rx_recv_on(ps, second);
 }
 
 /*
@@ -4577,6 +5445,7 @@ static void p2pkp_rx_free(struct p2pkp_rx *rx)
 	path_put(&rx->dir);		/* NULL-safe when never looked up */
 	p2pkp_ctx_put(&rx->ctx);
 	p2pkp_sha_free(&rx->sha);
+	p2pkp_ksock_close(&rx->gks);
 	kvfree(rx->chunkbuf);
 	kfree(rx->name);
 	kfree(rx);
@@ -4587,6 +5456,7 @@ static void p2pkp_rx_complete(struct p2pkp_sock *ps)
 {
 	struct p2pkp_rx *rx = ps->rxo;
 
+	p2pkp_rx_leave(ps, rx);
 	ps->rxo = NULL;
 	ps->op_size = rx->size;
 	ps->op_from = rx->from;
@@ -5573,6 +6443,57 @@ static int p2pkp_set_recv_fd(struct p2pkp_sock *ps, sockptr_t optval,
 	return 0;
 }
 
+static int p2pkp_set_group(struct p2pkp_sock *ps, sockptr_t optval,
+			   unsigned int optlen)
+{
+	struct sockaddr_storage g;
+	int len = 0, err = 0;
+
+	memset(&g, 0, sizeof(g));
+	if (optlen) {
+		if (optlen < sizeof(sa_family_t))
+			return -EINVAL;
+		if (copy_from_sockptr(&g, optval,
+				      min_t(unsigned int, optlen, sizeof(g))))
+			return -EFAULT;
+	}
+	if (optlen && g.ss_family != AF_UNSPEC) {
+		if (g.ss_family == AF_INET) {
+			struct sockaddr_in *a = (void *)&g;
+
+			len = sizeof(*a);
+			if (optlen < len || !a->sin_port ||
+			    !p2pkp_group_addr_ok(AF_INET,
+						 (u8 *)&a->sin_addr))
+				return -EINVAL;
+		} else if (g.ss_family == AF_INET6 &&
+			   IS_ENABLED(CONFIG_IPV6)) {
+			struct sockaddr_in6 *a = (void *)&g;
+
+			len = sizeof(*a);
+			if (optlen < len || !a->sin6_port ||
+			    !p2pkp_group_addr_ok(AF_INET6,
+						 a->sin6_addr.s6_addr))
+				return -EINVAL;
+			a->sin6_flowinfo = 0;
+			a->sin6_scope_id = 0;
+		} else {
+			return -EAFNOSUPPORT;
+		}
+		memset((u8 *)&g + len, 0, sizeof(g) - len);
+	}
+	if (mutex_lock_interruptible(&ps->lock))
+		return -ERESTARTSYS;
+	if (ps->op == OP_RUNNING && !ps->op_read) {
+		err = -EBUSY;	/* the write() in progress keeps its own */
+	} else {
+		ps->group = g;
+		ps->group_len = len;
+	}
+	mutex_unlock(&ps->lock);
+	return err;
+}
+
 static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 			    sockptr_t optval, unsigned int optlen)
 {
@@ -5627,6 +6548,34 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 		if (v && (v < P2PKP_CHUNK_MIN || v > P2PKP_CHUNK_MAX))
 			return -EINVAL;
 		WRITE_ONCE(ps->chunk, v);
+		return 0;
+	case P2PKP_GROUP:
+		return p2pkp_set_group(ps, optval, optlen);
+	case P2PKP_MCAST_TTL:
+	case P2PKP_MCAST_IF:
+	case P2PKP_NO_GROUP:
+		if (optlen < sizeof(int))
+			return -EINVAL;
+		if (copy_from_sockptr(&v, optval, sizeof(v)))
+			return -EFAULT;
+		if (optname == P2PKP_MCAST_TTL) {
+			if (v < 1 || v > 255)
+				return -EINVAL;
+			WRITE_ONCE(ps->mcast_ttl, v);
+		} else if (optname == P2PKP_MCAST_IF) {
+			if ((int)v < 0)
+				return -EINVAL;
+			WRITE_ONCE(ps->mcast_if, v);
+		} else {
+			WRITE_ONCE(ps->no_group, !!v);
+		}
+		return 0;
+	case P2PKP_GROUP_LAG:
+		if (optlen < sizeof(v))
+			return -EINVAL;
+		if (copy_from_sockptr(&v, optval, sizeof(v)))
+			return -EFAULT;
+		WRITE_ONCE(ps->group_lag_ms, v);
 		return 0;
 	default:
 		return -ENOPROTOOPT;
@@ -5706,6 +6655,29 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 	case P2PKP_CHUNK:
 		v = READ_ONCE(ps->chunk);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_GROUP: {
+		struct sockaddr_storage g;
+		int glen;
+
+		if (mutex_lock_interruptible(&ps->lock))
+			return -ERESTARTSYS;
+		g = ps->group;
+		glen = ps->group_len ?: (int)sizeof(sa_family_t);
+		mutex_unlock(&ps->lock);
+		return p2pkp_put_opt(optval, optlen, len, &g, glen);
+	}
+	case P2PKP_MCAST_TTL:
+		v = READ_ONCE(ps->mcast_ttl);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_MCAST_IF:
+		v = READ_ONCE(ps->mcast_if);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_GROUP_LAG:
+		v = READ_ONCE(ps->group_lag_ms);
+		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+	case P2PKP_NO_GROUP:
+		v = READ_ONCE(ps->no_group);
 		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 	case P2PKP_KEY:
 		return -EPERM;		/* never readable */
@@ -5919,6 +6891,8 @@ static int p2pkp_create(struct net *net, struct socket *sock, int protocol,
 	ps->timer.function = p2pkp_timer_fn;
 	ps->timeout_ms = P2PKP_TIMEOUT_DEF;
 	ps->fsync = true;
+	ps->mcast_ttl = 1;
+	ps->group_lag_ms = P2PKP_GROUP_LAG_DEF;
 
 	spin_lock_bh(&pn->lock);
 	ps->seqno = ++pn->seqno;
@@ -6050,9 +7024,9 @@ static void p2pkp_show_sock(struct seq_file *seq, struct p2pkp_sock *ps)
 			   READ_ONCE(p->ssthresh), READ_ONCE(p->srtt),
 			   READ_ONCE(p->rttvar), READ_ONCE(p->rto),
 			   READ_ONCE(p->pace_rate));
-		seq_printf(seq, " losses=%llu timeouts=%llu undos=%llu\n",
+		seq_printf(seq, " losses=%llu timeouts=%llu undos=%llu group=%d\n",
 			   READ_ONCE(p->losses), READ_ONCE(p->timeouts),
-			   READ_ONCE(p->undos));
+			   READ_ONCE(p->undos), READ_ONCE(p->member));
 	}
 	spin_unlock_bh(&ps->cfg_lock);
 }

@@ -114,6 +114,28 @@
  *	changed file never mixes with the old one's partial (another name),
  *	and a partial that fails the digest at the end is deleted (EBADMSG).
  *	docs/protocol.md 1.7.
+ *
+ * Multicast (docs/protocol.md 1.8), sender; one extra call names the group:
+ * P2PKP_GROUP (struct sockaddr_in or sockaddr_in6, get/set; optlen 0 or
+ *	AF_UNSPEC clears it): the next write() sends each new chunk once to
+ *	this multicast group instead of once per peer; the peers are still
+ *	the connect()ed receivers, each acknowledges by unicast and has its
+ *	own result.  The address must be multicast (IPv4 224.0.0.0/4 but not
+ *	224.0.0.0/24; IPv6 ff00::/8 of scope 2 (link) or wider), else
+ *	EINVAL; at write(), the group's family must be the peers' (else
+ *	EAFNOSUPPORT) and its port every peer's port (else EINVAL).
+ * P2PKP_MCAST_TTL (int 1..255, get/set, default 1): hop limit of group
+ *	datagrams (a group transfer stays on the link unless asked).
+ * P2PKP_MCAST_IF (int ifindex, get/set, default 0: the interface of the
+ *	route to the first peer): outgoing interface of group datagrams.
+ * P2PKP_GROUP_LAG (u32 milliseconds, get/set, default 10000, 0: never): a
+ *	group member that alone holds the group back (its window is full,
+ *	the others have what was sent) for this long is dropped: it gets an
+ *	ABORT and its result is ECONNABORTED; the others go on.
+ * P2PKP_NO_GROUP (int, get/set, default 0): receiver: refuse group
+ *	transfers (the sender's result for this peer is EOPNOTSUPP).  Without
+ *	it a receiver needs nothing new: it joins the group of an accepted
+ *	transfer in the kernel and leaves it when the transfer ends.
  */
 #define P2PKP_PEER_TIMEOUT	1
 #define P2PKP_PEER_RESULTS	2
@@ -124,6 +146,11 @@
 #define P2PKP_RECV_FD		7
 #define P2PKP_CHUNK		8
 #define P2PKP_RESUME		9
+#define P2PKP_GROUP		10
+#define P2PKP_MCAST_TTL		11
+#define P2PKP_MCAST_IF		12
+#define P2PKP_GROUP_LAG		13
+#define P2PKP_NO_GROUP		14
 
 #define P2PKP_RATE_MAX		_BITULL(40)	/* bytes per second */
 #define P2PKP_KEY_SIZE		32
