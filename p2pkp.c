@@ -5119,7 +5119,13 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		return;
 	}
 	rx->last_rx = ktime_get_ns();
-	rx->echo = be32_to_cpu(h->ts);
+	/*
+	 * The ACK echoes the latest DATA; a group member, whose ACKs are
+	 * thinned, the first since its last ACK (RFC 7323 3.4): the
+	 * sender's RTT then includes the wait, and its RTO covers it.
+	 */
+	if (!rx->group || !rx->unacked)
+		rx->echo = be32_to_cpu(h->ts);
 	if (be16_to_cpu(h->flags) & P2PKP_F_ECHO) {
 		u32 r = p2pkp_now_us() - be32_to_cpu(h->echo);
 

@@ -3,8 +3,9 @@
  * p2pkp-recv - receive files from P2PKP senders.
  *
  * The transfer makes only the paper's system calls: one socket(), one
- * bind(), one read() per file (plus one setsockopt() if --timeout is given,
- * and one getsockopt(P2PKP_LAST_TRANSFER) only when read() returns INT_MAX,
+ * bind(), one read() per file (plus one setsockopt() per option that sets
+ * one: --timeout, --key-file, --no-fsync, --resume, --no-group; and one
+ * getsockopt(P2PKP_LAST_TRANSFER) only when read() returns INT_MAX,
  * i.e. for files of 2 GiB - 1 and more, or with --verbose).
  */
 #ifndef _GNU_SOURCE
@@ -35,7 +36,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: " PROG " --listen ADDR[:PORT] --out PATH [--count N] [--timeout MS]\n"
 		"                  [--key-file FILE] [--allow ADDR[:PORT]]... [--no-fsync]\n"
-		"                  [--resume] [--verbose] [--json]\n"
+		"                  [--resume] [--no-group] [--verbose] [--json]\n"
 		"       " PROG " --clean-partials DIR [--older-than SECONDS]\n"
 		"Receive files on one AF_P2PKP socket, one read() per file.\n"
 		"\n"
@@ -58,6 +59,10 @@ static void usage(FILE *f)
 		"                           interrupted; the next run gets only the rest\n"
 		"                           (partials of other versions of a file that\n"
 		"                           arrived are removed)\n"
+		"  -G, --no-group           P2PKP_NO_GROUP: refuse multicast (group)\n"
+		"                           transfers; their senders get EOPNOTSUPP for\n"
+		"                           this receiver (without it a group transfer\n"
+		"                           needs nothing: the kernel joins the group)\n"
 		"  --clean-partials DIR     remove the partial files in DIR (yours, not\n"
 		"                           modified for --older-than SECONDS, default 0)\n"
 		"  -v, --verbose            also print sender, transfer id, digest, duration\n"
@@ -286,6 +291,7 @@ int main(int argc, char **argv)
 		{ "allow", required_argument, NULL, 'a' },
 		{ "no-fsync", no_argument, NULL, 'F' },
 		{ "resume", no_argument, NULL, 'R' },
+		{ "no-group", no_argument, NULL, 'G' },
 		{ "clean-partials", required_argument, NULL, 'P' },
 		{ "older-than", required_argument, NULL, 'O' },
 		{ "verbose", no_argument, NULL, 'v' },
@@ -305,14 +311,14 @@ int main(int argc, char **argv)
 		const char *spec;
 	} allow[P2PKP_MAX_PEERS];
 	const char *key_file = NULL;
-	int nallow = 0, no_fsync = 0, resume = 0, i;
+	int nallow = 0, no_fsync = 0, resume = 0, no_group = 0, i;
 	const char *clean_dir = NULL;
 	long long older = 0;
 	int have_addr = 0, verbose = 0, fd, c, convs;
 	size_t plen;
 	struct stat st;
 
-	while ((c = getopt_long(argc, argv, "l:o:c:T:k:a:FRvjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:o:c:T:k:a:FRGvjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
 			if (p2pkp_parse_addr(optarg, P2PKP_PORT_DEFAULT, &addr,
@@ -358,6 +364,9 @@ int main(int argc, char **argv)
 			break;
 		case 'R':
 			resume = 1;
+			break;
+		case 'G':
+			no_group = 1;
 			break;
 		case 'P':
 			clean_dir = optarg;
@@ -470,6 +479,14 @@ int main(int argc, char **argv)
 
 		fprintf(stderr, PROG ": setsockopt P2PKP_RESUME 1: %s (%s)\n", p2pkp_errname(e),
 			strerror(e));
+		return 1;
+	}
+	if (no_group &&
+	    setsockopt(fd, SOL_P2PKP, P2PKP_NO_GROUP, &no_group, sizeof(no_group)) < 0) {
+		int e = errno;
+
+		fprintf(stderr, PROG ": setsockopt P2PKP_NO_GROUP 1: %s (%s)\n",
+			p2pkp_errname(e), strerror(e));
 		return 1;
 	}
 	if (bind(fd, (struct sockaddr *)&addr, alen) < 0) {

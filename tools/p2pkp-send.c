@@ -3,8 +3,9 @@
  * p2pkp-send - send files to one or more P2PKP receivers.
  *
  * The transfer makes only the paper's system calls: one socket(), one
- * connect() per --to, one write() per FILE (plus one setsockopt() if
- * --timeout is given).  Relative FILE names are made absolute with one
+ * connect() per --to, one write() per FILE (plus one setsockopt() per
+ * option that sets one: --timeout, --rate, --chunk, --resume, --key-file,
+ * --group and its options).  Relative FILE names are made absolute with one
  * getcwd() before socket(); nothing else is looked up.  On success nothing
  * is printed unless --verbose (printing is a write() too); per-peer results
  * (one getsockopt()) are fetched only after a failed write or with
@@ -16,6 +17,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +43,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"Usage: " PROG " --to HOST[:PORT] [--to HOST[:PORT] ...] [--timeout MS]\n"
 		"                  [--rate BYTES/s] [--chunk BYTES] [--resume] [--verbose] [--json]\n"
+		"                  [--group ADDR [--mcast-ttl N] [--mcast-if IFNAME] [--group-lag MS]]\n"
 		"                  FILE...\n"
 		"Send every FILE, in order, to every receiver over one AF_P2PKP socket.\n"
 		"\n"
@@ -58,6 +62,19 @@ static void usage(FILE *f)
 		"  -k, --key-file FILE   P2PKP_KEY: authenticate every datagram with the\n"
 		"                        32-byte key in FILE (raw, or 64 hex digits); the\n"
 		"                        receivers need the same key\n"
+		"  -g, --group ADDR      P2PKP_GROUP: send each new chunk once to this\n"
+		"                        multicast group (IPv4 224.0.0.0/4 but not\n"
+		"                        224.0.0.0/24, or IPv6 ff00::/8 of scope 2 (link)\n"
+		"                        to 14; no port: the group's is the peers' port,\n"
+		"                        which they must all share); the peers still\n"
+		"                        acknowledge by unicast and each has its result\n"
+		"      --mcast-ttl N     P2PKP_MCAST_TTL: hop limit of group datagrams\n"
+		"                        (1..255, default 1)\n"
+		"      --mcast-if IFNAME P2PKP_MCAST_IF: interface of group datagrams\n"
+		"                        (default: the one of the route to the first peer)\n"
+		"      --group-lag MS    P2PKP_GROUP_LAG: a member that alone holds the group\n"
+		"                        back this long is dropped (ECONNABORTED); default\n"
+		"                        10000, 0 = never\n"
 		"  -v, --verbose         print one line per file (size, duration) and the\n"
 		"                        per-peer results (extra getsockopt calls)\n"
 		"  -j, --json            machine-readable: one JSON object per line on stdout,\n"
@@ -104,6 +121,29 @@ static int parse_rate(const char *s, unsigned long long *rate)
 	return 0;
 }
 
+/*
+ * setsockopt(SOL_P2PKP, NAME); on failure prints
+ * "p2pkp-send: setsockopt WHAT: ENAME (message)" and returns -1.
+ */
+static int set_opt(int fd, int name, const void *val, socklen_t len, const char *what)
+{
+	int e;
+
+	if (!setsockopt(fd, SOL_P2PKP, name, val, len))
+		return 0;
+	e = errno;
+	fprintf(stderr, PROG ": setsockopt %s: %s (%s)\n", what, p2pkp_errname(e), strerror(e));
+	return -1;
+}
+
+/* The port of a peer's address (host order). */
+static int peer_port(const struct peer *p)
+{
+	if (p->addr.ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)&p->addr)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)&p->addr)->sin_port);
+}
+
 static char *absolute(const char *path, const char *cwd)
 {
 	size_t n;
@@ -128,6 +168,10 @@ int main(int argc, char **argv)
 		{ "chunk", required_argument, NULL, 'c' },
 		{ "resume", no_argument, NULL, 'R' },
 		{ "key-file", required_argument, NULL, 'k' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "mcast-ttl", required_argument, NULL, 'H' },
+		{ "mcast-if", required_argument, NULL, 'I' },
+		{ "group-lag", required_argument, NULL, 'L' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -135,18 +179,23 @@ int main(int argc, char **argv)
 	};
 	static struct peer peers[P2PKP_MAX_PEERS + 1];
 	char cwd[PATH_MAX] = "";
-	char err[160], abuf[80];
+	char err[160], abuf[80], what[160];
 	long long timeout = -1;
 	unsigned long long rate = 0;
 	int rate_set = 0;
 	long chunk = -1;
 	int resume = 0;
 	const char *key_file = NULL;
+	const char *group = NULL, *mcast_if = NULL;
+	struct sockaddr_storage gaddr;
+	socklen_t glen = 0;
+	long long mcast_ttl = -1, group_lag = -1;
+	int ifindex = 0;
 	int npeers = 0, nfiles, verbose = 0, failed = 0;
 	char **files;
 	int c, i, fd;
 
-	while ((c = getopt_long(argc, argv, "t:T:r:c:Rk:vjh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:T:r:c:Rk:g:vjh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
 			if (npeers > P2PKP_MAX_PEERS) {
@@ -193,6 +242,30 @@ int main(int argc, char **argv)
 		case 'k':
 			key_file = optarg;
 			break;
+		case 'g':
+			group = optarg;
+			break;
+		case 'H':
+			mcast_ttl = p2pkp_parse_uint(optarg, 255);
+			if (mcast_ttl < 1) {
+				fprintf(stderr,
+					PROG ": --mcast-ttl '%s': not a hop limit (1..255)\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'I':
+			mcast_if = optarg;
+			break;
+		case 'L':
+			group_lag = p2pkp_parse_uint(optarg, UINT32_MAX);
+			if (group_lag < 0) {
+				fprintf(stderr,
+					PROG ": --group-lag '%s': not a number of milliseconds\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'v':
 			verbose = 1;
 			break;
@@ -212,6 +285,36 @@ int main(int argc, char **argv)
 	if (!npeers || !nfiles) {
 		fprintf(stderr, PROG ": need at least one --to and one FILE (see --help)\n");
 		return 2;
+	}
+	if (!group && (mcast_ttl >= 0 || mcast_if || group_lag >= 0)) {
+		fprintf(stderr, PROG ": --mcast-ttl, --mcast-if and --group-lag need --group\n");
+		return 2;
+	}
+	if (group) {
+		/* the group's port is the peers' port: a peer never binds another */
+		for (i = 1; i < npeers; i++) {
+			if (peer_port(&peers[i]) != peer_port(&peers[0])) {
+				fprintf(stderr,
+					PROG ": --group: --to %s and --to %s differ in port; a group has one, every peer's\n",
+					peers[0].spec, peers[i].spec);
+				return 2;
+			}
+		}
+		if (p2pkp_parse_host(group, peer_port(&peers[0]), &gaddr, &glen, err,
+				     sizeof(err))) {
+			fprintf(stderr, PROG ": --group %s\n", err);
+			return 2;
+		}
+	}
+	if (mcast_if) {
+		ifindex = (int)if_nametoindex(mcast_if);
+		if (!ifindex) {
+			int e = errno;
+
+			fprintf(stderr, PROG ": --mcast-if %s: %s (%s)\n", mcast_if,
+				p2pkp_errname(e), strerror(e));
+			return 2;
+		}
 	}
 	files = calloc((size_t)nfiles, sizeof(*files));
 	if (!files) {
@@ -258,31 +361,43 @@ int main(int argc, char **argv)
 	if (rate_set) {
 		__u64 r = rate;
 
-		if (setsockopt(fd, SOL_P2PKP, P2PKP_RATE, &r, sizeof(r)) < 0) {
-			int e = errno;
-
-			fprintf(stderr, PROG ": setsockopt P2PKP_RATE %llu: %s (%s)\n",
-				rate, p2pkp_errname(e), strerror(e));
+		snprintf(what, sizeof(what), "P2PKP_RATE %llu", rate);
+		if (set_opt(fd, P2PKP_RATE, &r, sizeof(r), what) < 0)
 			return 1;
-		}
 	}
 	if (chunk >= 0) {
 		__u32 v = (__u32)chunk;
 
-		if (setsockopt(fd, SOL_P2PKP, P2PKP_CHUNK, &v, sizeof(v)) < 0) {
-			int e = errno;
-
-			fprintf(stderr, PROG ": setsockopt P2PKP_CHUNK %ld: %s (%s)\n",
-				chunk, p2pkp_errname(e), strerror(e));
+		snprintf(what, sizeof(what), "P2PKP_CHUNK %ld", chunk);
+		if (set_opt(fd, P2PKP_CHUNK, &v, sizeof(v), what) < 0)
 			return 1;
-		}
 	}
-	if (resume && setsockopt(fd, SOL_P2PKP, P2PKP_RESUME, &resume, sizeof(resume)) < 0) {
-		int e = errno;
-
-		fprintf(stderr, PROG ": setsockopt P2PKP_RESUME 1: %s (%s)\n", p2pkp_errname(e),
-			strerror(e));
+	if (resume && set_opt(fd, P2PKP_RESUME, &resume, sizeof(resume), "P2PKP_RESUME 1") < 0)
 		return 1;
+	if (group) {
+		snprintf(what, sizeof(what), "P2PKP_GROUP %s",
+			 p2pkp_format_addr(&gaddr, abuf, sizeof(abuf)));
+		if (set_opt(fd, P2PKP_GROUP, &gaddr, glen, what) < 0)
+			return 1;
+	}
+	if (mcast_ttl >= 0) {
+		int v = (int)mcast_ttl;
+
+		snprintf(what, sizeof(what), "P2PKP_MCAST_TTL %d", v);
+		if (set_opt(fd, P2PKP_MCAST_TTL, &v, sizeof(v), what) < 0)
+			return 1;
+	}
+	if (mcast_if) {
+		snprintf(what, sizeof(what), "P2PKP_MCAST_IF %d (%s)", ifindex, mcast_if);
+		if (set_opt(fd, P2PKP_MCAST_IF, &ifindex, sizeof(ifindex), what) < 0)
+			return 1;
+	}
+	if (group_lag >= 0) {
+		__u32 v = (__u32)group_lag;
+
+		snprintf(what, sizeof(what), "P2PKP_GROUP_LAG %u", v);
+		if (set_opt(fd, P2PKP_GROUP_LAG, &v, sizeof(v), what) < 0)
+			return 1;
 	}
 	for (i = 0; i < nfiles; i++) {
 		size_t len = strlen(files[i]);

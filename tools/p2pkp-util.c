@@ -174,6 +174,42 @@ int p2pkp_parse_addr(const char *s, int default_port,
 	return 0;
 }
 
+int p2pkp_parse_host(const char *s, int port, struct sockaddr_storage *ss,
+		     socklen_t *len, char *err, size_t errlen)
+{
+	struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+	char host[INET6_ADDRSTRLEN + 1];
+	size_t n = strlen(s);
+
+	memset(ss, 0, sizeof(*ss));
+	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+		s++;
+		n -= 2;
+	}
+	if (n >= sizeof(host)) {
+		snprintf(err, errlen, "'%s': address too long", s);
+		return -1;
+	}
+	memcpy(host, s, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+		a4->sin_family = AF_INET;
+		a4->sin_port = htons((unsigned short)port);
+		*len = sizeof(*a4);
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+		a6->sin6_family = AF_INET6;
+		a6->sin6_port = htons((unsigned short)port);
+		*len = sizeof(*a6);
+		return 0;
+	}
+	snprintf(err, errlen,
+		 "'%s': not an IPv4 or IPv6 address (no port, no host names)", host);
+	return -1;
+}
+
 const char *p2pkp_format_addr(const void *sa, char *buf, size_t buflen)
 {
 	const struct sockaddr_storage *ss = sa;

@@ -31,6 +31,14 @@ int p2pkp_parse_addr(const char *s, int default_port,
 		     struct sockaddr_storage *ss, socklen_t *len,
 		     char *err, size_t errlen);
 
+/*
+ * Parse an address without a port, "A.B.C.D", "V6" or "[V6]", into *ss /
+ * *len with port @port.  No name resolution.  On error returns -1 and
+ * writes a reason into err.
+ */
+int p2pkp_parse_host(const char *s, int port, struct sockaddr_storage *ss,
+		     socklen_t *len, char *err, size_t errlen);
+
 /* "A.B.C.D:PORT", "[V6]:PORT" or "family N" into buf. */
 const char *p2pkp_format_addr(const void *sa, char *buf, size_t buflen);
 

@@ -62,6 +62,10 @@ START_ACK_BODY = struct.Struct(">IHHQ")  # window, epoch, reserved, base
 ACK_BODY = struct.Struct(">QHHI64s")  # cum, epoch, nbits, window, bitmap
 STATUS_BODY = struct.Struct(">iI")  # DONE / ABORT: status, reserved
 GROUP_EXT = 20  # struct p2pkp_group
+# START's GROUP extension: family u8 (4 or 6), acklog u8, port u16, address 16 bytes (IPv4 in
+# the first 4, the other 12 zero); acklog at most ACKLOG_MAX (64 members).
+GROUP_BODY = struct.Struct(">BBH16s")
+ACKLOG_MAX = 6
 DIGEST_EXT = 32
 
 FLAGS = {
@@ -156,5 +160,10 @@ STAT_NAMES = (
     "cc_undos",
     "pace_waits",
     "resumed",
+    "group_sent",
+    "group_repairs",
+    "peers_dropped",
+    "group_joined",
+    "refused_group",
 )
 DROP_REASONS = tuple(n for n in STAT_NAMES if n.startswith("drop_"))

@@ -10,7 +10,10 @@ this one) and fails if a counter differs from the prediction.
 
 Phases (receiver idle, i.e. in read() with no transfer accepted, unless said otherwise):
   stateless  header, length, flag and field errors, datagrams of unknown transfers, STARTs with
-             a guessed cookie: exact (the validation order of p2pkp_parse(), 2.7).
+             a guessed cookie, STARTs with an invalid GROUP extension (drop_field) and with a
+             valid one (as a START without it): exact (the validation order of p2pkp_parse(),
+             2.7).  A GROUP extension is valid for the receiver's bound port and the family of
+             the fuzzer's sockets (group_bad()).
   xfer       fake transfers by a legitimate fake sender: START, the cookie from START_ACK, the
              confirmed START (START_ACK with ACCEPTED), then crafted DATA (past count, wrong
              lengths, beyond the window, duplicates, wrong epoch), the transfer's id with a
@@ -64,6 +67,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from p2pkp_guest.wire import (
+    ACKLOG_MAX,
     CHUNK,
     CHUNK_MAX,
     CHUNK_MIN,
@@ -77,6 +81,7 @@ from p2pkp_guest.wire import (
     F_MAC,
     F_RETRANS,
     FIXED_LEN,
+    GROUP_BODY,
     GROUP_EXT,
     HDR,
     HLEN,
@@ -215,6 +220,26 @@ def start_tail(flags: int) -> int:
     return (GROUP_EXT if flags & F_GROUP else 0) + (DIGEST_EXT if flags & F_DIGEST else 0)
 
 
+def group_ext(family: int, port: int, addr: bytes, acklog: int = 0) -> bytes:
+    """START's GROUP extension (section 2.2): family u8 (4 or 6), acklog u8, port u16, the
+    address in 16 bytes (an IPv4 one in the first 4, the rest zero)."""
+    return GROUP_BODY.pack(family & 0xFF, acklog & 0xFF, port & 0xFFFF, addr.ljust(16, b"\0"))
+
+
+def group_bad(ext: bytes, port: int, v6: bool) -> bool:
+    """Whether a receiver bound to `port` refuses this GROUP extension of a START from an
+    IPv6 (v6) or IPv4 sender (drop_field): the family is not the sender's (4 or 6); an IPv4
+    address outside 224.0.0.0/4, in 224.0.0.0/24 (link-local control) or with bytes 4..15
+    not zero; an IPv6 address outside ff00::/8 or of scope 0, 1 or 15 (the low nibble of its
+    second byte); a port other than the receiver's; acklog above ACKLOG_MAX."""
+    family, acklog, gport, addr = GROUP_BODY.unpack(ext)
+    if family != (6 if v6 else 4) or gport != port or acklog > ACKLOG_MAX:
+        return True
+    if v6:
+        return addr[0] != 0xFF or addr[1] & 0x0F in (0, 1, 15)
+    return addr[0] >> 4 != 0xE or addr[:3] == bytes((224, 0, 0)) or any(addr[4:])
+
+
 def fields(d: bytes) -> tuple[int, int, int, int, int, int, int, int]:
     """(magic, version, type, flags, id, cookie, ts, echo) of a datagram of >= 32 bytes."""
     magic, version, type_, flags, xid, cookie, ts, echo = HDR.unpack_from(d)
@@ -282,14 +307,18 @@ def parse_reason(d: bytes, key: bytes | None) -> str | None:
     return None
 
 
-def start_field_bad(d: bytes) -> bool:
-    """START fields this release refuses (drop_field): chunk outside 512..65000, size above
-    1 TiB, the GROUP extension (DIGEST is taken: resume, section 2.3).  Any epoch is valid: a
-    new transfer may begin in any epoch, and a newer one for the accepted transfer moves it
-    (section 3.2)."""
+def start_field_bad(d: bytes, port: int, v6: bool) -> bool:
+    """START fields a receiver bound to `port` refuses (drop_field) from an IPv6 (v6) or IPv4
+    sender: chunk outside 512..65000, size above 1 TiB, an invalid GROUP extension
+    (group_bad(); a valid one changes nothing here, DIGEST is taken: resume, section 2.3).
+    Any epoch is valid: a new transfer may begin in any epoch, and a newer one for the
+    accepted transfer moves it (section 3.2)."""
     flags = struct.unpack_from(">H", d, 6)[0]
     size, chunk, _, _ = struct.unpack_from(">QIHH", d, HLEN)
-    return not CHUNK_MIN <= chunk <= CHUNK_MAX or size > MAX_SIZE or bool(flags & F_GROUP)
+    if not CHUNK_MIN <= chunk <= CHUNK_MAX or size > MAX_SIZE:
+        return True
+    ext = HLEN + FIXED_LEN[T_START]
+    return bool(flags & F_GROUP) and group_bad(d[ext : ext + GROUP_EXT], port, v6)
 
 
 @dataclass
@@ -298,15 +327,16 @@ class Outcome:
     counter: str | None = None  # another counter it bumps (OTHERS)
 
 
-def predict_idle(d: bytes, key: bytes | None) -> Outcome:
-    """What a receiver in read() with no transfer accepted (no allow list, no earlier
-    transfer with this id) does with d."""
+def predict_idle(d: bytes, key: bytes | None, port: int, v6: bool) -> Outcome:
+    """What a receiver bound to `port`, in read() with no transfer accepted (no allow list,
+    no earlier transfer with this id, no P2PKP_NO_GROUP), does with d from an IPv6 (v6) or
+    IPv4 source."""
     r = parse_reason(d, key)
     if r is not None:
         return Outcome(r)
     type_ = d[5]
     if type_ == T_START:
-        if start_field_bad(d):
+        if start_field_bad(d, port, v6):
             return Outcome("drop_field")
         if fields(d)[5]:
             return Outcome("drop_cookie")  # a guessed cookie: 2^-64 to be right
@@ -365,9 +395,68 @@ def _valid_start_body(rng: random.Random) -> tuple[int, int]:
     return size, chunk
 
 
-def stateless_case(rng: random.Random) -> Case:
-    """One datagram whose fate does not depend on the receiver's state (idle).  Flags carry no
-    MAC: the phase seals it (seal()) for a keyed receiver, which changes no reason."""
+def _valid_group(rng: random.Random, port: int, v6: bool) -> bytes:
+    """A GROUP extension a receiver bound to `port` takes from a sender of this family."""
+    acklog = rng.randrange(ACKLOG_MAX + 1)
+    if v6:
+        # any flags nibble, a scope from link-local (2) to global (14)
+        second = rng.randrange(16) << 4 | rng.randrange(2, 15)
+        return group_ext(6, port, bytes((0xFF, second)) + rng.randbytes(14), acklog)
+    addr = rng.choice(
+        (
+            bytes((224, 0, 1, 0)),  # the first address outside 224.0.0.0/24
+            bytes((239, 255, 255, 255)),
+            bytes((239, 1, 2, 3)),
+            bytes((rng.randrange(224, 240), rng.randrange(1, 256))) + rng.randbytes(2),
+        )
+    )
+    return group_ext(4, port, addr, acklog)
+
+
+def _bad_group(rng: random.Random, port: int, v6: bool) -> tuple[bytes, str]:
+    """A GROUP extension the receiver refuses (drop_field) for one reason of group_bad(),
+    and that reason."""
+    ext = bytearray(_valid_group(rng, port, v6))
+    why = rng.randrange(5 if v6 else 6)
+    if why == 0:
+        ext[0] = rng.choice((0, 1, 5, 255, 4 if v6 else 6))
+        return bytes(ext), f"family {ext[0]}"
+    if why == 1:
+        bad = rng.choice(((port + 1) & 0xFFFF, (port - 1) & 0xFFFF, port ^ 0x8000, 0))
+        ext[2:4] = (bad if bad != port else port ^ 1).to_bytes(2, "big")
+        return bytes(ext), f"port {int.from_bytes(ext[2:4], 'big')} (bound {port})"
+    if why == 2:
+        ext[1] = rng.choice((ACKLOG_MAX + 1, 0x80, 0xFF))
+        return bytes(ext), f"acklog {ext[1]}"
+    if why == 3:
+        # not multicast: IPv4 outside 224.0.0.0/4, IPv6 outside ff00::/8
+        ext[4] = rng.choice((0, 0xFE, 0xFD, 0x20) if v6 else (0, 10, 127, 223, 240, 255))
+        return bytes(ext), f"address {bytes(ext[4:20]).hex()}"
+    if why == 4 and v6:
+        ext[5] = ext[5] & 0xF0 | rng.choice((0, 1, 15))
+        return bytes(ext), f"scope {ext[5] & 0x0F}"
+    if why == 4:
+        ext[4:8] = bytes((224, 0, 0, rng.choice((0, 1, 255, rng.randrange(256)))))
+        return bytes(ext), f"address 224.0.0.{ext[7]}"
+    i = rng.randrange(8, 20)  # an IPv4 group: bytes 4..15 of the address must be zero
+    ext[i] = rng.randrange(1, 256)
+    return bytes(ext), f"address byte {i - 4} set"
+
+
+def _start_flags(rng: random.Random, port: int, v6: bool) -> tuple[int, bytes, str]:
+    """(flags, extensions, text): a third of STARTs carry a valid GROUP extension (and
+    sometimes DIGEST), which must change nothing."""
+    if rng.randrange(3):
+        return 0, b"", ""
+    if rng.randrange(2):
+        return F_GROUP, _valid_group(rng, port, v6), " group"
+    return F_GROUP | F_DIGEST, _valid_group(rng, port, v6) + rng.randbytes(DIGEST_EXT), " group"
+
+
+def stateless_case(rng: random.Random, port: int, v6: bool) -> Case:
+    """One datagram whose fate does not depend on the receiver's state (idle) for a receiver
+    bound to `port` and the fuzzer's family (v6).  Flags carry no MAC: the phase seals it
+    (seal()) for a keyed receiver, which changes no reason."""
     kind = rng.randrange(15)
     xid = _rand_xid(rng)
     cookie = rng.choice((0, _rand_cookie(rng)))
@@ -409,7 +498,7 @@ def stateless_case(rng: random.Random) -> Case:
         t = rng.choice((T_START_ACK, T_BUSY, T_ACK, T_DONE))
         return Case(header(t, xid, cookie) + body(t, rng), "drop_type", f"wrong direction {t}")
     if kind == 7:
-        return _bad_start(rng, xid, cookie)
+        return _bad_start(rng, xid, cookie, port, v6)
     if kind == 8:
         return _bad_flags(rng, xid, cookie)
     if kind == 9:
@@ -427,10 +516,13 @@ def stateless_case(rng: random.Random) -> Case:
     if kind == 12:
         return Case(done_ack(xid, cookie), "drop_xfer", "done_ack unknown id")
     size, chunk = _valid_start_body(rng)
+    flags, ext, what = _start_flags(rng, port, v6)
     if kind == 13:
         c = _rand_cookie(rng)
-        return Case(start(xid, size, chunk, c), "drop_cookie", f"start guessed cookie {c:x}")
-    return Case(start(xid, size, chunk), None, "start cookie 0", "start_answered")
+        d = start(xid, size, chunk, c, flags=flags, ext=ext)
+        return Case(d, "drop_cookie", f"start{what} guessed cookie {c:x}")
+    d = start(xid, size, chunk, flags=flags, ext=ext)
+    return Case(d, None, f"start{what} cookie 0", "start_answered")
 
 
 def _bad_length(rng: random.Random, xid: int, cookie: int) -> Case:
@@ -446,8 +538,8 @@ def _bad_length(rng: random.Random, xid: int, cookie: int) -> Case:
     return Case(header(t, xid, cookie) + rng.randbytes(n), "drop_length", f"type {t} body {n}")
 
 
-def _bad_start(rng: random.Random, xid: int, cookie: int) -> Case:
-    """A START of valid length whose fields this release refuses: drop_field before the cookie
+def _bad_start(rng: random.Random, xid: int, cookie: int, port: int, v6: bool) -> Case:
+    """A START of valid length whose fields the receiver refuses: drop_field before the cookie
     is looked at."""
     size, chunk = _valid_start_body(rng)
     which = rng.randrange(5)
@@ -462,14 +554,12 @@ def _bad_start(rng: random.Random, xid: int, cookie: int) -> Case:
         ep, bad = rng.choice((1, 2, 0xFFFF)), rng.choice((CHUNK_MIN - 1, CHUNK_MAX + 1))
         d = start(xid, size, bad, cookie, epoch=ep)
         return Case(d, "drop_field", f"start epoch {ep} chunk {bad}")
+    grp, why = _bad_group(rng, port, v6)
     if which == 3:
-        grp = bytes([4, 0, 0x1B, 0xCD, 239, 1, 2, 3]) + bytes(12)
-        return Case(
-            start(xid, size, chunk, cookie, flags=F_GROUP, ext=grp), "drop_field", "start group"
-        )
-    flags = F_GROUP | F_DIGEST
-    d = start(xid, size, chunk, cookie, flags=flags, ext=rng.randbytes(start_tail(flags)))
-    return Case(d, "drop_field", f"start extensions {flags:#x}")
+        d = start(xid, size, chunk, cookie, flags=F_GROUP, ext=grp)
+        return Case(d, "drop_field", f"start group {why}")
+    d = start(xid, size, chunk, cookie, flags=F_GROUP | F_DIGEST, ext=grp + rng.randbytes(32))
+    return Case(d, "drop_field", f"start group {why} and digest")
 
 
 def _bad_flags(rng: random.Random, xid: int, cookie: int) -> Case:
@@ -544,9 +634,10 @@ def data_reason(x: FakeXfer, idx: int, plen: int) -> str | None:
     return None
 
 
-def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
-    """A datagram for transfer x and the source index it goes from (0: the accepted sender,
-    1: another port of the same address)."""
+def xfer_case(rng: random.Random, x: FakeXfer, port: int, v6: bool) -> tuple[Case, int]:
+    """A datagram for transfer x (accepted by a receiver bound to `port`, from the fuzzer's
+    family: v6) and the source index it goes from (0: the accepted sender, 1: another port
+    of the same address)."""
     kind = rng.randrange(17)
     c = x.cookie
     if kind == 0:
@@ -597,12 +688,20 @@ def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
         d = end(x.xid, bad, rng.randbytes(32), c)
         return Case(d, "drop_field", f"end size {bad}"), 0
     if kind == 9:
-        d = start(x.xid, x.size, rng.choice((CHUNK_MIN - 1, CHUNK_MAX + 1)), c)
-        return Case(d, "drop_field", "start bad chunk"), 0
+        if rng.randrange(2):
+            d = start(x.xid, x.size, rng.choice((CHUNK_MIN - 1, CHUNK_MAX + 1)), c)
+            return Case(d, "drop_field", "start bad chunk"), 0
+        # an invalid GROUP extension: refused whatever the id, cookie and source
+        grp, why = _bad_group(rng, port, v6)
+        xid = rng.choice((x.xid, rng.getrandbits(64) | 1))
+        d = start(xid, x.size, x.chunk, c, flags=F_GROUP, ext=grp)
+        return Case(d, "drop_field", f"start group {why}"), rng.randrange(2)
     if kind == 10:
         # a competing START from another port: answered BUSY, not a drop
-        d = start(rng.choice((x.xid, rng.getrandbits(64) | 1)), rng.randrange(1, 1 << 20))
-        return Case(d, None, "busy start", "busy_sent"), 1
+        flags, ext, what = _start_flags(rng, port, v6)
+        xid = rng.choice((x.xid, rng.getrandbits(64) | 1))
+        d = start(xid, rng.randrange(1, 1 << 20), flags=flags, ext=ext)
+        return Case(d, None, f"busy start{what}", "busy_sent"), 1
     if kind == 11:
         # the transfer's id and source with a wrong cookie
         t = rng.choice((T_DATA, T_END, T_ABORT, T_DONE_ACK))
@@ -633,8 +732,9 @@ def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
         if which == 0:
             return Case(start(x.xid, x.size, x.chunk, c), None, "start again"), 0
         if which == 1:
-            d = start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 20))
-            return Case(d, None, "start new id", "start_answered"), 0
+            flags, ext, what = _start_flags(rng, port, v6)
+            d = start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 20), flags=flags, ext=ext)
+            return Case(d, None, f"start{what} new id", "start_answered"), 0
         d = start(rng.getrandbits(64) | 1, rng.randrange(1, 1 << 20), cookie=_rand_cookie(rng))
         return Case(d, "drop_cookie", "start new id guessed cookie"), which - 2
     if kind == 15:
@@ -647,7 +747,7 @@ def xfer_case(rng: random.Random, x: FakeXfer) -> tuple[Case, int]:
 # ---- random mutations --------------------------------------------------------------------
 
 
-def template(rng: random.Random) -> bytes:
+def template(rng: random.Random, port: int, v6: bool) -> bytes:
     xid = _rand_xid(rng)
     cookie = rng.choice((0, 0, _rand_cookie(rng)))
     size = rng.choice((*U64_EDGES, MAX_SIZE, rng.randrange(1 << 24)))
@@ -655,7 +755,17 @@ def template(rng: random.Random) -> bytes:
     if t == T_START:
         flags = rng.choice((0, 0, 0, F_GROUP, F_DIGEST, F_GROUP | F_DIGEST))
         chunk = rng.choice((CHUNK, CHUNK_MIN, CHUNK_MAX))
-        return start(xid, size, chunk, cookie, flags=flags, ext=rng.randbytes(start_tail(flags)))
+        ext = b""
+        g = rng.randrange(3) if flags & F_GROUP else -1
+        if g == 0:  # valid for this receiver
+            ext = _valid_group(rng, port, v6)
+        elif g == 1:  # invalid for one reason
+            ext = _bad_group(rng, port, v6)[0]
+        elif g == 2:  # any bytes
+            ext = rng.randbytes(GROUP_EXT)
+        if flags & F_DIGEST:
+            ext += rng.randbytes(DIGEST_EXT)
+        return start(xid, size, chunk, cookie, flags=flags, ext=ext)
     if t == T_DATA:
         return data(xid, rng.randrange(INDEX_MAX), rng.randbytes(rng.randrange(CHUNK + 1)), cookie)
     if t == T_END:
@@ -683,9 +793,10 @@ def mutate(buf: bytes, rng: random.Random) -> bytes:
     return bytes(b)
 
 
-def random_dgram(rng: random.Random, key: bytes | None) -> bytes:
-    """A mutated datagram; with a key, mostly sealed (before or after the mutation)."""
-    d = template(rng)
+def random_dgram(rng: random.Random, key: bytes | None, port: int, v6: bool) -> bytes:
+    """A mutated datagram (for a receiver bound to `port`, from the family v6); with a key,
+    mostly sealed (before or after the mutation)."""
+    d = template(rng, port, v6)
     if key is None:
         return mutate(d, rng)
     how = rng.randrange(3)
@@ -867,8 +978,18 @@ class Campaign:
     # counters this phase predicts are compared (after they settle)
     concurrent: bool = False
 
+    @property
+    def port(self) -> int:
+        """The receiver's bound port (where the datagrams go)."""
+        return self.target[1]
+
+    @property
+    def v6(self) -> bool:
+        """Whether the fuzzer's sockets (the senders the receiver sees) are IPv6."""
+        return ":" in self.target[0]
+
     def open(self) -> None:
-        fam = socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET
+        fam = socket.AF_INET6 if self.v6 else socket.AF_INET
         for i in range(self.nsocks):
             s = socket.socket(fam, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -1121,7 +1242,7 @@ class Campaign:
 
 def phase_stateless(c: Campaign, rng: random.Random, n: int) -> None:
     for _ in range(n):
-        case = stateless_case(rng)
+        case = stateless_case(rng, c.port, c.v6)
         c.send(c.seal(case.dgram), rng.randrange(len(c.socks)), case.reason, case.counter)
 
 
@@ -1147,7 +1268,7 @@ def phase_xfer(c: Campaign, rng: random.Random, n: int) -> None:
                 if reason is None:
                     x.store(idx)
                 c.send(c.seal(data(x.xid, idx, rng.randbytes(x.clen(idx)), x.cookie)), 0, reason)
-            case, src = xfer_case(rng, x)
+            case, src = xfer_case(rng, x, c.port, c.v6)
             c.send(
                 c.seal(case.dgram),
                 src if src == 0 else rng.randrange(1, len(c.socks)),
@@ -1166,8 +1287,8 @@ def phase_empty(c: Campaign, rng: random.Random, n: int) -> None:
 
 def phase_random(c: Campaign, rng: random.Random, n: int) -> None:
     for _ in range(n):
-        d = random_dgram(rng, c.key)
-        o = predict_idle(d, c.key)
+        d = random_dgram(rng, c.key, c.port, c.v6)
+        o = predict_idle(d, c.key, c.port, c.v6)
         c.send(d, rng.randrange(len(c.socks)), o.reason, o.counter)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from p2pkpvm.bench.main import config_from, parse_args, results_dir
+from p2pkp_guest.wirefuzz import group_bad, group_ext
+from p2pkpvm.bench.main import config_from, parse_args, parse_methods, results_dir
 from p2pkpvm.bench.model import (
     DEFAULT_METHODS,
+    METHOD_LABELS,
     METHODS,
     BenchParseError,
     BenchRun,
@@ -28,7 +31,9 @@ from p2pkpvm.bench.model import (
     parse_wire,
 )
 from p2pkpvm.bench.runner import BenchConfig, recv_cmd, send_cmd, timed_plan, zerocopy_cmd
+from p2pkpvm.bench.scaling import SCALE_METHODS
 from p2pkpvm.bench.tables import fmt_s, fmt_size, latex, markdown, targets
+from p2pkpvm.scenario.scenario import mcast_group
 
 DATA = Path(__file__).parent / "data" / "bench"
 MiB = 1 << 20
@@ -271,6 +276,36 @@ def test_p2pkp_copy_is_p2pkp_with_zerocopy_off() -> None:
     to = ["10.99.0.2"]
     assert send_cmd("p2pkp-copy", to, 1, "/f", 1432) == send_cmd("p2pkp", to, 1, "/f", 1432)
     assert recv_cmd("p2pkp-copy", 1, "/o", 1432) == recv_cmd("p2pkp", 1, "/o", 1432)
+
+
+def test_p2pkp_mcast_is_p2pkp_to_a_group_of_its_port() -> None:
+    """p2pkp-mcast: p2pkp-send --group with a group of the transfer's port (every peer has that
+    port, as P2PKP_GROUP requires), the receivers and tx_zerocopy as for p2pkp; not in the
+    default methods of make bench, in those of make bench-scale."""
+    to = ["10.99.0.2", "10.99.0.3"]
+    cmd = send_cmd("p2pkp-mcast", to, 7601, "/f", 1432)
+    assert cmd.endswith(
+        "p2pkp-send --group 239.99.29.177 --to 10.99.0.2:7601 --to 10.99.0.3:7601 /f"
+    )
+    assert send_cmd("p2pkp-mcast", to, 7602, "/f", 1432) != cmd, "a group per transfer"
+    assert recv_cmd("p2pkp-mcast", 7601, "/o", 1432) == recv_cmd("p2pkp", 7601, "/o", 1432)
+    assert zerocopy_cmd("p2pkp-mcast") == zerocopy_cmd("p2pkp")
+    assert "p2pkp-mcast" in METHODS and "p2pkp-mcast" not in DEFAULT_METHODS
+    assert parse_methods(",".join(SCALE_METHODS)) == SCALE_METHODS
+    assert "p2pkp-mcast" in SCALE_METHODS and "p2pkp-mcast" in METHOD_LABELS
+
+
+def test_mcast_group_of_every_port_is_one_receivers_take() -> None:
+    """scenario.mcast_group (the bench's and test_multicast's groups): for every port a group
+    that P2PKP_GROUP and the receivers accept (the wire model's rules), one per port."""
+    for v6 in (False, True):
+        groups = set()
+        for port in (1, 255, 256, 7117, 10000, 59999, 65535):
+            g = ipaddress.ip_address(mcast_group(port, ipv6=v6))
+            assert g.version == (6 if v6 else 4) and g.is_multicast, g
+            assert not group_bad(group_ext(g.version, port, g.packed), port, v6), g
+            groups.add(g)
+        assert len(groups) == 7
 
 
 def test_payload_is_p2pkp_chunk_at_the_mtu() -> None:

@@ -65,7 +65,7 @@ def test_body_lengths(c: cdefs.CDefs) -> None:
         ("p2pkp_status", wire.STATUS_BODY),
     ):
         assert s.size == c.sizeof(name), name
-    assert c.sizeof("p2pkp_group") == wire.GROUP_EXT
+    assert c.sizeof("p2pkp_group") == wire.GROUP_EXT == wire.GROUP_BODY.size
 
 
 def test_type_flags_and_directions(c: cdefs.CDefs) -> None:
@@ -85,6 +85,7 @@ def test_limits(c: cdefs.CDefs) -> None:
     assert c.defines["P2PKP_MAC_LEN"] == wire.MAC_LEN
     assert c.defines["P2PKP_KEY_SIZE"] == wire.KEY_LEN
     assert c.defines["P2PKP_DGRAM_MAX"] == wire.DGRAM_MAX
+    assert c.defines["P2PKP_ACKLOG_MAX"] == wire.ACKLOG_MAX
 
 
 def test_counter_names_and_drop_reasons(c: cdefs.CDefs) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import random
 import socket
 import struct
@@ -27,6 +28,7 @@ total files_sent=1 dgrams_received=40 dgrams_dropped=9 drop_short=4
 """
 
 KEY = bytes(range(32))
+PORT = 7117  # the fuzzed receiver's bound port
 # Fixed body lengths and directions, from the table of docs/protocol.md 2.2.
 BODY = {1: 16, 2: 16, 3: 0, 4: 8, 5: 80, 6: 40, 7: 8, 8: 0, 9: 8}
 S2R = {1, 4, 6, 8, 9}
@@ -71,17 +73,47 @@ def spec_parse(d: bytes, key: bytes | None) -> str | None:
     return None if tail == want else "drop_length"
 
 
-def spec_idle(d: bytes, key: bytes | None) -> tuple[str | None, str | None]:
-    """(drop reason, other counter) at a receiver in read() with nothing accepted."""
+def spec_group_ok(ext: bytes, port: int, v6: bool) -> bool:
+    """The GROUP extension (20 bytes: family u8, acklog u8, port u16, address 16 bytes) a
+    receiver bound to `port` takes from an IPv6 (v6) or IPv4 sender: its family, a multicast
+    address (IPv4 224.0.0.0/4 but not 224.0.0.0/24, the other 12 bytes zero; IPv6 ff00::/8
+    of a scope other than 0, 1 and 15), the receiver's port, acklog 0..6."""
+    family, acklog = ext[0], ext[1]
+    gport = int.from_bytes(ext[2:4], "big")
+    if family != (6 if v6 else 4) or gport != port or acklog > 6:
+        return False
+    if v6:
+        a6 = ipaddress.IPv6Address(ext[4:20])
+        return a6 in ipaddress.IPv6Network("ff00::/8") and ext[5] % 16 not in (0, 1, 15)
+    a4 = ipaddress.IPv4Address(ext[4:8])
+    return (
+        a4 in ipaddress.IPv4Network("224.0.0.0/4")
+        and a4 not in ipaddress.IPv4Network("224.0.0.0/24")
+        and ext[8:20] == bytes(12)
+    )
+
+
+def spec_start_bad(d: bytes, port: int, v6: bool) -> bool:
+    """START fields a receiver refuses (drop_field, before the cookie is looked at)."""
+    flags = struct.unpack_from(">H", d, 6)[0]
+    size, chunk = struct.unpack_from(">QI", d, 32)
+    if not 512 <= chunk <= 65000 or size > 1 << 40:
+        return True
+    return bool(flags & 0x10) and not spec_group_ok(d[48:68], port, v6)  # GROUP
+
+
+def spec_idle(
+    d: bytes, key: bytes | None, port: int = PORT, v6: bool = False
+) -> tuple[str | None, str | None]:
+    """(drop reason, other counter) at a receiver bound to `port` in read() with nothing
+    accepted, for a datagram from an IPv6 (v6) or IPv4 source."""
     r = spec_parse(d, key)
     if r is not None:
         return r, None
     type_ = d[5]
     cookie = struct.unpack_from(">Q", d, 16)[0]
     if type_ == 1:
-        flags = struct.unpack_from(">H", d, 6)[0]
-        size, chunk = struct.unpack_from(">QI", d, 32)
-        if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x10:  # GROUP
+        if spec_start_bad(d, port, v6):
             return "drop_field", None
         if cookie:
             return "drop_cookie", None
@@ -91,9 +123,12 @@ def spec_idle(d: bytes, key: bytes | None) -> tuple[str | None, str | None]:
 
 @dataclass
 class Active:
-    """A receiver with transfer x accepted from source 0 (2.3, 2.7, 3.2)."""
+    """A receiver bound to `port` with transfer x accepted from source 0 (2.3, 2.7, 3.2), of
+    the family v6."""
 
     x: wf.FakeXfer
+    port: int = PORT
+    v6: bool = False
 
     def outcome(self, d: bytes, src: int) -> tuple[str | None, str | None]:
         x = self.x
@@ -103,9 +138,8 @@ class Active:
         type_ = d[5]
         xid, cookie = struct.unpack_from(">QQ", d, 8)
         if type_ == 1:
-            flags = struct.unpack_from(">H", d, 6)[0]
-            size, chunk, epoch = struct.unpack_from(">QIH", d, 32)
-            if not 512 <= chunk <= 65000 or size > 1 << 40 or flags & 0x10:  # GROUP
+            size, _chunk, epoch = struct.unpack_from(">QIH", d, 32)
+            if spec_start_bad(d, self.port, self.v6):
                 return "drop_field", None
             right = cookie == x.cookie and src == 0 and xid == x.xid
             if cookie and not right:
@@ -204,19 +238,33 @@ def test_mac_is_tail_then_head() -> None:
         assert spec_parse(bytes(b), KEY) == "drop_auth", i
 
 
+def group_starts(cases: list[tuple[bytes, str | None]]) -> set[str | None]:
+    """The outcomes of the STARTs with a GROUP extension among (datagram, reason)."""
+    return {
+        r
+        for d, r in cases
+        if len(d) >= 32 and d[5] == 1 and struct.unpack_from(">H", d, 6)[0] & 0x10
+    }
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("key", [None, KEY], ids=["nokey", "key"])
 @pytest.mark.parametrize("seed", range(12))
-def test_stateless_predictions_match_the_spec(seed: int, key: bytes | None) -> None:
+def test_stateless_predictions_match_the_spec(seed: int, key: bytes | None, v6: bool) -> None:
     rng = random.Random(seed)
     seen = set()
+    cases = []
     for _ in range(500):
-        c = wf.stateless_case(rng)
+        c = wf.stateless_case(rng, PORT, v6)
         d = wf.seal(c.dgram, key)
-        assert (c.reason, c.counter) == spec_idle(d, key), (c.what, d[:56].hex())
-        assert wf.predict_idle(d, key) == wf.Outcome(c.reason, c.counter)
+        assert (c.reason, c.counter) == spec_idle(d, key, PORT, v6), (c.what, d[:56].hex())
+        assert wf.predict_idle(d, key, PORT, v6) == wf.Outcome(c.reason, c.counter)
         assert c.dgram, "empty datagrams belong to the 'empty' phase"
         assert len(d) <= 65507
         seen.add(c.reason)
+        cases.append((c.dgram, c.reason))
+    # invalid groups are refused, valid ones are STARTs like any other
+    assert group_starts(cases) >= {"drop_field", "drop_cookie", None}
     assert seen >= {
         "drop_short",
         "drop_magic",
@@ -230,16 +278,17 @@ def test_stateless_predictions_match_the_spec(seed: int, key: bytes | None) -> N
     }
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("key", [None, KEY], ids=["nokey", "key"])
 @pytest.mark.parametrize("seed", range(8))
-def test_random_phase_is_predicted_exactly(seed: int, key: bytes | None) -> None:
+def test_random_phase_is_predicted_exactly(seed: int, key: bytes | None, v6: bool) -> None:
     """Without the cookie no mutation can be accepted: the idle model predicts all."""
     rng = random.Random(seed)
     seen = set()
     for _ in range(800):
-        d = wf.random_dgram(rng, key)
-        o = wf.predict_idle(d, key)
-        assert (o.reason, o.counter) == spec_idle(d, key), d[:56].hex()
+        d = wf.random_dgram(rng, key, PORT, v6)
+        o = wf.predict_idle(d, key, PORT, v6)
+        assert (o.reason, o.counter) == spec_idle(d, key, PORT, v6), d[:56].hex()
         seen.add(o.reason)
     assert len(seen) >= 6, seen
     if key is not None:
@@ -249,7 +298,106 @@ def test_random_phase_is_predicted_exactly(seed: int, key: bytes | None) -> None
 def test_v1_datagrams_are_drop_version() -> None:
     v1 = struct.pack(">IBBHQII", 0x5032504B, 1, 1, 0, 7, 0, 0) + struct.pack(">QQII", 1, 1, 1400, 0)
     assert spec_idle(v1, None) == ("drop_version", None)
-    assert wf.predict_idle(v1, None).reason == "drop_version"
+    assert wf.predict_idle(v1, None, PORT, False).reason == "drop_version"
+
+
+def test_group_extension_layout() -> None:
+    """2.2: family u8, acklog u8, port u16, 16 address bytes (IPv4 in the first 4); after the
+    START's fixed body, before DIGEST."""
+    ext = wf.group_ext(4, PORT, bytes((239, 1, 2, 3)), acklog=5)
+    assert ext == bytes((4, 5, 0x1B, 0xCD, 239, 1, 2, 3)) + bytes(12)
+    v6 = ipaddress.IPv6Address("ff12::7").packed
+    assert wf.group_ext(6, 1, v6) == bytes((6, 0, 0, 1)) + v6
+    d = wf.start(9, 5000, flags=0x30, ext=ext + bytes(range(32)))
+    assert len(d) == 48 + 20 + 32 and d[48:68] == ext
+    assert spec_parse(d, None) is None
+
+
+def group(addr: str, family: int = 0, port: int = PORT, acklog: int = 0) -> bytes:
+    a = ipaddress.ip_address(addr)
+    return wf.group_ext(family or a.version, port, a.packed, acklog)
+
+
+V4, V6 = False, True
+GROUPS = [
+    # (extension, sender is IPv6, refused)
+    pytest.param(group("239.1.2.3"), V4, False, id="239.1.2.3"),
+    pytest.param(group("224.0.1.0"), V4, False, id="224.0.1.0"),
+    pytest.param(group("239.255.255.255", acklog=6), V4, False, id="239.255.255.255-acklog6"),
+    pytest.param(group("239.1.2.3", acklog=7), V4, True, id="acklog7"),
+    pytest.param(group("239.1.2.3", acklog=255), V4, True, id="acklog255"),
+    pytest.param(group("224.0.0.0"), V4, True, id="224.0.0.0"),
+    pytest.param(group("224.0.0.1"), V4, True, id="224.0.0.1"),
+    pytest.param(group("224.0.0.255"), V4, True, id="224.0.0.255"),
+    pytest.param(group("223.255.255.255"), V4, True, id="223.255.255.255"),
+    pytest.param(group("240.0.0.1"), V4, True, id="240.0.0.1"),
+    pytest.param(group("10.99.0.2"), V4, True, id="unicast4"),
+    pytest.param(group("239.1.2.3")[:19] + b"\x01", V4, True, id="byte15-set"),
+    pytest.param(group("239.1.2.3")[:8] + b"\x01" + bytes(11), V4, True, id="byte4-set"),
+    pytest.param(group("239.1.2.3", port=PORT + 1), V4, True, id="port+1"),
+    pytest.param(group("239.1.2.3", port=0), V4, True, id="port0"),
+    pytest.param(group("239.1.2.3", family=6), V4, True, id="family6-from-ipv4"),
+    pytest.param(group("239.1.2.3"), V6, True, id="family4-from-ipv6"),
+    pytest.param(group("239.1.2.3", family=5), V4, True, id="family5"),
+    pytest.param(group("ff02::1:2"), V6, False, id="ff02::1:2"),
+    pytest.param(group("ff12::7"), V6, False, id="ff12::7"),
+    pytest.param(group("ff3e::8000:1", acklog=3), V6, False, id="ff3e::8000:1"),
+    pytest.param(group("ff0e::1"), V6, False, id="ff0e::1"),
+    pytest.param(group("ff00::1"), V6, True, id="scope0"),
+    pytest.param(group("ff01::1"), V6, True, id="scope1"),
+    pytest.param(group("ff11::1"), V6, True, id="ff11-scope1"),
+    pytest.param(group("ff0f::1"), V6, True, id="scope15"),
+    pytest.param(group("ff1f::1"), V6, True, id="ff1f-scope15"),
+    pytest.param(group("fe80::1"), V6, True, id="link-local-unicast"),
+    pytest.param(group("fd00:99::41"), V6, True, id="unicast6"),
+    pytest.param(group("ff12::7", port=PORT - 1), V6, True, id="ipv6-port-1"),
+    pytest.param(group("ff12::7", acklog=7), V6, True, id="ipv6-acklog7"),
+    pytest.param(group("ff12::7", family=4), V6, True, id="family4-ipv6-address"),
+    pytest.param(group("ff12::7"), V4, True, id="family6-from-ipv4-sender"),
+]
+
+
+@pytest.mark.parametrize(("ext", "v6", "refused"), GROUPS)
+def test_group_extension_rules(ext: bytes, v6: bool, refused: bool) -> None:
+    """Each rule of the GROUP extension on its own: a refused one is drop_field whatever the
+    cookie; a valid one is a START like one without it (a cookie for cookie 0, drop_cookie
+    for a guessed one), also with DIGEST and under a key."""
+    assert spec_group_ok(ext, PORT, v6) is not refused, "the spec model disagrees"
+    assert wf.group_bad(ext, PORT, v6) is refused
+    for key in (None, KEY):
+        for flags, tail in ((0x10, ext), (0x30, ext + bytes(32))):
+            first = wf.seal(wf.start(3, 5000, flags=flags, ext=tail), key)
+            guess = wf.seal(wf.start(3, 5000, cookie=77, flags=flags, ext=tail), key)
+            plain = wf.seal(wf.start(3, 5000), key)
+            if refused:
+                assert wf.predict_idle(first, key, PORT, v6) == wf.Outcome("drop_field")
+                assert wf.predict_idle(guess, key, PORT, v6) == wf.Outcome("drop_field")
+            else:
+                assert wf.predict_idle(first, key, PORT, v6) == wf.predict_idle(
+                    plain, key, PORT, v6
+                )
+                assert wf.predict_idle(first, key, PORT, v6) == wf.Outcome(None, "start_answered")
+                assert wf.predict_idle(guess, key, PORT, v6) == wf.Outcome("drop_cookie")
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_group_generators(v6: bool) -> None:
+    """_valid_group() is always taken, _bad_group() always refused, for one reason each; both
+    for the receiver's port and family only."""
+    rng = random.Random(5)
+    whys = set()
+    for _ in range(400):
+        good = wf._valid_group(rng, PORT, v6)
+        assert len(good) == 20 and spec_group_ok(good, PORT, v6), good.hex()
+        assert not spec_group_ok(good, PORT + 1, v6) and not spec_group_ok(good, PORT, not v6)
+        bad, why = wf._bad_group(rng, PORT, v6)
+        assert len(bad) == 20 and not spec_group_ok(bad, PORT, v6), (why, bad.hex())
+        whys.add(why.split()[0])
+    assert whys == (
+        {"family", "port", "acklog", "address", "scope"}
+        if v6
+        else {"family", "port", "acklog", "address"}
+    )
 
 
 def test_xfer_model_duplicates_alias_the_ring() -> None:
@@ -266,24 +414,28 @@ def test_xfer_model_duplicates_alias_the_ring() -> None:
     assert wf.data_reason(x, 101, 1400) == "drop_window", "the window of START_ACK"
 
 
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 @pytest.mark.parametrize("seed", range(12))
-def test_xfer_cases_match_an_active_receiver(seed: int) -> None:
+def test_xfer_cases_match_an_active_receiver(seed: int, v6: bool) -> None:
     rng = random.Random(seed)
     chunk = rng.choice((512, 1400, 9000))
     x = wf.FakeXfer(rng.getrandbits(64) | 1, rng.randrange(1, 900 * chunk), chunk)
     x.cookie = rng.getrandbits(64) | 1
     x.window = rng.choice((512, 166, 127))
-    model = Active(wf.FakeXfer(x.xid, x.size, chunk, x.cookie, x.window))
+    model = Active(wf.FakeXfer(x.xid, x.size, chunk, x.cookie, x.window), PORT, v6)
     seen = set()
+    cases = []
     for _ in range(600):
-        case, src = wf.xfer_case(rng, x)
+        case, src = wf.xfer_case(rng, x, PORT, v6)
         got = model.outcome(case.dgram, src)
         assert got == (case.reason, case.counter), (case.what, src, case.dgram[:48].hex())
         if got == (None, None) and case.dgram[5] == wire.T_DATA:
             model.x.store(int.from_bytes(case.dgram[34:40], "big"))
         assert 32 <= len(case.dgram) <= 65507
         seen.add(case.reason)
+        cases.append((case.dgram, case.reason))
     assert seen >= {"drop_peer", "drop_cookie", "drop_xfer", "drop_field", "drop_dup", None}
+    assert group_starts(cases) >= {"drop_field", None}
     assert model.x.cum == x.cum and model.x.stored == x.stored
 
 
@@ -299,8 +451,8 @@ def test_proc_counters() -> None:
 
 
 def test_mutations_are_reproducible() -> None:
-    a = [wf.random_dgram(r, KEY) for r in [random.Random(42)] for _ in range(50)]
-    b = [wf.random_dgram(r, KEY) for r in [random.Random(42)] for _ in range(50)]
+    a = [wf.random_dgram(r, KEY, PORT, False) for r in [random.Random(42)] for _ in range(50)]
+    b = [wf.random_dgram(r, KEY, PORT, False) for r in [random.Random(42)] for _ in range(50)]
     assert a == b
 
 
@@ -387,7 +539,7 @@ def test_forge_predictions(capsys: pytest.CaptureFixture[str]) -> None:
     wf.phase_forge(c, random.Random(3), 40, ("10.99.0.200", 5555), 5000)
     assert {s for _, s, _, _ in c.raw_sent} == {("10.99.0.200", 5555)}
     for d, _, reason, counter in c.raw_sent:
-        assert spec_idle(d, None) == (reason, counter)
+        assert spec_idle(d, None, 7117, False) == (reason, counter)
     assert c.expected == {"start_answered": 1, "drop_cookie": 40, "drop_xfer": 4 + 2}
     # the END carries the SHA-256 of what the DATA carried: a complete forged transfer
     payload = b"".join(d[40:] for d, _, _, _ in c.raw_sent if d[5] == wire.T_DATA)
@@ -403,7 +555,7 @@ def test_churn_predictions() -> None:
     assert len(ids) == 100, "fresh ids"
     assert c.expected == {"start_answered": 50, "drop_cookie": 50}
     for d, _, reason, counter in c.raw_sent:
-        assert spec_idle(d, None) == (reason, counter)
+        assert spec_idle(d, None, 7117, False) == (reason, counter)
 
 
 def test_check_tolerates_a_receiver_that_returned_unless_exact(

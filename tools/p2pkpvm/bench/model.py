@@ -24,10 +24,11 @@ METHODS = (
     "tcp-sendfile",
     "tcp-sendfile-par",
     "p2pkp-copy",
+    "p2pkp-mcast",
 )
-# The methods of `make bench` unless --methods names others (the concurrent TCP sender is
-# the scaling matrix's: at 1-3 peers it adds little beside the sequential one; P2PKP without
-# zero-copy sends is make bench-mtu's).
+# The methods of `make bench` unless --methods names others (the concurrent TCP sender and
+# P2PKP to a multicast group are the scaling matrix's: at 1-3 peers they add little beside
+# the sequential one and plain P2PKP; P2PKP without zero-copy sends is make bench-mtu's).
 DEFAULT_METHODS = METHODS[:6]
 METHOD_LABELS = {
     "p2pkp": "P2PKP",
@@ -38,6 +39,7 @@ METHOD_LABELS = {
     "tcp-sendfile": "TCP sendfile",
     "tcp-sendfile-par": "TCP sendfile, concurrent",
     "p2pkp-copy": "P2PKP, tx_zerocopy=0",
+    "p2pkp-mcast": "P2PKP to a multicast group",
 }
 
 

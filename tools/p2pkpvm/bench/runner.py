@@ -42,6 +42,7 @@ from p2pkpvm.errors import HarnessError, VMError
 from p2pkpvm.net.mtu import DEFAULT_MTU
 from p2pkpvm.scenario.scenario import (
     SEND,
+    mcast_group,
     next_port,
     start_receiver,
     transfer_deadline,
@@ -100,7 +101,7 @@ QUICK = BenchConfig(
 def recv_cmd(method: str, port: int, out: str, payload: int) -> str:
     """The receiver of `method`: every one prints a JSON 'listening' event once bound;
     payload: bytes of file per datagram of the UDP baselines."""
-    if method in ("p2pkp", "p2pkp-copy"):
+    if method in ("p2pkp", "p2pkp-copy", "p2pkp-mcast"):
         return p2pkp_recv_cmd(port, out)
     if method == "p2pkp-key":
         return f"{p2pkp_recv_cmd(port, out)} --key-file {KEY}"
@@ -117,6 +118,8 @@ def send_cmd(method: str, addrs: Sequence[str], port: int, path: str, payload: i
         return f"{SEND} {to} {path}"
     if method == "p2pkp-copy":
         return f"{SEND} {to} {path}"
+    if method == "p2pkp-mcast":
+        return f"{SEND} --group {mcast_group(port)} {to} {path}"
     if method == "p2pkp-key":
         return f"{SEND} --key-file {KEY} {to} {path}"
     if method in UDP_MODES:

@@ -2,7 +2,8 @@
 number of receivers (issue 13 item 3).
 
 Boots topology `scale` (vm1 sends; 66 receivers as network namespaces in vm2..vm4), then
-sends one file to N = 1, 2, 4, ... 64 receivers with every method, through the same runner as
+sends one file to N = 1, 2, 4, ... 64 receivers with every method (P2PKP by unicast and, as
+`p2pkp-mcast`, to a multicast group: `p2pkp-send --group`), through the same runner as
 `make bench` (warm-up round per cell, random method order per round, SHA-256 of every
 received file checked).  Receivers are taken round-robin over the three receiving guests,
 so N receivers load them evenly.  Per sample it keeps the wall time, the busy CPU seconds
@@ -48,7 +49,14 @@ from p2pkpvm.vm.guest import Guest
 log = logging.getLogger("p2pkpvm.bench.scaling")
 MiB = 1 << 20
 NS = (1, 2, 4, 8, 16, 32, 64)
-SCALE_METHODS = ("p2pkp", "udp-rw", "udp-sendfile", "tcp-sendfile", "tcp-sendfile-par")
+SCALE_METHODS = (
+    "p2pkp",
+    "p2pkp-mcast",
+    "udp-rw",
+    "udp-sendfile",
+    "tcp-sendfile",
+    "tcp-sendfile-par",
+)
 
 
 def spread(receivers: list[Receiver]) -> list[Receiver]:

@@ -57,6 +57,12 @@ def next_port() -> int:
     return next(_ports)
 
 
+def mcast_group(port: int, ipv6: bool = False) -> str:
+    """A multicast group of the transfer on `port` (P2PKP_GROUP, p2pkp-send --group): IPv4
+    239.99.x.y (administratively scoped), IPv6 ff12::5032:PORT (transient, link scope)."""
+    return f"ff12::5032:{port:x}" if ipv6 else f"239.99.{port >> 8 & 0xFF}.{port & 0xFF}"
+
+
 def transfer_deadline(size: int, peers: int = 1) -> float:
     """The one deadline rule (s) for moving `size` bytes to `peers` receivers under TCG on a
     loaded machine: generous; a deadline, not a measurement."""
@@ -287,13 +293,48 @@ class Scenario:
         port: int,
         timeout_ms: int | None = None,
         count: int = 1,
+        host: str = "0.0.0.0",
+        extra: str = "",
     ) -> Job:
         """receiver() as receiver `name` (r1, r2, ...: a network namespace inside a guest,
-        topology `receivers:`), listening on its own address."""
+        topology `receivers:`), listening on its own address (host "::" for IPv6)."""
         vm, r = view.receiver(name)
         return self.receiver(
-            vm, out, port, count=count, timeout_ms=timeout_ms, prefix=r.exec_prefix
+            vm,
+            out,
+            port,
+            count=count,
+            timeout_ms=timeout_ms,
+            prefix=r.exec_prefix,
+            host=host,
+            extra=extra,
         )
+
+    def receivers_as(
+        self,
+        view: ClusterView,
+        names: Sequence[str],
+        out: str,
+        port: int,
+        timeout_ms: int | None = None,
+        host: str = "0.0.0.0",
+        extra: str = "",
+    ) -> dict[str, Job]:
+        """receiver_as() for every receiver of `names`, each into `out`.NAME (receivers of
+        one guest share its file system); guests in parallel, a guest's receivers one after
+        the other.  Their jobs by name."""
+        by_guest: dict[str, list[str]] = {}
+        for name in names:
+            by_guest.setdefault(view.receiver(name)[1].guest, []).append(name)
+
+        def start(guest: str) -> list[tuple[str, Job]]:
+            return [
+                (n, self.receiver_as(view, n, f"{out}.{n}", port, timeout_ms, 1, host, extra))
+                for n in by_guest[guest]
+            ]
+
+        started = run_parallel(start, "receivers", list(by_guest))
+        return {name: job for jobs in started for name, job in jobs}
 
     def receivers(
         self, vms: Sequence[Guest], out: str, port: int, count: int = 1, host: str = "0.0.0.0"
