@@ -123,7 +123,7 @@ $$($(CLI) junit-summary $(MATRIX_OUT)/vm-test-$$p.xml)\n"; \
 # The subset CI runs on the second pin (the whole matrix does not fit CI's 90 minutes, see
 # README "Kernel pins"): every multi-peer test, the socket semantics and the version-dependent
 # parts of the module (O_TMPFILE fallback, descriptors, load/unload, batched receive, zero-copy).
-SUBSET_K ?= multipeer or test_async or test_descriptors or test_module or fallback_without_o_tmpfile or test_rx_batch or test_zerocopy or test_resume
+SUBSET_K ?= multipeer or test_async or test_descriptors or test_module or fallback_without_o_tmpfile or test_rx_batch or test_zerocopy or test_resume or test_multicast
 vm-test-subset:
 	@$(MAKE) --no-print-directory vm-test PYTEST_ARGS='-k "$(SUBSET_K)" $(PYTEST_ARGS)'
 
