@@ -59,7 +59,6 @@
 #include <net/ip.h>
 #include <net/dst.h>
 #include <net/route.h>
-#include <net/ipv6.h>
 #include <net/ip6_route.h>
 #include <net/udp.h>
 #include <net/ipv6.h>
@@ -222,6 +221,7 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_ACK_EVERY		16	/* receiver ACKs every N chunks */
 #define P2PKP_GROUP_LAG_DEF	10000U	/* ms, P2PKP_GROUP_LAG */
 #define P2PKP_GROUP_WAIT_NS	(500 * NSEC_PER_MSEC)	/* late peers */
+#define P2PKP_GROUP_JOIN_NS	(50 * NSEC_PER_MSEC)	/* a join spreads */
 #define P2PKP_ACKLOG_MAX	6	/* 64 members */
 #define P2PKP_ACK_MIN_US	500U	/* receiver: min gap between ACKs */
 #define P2PKP_ACK_MAX_US	20000U	/* ... srtt/4 but at most this */
@@ -1473,6 +1473,8 @@ struct p2pkp_tx {
 	u64 gcount;			/* ... and number of chunks */
 	u64 gnext;			/* next chunk never sent to the group */
 	u64 gwait_ns;			/* late peers are not waited for after */
+	u64 gjoin_ns;			/* the last first member's acceptance */
+	u64 gack_edge, gack_mid;	/* chunks + 1 that ask for an ACK */
 };
 
 /* File offset and length of chunk @c of @p's epoch (section 2.2). */
@@ -1939,7 +1941,7 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			 struct p2pkp_peer *p, const struct p2pkp_hdr *h)
 {
 	const struct p2pkp_ack *a = (const void *)(h + 1);
-	u64 cum = be64_to_cpu(a->cum), known;
+	u64 cum = be64_to_cpu(a->cum), known, hi;
 	u32 w = be32_to_cpu(a->window);
 	u32 i;
 
@@ -1947,10 +1949,24 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_XFER);	/* not this epoch */
 		return;
 	}
+	/*
+	 * A receiver in a group also stores the group's chunks: one that
+	 * was late (served by unicast up to what the group sent) may have
+	 * more in order than was sent to it alone.
+	 */
+	hi = p->next;
+	if (p->gsrc && !p->epoch && !p->base && !p->resync)
+		hi = max(hi, tx->gnext);
 	if (be16_to_cpu(a->nbits) != P2PKP_WIN || !w || w > P2PKP_WIN ||
-	    cum > p->next || cum > p->count) {
+	    cum > hi || cum > p->count) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return;
+	}
+	if (cum > p->next) {	/* those came through the group */
+		bitmap_zero(p->sack, P2PKP_WIN);
+		p->nsacked = 0;
+		p->cum = cum;
+		p->next = cum;
 	}
 	p->confirmed = true;
 	p2pkp_rtt_sample(p, h);
@@ -2015,8 +2031,13 @@ static bool p2pkp_tx_base_ok(const struct p2pkp_tx *tx,
 static bool p2pkp_tx_resynced(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			      struct p2pkp_peer *p, u64 base, u32 w)
 {
+	u64 hi = p->rs_hi;
+
+	/* a receiver in the group also has what the group sent since */
+	if (p->gsrc && p->epoch == 1 && !p->base)
+		hi = max(hi, min(tx->gnext * tx->gchunk, tx->size));
 	/* below what it acked: it started over (abandoned, file emptied) */
-	if (base > p->rs_hi) {
+	if (base > hi) {
 		p2pkp_drop(ps, P2PKP_ST_DROP_FIELD);
 		return false;
 	}
@@ -2679,12 +2700,23 @@ static int p2pkp_mcast_opts(struct socket *sock, int ttl, int ifindex)
  * that one datagram serves them all.  Peers reached from another source
  * address are served by unicast (they would drop the group's datagrams).
  */
+/* Is @sk's route to its peer through another host (not loopback)? */
+static bool p2pkp_remote(struct sock *sk, int *ifindex)
+{
+	struct dst_entry *dst = sk_dst_get(sk);
+	bool remote = dst && dst->dev && !(dst->dev->flags & IFF_LOOPBACK);
+
+	if (remote && ifindex)
+		*ifindex = dst->dev->ifindex;
+	dst_release(dst);
+	return remote;
+}
+
 static int p2pkp_tx_group_open(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 {
 	struct sockaddr_storage g = ps->group, src;
-	struct sock *sk0 = ps->peers[0]->ks.sock->sk;
-	int fam = g.ss_family, ifindex = READ_ONCE(ps->mcast_if);
-	struct dst_entry *dst;
+	int fam = g.ss_family, ifindex = READ_ONCE(ps->mcast_if), route = 0;
+	struct sock *sk0 = NULL;
 	struct socket *sock;
 	int i, err, slen;
 	bool known;
@@ -2697,13 +2729,14 @@ static int p2pkp_tx_group_open(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		    p2pkp_addr_port(&g))
 			return -EINVAL;
 	}
-	if (!ifindex) {		/* the interface of the route to peer 0 */
-		dst = sk_dst_get(sk0);
-		if (dst) {
-			ifindex = dst->dev ? dst->dev->ifindex : 0;
-			dst_release(dst);
-		}
-	}
+	/* the first peer on another host: its interface and source */
+	for (i = 0; i < ps->npeers && !sk0; i++)
+		if (p2pkp_remote(ps->peers[i]->ks.sock->sk, &route))
+			sk0 = ps->peers[i]->ks.sock->sk;
+	if (!sk0)
+		return 0;	/* all on this host: unicast */
+	if (!ifindex)
+		ifindex = route;
 	err = p2pkp_ksock_open(ps, &tx->gks, fam, P2PKP_REPLY_MAX,
 			       P2PKP_SNDBUF);
 	if (err < 0)
@@ -2717,22 +2750,32 @@ static int p2pkp_tx_group_open(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	if (err)
 		goto close;
 	chunk = p2pkp_path_chunk(sock, ps->mac, READ_ONCE(ps->chunk), &known);
-	for (i = 0; i < ps->npeers; i++)
-		chunk = min(chunk, ps->peers[i]->chunk);
 	err = -EMSGSIZE;	/* no group datagram fits the path */
 	if (chunk < P2PKP_CHUNK_MIN)
 		goto close;
+	/*
+	 * The group serves the peers it reaches: sent from their source
+	 * address, not on this host (no loopback of group datagrams), on a
+	 * path that takes whole datagrams; the others go by unicast.
+	 */
 	for (i = 0; i < ps->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
+		struct sock *sk = p->ks.sock->sk;
 
-		err = p2pkp_peer_chunk(p, chunk);
+		p->gsrc = !p->frag && p2pkp_remote(sk, NULL) &&
+			  p2pkp_same_src(sk, sock->sk);
+		if (p->gsrc)
+			chunk = min(chunk, p->chunk);
+	}
+	for (i = 0; i < ps->npeers; i++) {
+		if (!ps->peers[i]->gsrc)
+			continue;
+		err = p2pkp_peer_chunk(ps->peers[i], chunk);
 		if (err)
 			goto close;
-		p->gsrc = p2pkp_same_src(p->ks.sock->sk, sock->sk);
 	}
 	tx->gchunk = chunk;
 	tx->gcount = DIV_ROUND_UP_ULL(tx->size, chunk);
-	tx->chunk_max = chunk;
 	tx->acklog = min_t(u32, order_base_2(ps->npeers), P2PKP_ACKLOG_MAX);
 	tx->gext.family = fam == AF_INET ? 4 : 6;
 	tx->gext.reserved = tx->acklog;
@@ -2749,6 +2792,16 @@ close:
 	return err;
 }
 
+/* The group is given up: its members go on by unicast from where it was. */
+static void p2pkp_tx_group_off(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
+{
+	int i;
+
+	for (i = 0; i < tx->npeers; i++)
+		WRITE_ONCE(ps->peers[i]->member, false);
+	tx->gon = false;
+}
+
 /*
  * Send the group chunks @c .. @c + @n - 1 (@data: the first one's bytes)
  * once, in one UDP_SEGMENT send where the route takes it, with cookie 0
@@ -2760,6 +2813,7 @@ static u32 p2pkp_tx_group_send(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u64 c, u32 n, const u8 *data, u16 flags,
 			       int *errp)
 {
+	u64 edge = tx->gack_edge, mid = tx->gack_mid;
 	union {
 		struct cmsghdr cm;
 		u8 buf[CMSG_SPACE(sizeof(u16))];
@@ -2786,8 +2840,10 @@ static u32 p2pkp_tx_group_send(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 					   c + i);
 		u16 f = flags | P2PKP_F_GROUP;
 
-		if (c + i + 1 == tx->gcount)
-			f |= P2PKP_F_ACKREQ;	/* the last: ACK at once */
+		/* the last, the window's last and its middle: ACK at once */
+		if (c + i + 1 == tx->gcount || c + i + 1 == edge ||
+		    c + i + 1 == mid)
+			f |= P2PKP_F_ACKREQ;
 		p2pkp_hdr_fill(ps, hdr, P2PKP_T_DATA, f, tx->id, 0, 0);
 		d->epoch = 0;
 		put_unaligned_be48(c + i, d->index);
@@ -2830,6 +2886,14 @@ static u32 p2pkp_tx_group_send(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		tx->gno_gso = true;	/* one by one */
 		return p2pkp_tx_group_send(ps, tx, c, n, data, flags, errp);
 	}
+	if (err == -EMSGSIZE) {
+		/*
+		 * The group's path narrowed: each peer goes on by unicast,
+		 * where a narrower path starts a new epoch (section 3.1)
+		 */
+		p2pkp_tx_group_off(ps, tx);
+		return n;		/* like a loss */
+	}
 	*errp = err;
 	return 0;
 }
@@ -2848,7 +2912,7 @@ static void p2pkp_tx_group_fail(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			continue;
 		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
 		p2pkp_peer_fail(ps, p, err);
-		p->member = false;
+		WRITE_ONCE(p->member, false);
 	}
 	tx->gon = false;
 }
@@ -2986,6 +3050,8 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		return err;
 	if (!p2pkp_pace(ps, tx, len))
 		return 0;
+	tx->gack_edge = U64_MAX;
+	tx->gack_mid = U64_MAX;
 	sent = p2pkp_tx_group_send(ps, tx, c, 1, data,
 				   P2PKP_F_RETRANS |
 				   (any_rto ? P2PKP_F_ACKREQ : 0), &err);
@@ -3065,6 +3131,10 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 
 			if (p2pkp_cur_off(tx, i, p) != pos)
 				continue;
+			if (p->state != PS_DATA) {	/* failed in this pass */
+				tx->cur[i] = U64_MAX;
+				continue;
+			}
 			if (!p2pkp_pace_ok(tx, p, now)) {
 				tx->cur[i] = U64_MAX;	/* later */
 				continue;
@@ -3124,44 +3194,50 @@ static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
 }
 
 /*
- * The slow-receiver policy (section 1.8): a member that has been behind
- * the fastest member by half its window or more for P2PKP_GROUP_LAG (it
- * alone holds the group back) is dropped with ECONNABORTED.
+ * The slow-receiver policy (section 1.8): the member furthest behind is
+ * dropped with ECONNABORTED when it has been behind all the others by half
+ * its window or more (it alone holds the group back) for P2PKP_GROUP_LAG,
+ * while it answers (a silent one is left to the peer timeout, ETIMEDOUT).
  */
 static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u64 now)
 {
 	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
 	struct p2pkp_status ab = { .status = cpu_to_be32(ECONNABORTED) };
-	u64 top = 0;
-	int i, n = 0;
+	struct p2pkp_peer *slow = NULL;
+	u64 second = U64_MAX;
+	int i;
 
-	for (i = 0; i < tx->npeers; i++) {
-		if (ps->peers[i]->member) {
-			top = max(top, ps->peers[i]->cum);
-			n++;
-		}
-	}
 	for (i = 0; i < tx->npeers; i++) {
 		struct p2pkp_peer *p = ps->peers[i];
 
 		if (!p->member)
 			continue;
-		/* a silent one is left to the peer timeout (ETIMEDOUT) */
-		if (n < 2 || !lag || top - p->cum < max_t(u32, p->win / 2, 1) ||
-		    now - p->last_rx > NSEC_PER_SEC) {
-			p->lag_ns = 0;
-			continue;
+		if (!slow || p->cum < slow->cum) {
+			if (slow)
+				second = min(second, slow->cum);
+			slow = p;
+		} else {
+			second = min(second, p->cum);
 		}
-		if (!p->lag_ns)
-			p->lag_ns = now;
-		if (now - p->lag_ns < lag)
-			continue;
-		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
-		p2pkp_peer_fail(ps, p, -ECONNABORTED);
-		p->member = false;
-		p2pkp_stat(ps, P2PKP_ST_PEERS_DROPPED, 1);
+		if (p != slow)
+			p->lag_ns = 0;
 	}
+	if (!slow)
+		return;
+	if (second == U64_MAX || !lag || now - slow->last_rx > NSEC_PER_SEC ||
+	    second - slow->cum < max_t(u32, slow->win / 2, 1)) {
+		slow->lag_ns = 0;
+		return;
+	}
+	if (!slow->lag_ns)
+		slow->lag_ns = now;
+	if (now - slow->lag_ns < lag)
+		return;
+	p2pkp_tx_ctl(ps, tx, slow, P2PKP_T_ABORT, &ab, sizeof(ab));
+	p2pkp_peer_fail(ps, slow, -ECONNABORTED);
+	WRITE_ONCE(slow->member, false);
+	p2pkp_stat(ps, P2PKP_ST_PEERS_DROPPED, 1);
 }
 
 /* Who takes new chunks from the group now; false: wait for late peers. */
@@ -3176,11 +3252,14 @@ static bool p2pkp_tx_members(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		bool ok = p2pkp_g_eligible(tx, p);
 
 		if (p->member && (p->state != PS_DATA || !ok))
-			p->member = false;
+			WRITE_ONCE(p->member, false);
 		/* it has every chunk the group sent: it takes the rest */
 		if (!p->member && ok && p->state == PS_DATA && p->confirmed &&
-		    p->next == tx->gnext)
-			p->member = true;
+		    p->next == tx->gnext) {
+			WRITE_ONCE(p->member, true);
+			if (!tx->gnext)
+				tx->gjoin_ns = now;
+		}
 		if (ok && p2pkp_peer_active(p) && !p->confirmed)
 			late = true;
 		any |= p->member;
@@ -3192,6 +3271,17 @@ static bool p2pkp_tx_members(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		tx->gwait_ns = now + P2PKP_GROUP_WAIT_NS;
 	if (!tx->gnext && late && now < tx->gwait_ns) {
 		tx->wait_ns = min(tx->wait_ns, tx->gwait_ns - now);
+		return false;
+	}
+	/*
+	 * A receiver joins when it accepts; its report reaches snooping
+	 * bridges a little later (IGMPv3/MLDv2 send it from a timer), and
+	 * until then the group's datagrams do not reach it: the first ones
+	 * wait a little after the last first member accepted.
+	 */
+	if (!tx->gnext && now < tx->gjoin_ns + P2PKP_GROUP_JOIN_NS) {
+		tx->wait_ns = min(tx->wait_ns,
+				  tx->gjoin_ns + P2PKP_GROUP_JOIN_NS - now);
 		return false;
 	}
 	return true;
@@ -3206,7 +3296,7 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u32 *budget)
 {
 	u64 now = ktime_get_ns(), lim, pos, end, run, bytes;
-	u32 n, sent, room, seg;
+	u32 n, sent, room, seg, w;
 	int i, err = 0;
 	bool any;
 
@@ -3217,6 +3307,8 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	while (tx->gnext < tx->gcount) {
 		lim = tx->gcount;
 		room = clamp_t(u32, 63 * 1024 / seg, 1, P2PKP_GSO_CHUNKS);
+		tx->gack_edge = U64_MAX;
+		tx->gack_mid = U64_MAX;
 		any = false;
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
@@ -3226,6 +3318,10 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			if (!p2pkp_pace_ok(tx, p, now))
 				return 0;
 			lim = min(lim, p->cum + p->win);
+			/* as p2pkp_new_flags(), for the member nearest its limit */
+			w = min(p->win, p->cwnd);
+			tx->gack_edge = min(tx->gack_edge, p->cum + w);
+			tx->gack_mid = min(tx->gack_mid, p->cum + w / 2);
 			room = min(room, p->cwnd > p->pipe ?
 				   p->cwnd - p->pipe : 0);
 			room = min(room, p2pkp_pace_run(p));
@@ -3309,9 +3405,13 @@ static int p2pkp_tx_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 	for (i = 0; i < tx->npeers; i++)
 		ps->peers[i]->pipe = p2pkp_pipe(ps->peers[i]);
 	if (tx->gon) {
-		err = p2pkp_tx_group_data(ps, tx, &budget);
-		if (err || tx->pace_ns || tx->more)
+		/* half the round for the group: late peers catch up too */
+		u32 gbudget = budget / 2;
+
+		err = p2pkp_tx_group_data(ps, tx, &gbudget);
+		if (err || tx->pace_ns)
 			return err;
+		budget -= budget / 2 - gbudget;
 	}
 
 	for (;;) {
@@ -3607,7 +3707,7 @@ static int p2pkp_tx_begin(struct p2pkp_sock *ps, struct file *f)
 		bool known;
 
 		p->gsrc = false;
-		p->member = false;
+		WRITE_ONCE(p->member, false);
 		p->lag_ns = 0;
 		err = p2pkp_peer_chunk(p, p2pkp_path_chunk(p->ks.sock, ps->mac,
 							   READ_ONCE(ps->chunk),
@@ -3905,6 +4005,8 @@ static int p2pkp_rx_join(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	ifindex = p2pkp_route_ifindex(sock_net(&ps->sk), &rx->from);
 	if (ifindex < 0)
 		return ifindex;
+	if (ga->ss_family == AF_INET6)	/* a link-scope group needs it */
+		((struct sockaddr_in6 *)ga)->sin6_scope_id = ifindex;
 	if (!rx->gself) {
 		err = p2pkp_ksock_open(ps, &rx->gks, ga->ss_family,
 				       ps->rcvbuf, P2PKP_REPLY_MAX);
@@ -4893,6 +4995,20 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_rx_fail(ps, rx, -EPERM, echo);
 		return;
 	}
+	/*
+	 * A group transfer's new chunks come to the group: join it before
+	 * anything is touched (a resumed one, base > 0, takes none of them
+	 * but may fall back to base 0 when its prefix cannot be read)
+	 */
+	p2pkp_rx_leave(ps, rx);
+	if (grp) {
+		err = p2pkp_rx_join(ps, rx, grp);
+		if (err) {	/* refused, the read() keeps waiting */
+			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
+					     rx->id, rx->cookie, echo, err);
+			return;
+		}
+	}
 	err = 0;
 	if (digest && rx->resume && !rx->fd)
 		err = p2pkp_rx_resume(rx, digest);
@@ -4911,6 +5027,7 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		 */
 		err = p2pkp_rx_space(rx, rx->size - rx->base);
 		if (err) {
+			p2pkp_rx_leave(ps, rx);
 			p2pkp_stat(ps, P2PKP_ST_REFUSED_SPACE, 1);
 			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
 					     rx->id, rx->cookie, echo, err);
@@ -4922,16 +5039,6 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		err = p2pkp_rx_empty(rx);
 		if (err) {
 			p2pkp_rx_fail(ps, rx, err, echo);
-			return;
-		}
-	}
-	/* a group transfer's new chunks come to the group: join it */
-	p2pkp_rx_leave(ps, rx);
-	if (grp && !rx->base) {
-		err = p2pkp_rx_join(ps, rx, grp);
-		if (err) {	/* refused, the read() keeps waiting */
-			p2pkp_rx_send_status(ps, from, fromlen, P2PKP_T_DONE,
-					     rx->id, rx->cookie, echo, err);
 			return;
 		}
 	}
@@ -4958,6 +5065,10 @@ static void p2pkp_rx_epoch(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->ooo_acked = false;
 	rx->last_rx = ktime_get_ns();	/* the sender lives */
 	bitmap_zero(rx->ring, P2PKP_WIN);
+	/* another chunk than the group's: the rest comes by unicast */
+	p2pkp_rx_leave(ps, rx);
+	rx->ack_every = P2PKP_ACK_EVERY;
+	rx->ack_mult = 1;
 	p2pkp_stat(ps, P2PKP_ST_EPOCHS, 1);
 }
 
@@ -5121,8 +5232,11 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->last_rx = ktime_get_ns();
 	/*
 	 * The ACK echoes the latest DATA; a group member, whose ACKs are
-	 * thinned, the first since its last ACK (RFC 7323 3.4): the
-	 * sender's RTT then includes the wait, and its RTO covers it.
+	 * thinned, the first since its last ACK (RFC 7323 3.4: the sender's
+	 * RTT then includes the wait, and its RTO covers it) or, below,
+	 * the latest retransmission that filled a hole (4.3: a timeout is
+	 * then not taken for spurious when it was not; a duplicate keeps
+	 * the older echo, so a spurious one is undone).
 	 */
 	if (!rx->group || !rx->unacked)
 		rx->echo = be32_to_cpu(h->ts);
@@ -5144,6 +5258,9 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_WINDOW);
 		return;
 	}
+	/* a retransmission that fills a hole: echo it (not a duplicate) */
+	if (rx->group && (be16_to_cpu(h->flags) & P2PKP_F_RETRANS))
+		rx->echo = be32_to_cpu(h->ts);
 	rx->dirty = true;
 	if (!p2pkp_rx_gather(ps, rx, payload, plen,
 			     rx->base + idx * rx->chunk))
@@ -5259,7 +5376,7 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		 * (section 2.3); it starts nothing.
 		 */
 		if (!rx || !rx->group || rx->state != RS_RECV ||
-		    id != rx->id || cookie ||
+		    id != rx->id || cookie || rx->base ||
 		    !p2pkp_addr_host_eq(from, &rx->from)) {
 			p2pkp_drop(ps, P2PKP_ST_DROP_XFER);
 			return false;

@@ -45,6 +45,7 @@ from p2pkpvm.scenario.scenario import (
     proc_sock,
     proc_total,
     q,
+    sha256,
     transfer_deadline,
     wait_output,
 )
@@ -498,14 +499,22 @@ def test_multicast_lossy_receivers(scn: Scenario, cluster: ClusterView, n: int) 
 def test_multicast_ipv6_group(scn: Scenario, cluster: ClusterView, n: int) -> None:
     """IPv6: 4 MiB to n receivers by their IPv6 addresses through a link-scope group
     (ff12::/16, --mcast-if eth0, --mcast-ttl 1): bit-exact everywhere, every peer DONE, each
-    chunk (1412 bytes over IPv6) once to the group."""
+    chunk (1412 bytes over IPv6) once to the group.  Half the receivers are bound to "::",
+    half to their own address: their second socket, bound to the link-scope group, needs
+    the interface as its scope (it failed EINVAL without it)."""
     tx = cluster["vm1"]
     rs = receivers(cluster, n)
     size = 4 * MiB
     src, digest = scn.make_file(tx, "src", size)
     port = next_port()
     dst = scn.path("dst")
-    jobs = scn.receivers_as(cluster, [r.name for r in rs], dst, port, host="::")
+    wild, own = rs[0::2], rs[1::2]
+    jobs = scn.receivers_as(cluster, [r.name for r in wild], dst, port, host="::")
+    for r in own:
+        assert r.ipv6 is not None, f"{r.name} has no IPv6 address in this topology"
+        jobs[r.name] = scn.receiver_as(
+            cluster, r.name, f"{dst}.{r.name}", port, host=str(r.ipv6.ip)
+        )
     before = proc_total(tx)
     peers = [addr_of(r, port, ipv6=True) for r in rs]
     res = group_send(tx, peers, group6(port), src, size, " --mcast-if eth0 --mcast-ttl 1")
@@ -676,3 +685,75 @@ def test_multicast_slow_receiver_dropped(scn: Scenario, cluster: ClusterView, n:
     left = cluster[slow.guest].run(f"ls -A {q(scn.dir)}").output.split()
     assert f"dst.{slow.name}" not in left and not [x for x in left if x.startswith(".")], left
     print(f"\n{slow.name} dropped after {results[addr_of(slow, port)].acked} of {size} bytes")
+
+
+@pytest.mark.topology("scale16")
+def test_multicast_late_receiver_catches_up(scn: Scenario, cluster: ClusterView) -> None:
+    """One receiver's read() starts only once the group is under way: its sender keeps
+    repeating START (the peer timeout is 15 s), the late peer is served by unicast up to
+    what the group sent while its receiver also stores the group's chunks (so its ACKs
+    cover more than was sent to it alone), then it joins the group's sends.  All 16 get
+    the file bit-exact.  Before the fix the sender dropped those ACKs (cum beyond what it
+    had sent to that peer) and the write() never returned."""
+    tx = cluster["vm1"]
+    rs = receivers(cluster, 16)
+    early, late = rs[:-1], rs[-1]
+    size = 8 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    port = next_port()
+    dst = scn.path("dst")
+    jobs = scn.receivers_as(cluster, [r.name for r in early], dst, port)
+    before = proc_total(tx)
+    cmd = f"{SEND} --json --group {group4(port)}" + "".join(f" --to {addr_of(r, port)}" for r in rs)
+    sender = scn.spawn(tx, f"{cmd} {q(src)}")
+    # the group is under way: a fifth of the file went out
+    tx.wait_for(
+        "awk '/^total / { for (i = 2; i <= NF; i++) if ($i ~ /^group_sent=/) "
+        f'{{ split($i, kv, "="); exit !(kv[2] - {before["group_sent"]} > '
+        f"{chunks_of(size) // 5}) }} }}' /proc/net/p2pkp",
+        timeout=60.0,
+        interval=0.1,
+    )
+    jobs[late.name] = scn.receiver_as(cluster, late.name, f"{dst}.{late.name}", port)
+    res = sender.wait(timeout=transfer_deadline(size) + 120.0)
+    d = delta(proc_total(tx), before)
+    check_peers(res, {addr_of(r, port): ("DONE", "") for r in rs}, size, None)
+    check_received(cluster, rs, jobs, dst, size, digest)
+    assert d["group_sent"] == chunks_of(size), d
+    late_p = toolout.peers(res.output)[addr_of(late, port)]
+    print(f"\nlate receiver {late.name}: {late_p.dgrams} unicast datagrams; {d}")
+
+
+@pytest.mark.topology("scale16")
+def test_multicast_peer_on_the_sending_host(scn: Scenario, cluster: ClusterView) -> None:
+    """A peer on the sender's own host gets no group datagram (their loopback is off): it is
+    served by unicast, with its own chunk (loopback's MTU), while 4 remote receivers take the
+    group's; all 5 get the file bit-exact.  It is the first peer: the group's interface and
+    source come from the first peer on another host.  Before the fix it counted as a group
+    member and starved, and then (first peer) sent the group's datagrams to loopback."""
+    tx = cluster["vm1"]
+    rs = receivers(cluster, 4)
+    size = 2 * MiB
+    src, digest = scn.make_file(tx, "src", size)
+    port = next_port()
+    dst = scn.path("dst")
+    jobs = scn.receivers_as(cluster, [r.name for r in rs], dst, port)
+    local = scn.receiver(tx, f"{dst}.local", port, host=str(tx.ipv4))
+    before = proc_total(tx)
+    res = group_send(
+        tx,
+        [f"{tx.ipv4}:{port}", *(addr_of(r, port) for r in rs)],
+        group4(port),
+        src,
+        size,
+        " --timeout 10000",
+    )
+    want = {addr_of(r, port): ("DONE", "") for r in rs}
+    want[f"{tx.ipv4}:{port}"] = ("DONE", "")
+    check_peers(res, want, size, None)
+    d = delta(proc_total(tx), before)
+    check_received(cluster, rs, jobs, dst, size, digest)
+    out = local.wait(timeout=60.0)
+    assert out.rc == 0, out.output
+    assert sha256(tx, f"{dst}.local", size) == digest, "the local peer's file differs"
+    check_group_counters(d, chunks_of(size), len(rs) + 1)

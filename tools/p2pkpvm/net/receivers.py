@@ -142,7 +142,12 @@ def setup_script(guest: GuestLike, receivers: Sequence[Receiver], mtu: int = DEF
     m = f" mtu {mtu}" if mtu != DEFAULT_MTU else ""
     lines = [
         "set -e",
-        f"ip link add {BRIDGE}{m} type bridge forward_delay 0 stp_state 0",
+        # IGMP/MLD snooping with the bridge as querier, as a switch would: group datagrams
+        # go only to the receivers that joined (flooded, every one of a guest's 22
+        # namespaces took each of them on the guest's one vCPU: 2.55 s instead of 1.2 s
+        # for 8 MiB to one receiver by multicast)
+        f"ip link add {BRIDGE}{m} type bridge forward_delay 0 stp_state 0 "
+        "mcast_snooping 1 mcast_querier 1",
         f"ip link set {BRIDGE} address $(cat /sys/class/net/eth0/address)",
         # no IPv6 DAD or autoconf on the bridge: addresses are static, as on eth0
         f"sysctl -qw net.ipv6.conf.{BRIDGE}.accept_ra=0 net.ipv6.conf.{BRIDGE}.autoconf=0",
