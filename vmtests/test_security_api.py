@@ -583,7 +583,7 @@ def test_security_13_proc_read_in_pieces_while_sockets_churn(
         assert lines[-1].startswith("total ") and sum(x.startswith("total ") for x in lines) == 1
         # a whole sock line ends with the last counter, a whole peer line with its last
         # field (docs/protocol.md 5)
-        whole = rf"sock inode=\d+ .* {wire.STAT_NAMES[-1]}=\d+|peer inode=\d+ .* undos=\d+"
+        whole = rf"sock inode=\d+ .* {wire.STAT_NAMES[-1]}=\d+|peer inode=\d+ .* group=[01]"
         for line in lines[1:-1]:
             assert re.fullmatch(whole, line), line
         sock_words = [line.split() for line in lines if line.startswith("sock ")]
