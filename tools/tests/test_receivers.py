@@ -141,9 +141,13 @@ def test_setup_script_gives_the_cluster_mtu_to_bridge_and_veths() -> None:
     assert " mtu " not in plain
     lines = setup_script(t.guest("b"), rs, 9000).splitlines()
     assert (
+        "ip link add br0 mtu 9000 type bridge forward_delay 0 stp_state 0 mcast_snooping 0" in lines
+    )
+    snoop = setup_script(t.guest("b"), rs, 9000, snooping=True).splitlines()
+    assert (
         "ip link add br0 mtu 9000 type bridge forward_delay 0 stp_state 0 "
         "mcast_snooping 1 mcast_querier 1"
-    ) in lines
+    ) in snoop
     r2 = rs[1]
     assert (
         f"link add vr2 address {r2.host_mac} mtu 9000 type veth peer name eth0 "

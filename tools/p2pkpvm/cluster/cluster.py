@@ -54,12 +54,15 @@ class Cluster:
         boot_timeout: float = 420.0,
         run_id: str | None = None,
         uso: bool | None = None,
+        snooping: bool = False,
     ) -> None:
         """kernel: what the guests boot and the module built for it (default: the default
         pin's stock kernel and its p2pkp.ko); its time_scale multiplies every deadline
         (boot, reachability, guest commands).  uso: virtio-net USO forced on or off (QEMU
-        8.2+), None: QEMU's default."""
+        8.2+), None: QEMU's default.  snooping: the receiver bridges snoop IGMP/MLD
+        (net/receivers.py setup_script)."""
         self.topology = topology
+        self.snooping = snooping
         self.run_id = run_id or new_run_id()
         self.logdir = logdir or out_dir() / self.run_id
         self.kernel = kernel or stock()
@@ -201,7 +204,7 @@ class Cluster:
         wrong = mtu_mismatch(res.output, self.topology.mtu, "eth0")
         if wrong:
             raise MtuMismatch(vm.name, cmd, wrong, vm.full_tail())
-        script = setup_script(g, self.receivers, self.topology.mtu)
+        script = setup_script(g, self.receivers, self.topology.mtu, self.snooping)
         if script:
             # a file in the run's log folder (the guest sees the host's tree): kept for the
             # report, and no console line of kilobytes
