@@ -1657,6 +1657,16 @@ static int p2pkp_tx_ctl(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	return p2pkp_tx_ctl_flags(ps, tx, p, type, 0, body, blen);
 }
 
+/* Tell @p its transfer is over (ABORT with @err) and fail it with @err. */
+static void p2pkp_tx_abort(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+			   struct p2pkp_peer *p, int err)
+{
+	struct p2pkp_status ab = { .status = cpu_to_be32(-err) };
+
+	p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
+	p2pkp_peer_fail(ps, p, err);
+}
+
 static void p2pkp_rtt_sample(struct p2pkp_peer *p, const struct p2pkp_hdr *h)
 {
 	u32 r;
@@ -2522,6 +2532,28 @@ static bool p2pkp_zc_pays(const struct p2pkp_sock *ps,
 }
 
 /*
+ * Add DATA datagram @i of a batched send (its header in tx->ghdr[i]) to
+ * tx->gvec at *@v: header, payload @pl, and the tag when the socket has a
+ * key.  Non-zero: the tag could not be made.
+ */
+static int p2pkp_gvec_add(struct p2pkp_sock *ps, struct p2pkp_tx *tx, u32 *v,
+			  u32 i, const u8 *pl, u32 plen)
+{
+	tx->gvec[*v].iov_base = tx->ghdr[i];
+	tx->gvec[(*v)++].iov_len = P2PKP_DATA_HLEN;
+	tx->gvec[*v].iov_base = (void *)pl;
+	tx->gvec[(*v)++].iov_len = plen;
+	if (!ps->mac)
+		return 0;
+	if (p2pkp_mac(ps->mac, tx->ghdr[i], P2PKP_DATA_HLEN, pl, plen,
+		      tx->gtag[i]))
+		return -EIO;
+	tx->gvec[*v].iov_base = tx->gtag[i];
+	tx->gvec[(*v)++].iov_len = P2PKP_MAC_LEN;
+	return 0;
+}
+
+/*
  * Send new chunks @c .. @c + @n - 1, all in tx->blk, to @p in as few
  * sends as it takes: zero-copy runs (p2pkp_zc_run) while the block is in a
  * zero-copy area, else one UDP_SEGMENT send with copies: either way routed
@@ -2581,24 +2613,12 @@ static u32 p2pkp_tx_data_run(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 	if (n - done > 1 && !tx->no_gso) {
 		for (i = done; i < n; i++) {
-			u8 *hdr = tx->ghdr[i - done];
-			u8 *tag = tx->gtag[i - done];
-			const u8 *pl = data + i * p->chunk;
-			u32 plen = p2pkp_peer_len(tx, p, c + i);
-
-			p2pkp_data_hdr(ps, tx, p, hdr, c + i,
+			p2pkp_data_hdr(ps, tx, p, tx->ghdr[i - done], c + i,
 				       p2pkp_new_flags(p, c + i), now);
-			tx->gvec[v].iov_base = hdr;
-			tx->gvec[v++].iov_len = P2PKP_DATA_HLEN;
-			tx->gvec[v].iov_base = (void *)pl;
-			tx->gvec[v++].iov_len = plen;
-			if (!mlen)
-				continue;
-			if (p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
-				      tag))
+			if (p2pkp_gvec_add(ps, tx, &v, i - done,
+					   data + i * p->chunk,
+					   p2pkp_peer_len(tx, p, c + i)))
 				return n;	/* like a loss */
-			tx->gvec[v].iov_base = tag;
-			tx->gvec[v++].iov_len = mlen;
 		}
 		msg = (struct msghdr){
 			.msg_control = &ctl,
@@ -2847,18 +2867,9 @@ static u32 p2pkp_tx_group_send(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		p2pkp_hdr_fill(ps, hdr, P2PKP_T_DATA, f, tx->id, 0, 0);
 		d->epoch = 0;
 		put_unaligned_be48(c + i, d->index);
-		tx->gvec[v].iov_base = hdr;
-		tx->gvec[v++].iov_len = P2PKP_DATA_HLEN;
-		tx->gvec[v].iov_base = (void *)pl;
-		tx->gvec[v++].iov_len = plen;
 		bytes += plen;
-		if (!mlen)
-			continue;
-		if (p2pkp_mac(ps->mac, hdr, P2PKP_DATA_HLEN, pl, plen,
-			      tx->gtag[i]))
+		if (p2pkp_gvec_add(ps, tx, &v, i, pl, plen))
 			return n;	/* like a loss */
-		tx->gvec[v].iov_base = tx->gtag[i];
-		tx->gvec[v++].iov_len = mlen;
 	}
 	if (n > 1) {
 		ctl.cm.cmsg_level = SOL_UDP;
@@ -2902,7 +2913,6 @@ static u32 p2pkp_tx_group_send(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 static void p2pkp_tx_group_fail(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				int err)
 {
-	struct p2pkp_status ab = { .status = cpu_to_be32(-err) };
 	int i;
 
 	for (i = 0; i < tx->npeers; i++) {
@@ -2910,8 +2920,7 @@ static void p2pkp_tx_group_fail(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 		if (!p->gsrc || !p2pkp_peer_active(p))
 			continue;
-		p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
-		p2pkp_peer_fail(ps, p, err);
+		p2pkp_tx_abort(ps, tx, p, err);
 		WRITE_ONCE(p->member, false);
 	}
 	tx->gon = false;
@@ -3203,7 +3212,6 @@ static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u64 now)
 {
 	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
-	struct p2pkp_status ab = { .status = cpu_to_be32(ECONNABORTED) };
 	struct p2pkp_peer *slow = NULL;
 	u64 second = U64_MAX;
 	int i;
@@ -3234,8 +3242,7 @@ static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		slow->lag_ns = now;
 	if (now - slow->lag_ns < lag)
 		return;
-	p2pkp_tx_ctl(ps, tx, slow, P2PKP_T_ABORT, &ab, sizeof(ab));
-	p2pkp_peer_fail(ps, slow, -ECONNABORTED);
+	p2pkp_tx_abort(ps, tx, slow, -ECONNABORTED);
 	WRITE_ONCE(slow->member, false);
 	p2pkp_stat(ps, P2PKP_ST_PEERS_DROPPED, 1);
 }
@@ -3582,16 +3589,9 @@ static void p2pkp_tx_finish(struct p2pkp_sock *ps, int err)
 	int i;
 
 	if (err) {
-		struct p2pkp_status ab = { .status = cpu_to_be32(-err) };
-
-		for (i = 0; i < tx->npeers; i++) {
-			struct p2pkp_peer *p = ps->peers[i];
-
-			if (!p2pkp_peer_active(p))
-				continue;
-			p2pkp_tx_ctl(ps, tx, p, P2PKP_T_ABORT, &ab, sizeof(ab));
-			p2pkp_peer_fail(ps, p, err);
-		}
+		for (i = 0; i < tx->npeers; i++)
+			if (p2pkp_peer_active(ps->peers[i]))
+				p2pkp_tx_abort(ps, tx, ps->peers[i], err);
 	} else {
 		for (i = 0; i < tx->npeers; i++) {
 			if (ps->peers[i]->state == PS_FAILED) {
@@ -3868,13 +3868,11 @@ struct p2pkp_rx {
 static bool p2pkp_addr_host_eq(const struct sockaddr_storage *a,
 			       const struct sockaddr_storage *b)
 {
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET)
-		return ((struct sockaddr_in *)a)->sin_addr.s_addr ==
-		       ((struct sockaddr_in *)b)->sin_addr.s_addr;
-	return ipv6_addr_equal(&((struct sockaddr_in6 *)a)->sin6_addr,
-			       &((struct sockaddr_in6 *)b)->sin6_addr);
+	struct p2pkp_allow x, y;
+
+	p2pkp_allow_of(&x, a);
+	p2pkp_allow_of(&y, b);
+	return x.family == y.family && ipv6_addr_equal(&x.addr, &y.addr);
 }
 
 /*
@@ -6626,12 +6624,22 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 
 	if (level != SOL_P2PKP)
 		return -ENOPROTOOPT;
-	switch (optname) {
+	switch (optname) {	/* the options of one u32 (or int) */
 	case P2PKP_PEER_TIMEOUT:
+	case P2PKP_FSYNC:
+	case P2PKP_RESUME:
+	case P2PKP_CHUNK:
+	case P2PKP_MCAST_TTL:
+	case P2PKP_MCAST_IF:
+	case P2PKP_GROUP_LAG:
+	case P2PKP_NO_GROUP:
 		if (optlen < sizeof(v))
 			return -EINVAL;
 		if (copy_from_sockptr(&v, optval, sizeof(v)))
 			return -EFAULT;
+	}
+	switch (optname) {
+	case P2PKP_PEER_TIMEOUT:
 		if (v < P2PKP_TIMEOUT_MIN || v > P2PKP_TIMEOUT_MAX)
 			return -EINVAL;
 		WRITE_ONCE(ps->timeout_ms, v);
@@ -6648,26 +6656,14 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 	case P2PKP_KEY:
 		return p2pkp_set_key(ps, optval, optlen);
 	case P2PKP_FSYNC:
-		if (optlen < sizeof(v))
-			return -EINVAL;
-		if (copy_from_sockptr(&v, optval, sizeof(v)))
-			return -EFAULT;
 		WRITE_ONCE(ps->fsync, !!v);
 		return 0;
 	case P2PKP_RESUME:
-		if (optlen < sizeof(v))
-			return -EINVAL;
-		if (copy_from_sockptr(&v, optval, sizeof(v)))
-			return -EFAULT;
 		WRITE_ONCE(ps->resume, !!v);
 		return 0;
 	case P2PKP_RECV_FD:
 		return p2pkp_set_recv_fd(ps, optval, optlen);
 	case P2PKP_CHUNK:
-		if (optlen < sizeof(v))
-			return -EINVAL;
-		if (copy_from_sockptr(&v, optval, sizeof(v)))
-			return -EFAULT;
 		if (v && (v < P2PKP_CHUNK_MIN || v > P2PKP_CHUNK_MAX))
 			return -EINVAL;
 		WRITE_ONCE(ps->chunk, v);
@@ -6675,30 +6671,20 @@ static int p2pkp_setsockopt(struct socket *sock, int level, int optname,
 	case P2PKP_GROUP:
 		return p2pkp_set_group(ps, optval, optlen);
 	case P2PKP_MCAST_TTL:
-	case P2PKP_MCAST_IF:
-	case P2PKP_NO_GROUP:
-		if (optlen < sizeof(int))
+		if (v < 1 || v > 255)
 			return -EINVAL;
-		if (copy_from_sockptr(&v, optval, sizeof(v)))
-			return -EFAULT;
-		if (optname == P2PKP_MCAST_TTL) {
-			if (v < 1 || v > 255)
-				return -EINVAL;
-			WRITE_ONCE(ps->mcast_ttl, v);
-		} else if (optname == P2PKP_MCAST_IF) {
-			if ((int)v < 0)
-				return -EINVAL;
-			WRITE_ONCE(ps->mcast_if, v);
-		} else {
-			WRITE_ONCE(ps->no_group, !!v);
-		}
+		WRITE_ONCE(ps->mcast_ttl, v);
+		return 0;
+	case P2PKP_MCAST_IF:
+		if ((int)v < 0)
+			return -EINVAL;
+		WRITE_ONCE(ps->mcast_if, v);
 		return 0;
 	case P2PKP_GROUP_LAG:
-		if (optlen < sizeof(v))
-			return -EINVAL;
-		if (copy_from_sockptr(&v, optval, sizeof(v)))
-			return -EFAULT;
 		WRITE_ONCE(ps->group_lag_ms, v);
+		return 0;
+	case P2PKP_NO_GROUP:
+		WRITE_ONCE(ps->no_group, !!v);
 		return 0;
 	default:
 		return -ENOPROTOOPT;
@@ -6763,22 +6749,22 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 	switch (optname) {
 	case P2PKP_PEER_TIMEOUT:
 		v = READ_ONCE(ps->timeout_ms);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_RATE:
 		rate = READ_ONCE(ps->rate);
 		return p2pkp_put_opt(optval, optlen, len, &rate, sizeof(rate));
 	case P2PKP_FSYNC:
 		v = READ_ONCE(ps->fsync);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_RESUME:
 		v = READ_ONCE(ps->resume);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_RECV_FD:		/* 1: set and not taken by a read() */
 		v = !!READ_ONCE(ps->recv_file);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_CHUNK:
 		v = READ_ONCE(ps->chunk);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_GROUP: {
 		struct sockaddr_storage g;
 		int glen;
@@ -6792,16 +6778,16 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 	}
 	case P2PKP_MCAST_TTL:
 		v = READ_ONCE(ps->mcast_ttl);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_MCAST_IF:
 		v = READ_ONCE(ps->mcast_if);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_GROUP_LAG:
 		v = READ_ONCE(ps->group_lag_ms);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_NO_GROUP:
 		v = READ_ONCE(ps->no_group);
-		return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
+		break;
 	case P2PKP_KEY:
 		return -EPERM;		/* never readable */
 	case P2PKP_PEER_RESULTS:
@@ -6815,6 +6801,7 @@ static int p2pkp_getsockopt(struct socket *sock, int level, int optname,
 	default:
 		return -ENOPROTOOPT;
 	}
+	return p2pkp_put_opt(optval, optlen, len, &v, sizeof(v));
 }
 
 /*
