@@ -213,6 +213,7 @@ static const u16 p2pkp_type_flags[P2PKP_T_MAX + 1] = {
 #define P2PKP_BLOCK_MAX		BIT(20)	/* ... and at most */
 #define P2PKP_GSO_CHUNKS	32	/* DATA datagrams per UDP_SEGMENT send */
 #define P2PKP_RTO_BURST		64	/* timed-out chunks resent per RTO */
+#define P2PKP_RTO_BURST_MEMBER	4	/* ... to a group member */
 #define P2PKP_RX_BUDGET		256
 #define P2PKP_TX_BUDGET		512	/* new DATA datagrams per engine round */
 #define P2PKP_TIMEOUT_DEF	15000U
@@ -378,11 +379,12 @@ struct p2pkp_peer {
 	/* multicast (section 1.8) */
 	bool gsrc;			/* same source as the group's datagrams */
 	bool member;			/* new chunks reach it through the group */
-	u64 lag_ns;			/* behind the group since, 0: not */
+	u64 lag_ns;			/* behind the group (or catching up) since */
 	u32 peer_ts;			/* ts of the peer's last datagram */
 	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
 	DECLARE_BITMAP(sack, P2PKP_WIN);	/* relative to cum */
 	u64 sent_ns[P2PKP_WIN];		/* by chunk % P2PKP_WIN */
+	DECLARE_BITMAP(uc, P2PKP_WIN);	/* ... last sent by unicast */
 };
 
 /* A sender allowed by a receiver (connect() on a bound socket). */
@@ -1990,6 +1992,14 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 		if (test_bit(i, p->sack))
 			continue;
+		/*
+		 * A member's receiver reads the group's datagrams and its
+		 * own from two sockets: a chunk sent by unicast may overtake
+		 * group chunks sent before it that wait in the other queue,
+		 * so it is no evidence of their loss (section 3.3).
+		 */
+		if (p->member && test_bit(c % P2PKP_WIN, p->uc))
+			continue;
 		if (c < cum || (c - cum < P2PKP_WIN &&
 				(a->bitmap[(c - cum) / 8] & (1U << ((c - cum) % 8)))))
 			p->rack_ns = max(p->rack_ns, p->sent_ns[c % P2PKP_WIN]);
@@ -2303,6 +2313,7 @@ static void p2pkp_data_hdr(const struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	d->epoch = cpu_to_be16(p->epoch);
 	put_unaligned_be48(c, d->index);
 	p->sent_ns[c % P2PKP_WIN] = now;
+	__set_bit(c % P2PKP_WIN, p->uc);
 }
 
 /* A send error that is only a loss: the chunk goes again later. */
@@ -3086,6 +3097,7 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_cc_loss(ps, p, c);
 		}
 		p->sent_ns[c % P2PKP_WIN] = now;
+		__clear_bit(c % P2PKP_WIN, p->uc);
 		p2pkp_pace_sent(p, len, now);
 		tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
 	}
@@ -3115,10 +3127,16 @@ static int p2pkp_tx_retrans(struct p2pkp_sock *ps, struct p2pkp_tx *tx)
 		 * After a timeout only the first P2PKP_RTO_BURST chunks go
 		 * again, once per RTO (which doubles): a dead peer does not
 		 * get its whole window every RTO; its ACKs, if it lives,
-		 * bring the rest back through the SACK rule.
+		 * bring the rest back through the SACK rule.  A group
+		 * member gets P2PKP_RTO_BURST_MEMBER: its ACKs are thinned
+		 * and late under load, so most of its timeouts are
+		 * spurious, and the ACK asked for brings a real loss back
+		 * one RTT later (section 1.8).
 		 */
-		tx->rto_left[i] = now - p->rto_ns >= (u64)p->rto * NSEC_PER_USEC ?
-				  P2PKP_RTO_BURST : 0;
+		tx->rto_left[i] = 0;
+		if (now - p->rto_ns >= (u64)p->rto * NSEC_PER_USEC)
+			tx->rto_left[i] = p->member ? P2PKP_RTO_BURST_MEMBER :
+				P2PKP_RTO_BURST;
 		tx->cur[i] = p2pkp_lost(p, 0, now, tx->rto_left[i]);
 	}
 	for (;;) {
@@ -3205,8 +3223,11 @@ static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
 /*
  * The slow-receiver policy (section 1.8): the member furthest behind is
  * dropped with ECONNABORTED when it has been behind all the others by half
- * its window or more (it alone holds the group back) for P2PKP_GROUP_LAG,
- * while it answers (a silent one is left to the peer timeout, ETIMEDOUT).
+ * its window or more (the smaller of its receiver's and its congestion
+ * window: it alone holds the group back) for P2PKP_GROUP_LAG,
+ * once it answered in that time (a silent one is left to the peer timeout,
+ * ETIMEDOUT).  Its ACKs are thinned, seconds apart on a slow link: the lag
+ * is not restarted between them.
  */
 static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u64 now)
@@ -3233,14 +3254,15 @@ static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	}
 	if (!slow)
 		return;
-	if (second == U64_MAX || !lag || now - slow->last_rx > NSEC_PER_SEC ||
-	    second - slow->cum < max_t(u32, slow->win / 2, 1)) {
+	if (second == U64_MAX || !lag ||
+	    second - slow->cum < max_t(u32, min(slow->win, slow->cwnd) / 2, 1)) {
 		slow->lag_ns = 0;
 		return;
 	}
 	if (!slow->lag_ns)
 		slow->lag_ns = now;
-	if (now - slow->lag_ns < lag)
+	/* and it answered meanwhile: a silent one waits for the peer timeout */
+	if (now - slow->lag_ns < lag || slow->last_rx < slow->lag_ns)
 		return;
 	p2pkp_tx_abort(ps, tx, slow, -ECONNABORTED);
 	WRITE_ONCE(slow->member, false);
@@ -3264,6 +3286,7 @@ static bool p2pkp_tx_members(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		if (!p->member && ok && p->state == PS_DATA && p->confirmed &&
 		    p->next == tx->gnext) {
 			WRITE_ONCE(p->member, true);
+			p->lag_ns = 0;
 			if (!tx->gnext)
 				tx->gjoin_ns = now;
 		}
@@ -3295,9 +3318,36 @@ static bool p2pkp_tx_members(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 }
 
 /*
+ * A peer that accepted after the group started (section 1.8) is served by
+ * unicast up to what the group sent; its receiver stores the group's
+ * chunks meanwhile, as far as its window reaches.  The group does not
+ * outrun that window for P2PKP_GROUP_LAG (0: ever) from the first time it
+ * is seen catching up: it then joins without ever taking the file by
+ * unicast.  After that time the group goes on, and the peer by unicast.
+ */
+static bool p2pkp_tx_catching_up(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
+				 struct p2pkp_peer *p, u64 now)
+{
+	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
+
+	if (p->member || !p2pkp_g_eligible(tx, p) || p->state != PS_DATA ||
+	    !p->confirmed || p->next >= tx->gnext)
+		return false;
+	if (!p->lag_ns)
+		p->lag_ns = now;
+	if (!lag)
+		return true;
+	if (now - p->lag_ns >= lag)
+		return false;
+	tx->wait_ns = min(tx->wait_ns, p->lag_ns + lag - now);
+	return true;
+}
+
+/*
  * New chunks to the group (section 1.8): each goes once, when every
  * member has room for it in its receiver's and congestion window and its
- * pacing allows; every member counts it as sent to it.
+ * pacing allows, and within the window of a peer catching up; every
+ * member counts it as sent to it.
  */
 static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u32 *budget)
@@ -3320,6 +3370,8 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 
+			if (p2pkp_tx_catching_up(ps, tx, p, now))
+				lim = min(lim, p->cum + p->win);
 			if (!p->member)
 				continue;
 			if (!p2pkp_pace_ok(tx, p, now))
@@ -3369,8 +3421,10 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 			if (!p->member)
 				continue;
-			for (c = tx->gnext; c < tx->gnext + sent; c++)
+			for (c = tx->gnext; c < tx->gnext + sent; c++) {
 				p->sent_ns[c % P2PKP_WIN] = now;
+				__clear_bit(c % P2PKP_WIN, p->uc);
+			}
 			p->next = tx->gnext + sent;
 			p->pipe += sent;
 			p2pkp_pace_sent(p, bytes, now);
@@ -3844,7 +3898,7 @@ struct p2pkp_rx {
 	u32 srtt;			/* us, from DATA echoes; 0: unknown */
 	u64 last_ack_ns;
 	u32 ack_every;			/* chunks between paced ACKs */
-	u32 ack_mult;			/* ... and their gap, times srtt/4 */
+	u32 ack_mult;			/* group: paced ACKs ack_mult x 20 ms apart */
 	/* a group transfer (section 1.8): the group joined */
 	bool group;
 	bool gself;			/* ... on the bound socket (wildcard) */
@@ -4111,14 +4165,20 @@ static u32 p2pkp_rx_window(const struct p2pkp_sock *ps, u32 chunk)
 	return clamp_t(u32, ps->rcvbuf / truesize, 1, P2PKP_WIN);
 }
 
-/* Gap between two ACKs: srtt/4 within P2PKP_ACK_MIN_US..P2PKP_ACK_MAX_US. */
+/*
+ * Gap between two paced ACKs: srtt/4 within P2PKP_ACK_MIN_US..
+ * P2PKP_ACK_MAX_US.  A group's member (section 1.8) has no RTT (group DATA
+ * carries no echo) and is asked for an ACK when its sender needs one (at
+ * half its window, at the end); its paced ACKs, sent when its queue
+ * drains, are P2PKP_ACK_MAX_US times ack_every / P2PKP_ACK_EVERY apart.
+ */
 static u64 p2pkp_rx_ack_ivl(const struct p2pkp_rx *rx)
 {
 	u32 us = clamp_t(u32, rx->srtt / 4, P2PKP_ACK_MIN_US, P2PKP_ACK_MAX_US);
 
-	/* a group's members ACK less often (section 1.8) */
-	return (u64)min_t(u32, us * rx->ack_mult,
-			  max_t(u32, us, P2PKP_ACK_MAX_US)) * NSEC_PER_USEC;
+	if (rx->group)
+		us = P2PKP_ACK_MAX_US * rx->ack_mult;
+	return (u64)us * NSEC_PER_USEC;
 }
 
 /* Bytes of one ACK: what the sender must have sent for it (credit). */

@@ -28,6 +28,7 @@ import pytest
 from p2pkp_guest import wire
 from p2pkpvm.cluster.cluster import ClusterView, run_parallel
 from p2pkpvm.cluster.nsguest import NamespaceGuest
+from p2pkpvm.errors import CommandTimeout
 from p2pkpvm.net import netem
 from p2pkpvm.net.netem import Link
 from p2pkpvm.net.receivers import Receiver
@@ -125,28 +126,62 @@ def receivers(cluster: ClusterView, n: int) -> list[Receiver]:
     return rs
 
 
+def group_cmd(peers: Sequence[str], group: str, extra: str = "") -> str:
+    """p2pkp-send --json --group GROUP to every peer ("addr:port"), without the file."""
+    return f"{SEND} --json --group {group}{extra}" + "".join(f" --to {a}" for a in peers)
+
+
 def group_send(
     tx: Guest, peers: Sequence[str], group: str, src: str, size: int, extra: str = ""
 ) -> Result:
-    """p2pkp-send --json --group GROUP to every peer ("addr:port"); its result, also when it
-    failed.  The deadline: one copy of the file, and some time per peer."""
-    cmd = f"{SEND} --json --group {group}{extra}" + "".join(f" --to {a}" for a in peers)
+    """group_cmd's result for src, also when it failed.  The deadline: one copy of the
+    file, and some time per peer."""
     timeout = transfer_deadline(size) + 5.0 * len(peers)
-    return tx.run(f"{cmd} {q(src)}", timeout=timeout, check=False)
+    return tx.run(f"{group_cmd(peers, group, extra)} {q(src)}", timeout=timeout, check=False)
+
+
+def wait_member(tx: Guest, addr: str, size: int, sender: Job) -> None:
+    """The running group transfer (`sender`) has its peer `addr` as a member (its peer
+    line: group=1); if not, the failure shows that line and what the sender printed."""
+    try:
+        member(tx, addr, size)
+    except CommandTimeout as exc:
+        raise AssertionError(
+            f"{addr} is no member: {exc}\nthe sender printed:\n{sender.output()}"
+        ) from exc
+
+
+def member(tx: Guest, addr: str, size: int) -> None:
+    """Poll peer `addr`'s line of /proc/net/p2pkp (a timeout shows it) until group=1."""
+    tx.wait_for(
+        f"l=$(grep '^peer .* addr={addr} ' /proc/net/p2pkp); echo \"$l\"; "
+        "[ -n \"$l\" ] || grep -m3 '^peer ' /proc/net/p2pkp; "
+        'case "$l" in *" group=1") ;; *) false ;; esac',
+        timeout=transfer_deadline(size),
+        interval=0.1,
+    )
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
-def check_group_counters(d: dict[str, int], chunks: int, peers: int) -> None:
-    """The sender's counters of one group transfer: every chunk went to the group once, and
-    the sender sent far less than one copy per peer."""
+def check_group_counters(d: dict[str, int], chunks: int, peers: int, out: str) -> None:
+    """The sender's counters of one group transfer (`out`: its output): every chunk went
+    to the group once, and the sender sent far less than one copy per peer."""
     assert d["group_sent"] == chunks, f"group_sent {d['group_sent']}, the file has {chunks}: {d}"
     bound = (1 + REPAIR_COPIES) * chunks + SLACK_PER_PEER * peers
     assert d["dgrams_sent"] < bound, (
         f"dgrams_sent {d['dgrams_sent']} >= {bound} ({peers} peers, {chunks} chunks): "
-        f"unicast copies? {d}"
+        f"unicast copies? {d}; {most_unicast(out)}"
+    )
+
+
+def most_unicast(out: str, k: int = 5) -> str:
+    """The k peers (of p2pkp-send's output) that cost the most unicast datagrams."""
+    top = sorted(toolout.peers(out).values(), key=lambda p: -p.dgrams)[:k]
+    return "most unicast datagrams (sent, retransmitted): " + ", ".join(
+        f"{p.addr} {p.dgrams} {p.retrans}" for p in top
     )
 
 
@@ -198,6 +233,21 @@ def check_peers(
     return results
 
 
+def backlog_drops(cluster: ClusterView, rs: Sequence[Receiver]) -> dict[str, int]:
+    """Packets each receiver guest dropped at its input backlog so far (the second column
+    of /proc/net/softnet_stat, hexadecimal, summed over CPUs): on a clean link these are
+    the only losses, and the guest's namespaces share one backlog and one vCPU."""
+    guests = sorted({r.guest for r in rs})
+    out: dict[str, int] = {}
+
+    def read(guest: str) -> None:
+        text = cluster[guest].run("cat /proc/net/softnet_stat", timeout=60.0).output
+        out[guest] = sum(int(ln.split()[1], 16) for ln in text.splitlines() if ln.split())
+
+    run_parallel(read, "softnet_stat", guests)
+    return out
+
+
 def totals_in(cluster: ClusterView, rs: Sequence[Receiver]) -> dict[str, dict[str, int]]:
     """The `total` counters of /proc/net/p2pkp in each receiver's namespace, by name (one
     console round per guest, the guests in parallel)."""
@@ -245,6 +295,33 @@ def impaired(
         yield
     finally:
         run_parallel(remove, "netem", guests)
+
+
+@contextmanager
+def degraded(
+    cluster: ClusterView, r: Receiver, ingress: Link, egress: Link, limit: int
+) -> Iterator[None]:
+    """netem on both ends of r's veth at once: `ingress` on the bridge's end (what r
+    receives, a queue of `limit` packets), `egress` on r's own (what it sends); removed
+    after, also on failure."""
+    prefix = r.exec_prefix
+    cluster[r.guest].run(
+        " && ".join(
+            [
+                "modprobe -q sch_netem || true",
+                netem.qdisc_cmd(r.bridge_port, ingress, limit),
+                prefix + netem.qdisc_cmd("eth0", egress),
+            ]
+        ),
+        timeout=60.0,
+    )
+    try:
+        yield
+    finally:
+        cluster[r.guest].run(
+            f"tc qdisc del dev {r.bridge_port} root; {prefix}tc qdisc del dev eth0 root",
+            timeout=60.0,
+        )
 
 
 def netem_dropped(cluster: ClusterView, r: Receiver) -> int:
@@ -441,13 +518,15 @@ def test_multicast_one_file_to_n_receivers(scn: Scenario, cluster: ClusterView, 
             cluster, r.name, f"{dst}.{r.name}", port, host=str(r.ipv4.ip)
         )
     rx_before = totals_in(cluster, rs)
+    drops0 = backlog_drops(cluster, rs)
     before = proc_total(tx)
     res = group_send(tx, [addr_of(r, port) for r in rs], group4(port), src, size)
     d = delta(proc_total(tx), before)
+    drops = delta(backlog_drops(cluster, rs), drops0)
     check_peers(res, {addr_of(r, port): ("DONE", "") for r in rs}, size, None)
     files = toolout.sent(res.output)
     assert [(f.size, f.peers) for f in files] == [(size, n)], res.output
-    check_group_counters(d, chunks, n)
+    check_group_counters(d, chunks, n, res.output)
     check_received(cluster, rs, jobs, dst, size, digest)
     rx_after = totals_in(cluster, rs)
     joined = {r.name: delta(rx_after[r.name], rx_before[r.name])["group_joined"] for r in rs}
@@ -456,7 +535,11 @@ def test_multicast_one_file_to_n_receivers(scn: Scenario, cluster: ClusterView, 
     print(
         f"\n{size} bytes to {n} receivers by multicast: {files[0].ms:.1f} ms (TCG); "
         f"group_sent={d['group_sent']} dgrams_sent={d['dgrams_sent']} "
-        f"group_repairs={d['group_repairs']} per-peer unicast datagrams={unicast}"
+        f"group_repairs={d['group_repairs']} per-peer unicast datagrams={unicast} "
+        f"dgrams_retrans={d['dgrams_retrans']} cc_timeouts={d['cc_timeouts']} "
+        f"cc_undos={d['cc_undos']} datagrams received (ACKs) per chunk="
+        f"{d['dgrams_received'] / chunks:.2f}; input backlog drops by guest {drops}; "
+        f"{most_unicast(res.output)}"
     )
 
 
@@ -520,7 +603,7 @@ def test_multicast_ipv6_group(scn: Scenario, cluster: ClusterView, n: int) -> No
     res = group_send(tx, peers, group6(port), src, size, " --mcast-if eth0 --mcast-ttl 1")
     d = delta(proc_total(tx), before)
     check_peers(res, {a: ("DONE", "") for a in peers}, size, None)
-    check_group_counters(d, chunks_of(size, ipv6=True), n)
+    check_group_counters(d, chunks_of(size, ipv6=True), n, res.output)
     check_received(cluster, rs, jobs, dst, size, digest)
 
 
@@ -556,7 +639,7 @@ def test_multicast_listener_not_a_peer_stores_nothing(
     d = delta(proc_total(tx), before)
     names, samples = sampler.names()
     check_peers(res, {addr_of(r, port): ("DONE", "") for r in peers}, size, None)
-    check_group_counters(d, chunks_of(size), n - 1)
+    check_group_counters(d, chunks_of(size), n - 1, res.output)
     check_received(cluster, peers, jobs, dst, size, digest)
     mc = mcast_in(cluster, outsider) - mc0
     assert mc > 0, f"{outsider.name}: the group's datagrams never reached it (InMcastPkts)"
@@ -598,7 +681,7 @@ def test_multicast_receiver_refuses_groups(scn: Scenario, cluster: ClusterView, 
     want = {addr_of(r, port): ("DONE", "") for r in others}
     want[addr_of(refuser, port)] = ("FAILED", "EOPNOTSUPP")
     check_peers(res, want, size, "EOPNOTSUPP")
-    check_group_counters(d, chunks_of(size), n)
+    check_group_counters(d, chunks_of(size), n, res.output)
     check_received(cluster, others, jobs, dst, size, digest)
     sock = receiver_sock(cluster, refuser, f"0.0.0.0:{port}")
     assert int(sock.get("refused_group", "0")) >= 1, sock
@@ -642,24 +725,26 @@ def test_multicast_dead_receivers(scn: Scenario, cluster: ClusterView, n: int) -
     want[addr_of(refused, port)] = ("FAILED", "ECONNREFUSED")
     results = check_peers(res, want, size, "ETIMEDOUT")
     assert results[addr_of(dead, port)].acked == 0, res.output
-    check_group_counters(d, chunks_of(size), n)
+    check_group_counters(d, chunks_of(size), n, res.output)
     check_received(cluster, live, jobs, dst, size, digest)
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_multicast_slow_receiver_dropped(scn: Scenario, cluster: ClusterView, n: int) -> None:
-    """One receiver's link carries 4 Mbit/s (netem rate on its veth): with --group-lag 2000
-    it alone holds the group back for 2 s and is dropped: its result is ECONNABORTED
-    (write() fails with it), peers_dropped counts it, it gets an ABORT (its receiver gives
-    the transfer up, keeps no file and waits for the next); the others are DONE and
-    bit-exact, each chunk once to the group.  (4 Mbit/s, not less: a 64-member group's
-    receiver ACKs every 128 to 192 chunks, and the sender drops only a member heard from in
-    the last second.)"""
+    """Once the group is under way, one member's link degrades: it receives at 0.5 Mbit/s
+    (netem rate on the bridge's end of its veth) and its ACKs leave in bursts 1.5 s apart
+    (netem slot on its own end, as on an aggregating or power-saving link).  With
+    --group-lag 2000 it alone holds the group back for 2 s and is dropped: its result is
+    ECONNABORTED (write() fails with it), peers_dropped counts it, it gets an ABORT (its
+    receiver gives the transfer up, keeps no file and waits for the next); the others are
+    DONE and bit-exact, each chunk once to the group.  Before the fix the sender dropped
+    only a member heard from in the last second and restarted the lag whenever it was
+    not: this one, heard every 1.5 s, was never dropped."""
     tx = cluster["vm1"]
     rs = receivers(cluster, n)
     slow = rs[3]
     fast = [r for r in rs if r is not slow]
-    size = 4 * MiB
+    size = 8 * MiB
     src, digest = scn.make_file(tx, "src", size)
     port = next_port()
     dst = scn.path("dst")
@@ -667,19 +752,20 @@ def test_multicast_slow_receiver_dropped(scn: Scenario, cluster: ClusterView, n:
     before = proc_total(tx)
     want = {addr_of(r, port): ("DONE", "") for r in fast}
     want[addr_of(slow, port)] = ("FAILED", "ECONNABORTED")
-    # a queue of 2000 packets holds the slow one's window (512) and bounds what the group
-    # piles up there after the drop; the ABORT waits in it (removing the qdisc would drop
-    # it), so the slow receiver is watched before the link is restored
-    with impaired(cluster, [slow], Link(rate_mbit=4), 2000):
-        res = group_send(
-            tx, [addr_of(r, port) for r in rs], group4(port), src, size, " --group-lag 2000"
-        )
+    peers = [addr_of(r, port) for r in rs]
+    sender = scn.spawn(tx, f"{group_cmd(peers, group4(port), ' --group-lag 2000')} {q(src)}")
+    wait_member(tx, addr_of(slow, port), size, sender)
+    # a queue of 600 packets holds the slow one's window (512) and bounds what the group
+    # piles up there after the drop (14 s at 0.5 Mbit/s); the ABORT waits in it (removing
+    # the qdisc would drop it), so the slow receiver is watched before the link is restored
+    with degraded(cluster, slow, Link(rate_mbit=0.5), Link(slot_ms=1500), 600):
+        res = sender.wait(timeout=transfer_deadline(size) + 5.0 * n)
         results = check_peers(res, want, size, "ECONNABORTED")
         wait_abandoned(cluster, slow, port)
     d = delta(proc_total(tx), before)
     assert results[addr_of(slow, port)].acked < size, res.output
     assert d["peers_dropped"] == 1, d
-    check_group_counters(d, chunks_of(size), n)
+    check_group_counters(d, chunks_of(size), n, res.output)
     check_received(cluster, fast, jobs, dst, size, digest)
     assert not toolout.received(jobs[slow.name].output()), jobs[slow.name].output()
     left = cluster[slow.guest].run(f"ls -A {q(scn.dir)}").output.split()
@@ -689,38 +775,47 @@ def test_multicast_slow_receiver_dropped(scn: Scenario, cluster: ClusterView, n:
 
 @pytest.mark.topology("scale16")
 def test_multicast_late_receiver_catches_up(scn: Scenario, cluster: ClusterView) -> None:
-    """One receiver's read() starts only once the group is under way: its sender keeps
-    repeating START (the peer timeout is 15 s), the late peer is served by unicast up to
+    """One receiver's read() starts only once a tenth of the file went to the group: its
+    sender keeps repeating START (the peer timeout is 15 s), the late peer is served by
+    unicast up to
     what the group sent while its receiver also stores the group's chunks (so its ACKs
-    cover more than was sent to it alone), then it joins the group's sends.  All 16 get
-    the file bit-exact.  Before the fix the sender dropped those ACKs (cum beyond what it
-    had sent to that peer) and the write() never returned."""
+    cover more than was sent to it alone), and the group does not outrun its window
+    meanwhile, so it joins the group's sends (its peer line shows group=1) and takes
+    less than the file by unicast.  All 16 get the file bit-exact.  Before the first fix
+    the sender dropped those ACKs (cum beyond what it had sent to that peer) and the
+    write() never returned; before the second the group ran ahead and the late peer took
+    the whole file by unicast."""
     tx = cluster["vm1"]
     rs = receivers(cluster, 16)
     early, late = rs[:-1], rs[-1]
-    size = 8 * MiB
+    # the late peer's sender repeats START with a doubling timeout (at most 2 s): its
+    # receiver accepts up to 2 s after it starts, and the group must still be sending
+    size = 16 * MiB
     src, digest = scn.make_file(tx, "src", size)
     port = next_port()
     dst = scn.path("dst")
     jobs = scn.receivers_as(cluster, [r.name for r in early], dst, port)
     before = proc_total(tx)
-    cmd = f"{SEND} --json --group {group4(port)}" + "".join(f" --to {addr_of(r, port)}" for r in rs)
-    sender = scn.spawn(tx, f"{cmd} {q(src)}")
-    # the group is under way: a fifth of the file went out
+    sender = scn.spawn(tx, f"{group_cmd([addr_of(r, port) for r in rs], group4(port))} {q(src)}")
+    # the group is under way: a tenth of the file went out
     tx.wait_for(
         "awk '/^total / { for (i = 2; i <= NF; i++) if ($i ~ /^group_sent=/) "
         f'{{ split($i, kv, "="); exit !(kv[2] - {before["group_sent"]} > '
-        f"{chunks_of(size) // 5}) }} }}' /proc/net/p2pkp",
+        f"{chunks_of(size) // 10}) }} }}' /proc/net/p2pkp",
         timeout=60.0,
         interval=0.1,
     )
     jobs[late.name] = scn.receiver_as(cluster, late.name, f"{dst}.{late.name}", port)
+    # the group waits for it to catch up (within its window), then it is a member
+    wait_member(tx, addr_of(late, port), size, sender)
     res = sender.wait(timeout=transfer_deadline(size) + 120.0)
     d = delta(proc_total(tx), before)
     check_peers(res, {addr_of(r, port): ("DONE", "") for r in rs}, size, None)
     check_received(cluster, rs, jobs, dst, size, digest)
     assert d["group_sent"] == chunks_of(size), d
     late_p = toolout.peers(res.output)[addr_of(late, port)]
+    # what the group sent before it accepted, not the whole file (all of it before the fix)
+    assert late_p.dgrams < chunks_of(size), res.output
     print(f"\nlate receiver {late.name}: {late_p.dgrams} unicast datagrams; {d}")
 
 
@@ -756,4 +851,4 @@ def test_multicast_peer_on_the_sending_host(scn: Scenario, cluster: ClusterView)
     out = local.wait(timeout=60.0)
     assert out.rc == 0, out.output
     assert sha256(tx, f"{dst}.local", size) == digest, "the local peer's file differs"
-    check_group_counters(d, chunks_of(size), len(rs) + 1)
+    check_group_counters(d, chunks_of(size), len(rs) + 1, res.output)

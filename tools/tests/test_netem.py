@@ -33,6 +33,19 @@ def test_issue4_matrix_links() -> None:
     assert netem_args(Link(loss_pct=0.5)) == ["loss", "0.5%"]
 
 
+def test_slots_hold_packets_back_for_bursts() -> None:
+    assert netem_args(Link(slot_ms=1500)) == ["slot", "1500ms", "1500ms"]
+    assert netem_args(Link(rate_mbit=0.5, slot_ms=20)) == [
+        "rate",
+        "0.5mbit",
+        "slot",
+        "20ms",
+        "20ms",
+    ]
+    with pytest.raises(NetemError, match="slot_ms"):
+        Link(slot_ms=-1)
+
+
 def test_reorder_gets_the_delay_it_needs() -> None:
     assert netem_args(Link(reorder_pct=25)) == [
         "delay",

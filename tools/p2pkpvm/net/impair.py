@@ -57,7 +57,7 @@ def impair(
     """Impair vm's link for the duration of the block: `impair(vm, loss_pct=5)`.
 
     params are Link fields (loss_pct, delay_ms, jitter_ms, reorder_pct, duplicate_pct,
-    corrupt_pct, rate_mbit); give either link or params.
+    corrupt_pct, rate_mbit, slot_ms); give either link or params.
     """
     if link is not None and params:
         raise HarnessError("impair(): give a Link or its fields, not both")

@@ -58,6 +58,9 @@ class Link:
     duplicate_pct: float = 0.0
     corrupt_pct: float = 0.0
     rate_mbit: float = 0.0
+    # packets leave in bursts, one every slot_ms (netem `slot`): e.g. ACKs that an
+    # aggregating or power-saving link holds back
+    slot_ms: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -127,6 +130,8 @@ def netem_args(link: Link) -> list[str]:
         args += ["reorder", f"{_num(link.reorder_pct)}%"]
     if link.rate_mbit:
         args += ["rate", f"{_num(link.rate_mbit)}mbit"]
+    if link.slot_ms:
+        args += ["slot", f"{_num(link.slot_ms)}ms", f"{_num(link.slot_ms)}ms"]
     return args
 
 
