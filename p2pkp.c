@@ -384,7 +384,6 @@ struct p2pkp_peer {
 	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
 	DECLARE_BITMAP(sack, P2PKP_WIN);	/* relative to cum */
 	u64 sent_ns[P2PKP_WIN];		/* by chunk % P2PKP_WIN */
-	DECLARE_BITMAP(uc, P2PKP_WIN);	/* ... last sent by unicast */
 };
 
 /* A sender allowed by a receiver (connect() on a bound socket). */
@@ -463,7 +462,6 @@ struct p2pkp_sock {
 	u8 *rxbuf;			/* P2PKP_RXBUF_LEN */
 	u32 seg_off, seg_end, seg_size;
 	bool seg_group;			/* ... came from the group's socket */
-	bool rx_flip;			/* which socket is read first */
 	struct sockaddr_storage seg_from;
 	int seg_fromlen;
 	u64 linger_end;			/* ns: drain without a read() until */
@@ -1992,14 +1990,6 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 		if (test_bit(i, p->sack))
 			continue;
-		/*
-		 * A member's receiver reads the group's datagrams and its
-		 * own from two sockets: a chunk sent by unicast may overtake
-		 * group chunks sent before it that wait in the other queue,
-		 * so it is no evidence of their loss (section 3.3).
-		 */
-		if (p->member && test_bit(c % P2PKP_WIN, p->uc))
-			continue;
 		if (c < cum || (c - cum < P2PKP_WIN &&
 				(a->bitmap[(c - cum) / 8] & (1U << ((c - cum) % 8)))))
 			p->rack_ns = max(p->rack_ns, p->sent_ns[c % P2PKP_WIN]);
@@ -2313,7 +2303,6 @@ static void p2pkp_data_hdr(const struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	d->epoch = cpu_to_be16(p->epoch);
 	put_unaligned_be48(c, d->index);
 	p->sent_ns[c % P2PKP_WIN] = now;
-	__set_bit(c % P2PKP_WIN, p->uc);
 }
 
 /* A send error that is only a loss: the chunk goes again later. */
@@ -3097,7 +3086,6 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_cc_loss(ps, p, c);
 		}
 		p->sent_ns[c % P2PKP_WIN] = now;
-		__clear_bit(c % P2PKP_WIN, p->uc);
 		p2pkp_pace_sent(p, len, now);
 		tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
 	}
@@ -3223,12 +3211,23 @@ static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
 /*
  * The slow-receiver policy (section 1.8): the member furthest behind is
  * dropped with ECONNABORTED when it has been behind all the others by half
- * its window or more (the smaller of its receiver's and its congestion
- * window: it alone holds the group back) for P2PKP_GROUP_LAG,
+ * its window or more (p2pkp_lag_win: it alone holds the group back) for
+ * P2PKP_GROUP_LAG,
  * once it answered in that time (a silent one is left to the peer timeout,
  * ETIMEDOUT).  Its ACKs are thinned, seconds apart on a slow link: the lag
  * is not restarted between them.
  */
+/*
+ * A member's window for the slow-receiver policy: its receiver's, or its
+ * congestion window when smaller (slow ACKs hold the group back by that).
+ * Not the window of a timeout (one chunk, while it is recovered): the
+ * threshold before it (ssthresh).
+ */
+static u32 p2pkp_lag_win(const struct p2pkp_peer *p)
+{
+	return min(p->win, max(p->cwnd, p->ssthresh));
+}
+
 static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u64 now)
 {
@@ -3255,7 +3254,7 @@ static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	if (!slow)
 		return;
 	if (second == U64_MAX || !lag ||
-	    second - slow->cum < max_t(u32, min(slow->win, slow->cwnd) / 2, 1)) {
+	    second - slow->cum < max_t(u32, p2pkp_lag_win(slow) / 2, 1)) {
 		slow->lag_ns = 0;
 		return;
 	}
@@ -3339,7 +3338,8 @@ static bool p2pkp_tx_catching_up(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		return true;
 	if (now - p->lag_ns >= lag)
 		return false;
-	tx->wait_ns = min(tx->wait_ns, p->lag_ns + lag - now);
+	if (p->cum + p->win <= tx->gnext)	/* it holds the group now */
+		tx->wait_ns = min(tx->wait_ns, p->lag_ns + lag - now);
 	return true;
 }
 
@@ -3421,10 +3421,8 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 			if (!p->member)
 				continue;
-			for (c = tx->gnext; c < tx->gnext + sent; c++) {
+			for (c = tx->gnext; c < tx->gnext + sent; c++)
 				p->sent_ns[c % P2PKP_WIN] = now;
-				__clear_bit(c % P2PKP_WIN, p->uc);
-			}
 			p->next = tx->gnext + sent;
 			p->pipe += sent;
 			p2pkp_pace_sent(p, bytes, now);
@@ -3901,6 +3899,7 @@ struct p2pkp_rx {
 	u32 ack_mult;			/* group: paced ACKs ack_mult x 20 ms apart */
 	/* a group transfer (section 1.8): the group joined */
 	bool group;
+	bool gdata;			/* group DATA since the last ACK */
 	bool gself;			/* ... on the bound socket (wildcard) */
 	struct p2pkp_ksock gks;		/* ... or on this one, bound to it */
 	struct sockaddr_storage gaddr;
@@ -4167,16 +4166,18 @@ static u32 p2pkp_rx_window(const struct p2pkp_sock *ps, u32 chunk)
 
 /*
  * Gap between two paced ACKs: srtt/4 within P2PKP_ACK_MIN_US..
- * P2PKP_ACK_MAX_US.  A group's member (section 1.8) has no RTT (group DATA
- * carries no echo) and is asked for an ACK when its sender needs one (at
- * half its window, at the end); its paced ACKs, sent when its queue
- * drains, are P2PKP_ACK_MAX_US times ack_every / P2PKP_ACK_EVERY apart.
+ * P2PKP_ACK_MAX_US.  A group's member that takes the group's DATA
+ * (section 1.8) has no RTT (group DATA carries no echo) and is asked for
+ * an ACK when its sender needs one (at half its window, at the end): its
+ * paced ACKs are P2PKP_ACK_MAX_US times ack_mult apart.  One that takes
+ * unicast DATA only (a late or resumed peer, a group given up) paces as
+ * without a group.
  */
 static u64 p2pkp_rx_ack_ivl(const struct p2pkp_rx *rx)
 {
 	u32 us = clamp_t(u32, rx->srtt / 4, P2PKP_ACK_MIN_US, P2PKP_ACK_MAX_US);
 
-	if (rx->group)
+	if (rx->group && rx->gdata)
 		us = P2PKP_ACK_MAX_US * rx->ack_mult;
 	return (u64)us * NSEC_PER_USEC;
 }
@@ -4212,6 +4213,7 @@ static void p2pkp_rx_send_ack(struct p2pkp_sock *ps, struct p2pkp_rx *rx)
 		       rx->cookie, rx->echo, &a, sizeof(a));
 	p2pkp_stat(ps, P2PKP_ST_ACKS_SENT, 1);
 	rx->unacked = 0;
+	rx->gdata = false;
 }
 
 static void p2pkp_rx_send_status(struct p2pkp_sock *ps,
@@ -5018,6 +5020,7 @@ static void p2pkp_rx_accept(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->window = p2pkp_rx_window(ps, chunk);
 	rx->cum = 0;
 	rx->unacked = 0;
+	rx->gdata = false;
 	rx->ooo_acked = false;
 	rx->srtt = 0;
 	rx->last_ack_ns = 0;
@@ -5120,6 +5123,7 @@ static void p2pkp_rx_epoch(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 	rx->window = p2pkp_rx_window(ps, chunk);
 	rx->cum = 0;
 	rx->unacked = 0;
+	rx->gdata = false;
 	rx->ooo_acked = false;
 	rx->last_rx = ktime_get_ns();	/* the sender lives */
 	bitmap_zero(rx->ring, P2PKP_WIN);
@@ -5440,6 +5444,7 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			return false;
 		}
 		rx->credit = min_t(u32, rx->credit + len, P2PKP_CREDIT_MAX);
+		rx->gdata = true;
 		p2pkp_rx_data(ps, rx, h, tail);
 		return false;
 	}
@@ -5557,29 +5562,30 @@ static int p2pkp_rx_recv_on(struct p2pkp_sock *ps, struct socket *sock)
 }
 
 /*
- * With a group joined on its own socket, both sockets are read, in turn
- * first; ps->seg_group says where the datagrams came from.
+ * With a group joined on its own socket, both sockets are read: the
+ * group's first, the bound one when the group's is empty.  So a chunk sent
+ * by unicast (a repair) is never stored before group chunks sent earlier
+ * that wait in the other queue, and what the ACKs say keeps the order of
+ * sending the sender's loss detection relies on (section 1.8, 3.3).  The
+ * group's queue holds at most the sender's window of this transfer (other
+ * group datagrams are dropped at once).  ps->seg_group says where the
+ * datagrams came from.
  */
 static int p2pkp_rx_recv(struct p2pkp_sock *ps)
 {
 	struct p2pkp_rx *rx = ps->rxo;
 	struct socket *g = rx && rx->group ? rx->gks.sock : NULL;
-	struct socket *first = ps->rx.sock, *second = g;
 	int n;
 
 	ps->seg_group = false;
 	if (!g)
 		return p2pkp_rx_recv_on(ps, ps->rx.sock);
-	ps->rx_flip = !ps->rx_flip;
-	if (ps->rx_flip)
-		swap(first, second);
-	n = p2pkp_rx_recv_on(ps, first);
+	n = p2pkp_rx_recv_on(ps, g);
 	if (n != -EAGAIN) {
-		ps->seg_group = first == g;
+		ps->seg_group = true;
 		return n;
 	}
-	ps->seg_group = second == g;
-	return p2pkp_rx_recv_on(ps, second);
+	return p2pkp_rx_recv_on(ps, ps->rx.sock);
 }
 
 /*

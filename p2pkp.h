@@ -131,7 +131,9 @@
  * P2PKP_GROUP_LAG (u32 milliseconds, get/set, default 10000, 0: never): a
  *	group member that alone holds the group back (its window is full,
  *	the others have what was sent) for this long is dropped: it gets an
- *	ABORT and its result is ECONNABORTED; the others go on.
+ *	ABORT and its result is ECONNABORTED; the others go on.  A peer that
+ *	accepted late is waited for this long (0: until it joins) while it
+ *	catches up by unicast, then served by unicast alone.
  * P2PKP_NO_GROUP (int, get/set, default 0): receiver: refuse group
  *	transfers (the sender's result for this peer is EOPNOTSUPP).  Without
  *	it a receiver needs nothing new: it joins the group of an accepted

@@ -108,6 +108,8 @@ def test_setup_script_for_one_guest() -> None:
     assert "ip addr flush dev eth0 && ip link set eth0 master br0" in lines
     assert "ip link set br0 up && ip addr add 10.99.0.2/24 dev br0" in lines
     assert "ip -6 addr add fd00:99::2/64 dev br0 nodad" in lines
+    # an input backlog of 1000 packets for the guest and each of its 3 receivers
+    assert "sysctl -qw net.core.netdev_max_backlog=4000" in lines
     # b's receivers only, each with its namespace, both MACs and its addresses: the guest's
     # side in one `ip -batch`, then one per namespace
     assert re.findall(r"^netns add (\S+)$", script, re.M) == ["p2pkp-r1", "p2pkp-r2", "p2pkp-r3"]

@@ -127,6 +127,10 @@ def plan(guests: Sequence[GuestLike], run_id: str) -> list[Receiver]:
     return out
 
 
+# net.core.netdev_max_backlog's default: a host's input backlog, in packets
+BACKLOG_PER_HOST = 1000
+
+
 def setup_script(
     guest: GuestLike, receivers: Sequence[Receiver], mtu: int = DEFAULT_MTU, snooping: bool = False
 ) -> str:
@@ -157,6 +161,11 @@ def setup_script(
         f"sysctl -qw net.ipv6.conf.{BRIDGE}.accept_ra=0 net.ipv6.conf.{BRIDGE}.autoconf=0",
         f"ip addr flush dev eth0 && ip link set eth0 master {BRIDGE}",
         f"ip link set {BRIDGE} up && ip addr add {guest.ipv4} dev {BRIDGE}",
+        # each namespace stands for a host, which has an input backlog of its own (1000
+        # packets by default); here they share the guest's one, and a burst to the group
+        # is queued there once per namespace: 8 namespaces dropped 2,485 of 8 MiB's
+        # group datagrams on a clean link
+        f"sysctl -qw net.core.netdev_max_backlog={BACKLOG_PER_HOST * (len(mine) + 1)}",
     ]
     if guest.ipv6 is not None:
         lines.append(f"ip -6 addr add {guest.ipv6} dev {BRIDGE} nodad")
