@@ -384,6 +384,7 @@ struct p2pkp_peer {
 	u64 peer_ts_ns;			/* ns: when it arrived (0: none) */
 	DECLARE_BITMAP(sack, P2PKP_WIN);	/* relative to cum */
 	u64 sent_ns[P2PKP_WIN];		/* by chunk % P2PKP_WIN */
+	DECLARE_BITMAP(rtx, P2PKP_WIN);	/* ... that send was a retransmission */
 };
 
 /* A sender allowed by a receiver (connect() on a bound socket). */
@@ -462,6 +463,8 @@ struct p2pkp_sock {
 	u8 *rxbuf;			/* P2PKP_RXBUF_LEN */
 	u32 seg_off, seg_end, seg_size;
 	bool seg_group;			/* ... came from the group's socket */
+	bool g_armed;			/* the bound socket waits for g_left */
+	u32 g_left;			/* ... group datagrams queued before it */
 	struct sockaddr_storage seg_from;
 	int seg_fromlen;
 	u64 linger_end;			/* ns: drain without a read() until */
@@ -1891,6 +1894,25 @@ static void p2pkp_cc_undo(struct p2pkp_sock *ps, struct p2pkp_peer *p,
 	p->undo_cum = U64_MAX;
 }
 
+/*
+ * May an ACK of chunk @c move rack_ns to the time @c was last sent?  Not
+ * when that send was a retransmission the ACK may not answer (RFC 8985
+ * 6.2 step 2): the original, queued at a busy receiver, may be what it
+ * acknowledges, and every chunk sent before the retransmission would look
+ * lost.  It answers it when it echoes a datagram sent no earlier (the
+ * receiver echoes a retransmission that filled a hole, section 1.8).
+ */
+static bool p2pkp_ack_sent(const struct p2pkp_peer *p,
+			   const struct p2pkp_hdr *h, u64 c)
+{
+	u32 sent_us = (u32)div_u64(p->sent_ns[c % P2PKP_WIN], NSEC_PER_USEC);
+
+	if (!test_bit(c % P2PKP_WIN, p->rtx))
+		return true;
+	return (be16_to_cpu(h->flags) & P2PKP_F_ECHO) &&
+	       (s32)(be32_to_cpu(h->echo) - sent_us) >= 0;
+}
+
 /* Chunks in flight to @p: sent, neither acknowledged nor known lost. */
 static u32 p2pkp_pipe(const struct p2pkp_peer *p)
 {
@@ -1988,7 +2010,7 @@ static void p2pkp_tx_ack(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	for (i = 0; p->cum + i < p->next && i < P2PKP_WIN; i++) {
 		u64 c = p->cum + i;
 
-		if (test_bit(i, p->sack))
+		if (test_bit(i, p->sack) || !p2pkp_ack_sent(p, h, c))
 			continue;
 		if (c < cum || (c - cum < P2PKP_WIN &&
 				(a->bitmap[(c - cum) / 8] & (1U << ((c - cum) % 8)))))
@@ -2303,6 +2325,7 @@ static void p2pkp_data_hdr(const struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	d->epoch = cpu_to_be16(p->epoch);
 	put_unaligned_be48(c, d->index);
 	p->sent_ns[c % P2PKP_WIN] = now;
+	__assign_bit(c % P2PKP_WIN, p->rtx, flags & P2PKP_F_RETRANS);
 }
 
 /* A send error that is only a loss: the chunk goes again later. */
@@ -2334,6 +2357,7 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	u8 pkt[P2PKP_DATA_HLEN];
 	u32 plen = p2pkp_peer_len(tx, p, c);
 	u64 was = p->sent_ns[c % P2PKP_WIN];
+	bool was_rtx = test_bit(c % P2PKP_WIN, p->rtx);
 	int err;
 
 	if (retrans)
@@ -2343,6 +2367,7 @@ static int p2pkp_tx_data_one(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			 plen, MSG_DONTWAIT);
 	if (err == -EAGAIN) {
 		p->sent_ns[c % P2PKP_WIN] = was;
+		__assign_bit(c % P2PKP_WIN, p->rtx, was_rtx);
 		return err;
 	}
 	if (p2pkp_soft_err(err))
@@ -3086,6 +3111,7 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			p2pkp_cc_loss(ps, p, c);
 		}
 		p->sent_ns[c % P2PKP_WIN] = now;
+		__set_bit(c % P2PKP_WIN, p->rtx);
 		p2pkp_pace_sent(p, len, now);
 		tx->cur[i] = p2pkp_lost(p, c + 1, now, tx->rto_left[i]);
 	}
@@ -3221,11 +3247,15 @@ static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
  * A member's window for the slow-receiver policy: its receiver's, or its
  * congestion window when smaller (slow ACKs hold the group back by that).
  * Not the window of a timeout (one chunk, while it is recovered): the
- * threshold before it (ssthresh).
+ * threshold it grows back to (ssthresh, once a loss set it).
  */
 static u32 p2pkp_lag_win(const struct p2pkp_peer *p)
 {
-	return min(p->win, max(p->cwnd, p->ssthresh));
+	u32 w = p->cwnd;
+
+	if (w < p->ssthresh && p->ssthresh < P2PKP_WIN)
+		w = p->ssthresh;
+	return min(p->win, w);
 }
 
 static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
@@ -3421,8 +3451,10 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 			if (!p->member)
 				continue;
-			for (c = tx->gnext; c < tx->gnext + sent; c++)
+			for (c = tx->gnext; c < tx->gnext + sent; c++) {
 				p->sent_ns[c % P2PKP_WIN] = now;
+				__clear_bit(c % P2PKP_WIN, p->rtx);
+			}
 			p->next = tx->gnext + sent;
 			p->pipe += sent;
 			p2pkp_pace_sent(p, bytes, now);
@@ -5320,6 +5352,8 @@ static void p2pkp_rx_data(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 		p2pkp_drop(ps, P2PKP_ST_DROP_WINDOW);
 		return;
 	}
+	if (be16_to_cpu(h->flags) & P2PKP_F_GROUP)
+		rx->gdata = true;	/* the group feeds it: its ACK gap */
 	/* a retransmission that fills a hole: echo it (not a duplicate) */
 	if (rx->group && (be16_to_cpu(h->flags) & P2PKP_F_RETRANS))
 		rx->echo = be32_to_cpu(h->ts);
@@ -5444,7 +5478,6 @@ static bool p2pkp_rx_handle(struct p2pkp_sock *ps, struct p2pkp_rx *rx,
 			return false;
 		}
 		rx->credit = min_t(u32, rx->credit + len, P2PKP_CREDIT_MAX);
-		rx->gdata = true;
 		p2pkp_rx_data(ps, rx, h, tail);
 		return false;
 	}
@@ -5561,15 +5594,24 @@ static int p2pkp_rx_recv_on(struct p2pkp_sock *ps, struct socket *sock)
 	return segs;
 }
 
+/* Datagrams (skbs) waiting in a UDP socket's two receive queues. */
+static u32 p2pkp_udp_queued(struct socket *sock)
+{
+	struct sock *sk = sock->sk;
+
+	return skb_queue_len_lockless(&udp_sk(sk)->reader_queue) +
+	       skb_queue_len_lockless(&sk->sk_receive_queue);
+}
+
 /*
- * With a group joined on its own socket, both sockets are read: the
- * group's first, the bound one when the group's is empty.  So a chunk sent
- * by unicast (a repair) is never stored before group chunks sent earlier
- * that wait in the other queue, and what the ACKs say keeps the order of
- * sending the sender's loss detection relies on (section 1.8, 3.3).  The
- * group's queue holds at most the sender's window of this transfer (other
- * group datagrams are dropped at once).  ps->seg_group says where the
- * datagrams came from.
+ * With a group joined on its own socket, both sockets are read, the
+ * group's first: a datagram of the bound socket waits for the group
+ * datagrams queued when it was seen, not for later ones (a flood of the
+ * group's address cannot starve it).  So a chunk sent by unicast (a
+ * repair) is not stored before group chunks sent earlier that wait in the
+ * other queue, and what the ACKs say keeps the order of sending the
+ * sender's loss detection relies on (section 1.8, 3.3).  ps->seg_group
+ * says where the datagrams came from.
  */
 static int p2pkp_rx_recv(struct p2pkp_sock *ps)
 {
@@ -5578,13 +5620,24 @@ static int p2pkp_rx_recv(struct p2pkp_sock *ps)
 	int n;
 
 	ps->seg_group = false;
-	if (!g)
+	if (!g) {
+		ps->g_armed = false;
 		return p2pkp_rx_recv_on(ps, ps->rx.sock);
-	n = p2pkp_rx_recv_on(ps, g);
-	if (n != -EAGAIN) {
-		ps->seg_group = true;
-		return n;
 	}
+	if (!ps->g_armed && p2pkp_udp_queued(ps->rx.sock)) {
+		ps->g_armed = true;
+		ps->g_left = p2pkp_udp_queued(g);
+	}
+	if (!ps->g_armed || ps->g_left) {
+		n = p2pkp_rx_recv_on(ps, g);
+		if (n != -EAGAIN) {
+			if (ps->g_armed)
+				ps->g_left--;
+			ps->seg_group = true;
+			return n;
+		}
+	}
+	ps->g_armed = false;
 	return p2pkp_rx_recv_on(ps, ps->rx.sock);
 }
 
