@@ -65,6 +65,10 @@ SLACK_PER_PEER = 32
 # by unicast.  Measured: 0.56 and 1.5 copies (16 receivers, 8 and 2 MiB).  A fall-back to
 # unicast would be one copy per receiver.
 REPAIR_COPIES = 2
+# ... on clean links, where only spurious timeouts cost repairs (4 chunks each at most):
+# 8 MiB to 16 receivers took 5,946 datagrams for 5,858 chunks, to 64 6,159; before the
+# RACK and receiver-order fixes 7,519-9,657 and 22,442
+CLEAN_REPAIR_COPIES = 0.25
 
 # (receivers, topology): the always-run variant (the default deadline, 300 s), and the 64
 # of issue 13 behind `long`
@@ -166,11 +170,14 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
-def check_group_counters(d: dict[str, int], chunks: int, peers: int, out: str) -> None:
+def check_group_counters(
+    d: dict[str, int], chunks: int, peers: int, out: str, copies: float = REPAIR_COPIES
+) -> None:
     """The sender's counters of one group transfer (`out`: its output): every chunk went
-    to the group once, and the sender sent far less than one copy per peer."""
+    to the group once, and the sender sent far less than one copy per peer: at most
+    `copies` of the file more."""
     assert d["group_sent"] == chunks, f"group_sent {d['group_sent']}, the file has {chunks}: {d}"
-    bound = (1 + REPAIR_COPIES) * chunks + SLACK_PER_PEER * peers
+    bound = int((1 + copies) * chunks) + SLACK_PER_PEER * peers
     assert d["dgrams_sent"] < bound, (
         f"dgrams_sent {d['dgrams_sent']} >= {bound} ({peers} peers, {chunks} chunks): "
         f"unicast copies? {d}; {most_unicast(out)}"
@@ -500,10 +507,10 @@ def test_multicast_one_file_to_n_receivers(scn: Scenario, cluster: ClusterView, 
     """8 MiB by multicast (239.x.y.z) to n receivers: every one gets it bit-exact, every
     peer result is DONE with every byte acknowledged, each receiver's namespace joined the
     group once (group_joined), and the sender sent each chunk once to the group
-    (group_sent = chunks) and fewer than 3 x chunks datagrams in all, where unicast would
-    have been n x chunks.  Half the receivers are bound to the wildcard address (the group
-    is joined on that socket), the other half to their own address (on a second socket
-    bound to the group, protocol.md 1.8)."""
+    (group_sent = chunks) and fewer than 1.25 x chunks datagrams in all (plus a few per
+    peer), where unicast would have been n x chunks.  Half the receivers are bound to the
+    wildcard address (the group is joined on that socket), the other half to their own
+    address (on a second socket bound to the group, protocol.md 1.8)."""
     tx = cluster["vm1"]
     rs = receivers(cluster, n)
     size = 8 * MiB
@@ -526,7 +533,7 @@ def test_multicast_one_file_to_n_receivers(scn: Scenario, cluster: ClusterView, 
     check_peers(res, {addr_of(r, port): ("DONE", "") for r in rs}, size, None)
     files = toolout.sent(res.output)
     assert [(f.size, f.peers) for f in files] == [(size, n)], res.output
-    check_group_counters(d, chunks, n, res.output)
+    check_group_counters(d, chunks, n, res.output, CLEAN_REPAIR_COPIES)
     check_received(cluster, rs, jobs, dst, size, digest)
     rx_after = totals_in(cluster, rs)
     joined = {r.name: delta(rx_after[r.name], rx_before[r.name])["group_joined"] for r in rs}
@@ -603,7 +610,7 @@ def test_multicast_ipv6_group(scn: Scenario, cluster: ClusterView, n: int) -> No
     res = group_send(tx, peers, group6(port), src, size, " --mcast-if eth0 --mcast-ttl 1")
     d = delta(proc_total(tx), before)
     check_peers(res, {a: ("DONE", "") for a in peers}, size, None)
-    check_group_counters(d, chunks_of(size, ipv6=True), n, res.output)
+    check_group_counters(d, chunks_of(size, ipv6=True), n, res.output, CLEAN_REPAIR_COPIES)
     check_received(cluster, rs, jobs, dst, size, digest)
 
 
