@@ -3235,15 +3235,6 @@ static bool p2pkp_may_send(struct p2pkp_tx *tx, const struct p2pkp_peer *p,
 }
 
 /*
- * The slow-receiver policy (section 1.8): the member furthest behind is
- * dropped with ECONNABORTED when it has been behind all the others by half
- * its window or more (p2pkp_lag_win: it alone holds the group back) for
- * P2PKP_GROUP_LAG,
- * once it answered in that time (a silent one is left to the peer timeout,
- * ETIMEDOUT).  Its ACKs are thinned, seconds apart on a slow link: the lag
- * is not restarted between them.
- */
-/*
  * A member's window for the slow-receiver policy: its receiver's, or its
  * congestion window when smaller (slow ACKs hold the group back by that).
  * Not the window of a timeout (one chunk, while it is recovered): the
@@ -3258,10 +3249,17 @@ static u32 p2pkp_lag_win(const struct p2pkp_peer *p)
 	return min(p->win, w);
 }
 
+/*
+ * The slow-receiver policy (section 1.8): the member furthest behind is
+ * dropped with ECONNABORTED when it has been behind all the others by half
+ * its window or more (p2pkp_lag_win: it alone holds the group back) for
+ * @lag ns (P2PKP_GROUP_LAG), once it answered in that time (a silent one is
+ * left to the peer timeout, ETIMEDOUT).  Its ACKs are thinned, seconds
+ * apart on a slow link: the lag is not restarted between them.
+ */
 static void p2pkp_tx_group_lag(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-			       u64 now)
+			       u64 now, u64 lag)
 {
-	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
 	struct p2pkp_peer *slow = NULL;
 	u64 second = U64_MAX;
 	int i;
@@ -3350,15 +3348,13 @@ static bool p2pkp_tx_members(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
  * A peer that accepted after the group started (section 1.8) is served by
  * unicast up to what the group sent; its receiver stores the group's
  * chunks meanwhile, as far as its window reaches.  The group does not
- * outrun that window for P2PKP_GROUP_LAG (0: ever) from the first time it
- * is seen catching up: it then joins without ever taking the file by
- * unicast.  After that time the group goes on, and the peer by unicast.
+ * outrun that window for @lag ns (P2PKP_GROUP_LAG, 0: ever) from the first
+ * time it is seen catching up: it then joins without ever taking the file
+ * by unicast.  After that time the group goes on, and the peer by unicast.
  */
-static bool p2pkp_tx_catching_up(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
-				 struct p2pkp_peer *p, u64 now)
+static bool p2pkp_tx_catching_up(struct p2pkp_tx *tx, struct p2pkp_peer *p,
+				 u64 now, u64 lag)
 {
-	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
-
 	if (p->member || !p2pkp_g_eligible(tx, p) || p->state != PS_DATA ||
 	    !p->confirmed || p->next >= tx->gnext)
 		return false;
@@ -3382,6 +3378,7 @@ static bool p2pkp_tx_catching_up(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 			       u32 *budget)
 {
+	u64 lag = (u64)READ_ONCE(ps->group_lag_ms) * NSEC_PER_MSEC;
 	u64 now = ktime_get_ns(), lim, pos, end, run, bytes;
 	u32 n, sent, room, seg, w;
 	int i, err = 0;
@@ -3389,7 +3386,7 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 
 	if (!p2pkp_tx_members(ps, tx, now))
 		return 0;
-	p2pkp_tx_group_lag(ps, tx, now);
+	p2pkp_tx_group_lag(ps, tx, now, lag);
 	seg = P2PKP_DATA_HLEN + tx->gchunk + (ps->mac ? P2PKP_MAC_LEN : 0);
 	while (tx->gnext < tx->gcount) {
 		lim = tx->gcount;
@@ -3400,7 +3397,7 @@ static int p2pkp_tx_group_data(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		for (i = 0; i < tx->npeers; i++) {
 			struct p2pkp_peer *p = ps->peers[i];
 
-			if (p2pkp_tx_catching_up(ps, tx, p, now))
+			if (p2pkp_tx_catching_up(tx, p, now, lag))
 				lim = min(lim, p->cum + p->win);
 			if (!p->member)
 				continue;

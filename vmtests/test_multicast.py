@@ -245,14 +245,12 @@ def backlog_drops(cluster: ClusterView, rs: Sequence[Receiver]) -> dict[str, int
     of /proc/net/softnet_stat, hexadecimal, summed over CPUs): on a clean link these are
     the only losses, and the guest's namespaces share one backlog and one vCPU."""
     guests = sorted({r.guest for r in rs})
-    out: dict[str, int] = {}
 
-    def read(guest: str) -> None:
+    def read(guest: str) -> int:
         text = cluster[guest].run("cat /proc/net/softnet_stat", timeout=60.0).output
-        out[guest] = sum(int(ln.split()[1], 16) for ln in text.splitlines() if ln.split())
+        return sum(int(ln.split()[1], 16) for ln in text.splitlines() if ln.split())
 
-    run_parallel(read, "softnet_stat", guests)
-    return out
+    return dict(zip(guests, run_parallel(read, "softnet_stat", guests), strict=True))
 
 
 def totals_in(cluster: ClusterView, rs: Sequence[Receiver]) -> dict[str, dict[str, int]]:
