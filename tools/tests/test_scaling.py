@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from p2pkpvm.bench.model import BenchRun, Sample
-from p2pkpvm.bench.scaling import fit_slope, scale_table, spread, write_results
+from p2pkpvm.bench.scaling import (
+    describe,
+    fit_slope,
+    parse_args,
+    scale_table,
+    spread,
+    write_results,
+)
 from p2pkpvm.cluster.nsguest import NamespaceGuest
 from p2pkpvm.net.receivers import plan
 from p2pkpvm.net.topology import load_topology
@@ -104,3 +111,33 @@ def test_results_folder(tmp_path: Path) -> None:
     assert names == ["README.md", "plot.png", "raw.csv", "raw.json", "table.md"]
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     assert "taken round-robin over the three guests" in (tmp_path / "README.md").read_text()
+
+
+def test_sizes_warmup_and_publish_folder_options() -> None:
+    """The 64 MiB cells (issue 13: 64 MiB at 1 and 64 receivers) run as their own
+    invocation: sizes with units, no warm-up round, their own folder under docs/results."""
+    a = parse_args(["--size", "64M,8M", "--receivers", "1,64", "--no-warmup"])
+    assert a.size == (64 * MiB, 8 * MiB) and a.no_warmup and a.publish_dir == "scaling"
+    d = parse_args([])
+    assert d.size == (8 * MiB,) and not d.no_warmup
+    assert parse_args(["--publish-dir", "scaling-64MiB"]).publish_dir == "scaling-64MiB"
+    with pytest.raises(SystemExit):
+        parse_args(["--size", "8X"])
+
+
+def test_readme_says_whether_there_was_a_warm_up_round() -> None:
+    run = run_of()
+    run.meta.update(
+        command="c",
+        date="d",
+        commit="x",
+        cpu="c",
+        host_cpus="2",
+        sizes=[MiB],
+        peers=[1],
+        reps=1,
+        seed=3,
+    )
+    assert "per cell after a warm-up round;" in describe(run)
+    run.meta["warmup"] = False
+    assert "1 counted round(s) per cell; method order" in describe(run)

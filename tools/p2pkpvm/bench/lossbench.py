@@ -23,7 +23,6 @@ transfer completed bit-exact and every measurement could be read.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Iterator, Sequence
@@ -70,14 +69,6 @@ class Run:
     data_drops: int  # of those, on the receivers' ingress (DATA)
     receiver_drops: dict[str, int]
     per_peer: dict[str, tuple[int, int]]  # addr -> (datagrams sent, retransmitted)
-
-
-def parse_size(text: str) -> int:
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
-    digits = text[:-1] if mult != 1 else text
-    if not digits.isdigit() or int(digits) <= 0:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected e.g. 64M, 512K or 1000")
-    return int(digits) * mult
 
 
 def one_run(cluster: Cluster, scn: Scenario, src: str, digest: str, size: int, loss: float) -> Run:

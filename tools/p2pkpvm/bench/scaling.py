@@ -35,7 +35,7 @@ from p2pkpvm.bench.main import (
 )
 from p2pkpvm.bench.model import METHOD_LABELS, METHODS, BenchRun, median_ci
 from p2pkpvm.bench.runner import BenchConfig, BenchRunner
-from p2pkpvm.bench.tables import fmt_s, fmt_size
+from p2pkpvm.bench.tables import fmt_s, fmt_size, parse_size
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.cluster.nsguest import NamespaceGuest
 from p2pkpvm.errors import HarnessError
@@ -57,6 +57,11 @@ SCALE_METHODS = (
     "tcp-sendfile",
     "tcp-sendfile-par",
 )
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """--size: comma-separated sizes, each bytes or with K, M or G (64M,8M)."""
+    return tuple(parse_size(x) for x in text.split(","))
 
 
 def spread(receivers: list[Receiver]) -> list[Receiver]:
@@ -203,8 +208,8 @@ def describe(run: BenchRun) -> str:
         "(22 each), taken round-robin over the three guests.\n"
         f"- Sizes {', '.join(fmt_size(s) for s in m['sizes'])}; receivers "
         f"{', '.join(str(n) for n in m['peers'])}; warm page cache; {m['reps']} counted "
-        f"round(s) per cell after a warm-up round; method order random per round (seed "
-        f"{m['seed']}).\n"
+        f"round(s) per cell{' after a warm-up round' if m.get('warmup', True) else ''}; "
+        f"method order random per round (seed {m['seed']}).\n"
         "- Wall: from the sender's start until it exits, which each method does only once "
         "every receiver has the file; every received file's SHA-256 is checked.\n"
         "- Sender CPU: busy time of the sender's guest (/proc/stat), kernel threads "
@@ -233,7 +238,12 @@ def write_results(run: BenchRun, outdir: Path) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m p2pkpvm bench-scale", description=__doc__)
-    p.add_argument("--size", type=int, default=8 * MiB, help="file size in bytes (8 MiB)")
+    p.add_argument(
+        "--size",
+        type=parse_sizes,
+        default=(8 * MiB,),
+        help="file sizes, comma-separated, e.g. 8M or 64M,8M (8M)",
+    )
     p.add_argument("--receivers", default=",".join(map(str, NS)), help="comma-separated N, 1..64")
     p.add_argument("--methods", default=",".join(SCALE_METHODS))
     p.add_argument("--reps", type=int, default=3, help="counted rounds per cell (3)")
@@ -242,6 +252,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--pin", default=None)
     p.add_argument("--kernel", choices=KERNELS, default="stock")
     p.add_argument("--out", type=Path)
+    p.add_argument("--no-warmup", action="store_true", help="no warm-up round per cell")
+    p.add_argument(
+        "--publish-dir",
+        default="scaling",
+        help="folder under docs/results to publish to (scaling)",
+    )
     p.add_argument("--no-publish", action="store_true")
     p.add_argument("--force", action="store_true", help="publish even under host load")
     p.add_argument("--render", type=Path, metavar="DIR", help="rewrite DIR from its raw.json")
@@ -263,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     kernel = select(args.kernel, load_pin(args.pin))
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     cfg = BenchConfig(
-        sizes=(args.size,),
+        sizes=args.size,
         peers=ns,
         caches=("warm",),
         reps=args.reps,
         methods=methods,
         strace=False,
+        warmup=not args.no_warmup,
         seed=seed,
     )
     outdir = args.out or root / "results" / (time.strftime("%Y%m%d-%H%M%S") + "-scale")
@@ -314,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
             write_results(run, outdir)
         return 1
     print(scale_table(run))
-    if not publish_gated(run, outdir, root / "docs" / "results" / "scaling", args, "bench-scale"):
+    dest = root / "docs" / "results" / args.publish_dir
+    if not publish_gated(run, outdir, dest, args, "bench-scale"):
         return 3
     failed = sum(not s.ok for s in run.samples)
     progress(f"bench-scale: done in {time.monotonic() - t0:.0f} s, {failed} failed; {outdir}")

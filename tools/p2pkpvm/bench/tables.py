@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
 from p2pkpvm.bench.model import METHOD_LABELS, BenchRun, Row, aggregate
@@ -12,6 +13,15 @@ def fmt_size(n: int) -> str:
         if n >= div and n % div == 0:
             return f"{n // div} {unit}"
     return f"{n} B"
+
+
+def parse_size(text: str) -> int:
+    """A size as given on a command line: bytes, or with K, M or G (64M, 512K, 1000)."""
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
+    digits = text[:-1] if mult != 1 else text
+    if not digits.isdigit() or int(digits) <= 0:
+        raise argparse.ArgumentTypeError(f"size {text!r}: expected e.g. 64M, 512K or 1000")
+    return int(digits) * mult
 
 
 def fmt_s(v: float | None) -> str:

@@ -22,6 +22,7 @@ from p2pkpvm.bench import lossbench
 from p2pkpvm.bench import main as bench_main
 from p2pkpvm.bench import profile as bench_profile
 from p2pkpvm.bench import scaling as bench_scaling
+from p2pkpvm.bench.tables import parse_size
 from p2pkpvm.cli.demo import run_demo
 from p2pkpvm.cluster.cluster import Cluster
 from p2pkpvm.cluster.remote import ClusterServer, default_socket, shutdown
@@ -335,9 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "lossbench", help="goodput and retransmission ratio of 1-to-3 transfers at 0/1/5%% loss"
     )
     s.add_argument("--accel", choices=("kvm", "tcg"), default=None)
-    s.add_argument(
-        "--size", type=lossbench.parse_size, default=64 << 20, help="file size (default 64M)"
-    )
+    s.add_argument("--size", type=parse_size, default=64 << 20, help="file size (default 64M)")
     s.add_argument(
         "--fair-window",
         type=float,
