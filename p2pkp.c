@@ -3043,10 +3043,33 @@ static u64 p2pkp_cur_off(const struct p2pkp_tx *tx, int i,
 }
 
 /*
- * A chunk due at two or more group members goes once to the group (a
- * shared repair, section 1.8); members that have it count it as a
- * duplicate.  A chunk due at one member goes to it alone, by unicast.
- * Returns an error of reading the file; tx->pace_ns: the rate cap.
+ * Members a chunk must be due at for its repair to go once to the group
+ * (section 1.8): 2 by default; 1 sends every member's repair to the
+ * group, P2PKP_MAX_PEERS + 1 none (every repair by unicast).
+ */
+static unsigned int group_repair_min = 2;
+
+static int p2pkp_set_repair_min(const char *val, const struct kernel_param *kp)
+{
+	return param_set_uint_minmax(val, kp, 1, P2PKP_MAX_PEERS + 1);
+}
+
+static const struct kernel_param_ops p2pkp_repair_min_ops = {
+	.set = p2pkp_set_repair_min,
+	.get = param_get_uint,
+};
+
+module_param_cb(group_repair_min, &p2pkp_repair_min_ops, &group_repair_min,
+		0644);
+MODULE_PARM_DESC(group_repair_min,
+		 "group members a chunk is due at before its repair goes to the group (default 2, 1..65)");
+
+/*
+ * A chunk due at group_repair_min or more group members (two by default)
+ * goes once to the group (a shared repair, section 1.8); members that
+ * have it count it as a duplicate.  A chunk due at fewer goes to each of
+ * them by unicast.  Returns an error of reading the file; tx->pace_ns:
+ * the rate cap.
  */
 static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 				 u64 pos, u64 now, unsigned long *backoff)
@@ -3076,7 +3099,7 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		any_rto |= !p2pkp_sack_due(p, c, now);
 		n++;
 	}
-	if (n < 2)
+	if (!n || (unsigned int)n < READ_ONCE(group_repair_min))
 		return 0;
 	len = p2pkp_chunk_len(tx->size, tx->gcount, tx->gchunk, c);
 	data = p2pkp_get_old(tx, pos, len, &err);

@@ -495,6 +495,21 @@ def module_param(vm: Guest, name: str, on: bool) -> Iterator[None]:
 
 
 @contextmanager
+def module_param_at(vm: Guest, name: str, value: int) -> Iterator[None]:
+    """p2pkp's module parameter `name` at `value` on vm for the block, then back at what it
+    was, also on failure; a missing or read-only parameter is an error naming it."""
+    param = f"/sys/module/p2pkp/parameters/{name}"
+    if vm.run(f"test -w {param}", check=False).rc != 0:
+        raise AssertionError(f"{vm.name}: the module has no writable {param}")
+    old = vm.run(f"cat {param}").output.strip()
+    vm.run(f"echo {value} > {param}")
+    try:
+        yield
+    finally:
+        vm.run(f"echo {q(old)} > {param}")
+
+
+@contextmanager
 def dir_without_o_tmpfile(vm: Guest, base: str) -> Iterator[str]:
     """A world-writable sticky directory on vm (`base`-fuse) where open(O_TMPFILE) fails with
     EOPNOTSUPP, on every kernel: a bindfs (FUSE) mirror of `base`-back.  bindfs mounts with
