@@ -14,6 +14,7 @@ from p2pkpvm.bench.scaling import (
     parse_args,
     scale_table,
     spread,
+    too_big,
     write_results,
 )
 from p2pkpvm.cluster.nsguest import NamespaceGuest
@@ -141,3 +142,15 @@ def test_readme_says_whether_there_was_a_warm_up_round() -> None:
     assert "per cell after a warm-up round;" in describe(run)
     run.meta["warmup"] = False
     assert "1 counted round(s) per cell; method order" in describe(run)
+
+
+def test_cells_that_do_not_fit_the_receiving_guests_are_refused() -> None:
+    """64 MiB to 64 receivers (22 files of 64 MiB in a 768M guest's RAM) failed after
+    minutes with a broken TCP connection: it is refused before booting, naming the limit."""
+    mem = {"vm2": "768M", "vm3": "768M", "vm4": "768M"}
+    assert too_big((8 * MiB,), (1, 64), mem) == ""
+    assert too_big((64 * MiB,), (1, 3), mem) == ""
+    why = too_big((64 * MiB, 8 * MiB), (1, 64), mem)
+    assert "22 files (1408 MiB)" in why and "(768 MiB)" in why, why
+    assert "at most 18 receivers at that size" in why, why
+    assert too_big((64 * MiB,), (64,), {}) == ""

@@ -98,19 +98,17 @@ QUICK = BenchConfig(
 )
 
 
-def recv_cmd(method: str, port: int, out: str, payload: int, wait_ms: int = 60000) -> str:
+def recv_cmd(method: str, port: int, out: str, payload: int) -> str:
     """The receiver of `method`: every one prints a JSON 'listening' event once bound;
-    payload: bytes of file per datagram of the UDP baselines; wait_ms: how long a baseline's
-    receiver waits for its connection or its next data (the last of 64 peers of sequential
-    TCP waits for the 63 before it)."""
+    payload: bytes of file per datagram of the UDP baselines."""
     if method in ("p2pkp", "p2pkp-copy", "p2pkp-mcast"):
         return p2pkp_recv_cmd(port, out)
     if method == "p2pkp-key":
         return f"{p2pkp_recv_cmd(port, out)} --key-file {KEY}"
     if method in UDP_MODES:
-        return f"{UDP} recv --listen {port} --out {out} --payload {payload} --timeout {wait_ms}"
+        return f"{UDP} recv --listen {port} --out {out} --payload {payload} --timeout 60000"
     if method in ("tcp-sendfile", "tcp-sendfile-par"):
-        return f"{TCP} recv --listen {port} --out {out} --timeout {wait_ms}"
+        return f"{TCP} recv --listen {port} --out {out} --timeout 60000"
     raise ValueError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
 
 
@@ -218,16 +216,15 @@ class BenchRunner:
 
     # ---- one transfer -----------------------------------------------------------------------
     def _start_receivers(
-        self, method: str, size: int, peers: int, port: int, out: str
+        self, method: str, peers: int, port: int, out: str
     ) -> list[tuple[Guest, Job, str]]:
         """The first `peers` receivers, each writing to `out`-NAME (receivers that are
         namespaces of one guest share its file system)."""
         vms = self.receivers[:peers]
-        wait_ms = int(deadline(size, peers) * 1000)
 
         def start(vm: Guest) -> tuple[Guest, Job, str]:
             path = f"{out}-{vm.name}"
-            recv = recv_cmd(method, port, path, self.config.payload, wait_ms)
+            recv = recv_cmd(method, port, path, self.config.payload)
             cmd = f"rm -f {path}; head -1 /proc/stat; {recv}; rc=$?; head -1 /proc/stat; exit $rc"
             return vm, start_receiver(vm, cmd), path
 
@@ -279,7 +276,7 @@ class BenchRunner:
         port = next_port()
         out = f"{WORK}/recv-{port}"
         addrs = [vm.ipv4 for vm in self.receivers[:peers]]
-        jobs = self._start_receivers(method, size, peers, port, out)
+        jobs = self._start_receivers(method, peers, port, out)
         self.prepare_cache(size, cache)
         send = send_cmd(method, addrs, port, src_path(size), self.config.payload)
         # the P2PKP sender's namespace counters before and after, in the same console round
@@ -335,7 +332,7 @@ class BenchRunner:
         port = next_port()
         out = f"{WORK}/recv-{port}"
         addrs = [vm.ipv4 for vm in self.receivers[:peers]]
-        jobs = self._start_receivers(method, size, peers, port, out)
+        jobs = self._start_receivers(method, peers, port, out)
         send = send_cmd(method, addrs, port, src_path(size), self.config.payload)
         trace = f"{WORK}/strace-{port}.txt"
         res = self.sender.run(

@@ -64,6 +64,25 @@ def parse_sizes(text: str) -> tuple[int, ...]:
     return tuple(parse_size(x) for x in text.split(","))
 
 
+def too_big(sizes: tuple[int, ...], ns: tuple[int, ...], memory: dict[str, str]) -> str:
+    """Why the largest cell cannot run ("" when it can): the receivers of a guest write their
+    files into its RAM (/tmp), so a guest's share of the receivers (round-robin, `spread`)
+    times the size must fit in half its memory (`memory`: receiving guest -> "768M")."""
+    if not memory:
+        return ""
+    per_guest = -(-max(ns) // len(memory))
+    files = per_guest * max(sizes)
+    room = min(parse_size(m) for m in memory.values()) // 2
+    if files <= room:
+        return ""
+    return (
+        f"{max(ns)} receivers of {fmt_size(max(sizes))} put {per_guest} files "
+        f"({fmt_size(files)}) into a receiving guest's RAM, more than half its memory "
+        f"({fmt_size(room * 2)}): at most {max(1, room // max(sizes)) * len(memory)} "
+        "receivers at that size"
+    )
+
+
 def spread(receivers: list[Receiver]) -> list[Receiver]:
     """The receivers round-robin over their guests (r1, r23, r45, r2, ...): the first N load
     the receiving guests evenly."""
@@ -276,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     methods = parse_methods(args.methods)
     if not all(1 <= n <= 64 for n in ns):
         raise SystemExit(f"bench-scale: receivers {ns} not all in 1..64")
+    topology = load_topology("scale")
+    memory = {g.name: g.memory for g in topology.guests if g.receivers}
+    why = too_big(args.size, ns, memory)
+    if why:
+        raise SystemExit(f"bench-scale: {why}")
     kernel = select(args.kernel, load_pin(args.pin))
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 31)
     cfg = BenchConfig(
@@ -310,9 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # receiver bridges snoop IGMP as a switch would (IPv4 only here): group datagrams
         # reach the receivers that joined, not all 22 namespaces of a guest's one vCPU
-        with Cluster(
-            load_topology("scale"), accel=args.accel, kernel=kernel, snooping=True
-        ) as cluster:
+        with Cluster(topology, accel=args.accel, kernel=kernel, snooping=True) as cluster:
             cluster.load_module()
             meta.update(accel=cluster.accel, kernel=cluster[0].run("uname -r").output.strip())
             rs: list[Guest] = [
