@@ -560,7 +560,7 @@ def test_multicast_lossy_receivers(scn: Scenario, cluster: ClusterView, n: int) 
     tx = cluster["vm1"]
     rs = receivers(cluster, n)
     lossy = rs[1::4]
-    size = 4 * MiB
+    size = 2 * MiB
     chunks = chunks_of(size)
     src, digest = scn.make_file(tx, "src", size)
     port = next_port()
@@ -900,7 +900,7 @@ def lossy_group_transfer(
 def test_multicast_group_repair_min(scn: Scenario, cluster: ClusterView) -> None:
     """Module parameter group_repair_min (docs/protocol.md 1.8): the members a chunk must be
     due at before its repair goes once to the group.  1 MiB to 16 receivers, 4 of them
-    losing 10 %, at 1: every repair of a member goes to the group (unicast retransmissions
+    losing 5 %, at 1: every repair of a member goes to the group (unicast retransmissions
     only to a peer that accepted late: group_repairs_only), all bit-exact.  Values outside
     1..65 are refused with EINVAL and leave the value as it was; the default is 2.  (65,
     no repair to the group, and the cost of each value: the `long`
@@ -916,7 +916,7 @@ def test_multicast_group_repair_min(scn: Scenario, cluster: ClusterView) -> None
     size = MiB
     src, digest = scn.make_file(tx, "src", size)
     with (
-        impaired(cluster, lossy, Link(loss_pct=10), netem.QUEUE_LIMIT),
+        impaired(cluster, lossy, Link(loss_pct=5), netem.QUEUE_LIMIT),
         module_param_at(tx, "group_repair_min", 1),
     ):
         d, results, _, _ = lossy_group_transfer(scn, cluster, rs, src, digest, size)
@@ -929,7 +929,7 @@ def group_repairs_only(d: dict[str, int], unicast: int) -> bool:
     retransmissions (`unicast`, summed over the peers) are left only for a peer whose
     START was lost often enough that it accepted after the group started and caught up
     by unicast (no member yet).  At the default 2 a quarter of the receivers at
-    10 % loss cost several unicast repairs for each group repair (a chunk lost at one of
+    5 % loss cost several unicast repairs for each group repair (a chunk lost at one of
     them is far likelier than at two)."""
     return d["group_repairs"] > 0 and unicast * 4 < d["group_repairs"]
 
