@@ -93,8 +93,8 @@ def test_scale_table_rows_and_cost_per_receiver() -> None:
     assert "99" not in md, "the warm-up round is not counted"
 
 
-def test_results_folder(tmp_path: Path) -> None:
-    pytest.importorskip("matplotlib")
+def described_run() -> BenchRun:
+    """run_of() with the meta that describe() reads."""
     run = run_of()
     run.meta.update(
         command="python -m p2pkpvm bench-scale",
@@ -107,6 +107,12 @@ def test_results_folder(tmp_path: Path) -> None:
         reps=1,
         seed=3,
     )
+    return run
+
+
+def test_results_folder(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    run = described_run()
     write_results(run, tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["README.md", "plot.png", "raw.csv", "raw.json", "table.md"]
@@ -127,18 +133,7 @@ def test_sizes_warmup_and_publish_folder_options() -> None:
 
 
 def test_readme_says_whether_there_was_a_warm_up_round() -> None:
-    run = run_of()
-    run.meta.update(
-        command="c",
-        date="d",
-        commit="x",
-        cpu="c",
-        host_cpus="2",
-        sizes=[MiB],
-        peers=[1],
-        reps=1,
-        seed=3,
-    )
+    run = described_run()
     assert "per cell after a warm-up round;" in describe(run)
     run.meta["warmup"] = False
     assert "1 counted round(s) per cell; method order" in describe(run)
