@@ -3077,9 +3077,9 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 	DECLARE_BITMAP(due, P2PKP_MAX_PEERS);
 	u64 c = U64_MAX;
 	const u8 *data;
-	int i, n = 0, err = 0;
+	int i, err = 0;
 	bool any_rto = false;
-	u32 len, sent;
+	u32 len, sent, n = 0;
 
 	if (!tx->gon)
 		return 0;
@@ -3099,7 +3099,7 @@ static int p2pkp_tx_group_repair(struct p2pkp_sock *ps, struct p2pkp_tx *tx,
 		any_rto |= !p2pkp_sack_due(p, c, now);
 		n++;
 	}
-	if (!n || (unsigned int)n < READ_ONCE(group_repair_min))
+	if (n < READ_ONCE(group_repair_min))	/* 1 or more: 0 never goes */
 		return 0;
 	len = p2pkp_chunk_len(tx->size, tx->gcount, tx->gchunk, c);
 	data = p2pkp_get_old(tx, pos, len, &err);

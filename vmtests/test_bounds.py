@@ -22,6 +22,7 @@ from p2pkpvm.scenario.scenario import (
     Guest,
     Scenario,
     listing,
+    module_param_at,
     next_port,
     proc_sock,
     proc_total,
@@ -144,11 +145,7 @@ def test_max_file_size_refused(scn: Scenario, cluster: ClusterView) -> None:
     """A START above the max_file_size module parameter is refused with DONE(-EFBIG) and
     counted as refused_size; nothing is created; read() keeps waiting."""
     vm = cluster["vm1"]
-    param = "/sys/module/p2pkp/parameters/max_file_size"
-    assert vm.run(f"test -w {param}", check=False).rc == 0, f"module has no writable {param}"
-    old = vm.run(f"cat {param}").output.strip()
-    vm.run(f"echo 10000 > {param}")
-    try:
+    with module_param_at(vm, "max_file_size", 10000):
         port = next_port()
         c0 = proc_total(vm)
         job = scn.receiver(vm, scn.path("out"), port, host="127.0.0.1")
@@ -160,8 +157,6 @@ def test_max_file_size_refused(scn: Scenario, cluster: ClusterView) -> None:
         res = vm.run(f"{WIRE} --target 127.0.0.1:{port} --phases send --size 9000", timeout=60.0)
         assert "done_status=0" in res.output, res.output
         assert job.wait(timeout=30.0).rc == 0
-    finally:
-        vm.run(f"echo {old} > {param}")
 
 
 def test_free_space_refused(scn: Scenario, cluster: ClusterView) -> None:
